@@ -1,0 +1,47 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The metrics of one finished epoch. `values` holds the task's metrics: `accuracy` for
+/// classification; `r2`, `mae`, `rmse` for regression (all on the validation split).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: u32,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub learning_rate: f64,
+    pub samples_per_second: f64,
+    pub epoch_seconds: f64,
+    #[serde(flatten)]
+    pub values: BTreeMap<String, f64>,
+}
+
+impl EpochMetrics {
+    /// Looks up a metric by the name early stopping uses (`val_loss`, `val_accuracy`, ...).
+    pub fn monitored(&self, name: &str) -> Option<f64> {
+        match name {
+            "val_loss" => Some(self.val_loss),
+            "train_loss" => Some(self.train_loss),
+            other => self.values.get(other.strip_prefix("val_").unwrap_or(other)).copied(),
+        }
+    }
+}
+
+/// What training reports while it runs, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TrainingEvent {
+    Started {
+        total_epochs: u32,
+        start_epoch: u32,
+        train_samples: usize,
+        validation_samples: usize,
+    },
+    /// Progress inside an epoch, throttled by the engine.
+    Progress { epoch: u32, batch: u32, batches: u32, fraction: f64 },
+    Epoch(EpochMetrics),
+    CheckpointWritten { epoch: u32, step: u64, bytes: u64 },
+    EarlyStopped { epoch: u32, best_epoch: u32 },
+    Finished { metrics: BTreeMap<String, f64> },
+    Failed { reason: String },
+}

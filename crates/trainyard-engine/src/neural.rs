@@ -1,0 +1,313 @@
+//! The training loop for gradient-trained networks: seeded batching, optimiser steps, per-epoch
+//! evaluation, early stopping, checkpoints, and exact resume from a checkpoint.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLoss;
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig};
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use trainyard_core::hyperparameters::{LrSchedule, OptimizerKind};
+use trainyard_core::{EpochMetrics, Hyperparameters, Task, TrainingEvent};
+use trainyard_data::{Prepared, SeededRng, Table, prepare};
+
+use crate::checkpoint::{Checkpoint, LoopState};
+use crate::metrics::task_metrics;
+use crate::model::{ModelHeader, TrainedModel};
+use crate::network::{Architecture, DropoutMasks, Network};
+use crate::{Control, Observer, Outcome, Stop, TrainError, TrainRequest, final_metrics_header};
+
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+const EVAL_BATCH: usize = 2048;
+
+/// The backend's random generator is process-global; initialising weights under this lock with
+/// a fixed seed keeps concurrent runs from drawing from each other's stream.
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+fn init_network(arch: &Architecture, device: &Device, seed: u64) -> Network {
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    device.seed(seed);
+    Network::new(arch, device)
+}
+
+fn build_optimizer(hp: &Hyperparameters) -> ModuleOptimizer {
+    let decay = (hp.weight_decay > 0.0).then(|| WeightDecayConfig::new(hp.weight_decay as f32));
+    match hp.optimizer {
+        OptimizerKind::Sgd => SgdConfig::new()
+            .with_momentum((hp.momentum > 0.0).then(|| MomentumConfig::new().with_momentum(hp.momentum).with_dampening(0.0)))
+            .with_weight_decay(decay)
+            .init(),
+        OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
+        OptimizerKind::Adamw => AdamWConfig::new().with_weight_decay(hp.weight_decay as f32).init(),
+    }
+}
+
+/// Learning rate of a 0-based epoch; a pure function, so it needs no saved state.
+pub fn learning_rate(hp: &Hyperparameters, epoch: u32) -> f64 {
+    match hp.lr_schedule {
+        LrSchedule::Constant => hp.learning_rate,
+        LrSchedule::Cosine => {
+            let t = epoch as f64 / hp.epochs.max(1) as f64;
+            hp.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+        }
+        LrSchedule::Step => hp.learning_rate * hp.lr_gamma.powi((epoch / hp.lr_step_size) as i32),
+    }
+}
+
+/// The order rows are visited in during a 0-based epoch: derived from the seed and the epoch,
+/// so the data-order cursor is just (epoch, batch).
+fn epoch_order(n: usize, seed: u64, epoch: u32) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    SeededRng::derive(seed, 10_000 + epoch as u64).shuffle(&mut order);
+    order
+}
+
+fn gather(table: &Table, rows: &[usize], device: &Device) -> (Tensor<2>, Vec<f32>) {
+    let d = table.n_features;
+    let mut x = Vec::with_capacity(rows.len() * d);
+    let mut y = Vec::with_capacity(rows.len());
+    for &r in rows {
+        x.extend_from_slice(table.row(r));
+        y.push(table.y[r]);
+    }
+    (Tensor::from_data(TensorData::new(x, [rows.len(), d]), device), y)
+}
+
+fn loss(task: Task, out: Tensor<2>, y: Vec<f32>, device: &Device) -> Tensor<1> {
+    let n = y.len();
+    match task {
+        Task::Classification => {
+            let targets: Vec<i64> = y.into_iter().map(|v| v as i64).collect();
+            let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), device);
+            CrossEntropyLoss::new(None, device).forward(out, targets)
+        }
+        Task::Regression => {
+            let targets = Tensor::<2>::from_data(TensorData::new(y, [n, 1]), device);
+            (out - targets).powi_scalar(2).mean()
+        }
+    }
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    t.into_scalar::<f32>() as f64
+}
+
+/// Mean loss and task metrics of `network` over a table, without gradients.
+fn evaluate(network: &Network, arch: &Architecture, table: &Table, task: Task, prepared: &Prepared) -> (f64, std::collections::BTreeMap<String, f64>) {
+    let device = Device::flex();
+    let mut outputs = Vec::with_capacity(table.len() * arch.n_outputs);
+    let mut loss_sum = 0.0;
+    let rows: Vec<usize> = (0..table.len()).collect();
+    for chunk in rows.chunks(EVAL_BATCH) {
+        let (x, y) = gather(table, chunk, &device);
+        let out = network.forward(arch, x, None);
+        loss_sum += scalar(loss(task, out.clone(), y, &device)) * chunk.len() as f64;
+        outputs.extend(out.into_data().try_to_vec::<f32>().expect("f32 outputs"));
+    }
+    let metrics = task_metrics(task, &outputs, &table.y, &prepared.scaler);
+    (loss_sum / table.len().max(1) as f64, metrics)
+}
+
+fn record_bytes(network: &Network) -> Result<Vec<u8>, TrainError> {
+    let bytes = network.clone().into_record().into_bytes().map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+    Ok(bytes.to_vec())
+}
+
+fn load_record(network: Network, bytes: &[u8]) -> Result<Network, TrainError> {
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| TrainError::Resume(format!("model record: {e}")))?;
+    network.try_load_record(record).map_err(|e| TrainError::Resume(format!("model record: {e}")))
+}
+
+pub(crate) fn train_network(req: TrainRequest, control: &Control, observer: &mut dyn Observer) -> Result<Outcome, TrainError> {
+    let hp = &req.hyperparameters;
+    let info = &req.dataset.info;
+    let task = info.task;
+    let prepared = prepare(&req.dataset, hp.validation_split, hp.seed);
+    let arch = Architecture::new(req.algorithm, hp, info);
+    let device = Device::flex().autodiff();
+    let mut model = init_network(&arch, &device, hp.seed);
+    let mut optimizer = build_optimizer(hp);
+    let mut state = LoopState {
+        algorithm: req.algorithm,
+        hyperparameters: hp.clone(),
+        architecture: arch.clone(),
+        scaler: prepared.scaler.clone(),
+        epoch: 0,
+        next_batch: 0,
+        global_step: 0,
+        epoch_loss_sum: 0.0,
+        epoch_batches: 0,
+        history: vec![],
+        best_value: None,
+        best_epoch: 0,
+        epochs_without_improvement: 0,
+    };
+    let mut best_model: Option<Vec<u8>> = None;
+    if let Some(ckpt) = req.resume {
+        check_resumable(&ckpt.state, &state)?;
+        model = load_record(model, &ckpt.model)?;
+        optimizer = optimizer
+            .from_bytes(Bytes::from_bytes_vec(ckpt.optimizer))
+            .map_err(|e| TrainError::Resume(format!("optimizer record: {e}")))?;
+        state = ckpt.state;
+        best_model = ckpt.best_model;
+    }
+
+    observer.event(TrainingEvent::Started {
+        total_epochs: hp.epochs,
+        start_epoch: state.epoch,
+        train_samples: prepared.train.len(),
+        validation_samples: prepared.validation.len(),
+    });
+    let n_train = prepared.train.len();
+    let batch = (hp.batch_size as usize).min(n_train).max(1);
+    let n_batches = n_train.div_ceil(batch) as u32;
+    let mut last_progress = Instant::now();
+
+    while state.epoch < hp.epochs {
+        let epoch = state.epoch;
+        let lr = learning_rate(hp, epoch);
+        let order = epoch_order(n_train, hp.seed, epoch);
+        let started = Instant::now();
+        let mut samples = 0usize;
+        for b in state.next_batch..n_batches {
+            if let Some(stop) = control.requested() {
+                return match stop {
+                    Stop::Cancel => Ok(Outcome::Cancelled),
+                    Stop::Pause => {
+                        let ckpt = snapshot(&state, &model, &optimizer, &best_model)?;
+                        write_checkpoint(observer, &ckpt)?;
+                        Ok(Outcome::Paused(ckpt))
+                    }
+                };
+            }
+            let rows = &order[b as usize * batch..((b as usize + 1) * batch).min(n_train)];
+            let (x, y) = gather(&prepared.train, rows, &device);
+            let mut masks = DropoutMasks { rng: SeededRng::derive(hp.seed, 1 << 40 | state.global_step) };
+            let out = model.forward(&arch, x, Some(&mut masks));
+            let batch_loss = loss(task, out, y, &device);
+            let value = scalar(batch_loss.clone());
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite { epoch: epoch + 1, batch: b + 1, value });
+            }
+            let grads = GradientsParams::from_grads(batch_loss.backward(), &model);
+            model = optimizer.step(lr, model, grads);
+            state.epoch_loss_sum += value;
+            state.epoch_batches += 1;
+            state.global_step += 1;
+            state.next_batch = b + 1;
+            samples += rows.len();
+            if last_progress.elapsed() >= PROGRESS_INTERVAL {
+                last_progress = Instant::now();
+                observer.event(TrainingEvent::Progress {
+                    epoch: epoch + 1,
+                    batch: b + 1,
+                    batches: n_batches,
+                    fraction: (b + 1) as f64 / n_batches as f64,
+                });
+            }
+        }
+        let train_seconds = started.elapsed().as_secs_f64();
+        let (val_loss, values) = evaluate(&model.valid(), &arch, &prepared.validation, task, &prepared);
+        let metrics = EpochMetrics {
+            epoch: epoch + 1,
+            train_loss: state.epoch_loss_sum / state.epoch_batches.max(1) as f64,
+            val_loss,
+            learning_rate: lr,
+            samples_per_second: samples as f64 / train_seconds.max(1e-9),
+            epoch_seconds: started.elapsed().as_secs_f64(),
+            values,
+        };
+        state.history.push(metrics.clone());
+        state.epoch += 1;
+        state.next_batch = 0;
+        state.epoch_loss_sum = 0.0;
+        state.epoch_batches = 0;
+        observer.event(TrainingEvent::Epoch(metrics.clone()));
+
+        let mut stop_early = false;
+        if let Some(es) = &hp.early_stopping {
+            let value = metrics.monitored(&es.monitor).unwrap_or(metrics.val_loss);
+            let improved = match state.best_value {
+                None => true,
+                Some(best) if es.maximize() => value > best + es.min_delta,
+                Some(best) => value < best - es.min_delta,
+            };
+            if improved {
+                state.best_value = Some(value);
+                state.best_epoch = state.epoch;
+                state.epochs_without_improvement = 0;
+                best_model = Some(record_bytes(&model)?);
+            } else {
+                state.epochs_without_improvement += 1;
+                stop_early = state.epochs_without_improvement >= es.patience;
+            }
+        }
+        let finished = stop_early || state.epoch == hp.epochs;
+        if !finished && state.epoch % hp.checkpoint_every == 0 {
+            let ckpt = snapshot(&state, &model, &optimizer, &best_model)?;
+            write_checkpoint(observer, &ckpt)?;
+        }
+        if stop_early {
+            observer.event(TrainingEvent::EarlyStopped { epoch: state.epoch, best_epoch: state.best_epoch });
+            break;
+        }
+    }
+
+    if let Some(best) = &best_model {
+        model = load_record(model, best)?;
+    }
+    let inference = model.valid();
+    let (val_loss, mut metrics) = evaluate(&inference, &arch, &prepared.validation, task, &prepared);
+    metrics.insert("val_loss".into(), val_loss);
+    if let Some(last) = state.history.last() {
+        metrics.insert("train_loss".into(), last.train_loss);
+    }
+    if let Some(test) = &prepared.test {
+        let (test_loss, test_metrics) = evaluate(&inference, &arch, test, task, &prepared);
+        metrics.insert("test_loss".into(), test_loss);
+        metrics.extend(test_metrics.into_iter().map(|(k, v)| (format!("test_{k}"), v)));
+    }
+    metrics.insert("epochs_trained".into(), state.epoch as f64);
+    let header = ModelHeader {
+        architecture: Some(arch),
+        metrics,
+        ..final_metrics_header(&req.dataset.info, req.algorithm, hp, prepared.scaler)
+    };
+    Ok(Outcome::Completed(TrainedModel { header, weights: record_bytes(&inference)? }))
+}
+
+fn snapshot(state: &LoopState, model: &Network, optimizer: &ModuleOptimizer, best: &Option<Vec<u8>>) -> Result<Checkpoint, TrainError> {
+    let optimizer = optimizer.into_bytes().map_err(|e| TrainError::Checkpoint(e.to_string()))?.to_vec();
+    Ok(Checkpoint { state: state.clone(), model: record_bytes(model)?, optimizer, best_model: best.clone() })
+}
+
+fn write_checkpoint(observer: &mut dyn Observer, ckpt: &Checkpoint) -> Result<(), TrainError> {
+    let bytes = observer.checkpoint(ckpt).map_err(TrainError::Checkpoint)?;
+    observer.event(TrainingEvent::CheckpointWritten { epoch: ckpt.state.epoch, step: ckpt.state.global_step, bytes });
+    Ok(())
+}
+
+/// A checkpoint may only resume the run it came from: same algorithm, shape, preprocessing and
+/// hyperparameters (apart from the epoch budget, which may grow).
+fn check_resumable(saved: &LoopState, fresh: &LoopState) -> Result<(), TrainError> {
+    let mismatch = |what: &str| Err(TrainError::Resume(format!("the checkpoint's {what} differs from this run's")));
+    if saved.algorithm != fresh.algorithm {
+        return mismatch("algorithm");
+    }
+    if saved.architecture != fresh.architecture {
+        return mismatch("architecture");
+    }
+    if saved.scaler != fresh.scaler {
+        return mismatch("data preprocessing (dataset, validation_split or seed)");
+    }
+    let mut saved_hp = saved.hyperparameters.clone();
+    saved_hp.epochs = fresh.hyperparameters.epochs;
+    if saved_hp != fresh.hyperparameters {
+        return mismatch("hyperparameters");
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::{ModelRow, Result, Store, new_id, now_ms};
+
+pub struct NewModel {
+    pub project_id: String,
+    pub name: String,
+    pub dataset: String,
+    pub algorithm: String,
+    pub hyperparameters: Value,
+}
+
+/// Filters for listing models; `status` is the latest run's status (`pending` without runs).
+#[derive(Debug, Default, Clone)]
+pub struct ModelFilter {
+    pub project_id: String,
+    pub status: Option<String>,
+    pub dataset: Option<String>,
+    pub algorithm: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+const MODEL_COLUMNS: &str = "m.id, m.project_id, m.name, m.dataset, m.algorithm, m.hyperparameters, m.latest_run_id, m.created_at, m.updated_at";
+
+impl Store {
+    pub async fn insert_model(&self, new: NewModel) -> Result<ModelRow> {
+        let now = now_ms();
+        let row = ModelRow {
+            id: new_id(),
+            project_id: new.project_id,
+            name: new.name,
+            dataset: new.dataset,
+            algorithm: new.algorithm,
+            hyperparameters: new.hyperparameters,
+            latest_run_id: None,
+            created_at: now,
+            updated_at: now,
+        };
+        sqlx::query(
+            "INSERT INTO models (id, project_id, name, dataset, algorithm, hyperparameters, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.id)
+        .bind(&row.project_id)
+        .bind(&row.name)
+        .bind(&row.dataset)
+        .bind(&row.algorithm)
+        .bind(row.hyperparameters.to_string())
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
+    pub async fn get_model(&self, project_id: &str, id: &str) -> Result<Option<ModelRow>> {
+        let row = sqlx::query(&format!("SELECT {MODEL_COLUMNS} FROM models m WHERE m.id = ? AND m.project_id = ?"))
+            .bind(id)
+            .bind(project_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(ModelRow::from_row).transpose()
+    }
+
+    /// Models matching `filter`, newest first, with the total count before pagination.
+    pub async fn list_models(&self, filter: &ModelFilter) -> Result<(Vec<ModelRow>, i64)> {
+        let clause = "FROM models m LEFT JOIN runs r ON r.id = m.latest_run_id \
+             WHERE m.project_id = ?1 \
+             AND (?2 IS NULL OR COALESCE(r.status, 'pending') = ?2) \
+             AND (?3 IS NULL OR m.dataset = ?3) \
+             AND (?4 IS NULL OR m.algorithm = ?4)";
+        let total: i64 = sqlx::query(&format!("SELECT COUNT(*) AS n {clause}"))
+            .bind(&filter.project_id)
+            .bind(&filter.status)
+            .bind(&filter.dataset)
+            .bind(&filter.algorithm)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        let rows = sqlx::query(&format!(
+            "SELECT {MODEL_COLUMNS} {clause} ORDER BY m.created_at DESC, m.id DESC LIMIT ?5 OFFSET ?6"
+        ))
+        .bind(&filter.project_id)
+        .bind(&filter.status)
+        .bind(&filter.dataset)
+        .bind(&filter.algorithm)
+        .bind(filter.limit)
+        .bind(filter.offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let models = rows.iter().map(ModelRow::from_row).collect::<Result<_>>()?;
+        Ok((models, total))
+    }
+
+    /// Deletes a model with its runs, jobs, metrics and checkpoint rows (by cascade). Returns
+    /// whether it existed.
+    pub async fn delete_model(&self, project_id: &str, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM models WHERE id = ? AND project_id = ?")
+            .bind(id)
+            .bind(project_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// How many models use a dataset (a dataset in use cannot be deleted).
+    pub async fn models_using_dataset(&self, dataset: &str) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM models WHERE dataset = ?")
+            .bind(dataset)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
+    }
+}
