@@ -25,7 +25,7 @@ impl Default for SyntheticSpec {
             n_samples: 2000,
             n_features: 10,
             n_classes: 3,
-            noise: 2.0,
+            noise: 1.5,
             seed: 7,
         }
     }

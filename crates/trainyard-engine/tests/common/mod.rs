@@ -32,3 +32,23 @@ pub fn metric(model: &TrainedModel, name: &str) -> f64 {
 pub fn defaults() -> Value {
     json!({})
 }
+
+/// A digest of a network's weight values (not of record bytes or export metadata, which carry
+/// random parameter ids), so two models compare equal exactly when every weight is identical.
+pub fn weights_fingerprint(model: &TrainedModel) -> String {
+    use sha2::{Digest, Sha256};
+    let file = model.export_safetensors().unwrap();
+    let header_len = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, Value> = serde_json::from_slice(&file[8..8 + header_len]).unwrap();
+    let data = &file[8 + header_len..];
+    let mut names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
+    names.sort();
+    let mut hasher = Sha256::new();
+    for name in names {
+        let offsets = &header[name]["data_offsets"];
+        let (start, end) = (offsets[0].as_u64().unwrap() as usize, offsets[1].as_u64().unwrap() as usize);
+        hasher.update(name.as_bytes());
+        hasher.update(&data[start..end]);
+    }
+    hex::encode(hasher.finalize())
+}

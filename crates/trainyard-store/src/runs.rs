@@ -1,0 +1,319 @@
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::sqlite::SqliteConnection;
+
+use crate::{AttemptRow, CheckpointRow, Result, RunRow, Store, StoreError, new_id, now_ms};
+
+const RUN_COLUMNS: &str = "id, model_id, project_id, status, stage, hyperparameters, epoch, total_epochs, progress, \
+     metrics, error, attempt, artifact, created_at, started_at, finished_at, updated_at";
+
+/// A worker's progress report for its run.
+#[derive(Debug, Clone, Default)]
+pub struct RunProgress {
+    pub stage: String,
+    pub epoch: i64,
+    pub progress: f64,
+    pub metrics: Option<Value>,
+}
+
+/// Runs per status and jobs per queue state, for the Prometheus endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct StatusCounts {
+    pub runs: Vec<(String, i64)>,
+    pub jobs_queued: i64,
+    pub jobs_running: i64,
+}
+
+/// Fails with `Fenced` unless the statement touched a row: the worker's attempt is stale.
+pub(crate) fn fenced(affected: u64, run_id: &str, attempt: i64) -> Result<()> {
+    if affected == 0 {
+        Err(StoreError::Fenced { run_id: run_id.to_string(), attempt })
+    } else {
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Starts a run of a model unless one is already pending or training: returns the run and
+    /// whether it was created. The check and the insert happen in one write transaction, so two
+    /// concurrent requests cannot both create a run.
+    pub async fn create_run(&self, model_id: &str, project_id: &str, hyperparameters: &Value, total_epochs: i64) -> Result<(RunRow, bool)> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let active = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE model_id = ? AND status IN ('pending', 'training') ORDER BY created_at DESC LIMIT 1"
+        ))
+        .bind(model_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = active {
+            tx.commit().await?;
+            return Ok((RunRow::from_row(&row)?, false));
+        }
+        let now = now_ms();
+        let run_id = new_id();
+        sqlx::query(
+            "INSERT INTO runs (id, model_id, project_id, status, stage, hyperparameters, total_epochs, created_at, updated_at) \
+             VALUES (?, ?, ?, 'pending', 'queued', ?, ?, ?, ?)",
+        )
+        .bind(&run_id)
+        .bind(model_id)
+        .bind(project_id)
+        .bind(hyperparameters.to_string())
+        .bind(total_epochs)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO jobs (id, run_id, state, available_at, created_at) VALUES (?, ?, 'queued', ?, ?)")
+            .bind(new_id())
+            .bind(&run_id)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE models SET latest_run_id = ?, updated_at = ? WHERE id = ?")
+            .bind(&run_id)
+            .bind(now)
+            .bind(model_id)
+            .execute(&mut *tx)
+            .await?;
+        let row = fetch_run(&mut tx, &run_id).await?.expect("inserted run");
+        tx.commit().await?;
+        Ok((row, true))
+    }
+
+    pub async fn get_run(&self, project_id: &str, run_id: &str) -> Result<Option<RunRow>> {
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND project_id = ?"))
+            .bind(run_id)
+            .bind(project_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(RunRow::from_row).transpose()
+    }
+
+    pub async fn list_runs(&self, model_id: &str) -> Result<Vec<RunRow>> {
+        let rows = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE model_id = ? ORDER BY created_at DESC, id DESC"))
+            .bind(model_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(RunRow::from_row).collect()
+    }
+
+    /// Per-epoch metrics of a run, in epoch order.
+    pub async fn epoch_metrics(&self, run_id: &str) -> Result<Vec<Value>> {
+        let rows = sqlx::query("SELECT metrics FROM epoch_metrics WHERE run_id = ? ORDER BY epoch")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get("metrics")?;
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("epoch metrics: {e}")))
+            })
+            .collect()
+    }
+
+    pub async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>> {
+        let rows = sqlx::query("SELECT attempt, worker, started_at, ended_at, outcome, reason FROM run_attempts WHERE run_id = ? ORDER BY attempt")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRow {
+                    attempt: r.try_get("attempt")?,
+                    worker: r.try_get("worker")?,
+                    started_at: r.try_get("started_at")?,
+                    ended_at: r.try_get("ended_at")?,
+                    outcome: r.try_get("outcome")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn set_stage(&self, run_id: &str, attempt: i64, stage: &str) -> Result<()> {
+        let done = sqlx::query("UPDATE runs SET stage = ?, updated_at = ? WHERE id = ? AND attempt = ? AND status = 'training'")
+            .bind(stage)
+            .bind(now_ms())
+            .bind(run_id)
+            .bind(attempt)
+            .execute(&self.pool)
+            .await?;
+        fenced(done.rows_affected(), run_id, attempt)
+    }
+
+    pub async fn record_progress(&self, run_id: &str, attempt: i64, p: &RunProgress) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE runs SET stage = ?, epoch = ?, progress = ?, metrics = COALESCE(?, metrics), updated_at = ? \
+             WHERE id = ? AND attempt = ? AND status = 'training'",
+        )
+        .bind(&p.stage)
+        .bind(p.epoch)
+        .bind(p.progress)
+        .bind(p.metrics.as_ref().map(Value::to_string))
+        .bind(now_ms())
+        .bind(run_id)
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        fenced(done.rows_affected(), run_id, attempt)
+    }
+
+    /// Stores one epoch's metrics (replacing an entry a previous attempt wrote for the same
+    /// epoch) and makes them the run's latest.
+    pub async fn record_epoch(&self, run_id: &str, attempt: i64, epoch: i64, progress: f64, metrics: &Value) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE runs SET epoch = ?, progress = ?, metrics = ?, updated_at = ? WHERE id = ? AND attempt = ? AND status = 'training'",
+        )
+        .bind(epoch)
+        .bind(progress)
+        .bind(metrics.to_string())
+        .bind(now_ms())
+        .bind(run_id)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
+        fenced(done.rows_affected(), run_id, attempt)?;
+        sqlx::query("INSERT OR REPLACE INTO epoch_metrics (run_id, epoch, metrics) VALUES (?, ?, ?)")
+            .bind(run_id)
+            .bind(epoch)
+            .bind(metrics.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A new attempt that starts over forgets epochs beyond where it starts.
+    pub async fn truncate_history(&self, run_id: &str, attempt: i64, after_epoch: i64) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query("UPDATE runs SET epoch = ?, updated_at = ? WHERE id = ? AND attempt = ?")
+            .bind(after_epoch)
+            .bind(now_ms())
+            .bind(run_id)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?;
+        fenced(done.rows_affected(), run_id, attempt)?;
+        sqlx::query("DELETE FROM epoch_metrics WHERE run_id = ? AND epoch > ?")
+            .bind(run_id)
+            .bind(after_epoch)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends a run with a terminal status; `job_attempt` fences the write and closes the job.
+    pub async fn finish_run(
+        &self,
+        run_id: &str,
+        attempt: i64,
+        status: &str,
+        metrics: Option<&Value>,
+        artifact: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE runs SET status = ?, stage = 'done', progress = CASE WHEN ? = 'completed' THEN 1.0 ELSE progress END, \
+             metrics = COALESCE(?, metrics), artifact = COALESCE(?, artifact), error = ?, finished_at = ?, updated_at = ? \
+             WHERE id = ? AND attempt = ? AND status = 'training'",
+        )
+        .bind(status)
+        .bind(status)
+        .bind(metrics.map(Value::to_string))
+        .bind(artifact)
+        .bind(error)
+        .bind(now)
+        .bind(now)
+        .bind(run_id)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
+        fenced(done.rows_affected(), run_id, attempt)?;
+        close_job_and_attempt(&mut tx, run_id, attempt, status, error).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn insert_checkpoint(&self, row: &CheckpointRow) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let current: Option<(i64,)> = sqlx::query_as("SELECT attempt FROM runs WHERE id = ?").bind(&row.run_id).fetch_optional(&mut *tx).await?;
+        fenced(u64::from(current == Some((row.attempt,))), &row.run_id, row.attempt)?;
+        sqlx::query(
+            "INSERT INTO checkpoints (id, run_id, attempt, epoch, step, path, sha256, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.id)
+        .bind(&row.run_id)
+        .bind(row.attempt)
+        .bind(row.epoch)
+        .bind(row.step)
+        .bind(&row.path)
+        .bind(&row.sha256)
+        .bind(row.bytes)
+        .bind(row.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn checkpoints(&self, run_id: &str) -> Result<Vec<CheckpointRow>> {
+        let rows = sqlx::query("SELECT id, run_id, attempt, epoch, step, path, sha256, bytes, created_at FROM checkpoints WHERE run_id = ? ORDER BY step DESC")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CheckpointRow {
+                    id: r.try_get("id")?,
+                    run_id: r.try_get("run_id")?,
+                    attempt: r.try_get("attempt")?,
+                    epoch: r.try_get("epoch")?,
+                    step: r.try_get("step")?,
+                    path: r.try_get("path")?,
+                    sha256: r.try_get("sha256")?,
+                    bytes: r.try_get("bytes")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn status_counts(&self) -> Result<StatusCounts> {
+        let runs = sqlx::query_as::<_, (String, i64)>("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        let jobs = sqlx::query_as::<_, (String, i64)>("SELECT state, COUNT(*) FROM jobs WHERE state != 'done' GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let count = |state: &str| jobs.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+        Ok(StatusCounts { runs, jobs_queued: count("queued"), jobs_running: count("leased") })
+    }
+}
+
+pub(crate) async fn fetch_run(conn: &mut SqliteConnection, run_id: &str) -> Result<Option<RunRow>> {
+    let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?")).bind(run_id).fetch_optional(conn).await?;
+    row.as_ref().map(RunRow::from_row).transpose()
+}
+
+pub(crate) async fn close_job_and_attempt(conn: &mut SqliteConnection, run_id: &str, attempt: i64, outcome: &str, reason: Option<&str>) -> Result<()> {
+    let now = now_ms();
+    sqlx::query("UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL WHERE run_id = ?")
+        .bind(run_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE run_attempts SET ended_at = ?, outcome = ?, reason = ? WHERE run_id = ? AND attempt = ? AND ended_at IS NULL")
+        .bind(now)
+        .bind(outcome)
+        .bind(reason)
+        .bind(run_id)
+        .bind(attempt)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
