@@ -73,7 +73,7 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
             if applied.is_none() {
-                sqlx::raw_sql(sql).execute(&mut *tx).await?;
+                sqlx::raw_sql(*sql).execute(&mut *tx).await?;
                 sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
                     .bind(version)
                     .bind(now_ms())

@@ -1,5 +1,5 @@
 use serde_json::Value;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use crate::{ModelRow, Result, Store, new_id, now_ms};
 
@@ -56,7 +56,7 @@ impl Store {
     }
 
     pub async fn get_model(&self, project_id: &str, id: &str) -> Result<Option<ModelRow>> {
-        let row = sqlx::query(&format!("SELECT {MODEL_COLUMNS} FROM models m WHERE m.id = ? AND m.project_id = ?"))
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {MODEL_COLUMNS} FROM models m WHERE m.id = ? AND m.project_id = ?")))
             .bind(id)
             .bind(project_id)
             .fetch_optional(&self.pool)
@@ -71,7 +71,7 @@ impl Store {
              AND (?2 IS NULL OR COALESCE(r.status, 'pending') = ?2) \
              AND (?3 IS NULL OR m.dataset = ?3) \
              AND (?4 IS NULL OR m.algorithm = ?4)";
-        let total: i64 = sqlx::query(&format!("SELECT COUNT(*) AS n {clause}"))
+        let total: i64 = sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) AS n {clause}")))
             .bind(&filter.project_id)
             .bind(&filter.status)
             .bind(&filter.dataset)
@@ -79,9 +79,9 @@ impl Store {
             .fetch_one(&self.pool)
             .await?
             .try_get("n")?;
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {MODEL_COLUMNS} {clause} ORDER BY m.created_at DESC, m.id DESC LIMIT ?5 OFFSET ?6"
-        ))
+        )))
         .bind(&filter.project_id)
         .bind(&filter.status)
         .bind(&filter.dataset)

@@ -1,5 +1,5 @@
 use serde_json::Value;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 use sqlx::sqlite::SqliteConnection;
 
 use crate::{AttemptRow, CheckpointRow, Result, RunRow, Store, StoreError, new_id, now_ms};
@@ -39,9 +39,9 @@ impl Store {
     /// concurrent requests cannot both create a run.
     pub async fn create_run(&self, model_id: &str, project_id: &str, hyperparameters: &Value, total_epochs: i64) -> Result<(RunRow, bool)> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let active = sqlx::query(&format!(
+        let active = sqlx::query(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE model_id = ? AND status IN ('pending', 'training') ORDER BY created_at DESC LIMIT 1"
-        ))
+        )))
         .bind(model_id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -83,7 +83,7 @@ impl Store {
     }
 
     pub async fn get_run(&self, project_id: &str, run_id: &str) -> Result<Option<RunRow>> {
-        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND project_id = ?"))
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND project_id = ?")))
             .bind(run_id)
             .bind(project_id)
             .fetch_optional(&self.pool)
@@ -92,7 +92,7 @@ impl Store {
     }
 
     pub async fn list_runs(&self, model_id: &str) -> Result<Vec<RunRow>> {
-        let rows = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE model_id = ? ORDER BY created_at DESC, id DESC"))
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE model_id = ? ORDER BY created_at DESC, id DESC")))
             .bind(model_id)
             .fetch_all(&self.pool)
             .await?;
@@ -297,7 +297,7 @@ impl Store {
 }
 
 pub(crate) async fn fetch_run(conn: &mut SqliteConnection, run_id: &str) -> Result<Option<RunRow>> {
-    let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?")).bind(run_id).fetch_optional(conn).await?;
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"))).bind(run_id).fetch_optional(conn).await?;
     row.as_ref().map(RunRow::from_row).transpose()
 }
 

@@ -1,0 +1,179 @@
+//! The durable job queue. A job is leased to one worker at a time; the lease expires unless the
+//! worker heartbeats, and an expired lease makes the job claimable again as a new attempt.
+//! Claiming is one `UPDATE ... WHERE id = (SELECT ...) RETURNING` statement, which SQLite runs
+//! atomically (and PostgreSQL can run with `FOR UPDATE SKIP LOCKED` in the subquery).
+
+use std::time::Duration;
+
+use sqlx::Row;
+
+use crate::runs::{close_job_and_attempt, fenced};
+use crate::{Result, Store, now_ms};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedJob {
+    pub job_id: String,
+    pub run_id: String,
+    pub model_id: String,
+    /// Fencing token: every write for this job carries it.
+    pub attempt: i64,
+    pub cancel_requested: bool,
+    pub pause_requested: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobFlags {
+    pub cancel_requested: bool,
+    pub pause_requested: bool,
+}
+
+impl Store {
+    /// Leases the oldest available job to `worker`: a queued one, or one whose lease expired
+    /// (its worker died). Marks the run `training` under the new attempt number.
+    pub async fn claim_job(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>> {
+        let now = now_ms();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(
+            "UPDATE jobs SET state = 'leased', lease_owner = ?1, lease_expires_at = ?2 + ?3, attempt = attempt + 1 \
+             WHERE id = (SELECT id FROM jobs \
+                         WHERE (state = 'queued' AND available_at <= ?2) OR (state = 'leased' AND lease_expires_at < ?2) \
+                         ORDER BY available_at, created_at LIMIT 1) \
+             RETURNING id, run_id, attempt, cancel_requested, pause_requested",
+        )
+        .bind(worker)
+        .bind(now)
+        .bind(lease.as_millis() as i64)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let job_id: String = row.try_get("id")?;
+        let run_id: String = row.try_get("run_id")?;
+        let attempt: i64 = row.try_get("attempt")?;
+        // A previous attempt that never ended lost its worker.
+        sqlx::query(
+            "UPDATE run_attempts SET ended_at = ?, outcome = 'lost', reason = 'lease expired: the worker stopped heartbeating' \
+             WHERE run_id = ? AND ended_at IS NULL",
+        )
+        .bind(now)
+        .bind(&run_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO run_attempts (run_id, attempt, worker, started_at) VALUES (?, ?, ?, ?)")
+            .bind(&run_id)
+            .bind(attempt)
+            .bind(worker)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let model: (String,) = sqlx::query_as(
+            "UPDATE runs SET status = 'training', stage = 'loading_data', attempt = ?, error = NULL, \
+             started_at = COALESCE(started_at, ?), updated_at = ? WHERE id = ? RETURNING model_id",
+        )
+        .bind(attempt)
+        .bind(now)
+        .bind(now)
+        .bind(&run_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(ClaimedJob {
+            job_id,
+            run_id,
+            model_id: model.0,
+            attempt,
+            cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+            pause_requested: row.try_get::<i64, _>("pause_requested")? != 0,
+        }))
+    }
+
+    /// Extends the lease and returns the flags the API set. Fails with `Fenced` when this
+    /// attempt no longer holds the job.
+    pub async fn heartbeat(&self, job: &ClaimedJob, lease: Duration) -> Result<JobFlags> {
+        let row = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND attempt = ? AND state = 'leased' \
+             RETURNING cancel_requested, pause_requested",
+        )
+        .bind(now_ms() + lease.as_millis() as i64)
+        .bind(&job.job_id)
+        .bind(job.attempt)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Err(crate::StoreError::Fenced { run_id: job.run_id.clone(), attempt: job.attempt });
+        };
+        Ok(JobFlags {
+            cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+            pause_requested: row.try_get::<i64, _>("pause_requested")? != 0,
+        })
+    }
+
+    /// Puts a leased job back in the queue (graceful shutdown): the run becomes `pending` again
+    /// and the attempt is recorded as interrupted.
+    pub async fn release_job(&self, job: &ClaimedJob, reason: &str) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, available_at = ? \
+             WHERE id = ? AND attempt = ? AND state = 'leased'",
+        )
+        .bind(now)
+        .bind(&job.job_id)
+        .bind(job.attempt)
+        .execute(&mut *tx)
+        .await?;
+        fenced(done.rows_affected(), &job.run_id, job.attempt)?;
+        sqlx::query("UPDATE runs SET status = 'pending', stage = 'queued', updated_at = ? WHERE id = ? AND attempt = ?")
+            .bind(now)
+            .bind(&job.run_id)
+            .bind(job.attempt)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE run_attempts SET ended_at = ?, outcome = 'interrupted', reason = ? WHERE run_id = ? AND attempt = ?")
+            .bind(now)
+            .bind(reason)
+            .bind(&job.run_id)
+            .bind(job.attempt)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Asks for a run to be cancelled. A run still waiting in the queue is cancelled at once
+    /// (returns true); a leased one gets the flag its worker reads (returns false).
+    pub async fn request_cancel(&self, run_id: &str) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let queued = sqlx::query("UPDATE jobs SET state = 'done' WHERE run_id = ? AND state = 'queued'")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if queued {
+            sqlx::query(
+                "UPDATE runs SET status = 'cancelled', stage = 'done', finished_at = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+            let attempt: (i64,) = sqlx::query_as("SELECT attempt FROM runs WHERE id = ?").bind(run_id).fetch_one(&mut *tx).await?;
+            close_job_and_attempt(&mut tx, run_id, attempt.0, "cancelled", Some("cancelled by request")).await?;
+        } else {
+            sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE run_id = ? AND state = 'leased'")
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(queued)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::{NewModel, Store, StoreError};
+
+async fn store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    (Store::open(&url).await.unwrap(), dir)
+}
+
+async fn queued_run(store: &Store) -> String {
+    let model = store
+        .insert_model(NewModel {
+            project_id: "default".into(),
+            name: "m".into(),
+            dataset: "iris".into(),
+            algorithm: "mlp".into(),
+            hyperparameters: json!({}),
+        })
+        .await
+        .unwrap();
+    let (run, created) = store.create_run(&model.id, "default", &json!({}), 3).await.unwrap();
+    assert!(created);
+    run.id
+}
+
+#[tokio::test]
+async fn a_second_train_request_returns_the_active_run() {
+    let (store, _dir) = store().await;
+    let run_id = queued_run(&store).await;
+    let run = store.get_run("default", &run_id).await.unwrap().unwrap();
+    let (again, created) = store.create_run(&run.model_id, "default", &json!({}), 3).await.unwrap();
+    assert!(!created);
+    assert_eq!(again.id, run_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_job_is_claimed_exactly_once() {
+    let (store, _dir) = store().await;
+    let mut runs = HashSet::new();
+    for _ in 0..20 {
+        runs.insert(queued_run(&store).await);
+    }
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(job) = store.claim_job(&format!("w{w}"), Duration::from_secs(60)).await.unwrap() {
+                mine.push(job.run_id);
+            }
+            mine
+        }));
+    }
+    let mut claimed = Vec::new();
+    for t in tasks {
+        claimed.extend(t.await.unwrap());
+    }
+    assert_eq!(claimed.len(), 20, "no job claimed twice");
+    assert_eq!(claimed.into_iter().collect::<HashSet<_>>(), runs);
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_reclaimed_as_a_new_attempt_and_the_old_one_is_fenced() {
+    let (store, _dir) = store().await;
+    let run_id = queued_run(&store).await;
+    let first = store.claim_job("dead", Duration::from_millis(1)).await.unwrap().unwrap();
+    assert_eq!(first.attempt, 1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = store.claim_job("alive", Duration::from_secs(60)).await.unwrap().unwrap();
+    assert_eq!(second.run_id, run_id);
+    assert_eq!(second.attempt, 2);
+
+    // The first worker wakes up: every write it tries is refused.
+    assert!(matches!(store.heartbeat(&first, Duration::from_secs(60)).await, Err(StoreError::Fenced { .. })));
+    let late = store.finish_run(&run_id, first.attempt, "completed", None, None, None).await;
+    assert!(matches!(late, Err(StoreError::Fenced { .. })));
+    store.finish_run(&run_id, second.attempt, "completed", Some(&json!({"accuracy": 1.0})), None, None).await.unwrap();
+
+    let attempts = store.attempts(&run_id).await.unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].outcome.as_deref(), Some("lost"));
+    assert_eq!(attempts[1].outcome.as_deref(), Some("completed"));
+}
+
+#[tokio::test]
+async fn released_jobs_go_back_to_the_queue() {
+    let (store, _dir) = store().await;
+    let run_id = queued_run(&store).await;
+    let job = store.claim_job("w", Duration::from_secs(60)).await.unwrap().unwrap();
+    store.release_job(&job, "server shutting down").await.unwrap();
+    assert_eq!(store.get_run("default", &run_id).await.unwrap().unwrap().status, "pending");
+    let again = store.claim_job("w2", Duration::from_secs(60)).await.unwrap().unwrap();
+    assert_eq!(again.attempt, 2);
+}
+
+#[tokio::test]
+async fn cancelling_a_queued_run_is_immediate_and_a_running_one_is_flagged() {
+    let (store, _dir) = store().await;
+    let queued = queued_run(&store).await;
+    assert!(store.request_cancel(&queued).await.unwrap());
+    assert_eq!(store.get_run("default", &queued).await.unwrap().unwrap().status, "cancelled");
+    assert!(store.claim_job("w", Duration::from_secs(60)).await.unwrap().is_none());
+
+    let running = queued_run(&store).await;
+    let job = store.claim_job("w", Duration::from_secs(60)).await.unwrap().unwrap();
+    assert!(!store.request_cancel(&running).await.unwrap());
+    assert!(store.heartbeat(&job, Duration::from_secs(60)).await.unwrap().cancel_requested);
+}
