@@ -1,0 +1,218 @@
+//! `trainyard train`: trains on this machine with a progress bar and a per-epoch table, writes
+//! checkpoints to a directory and resumes from the newest valid one.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value, json};
+use trainyard_core::{Algorithm, EpochMetrics, Hyperparameters, TrainingEvent};
+use trainyard_data::load_builtin;
+use trainyard_engine::{Checkpoint, Control, Observer, Outcome, TrainRequest};
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// A built-in dataset: iris, wine_quality, california_housing, mnist, synthetic, shuttle.
+    #[arg(long)]
+    dataset: String,
+    /// linear_regression, logistic_regression, mlp, cnn or random_forest.
+    #[arg(long)]
+    algorithm: String,
+    /// A hyperparameter, KEY=VALUE; VALUE is read as JSON when it parses (e.g. hidden_layers=[64,32]).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Write checkpoints into this directory.
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Resume from the newest valid checkpoint in this directory.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Save the trained model (weights, preprocessing, metrics) to this file.
+    #[arg(long)]
+    save_model: Option<PathBuf>,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    output: String,
+}
+
+fn parse_sets(sets: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let mut map = Map::new();
+    for item in sets {
+        let Some((key, raw)) = item.split_once('=') else {
+            bail!("--set {item}: expected KEY=VALUE, e.g. --set epochs=20");
+        };
+        let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+        map.insert(key.trim().to_string(), value);
+    }
+    Ok(map)
+}
+
+/// The newest checkpoint in `dir` that reads back intact; damaged ones are reported and skipped.
+fn newest_valid_checkpoint(dir: &Path) -> anyhow::Result<Checkpoint> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading checkpoint directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "tyck"))
+        .collect();
+    files.sort();
+    for file in files.iter().rev() {
+        match std::fs::read(file).map_err(|e| e.to_string()).and_then(|b| Checkpoint::from_bytes(&b).map_err(|e| e.to_string())) {
+            Ok(ckpt) => return Ok(ckpt),
+            Err(e) => eprintln!("warning: skipping {}: {e}", file.display()),
+        }
+    }
+    bail!("no valid checkpoint in {}; train without --resume to start over", dir.display())
+}
+
+struct CliObserver {
+    checkpoint_dir: Option<PathBuf>,
+    bar: Option<ProgressBar>,
+    table: bool,
+    epochs: Vec<EpochMetrics>,
+    regression: bool,
+}
+
+impl CliObserver {
+    fn print_header(&self) {
+        let cols = if self.regression { "        r2       mae      rmse" } else { "  accuracy" };
+        self.println(format!("{:>6} {:>11} {:>11}{cols} {:>10} {:>11}", "epoch", "train_loss", "val_loss", "lr", "samples/s"));
+    }
+
+    fn println(&self, line: String) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => println!("{line}"),
+        }
+    }
+}
+
+impl Observer for CliObserver {
+    fn event(&mut self, event: TrainingEvent) {
+        match event {
+            TrainingEvent::Started { total_epochs, start_epoch, train_samples, validation_samples } => {
+                if self.table {
+                    println!("training on {train_samples} rows, validating on {validation_samples}; epochs {}..{total_epochs}", start_epoch + 1);
+                    let bar = ProgressBar::new(total_epochs as u64 * 1000);
+                    bar.set_style(ProgressStyle::with_template("{bar:40} {percent:>3}% {msg} [{elapsed_precise} < {eta_precise}]").unwrap());
+                    bar.set_position(start_epoch as u64 * 1000);
+                    self.bar = Some(bar);
+                    self.print_header();
+                }
+            }
+            TrainingEvent::Progress { epoch, fraction, batch, batches } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_position(((epoch - 1) as f64 * 1000.0 + fraction * 1000.0) as u64);
+                    bar.set_message(format!("epoch {epoch} batch {batch}/{batches}"));
+                }
+            }
+            TrainingEvent::Epoch(m) => {
+                if self.table {
+                    let values = if self.regression {
+                        format!("{:>10.4}{:>10.4}{:>10.4}", m.values.get("r2").unwrap_or(&f64::NAN), m.values.get("mae").unwrap_or(&f64::NAN), m.values.get("rmse").unwrap_or(&f64::NAN))
+                    } else {
+                        format!("{:>10.4}", m.values.get("accuracy").unwrap_or(&f64::NAN))
+                    };
+                    self.println(format!("{:>6} {:>11.5} {:>11.5}{values} {:>10.2e} {:>11.0}", m.epoch, m.train_loss, m.val_loss, m.learning_rate, m.samples_per_second));
+                    if let Some(bar) = &self.bar {
+                        bar.set_position(m.epoch as u64 * 1000);
+                    }
+                }
+                self.epochs.push(m);
+            }
+            TrainingEvent::EarlyStopped { epoch, best_epoch } => {
+                if self.table {
+                    self.println(format!("early stopping after epoch {epoch}; restoring epoch {best_epoch}'s weights"));
+                }
+            }
+            TrainingEvent::CheckpointWritten { .. } | TrainingEvent::Finished { .. } | TrainingEvent::Failed { .. } => {}
+        }
+    }
+
+    fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<u64, String> {
+        let Some(dir) = &self.checkpoint_dir else { return Ok(0) };
+        let bytes = checkpoint.to_bytes();
+        let name = format!("checkpoint-e{:05}-s{:010}.tyck", checkpoint.state.epoch, checkpoint.state.global_step);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, dir.join(&name))).map_err(|e| format!("{}: {e}", dir.join(&name).display()))?;
+        Ok(bytes.len() as u64)
+    }
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let algorithm: Algorithm = args.algorithm.parse().map_err(|e: trainyard_core::ValidationError| anyhow::anyhow!(e.message))?;
+    let dataset = load_builtin(&args.dataset)?;
+    let shape = dataset.info.shape();
+    algorithm.check_fits(&args.dataset, &shape).map_err(|e| anyhow::anyhow!(e.message))?;
+    let hyperparameters = Hyperparameters::resolve(algorithm, &shape, &parse_sets(&args.set)?).map_err(|e| anyhow::anyhow!("--set {e}"))?;
+    let resume = args.resume.as_deref().map(newest_valid_checkpoint).transpose()?;
+    if let Some(dir) = &args.checkpoint_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let table = args.output == "table";
+    let request = TrainRequest { dataset: dataset.clone(), algorithm, hyperparameters: hyperparameters.clone(), resume };
+    let mut observer = CliObserver {
+        checkpoint_dir: args.checkpoint_dir.clone(),
+        bar: None,
+        table,
+        epochs: vec![],
+        regression: dataset.info.task == trainyard_core::Task::Regression,
+    };
+    let control = Control::new();
+    watch_ctrl_c(control.clone(), args.checkpoint_dir.is_some());
+    let started = std::time::Instant::now();
+    let outcome = trainyard_engine::train(request, &control, &mut observer);
+    if let Some(bar) = &observer.bar {
+        bar.finish_and_clear();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok(Outcome::Completed(model)) => {
+            if let Some(path) = &args.save_model {
+                std::fs::write(path, model.to_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            }
+            if table {
+                println!("finished in {seconds:.2}s");
+                for (k, v) in &model.header.metrics {
+                    println!("  {k:<16} {v:.6}");
+                }
+            } else {
+                let out = json!({
+                    "dataset": args.dataset,
+                    "algorithm": algorithm.name(),
+                    "hyperparameters": hyperparameters.to_json(algorithm),
+                    "seconds": seconds,
+                    "epochs": observer.epochs,
+                    "metrics": model.header.metrics,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Outcome::Paused(ckpt)) => {
+            eprintln!("interrupted: checkpoint written at epoch {}; continue with --resume {}", ckpt.state.epoch, args.checkpoint_dir.unwrap_or_default().display());
+            Ok(ExitCode::from(130))
+        }
+        Ok(Outcome::Cancelled) => {
+            eprintln!("interrupted; pass --checkpoint-dir to be able to resume");
+            Ok(ExitCode::from(130))
+        }
+        Err(e) => {
+            eprintln!("training failed: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Ctrl-C pauses (checkpointing) when there is somewhere to write the checkpoint, else cancels.
+fn watch_ctrl_c(control: Arc<Control>, can_checkpoint: bool) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                if can_checkpoint { control.pause() } else { control.cancel() }
+            }
+        });
+    });
+}

@@ -1,0 +1,115 @@
+//! `trainyard`: one binary that serves the API (`serve`), trains locally (`train`) and measures
+//! itself (`bench`).
+
+mod bench;
+mod local_train;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use trainyard_server::ServerConfig;
+
+#[derive(Parser)]
+#[command(name = "trainyard", version, about = "Self-hosted machine-learning training service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API and the training workers.
+    Serve(ServeArgs),
+    /// Train a model locally, without a server.
+    Train(local_train::TrainArgs),
+    /// Measure training speed on the built-in datasets against the documented targets.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TRAINYARD_ADDR", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Holds the SQLite database, artifacts and logs.
+    #[arg(long, env = "TRAINYARD_DATA_DIR", default_value = "./trainyard-data")]
+    data_dir: PathBuf,
+    /// Training jobs run at once.
+    #[arg(long, env = "TRAINYARD_WORKERS", default_value_t = 2)]
+    workers: usize,
+    /// Database URL; defaults to SQLite in the data directory.
+    #[arg(long, env = "TRAINYARD_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Seconds a job's lease lasts without a heartbeat before another worker may take it over.
+    #[arg(long, env = "TRAINYARD_LEASE_SECONDS", default_value_t = 30)]
+    lease_seconds: u64,
+    /// Seconds shutdown waits for running training to checkpoint and stop.
+    #[arg(long, env = "TRAINYARD_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    shutdown_grace_seconds: u64,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "TRAINYARD_LOG_JSON")]
+    log_json: bool,
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRAINYARD_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_json);
+    let mut config = ServerConfig::new(args.addr, args.data_dir);
+    config.workers = args.workers;
+    if let Some(url) = args.database_url {
+        config.database_url = url;
+    }
+    config.lease = Duration::from_secs(args.lease_seconds.max(1));
+    config.shutdown_grace = Duration::from_secs(args.shutdown_grace_seconds);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(trainyard_server::serve(config, shutdown_signal()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).map(|_| ExitCode::SUCCESS),
+        Command::Train(args) => local_train::run(args),
+        Command::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The HTTP surface: routes, the JSON extractor with our error shape, request logging and
+//! metrics, and `Idempotency-Key` replay for every POST.
+
+pub mod datasets;
+pub mod models;
+pub mod system;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sha2::{Digest, Sha256};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use trainyard_store::StoredResponse;
+
+use crate::error::ApiError;
+use crate::state::SharedState;
+
+/// Largest request body accepted (JSON bodies; dataset uploads get their own limit).
+const BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// `Json` whose rejections use the API's error shape (400 naming `body`).
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(ApiJson(value))
+    }
+}
+
+pub fn router(state: SharedState) -> Router {
+    let api = Router::new()
+        .route("/api/models", post(models::create_model).get(models::list_models))
+        .route("/api/models/{id}", get(models::get_model).delete(models::delete_model))
+        .route("/api/models/{id}/train", post(models::train_model))
+        .route("/api/models/{id}/status", get(models::model_status))
+        .route("/api/models/{id}/metrics", get(models::model_metrics))
+        .route("/api/models/{id}/runs", get(models::model_runs))
+        .route("/api/models/{id}/cancel", post(models::cancel_model))
+        .route("/api/models/{id}/predict", post(models::predict))
+        .route("/api/runs/{id}", get(models::get_run))
+        .route("/api/datasets", get(datasets::list_datasets))
+        .route("/api/datasets/{name}", get(datasets::get_dataset))
+        .route("/health", get(system::health))
+        .route("/ready", get(system::ready))
+        .route("/metrics", get(system::prometheus))
+        .route("/openapi.json", get(system::openapi))
+        .fallback(|| async { ApiError::not_found("route", "this path") });
+    api.layer(middleware::from_fn_with_state(state.clone(), idempotency))
+        .layer(middleware::from_fn(observe))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// One log line and one latency sample per request.
+async fn observe(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let path = req.uri().path().to_string();
+    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+    let response = next.run(req).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16();
+    tracing::info!(target: "trainyard::http", %method, %path, status, latency_ms = seconds * 1000.0, %request_id, "request");
+    metrics::histogram!("trainyard_http_request_duration_seconds", "method" => method.to_string(), "route" => route, "status" => status.to_string())
+        .record(seconds);
+    response
+}
+
+fn replay(stored: &StoredResponse) -> Response {
+    let mut response = (StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK), stored.body.clone()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+/// The same key with the same body replays the first response; with another body it is a 422.
+/// Requests sharing a key are serialised so that concurrent duplicates also replay.
+async fn idempotency(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let Some(key) = req.headers().get("idempotency-key").cloned() else {
+        return next.run(req).await;
+    };
+    let key = match key.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_string(),
+        _ => return ApiError::bad_request("Idempotency-Key", "must be 1 to 255 visible ASCII characters").into_response(),
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match to_bytes(body, BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(e) => return ApiError::bad_request("body", e.to_string()).into_response(),
+    };
+    let scope = format!("{} {}", parts.method, parts.uri.path());
+    let hash = hex::encode(Sha256::digest(&bytes));
+    let lock = {
+        let mut locks = state.idempotency_locks.lock().unwrap();
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(format!("{scope} {key}")).or_default().clone()
+    };
+    let _held = lock.lock().await;
+    match state.store.idempotent_response(&scope, &key).await {
+        Ok(Some(stored)) if stored.request_hash == hash => return replay(&stored),
+        Ok(Some(_)) => {
+            return ApiError::unprocessable("idempotency_key_reused", format!("Idempotency-Key '{key}' was already used with a different request body"))
+                .into_response();
+        }
+        Ok(None) => {}
+        Err(e) => return ApiError::internal(e).into_response(),
+    }
+    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let (parts, body) = response.into_parts();
+    let body = match to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    if !parts.status.is_server_error() {
+        let stored = StoredResponse { request_hash: hash, status: parts.status.as_u16(), body: String::from_utf8_lossy(&body).into_owned() };
+        if let Err(e) = state.store.save_idempotent_response(&scope, &key, &stored).await {
+            tracing::warn!(error = %e, "could not store idempotent response");
+        }
+    }
+    Response::from_parts(parts, Body::from(body))
+}
+
+pub type KeyLocks = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;

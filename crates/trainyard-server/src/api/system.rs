@@ -1,0 +1,63 @@
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use utoipa::OpenApi;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::SharedState;
+
+#[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, description = "the process is up")))]
+pub async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+#[utoipa::path(get, path = "/ready", tag = "system",
+    responses((status = 200, description = "the database answers"), (status = 503, body = crate::error::ErrorBody)))]
+pub async fn ready(State(state): State<SharedState>) -> ApiResult<Json<Value>> {
+    state.store.ping().await.map_err(|e| ApiError::unavailable(format!("database unreachable: {e}")))?;
+    Ok(Json(json!({ "status": "ready", "database": "ok" })))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format")))]
+pub async fn prometheus(State(state): State<SharedState>) -> ApiResult<impl IntoResponse> {
+    let counts = state.store.status_counts().await?;
+    metrics::gauge!("trainyard_jobs_queued").set(counts.jobs_queued as f64);
+    metrics::gauge!("trainyard_jobs_running").set(counts.jobs_running as f64);
+    for status in trainyard_core::RunStatus::ALL {
+        let n = counts.runs.iter().find(|(s, _)| s == status.as_str()).map_or(0, |(_, n)| *n);
+        metrics::gauge!("trainyard_runs", "status" => status.as_str()).set(n as f64);
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.prometheus.render()))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Trainyard", description = "Self-hosted machine-learning training service"),
+    paths(
+        crate::api::models::create_model,
+        crate::api::models::list_models,
+        crate::api::models::get_model,
+        crate::api::models::delete_model,
+        crate::api::models::train_model,
+        crate::api::models::model_status,
+        crate::api::models::model_metrics,
+        crate::api::models::model_runs,
+        crate::api::models::cancel_model,
+        crate::api::models::predict,
+        crate::api::models::get_run,
+        crate::api::datasets::list_datasets,
+        crate::api::datasets::get_dataset,
+        health,
+        ready,
+        prometheus,
+        openapi,
+    )
+)]
+pub struct ApiDoc;
+
+#[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, description = "this document")))]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

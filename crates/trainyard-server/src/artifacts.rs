@@ -1,0 +1,94 @@
+//! Where model files and checkpoints live. The local implementation writes atomically (a
+//! temporary file, fsync, then rename), so a crash never leaves a half-written artifact.
+
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+/// The seam an S3-compatible store will implement for scale-out.
+pub trait ArtifactStore: Send + Sync {
+    fn put(&self, key: &str, bytes: &[u8]) -> std::io::Result<()>;
+    fn get(&self, key: &str) -> std::io::Result<Vec<u8>>;
+    /// Removes every artifact under `prefix`; a missing prefix is not an error.
+    fn delete_prefix(&self, prefix: &str) -> std::io::Result<()>;
+}
+
+pub struct LocalArtifacts {
+    root: PathBuf,
+}
+
+impl LocalArtifacts {
+    pub fn new(root: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        Ok(Self { root })
+    }
+
+    /// Keys are relative paths made by the server; anything that would escape the root is refused.
+    fn path(&self, key: &str) -> std::io::Result<PathBuf> {
+        let rel = Path::new(key);
+        if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("invalid artifact key '{key}'")));
+        }
+        Ok(self.root.join(rel))
+    }
+}
+
+impl ArtifactStore for LocalArtifacts {
+    fn put(&self, key: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let path = self.path(key)?;
+        let dir = path.parent().expect("artifact keys have a parent");
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap().to_string_lossy(), uuid::Uuid::now_v7()));
+        let result = (|| {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn get(&self, key: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.path(key)?)
+    }
+
+    fn delete_prefix(&self, prefix: &str) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(self.path(prefix)?) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+}
+
+pub fn run_prefix(run_id: &str) -> String {
+    format!("runs/{run_id}")
+}
+
+pub fn model_key(run_id: &str) -> String {
+    format!("runs/{run_id}/model.tym")
+}
+
+pub fn checkpoint_key(run_id: &str, attempt: i64, step: u64) -> String {
+    format!("runs/{run_id}/checkpoints/a{attempt}-s{step:010}.tyck")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_escape_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalArtifacts::new(dir.path()).unwrap();
+        assert!(store.put("../evil", b"x").is_err());
+        assert!(store.put("/etc/evil", b"x").is_err());
+        store.put("runs/a/model.tym", b"ok").unwrap();
+        assert_eq!(store.get("runs/a/model.tym").unwrap(), b"ok");
+        store.delete_prefix("runs/a").unwrap();
+        assert!(store.get("runs/a/model.tym").is_err());
+        store.delete_prefix("runs/a").unwrap();
+    }
+}

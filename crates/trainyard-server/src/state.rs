@@ -1,0 +1,68 @@
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Notify;
+use trainyard_engine::{Control, Predictor};
+use trainyard_store::Store;
+
+use crate::artifacts::ArtifactStore;
+
+/// How the server runs; every field has a flag and an environment variable in the CLI.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub workers: usize,
+    pub database_url: String,
+    /// A job whose worker stops heartbeating for this long is run again.
+    pub lease: Duration,
+    pub heartbeat: Duration,
+    /// How long shutdown waits for running training to checkpoint and stop.
+    pub shutdown_grace: Duration,
+    pub project: String,
+}
+
+impl ServerConfig {
+    pub fn new(addr: SocketAddr, data_dir: PathBuf) -> Self {
+        let database_url = format!("sqlite://{}", data_dir.join("trainyard.db").display());
+        ServerConfig {
+            addr,
+            data_dir,
+            workers: 2,
+            database_url,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+            project: "default".into(),
+        }
+    }
+}
+
+pub struct AppState {
+    pub config: ServerConfig,
+    pub store: Store,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    /// Controls of the runs this process is training, so cancel takes effect within a batch
+    /// instead of waiting for the next heartbeat.
+    pub controls: Mutex<HashMap<String, Arc<Control>>>,
+    /// Wakes an idle worker as soon as a job is queued.
+    pub job_queued: Notify,
+    /// Decoded models by run id, so predictions do not reload weights.
+    pub predictors: Mutex<HashMap<String, Arc<Predictor>>>,
+    pub prometheus: PrometheusHandle,
+    pub shutting_down: AtomicBool,
+    pub idempotency_locks: crate::api::KeyLocks,
+}
+
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    pub fn control(&self, run_id: &str) -> Option<Arc<Control>> {
+        self.controls.lock().unwrap().get(run_id).cloned()
+    }
+}

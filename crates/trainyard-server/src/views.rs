@@ -1,0 +1,221 @@
+//! The JSON bodies the API returns. Field names here are the public contract.
+
+use serde::Serialize;
+use serde_json::Value;
+use trainyard_store::{AttemptRow, CheckpointRow, ModelRow, RunRow};
+
+/// Milliseconds since the epoch as RFC 3339 UTC.
+pub fn timestamp(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModelView {
+    pub id: String,
+    pub project: String,
+    pub name: String,
+    pub dataset: String,
+    pub algorithm: String,
+    /// Every hyperparameter of the algorithm, defaults filled in.
+    #[schema(value_type = Object)]
+    pub hyperparameters: Value,
+    /// The latest run's status; `pending` before the first run.
+    pub status: String,
+    pub latest_run_id: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl ModelView {
+    pub fn new(model: ModelRow, latest: Option<&RunRow>) -> Self {
+        ModelView {
+            status: latest.map_or("pending".to_string(), |r| r.status.clone()),
+            id: model.id,
+            project: model.project_id,
+            name: model.name,
+            dataset: model.dataset,
+            algorithm: model.algorithm,
+            hyperparameters: model.hyperparameters,
+            latest_run_id: model.latest_run_id,
+            created_at: timestamp(model.created_at),
+            updated_at: timestamp(model.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModelList {
+    pub models: Vec<ModelView>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Progress {
+    pub epoch: i64,
+    pub total_epochs: i64,
+    /// 0 to 100.
+    pub percent: f64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AttemptView {
+    pub attempt: i64,
+    pub worker: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub outcome: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl From<AttemptRow> for AttemptView {
+    fn from(a: AttemptRow) -> Self {
+        AttemptView {
+            attempt: a.attempt,
+            worker: a.worker,
+            started_at: timestamp(a.started_at),
+            ended_at: a.ended_at.map(timestamp),
+            outcome: a.outcome,
+            reason: a.reason,
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunView {
+    pub id: String,
+    pub model_id: String,
+    pub status: String,
+    pub stage: String,
+    pub attempt: i64,
+    pub progress: Progress,
+    /// Latest epoch metrics while training; final metrics once completed.
+    #[schema(value_type = Option<Object>)]
+    pub metrics: Option<Value>,
+    pub error: Option<String>,
+    #[schema(value_type = Object)]
+    pub hyperparameters: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<AttemptView>>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub updated_at: String,
+}
+
+pub fn progress(run: &RunRow) -> Progress {
+    Progress { epoch: run.epoch, total_epochs: run.total_epochs, percent: (run.progress * 1000.0).round() / 10.0 }
+}
+
+impl RunView {
+    pub fn new(run: RunRow, attempts: Option<Vec<AttemptRow>>) -> Self {
+        RunView {
+            progress: progress(&run),
+            id: run.id,
+            model_id: run.model_id,
+            status: run.status,
+            stage: run.stage,
+            attempt: run.attempt,
+            metrics: run.metrics,
+            error: run.error,
+            hyperparameters: run.hyperparameters,
+            attempts: attempts.map(|a| a.into_iter().map(AttemptView::from).collect()),
+            created_at: timestamp(run.created_at),
+            started_at: run.started_at.map(timestamp),
+            finished_at: run.finished_at.map(timestamp),
+            updated_at: timestamp(run.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StatusView {
+    pub model_id: String,
+    pub run_id: Option<String>,
+    /// pending, training, paused, completed, failed or cancelled.
+    pub status: String,
+    /// queued, loading_data, training, evaluating, checkpointing or done.
+    pub stage: String,
+    pub progress: Progress,
+    #[schema(value_type = Option<Object>)]
+    pub metrics: Option<Value>,
+    pub error: Option<String>,
+    pub attempt: i64,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub updated_at: String,
+}
+
+impl StatusView {
+    pub fn new(model: &ModelRow, run: Option<RunRow>) -> Self {
+        match run {
+            Some(run) => StatusView {
+                model_id: model.id.clone(),
+                progress: progress(&run),
+                run_id: Some(run.id),
+                status: run.status,
+                stage: run.stage,
+                metrics: run.metrics,
+                error: run.error,
+                attempt: run.attempt,
+                created_at: timestamp(run.created_at),
+                started_at: run.started_at.map(timestamp),
+                finished_at: run.finished_at.map(timestamp),
+                updated_at: timestamp(run.updated_at),
+            },
+            None => StatusView {
+                model_id: model.id.clone(),
+                run_id: None,
+                status: "pending".into(),
+                stage: "created".into(),
+                progress: Progress { epoch: 0, total_epochs: 0, percent: 0.0 },
+                metrics: None,
+                error: None,
+                attempt: 0,
+                created_at: timestamp(model.created_at),
+                started_at: None,
+                finished_at: None,
+                updated_at: timestamp(model.updated_at),
+            },
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MetricsHistory {
+    pub model_id: String,
+    pub run_id: Option<String>,
+    /// One entry per finished epoch, in order.
+    #[schema(value_type = Vec<Object>)]
+    pub epochs: Vec<Value>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CheckpointView {
+    pub id: String,
+    pub run_id: String,
+    pub attempt: i64,
+    pub epoch: i64,
+    pub step: i64,
+    pub sha256: String,
+    pub bytes: i64,
+    pub created_at: String,
+}
+
+impl From<CheckpointRow> for CheckpointView {
+    fn from(c: CheckpointRow) -> Self {
+        CheckpointView {
+            id: c.id,
+            run_id: c.run_id,
+            attempt: c.attempt,
+            epoch: c.epoch,
+            step: c.step,
+            sha256: c.sha256,
+            bytes: c.bytes,
+            created_at: timestamp(c.created_at),
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Seed 000's coverage matrix over real HTTP against the real server and its SQLite database,
+//! one module per row, plus restart survival, cancel, delete cascade and predict.
+
+mod support;
+
+mod test_cancel;
+mod test_concurrent_training;
+mod test_delete_cascade;
+mod test_error_scenarios;
+mod test_idempotency;
+mod test_predict;
+mod test_restart_survival;
+mod test_system;
+mod test_training_happy_path;
+mod test_training_metrics;

@@ -1,0 +1,180 @@
+//! Starts the real `trainyard` binary on a free port with its own data directory and talks to it
+//! over real HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    client: reqwest::Client,
+}
+
+pub struct Options {
+    pub workers: usize,
+    pub lease_seconds: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { workers: 2, lease_seconds: 30 }
+    }
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Server {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let mut server = Self::start_in(&dir, options).await;
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts a server on an existing data directory (for restart tests).
+    pub async fn start_in(dir: &Path, options: Options) -> Server {
+        let data_dir = dir.to_path_buf();
+        let spawn_dir = data_dir.clone();
+        let (child, base) = tokio::task::spawn_blocking(move || spawn(&spawn_dir, &options)).await.unwrap();
+        Server { child: Some(child), base, data_dir, _temp: None, client: reqwest::Client::new() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit code.
+    pub async fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        tokio::task::spawn_blocking(move || child.wait().unwrap().code()).await.unwrap()
+    }
+
+    /// SIGKILL: the process dies mid-whatever, as in a crash.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self.client.post(self.url(path)).json(&body).send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &str, key: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self.client.post(self.url(path)).header("content-type", "application/json").body(body.to_string());
+        if let Some(key) = key {
+            req = req.header("idempotency-key", key);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn delete(&self, path: &str) -> StatusCode {
+        self.client.delete(self.url(path)).send().await.unwrap().status()
+    }
+
+    pub async fn raw_get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// Creates a model and returns its id, asserting a 201.
+    pub async fn create_model(&self, dataset: &str, algorithm: &str, hyperparameters: Value) -> String {
+        let (status, body) = self
+            .post("/api/models", json!({"name": format!("{dataset}-{algorithm}"), "dataset": dataset, "algorithm": algorithm, "hyperparameters": hyperparameters}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn train(&self, model_id: &str) -> Value {
+        let (status, body) = self.post(&format!("/api/models/{model_id}/train"), json!({})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body
+    }
+
+    /// Polls the status endpoint until the status is one of `wanted`.
+    pub async fn wait_for(&self, model_id: &str, wanted: &[&str], timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (code, body) = self.get(&format!("/api/models/{model_id}/status")).await;
+            assert_eq!(code, StatusCode::OK, "{body}");
+            if wanted.iter().any(|w| body["status"] == *w) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "model {model_id} never reached {wanted:?}; last status: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn(dir: &Path, options: &Options) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trainyard"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(["--workers", &options.workers.to_string(), "--lease-seconds", &options.lease_seconds.to_string()])
+        .env("TRAINYARD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting trainyard");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let base = loop {
+        let line = lines.next().expect("server exited before listening").unwrap();
+        if let Some(url) = line.strip_prefix("trainyard listening on ") {
+            break url.trim().to_string();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, base)
+}
+
+/// Every file under the server's artifact directory.
+pub fn artifact_files(dir: &Path) -> Vec<PathBuf> {
+    fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+        if let Ok(entries) = std::fs::read_dir(p) {
+            for e in entries.flatten() {
+                let path = e.path();
+                if path.is_dir() { walk(&path, out) } else { out.push(path) }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dir.join("artifacts"), &mut out);
+    out
+}
