@@ -49,10 +49,6 @@ impl Server {
         Server { child: Some(child), base, data_dir, _temp: None, client: reqwest::Client::new() }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
     /// SIGTERM and wait for a clean exit; returns the exit code.
     pub async fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;

@@ -219,16 +219,15 @@ impl Store {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now = now_ms();
         let done = sqlx::query(
-            "UPDATE runs SET status = ?, stage = 'done', progress = CASE WHEN ? = 'completed' THEN 1.0 ELSE progress END, \
-             metrics = COALESCE(?, metrics), artifact = COALESCE(?, artifact), error = ?, finished_at = ?, updated_at = ? \
-             WHERE id = ? AND attempt = ? AND status = 'training'",
+            "UPDATE runs SET status = ?1, stage = 'done', progress = CASE WHEN ?1 = 'completed' THEN 1.0 ELSE progress END, \
+             epoch = CASE WHEN ?1 = 'completed' AND epoch = 0 THEN total_epochs ELSE epoch END, \
+             metrics = COALESCE(?2, metrics), artifact = COALESCE(?3, artifact), error = ?4, finished_at = ?5, updated_at = ?5 \
+             WHERE id = ?6 AND attempt = ?7 AND status = 'training'",
         )
-        .bind(status)
         .bind(status)
         .bind(metrics.map(Value::to_string))
         .bind(artifact)
         .bind(error)
-        .bind(now)
         .bind(now)
         .bind(run_id)
         .bind(attempt)
