@@ -81,9 +81,10 @@ impl CliObserver {
     }
 
     fn println(&self, line: String) {
+        // A hidden bar (output is not a terminal) prints nothing, so print directly.
         match &self.bar {
-            Some(bar) => bar.println(line),
-            None => println!("{line}"),
+            Some(bar) if !bar.is_hidden() => bar.println(line),
+            _ => println!("{line}"),
         }
     }
 }
