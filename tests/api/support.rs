@@ -24,7 +24,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { workers: 2, lease_seconds: 30 }
+        Options {
+            workers: 2,
+            lease_seconds: 30,
+        }
     }
 }
 
@@ -45,15 +48,28 @@ impl Server {
     pub async fn start_in(dir: &Path, options: Options) -> Server {
         let data_dir = dir.to_path_buf();
         let spawn_dir = data_dir.clone();
-        let (child, base) = tokio::task::spawn_blocking(move || spawn(&spawn_dir, &options)).await.unwrap();
-        Server { child: Some(child), base, data_dir, _temp: None, client: reqwest::Client::new() }
+        let (child, base) = tokio::task::spawn_blocking(move || spawn(&spawn_dir, &options))
+            .await
+            .unwrap();
+        Server {
+            child: Some(child),
+            base,
+            data_dir,
+            _temp: None,
+            client: reqwest::Client::new(),
+        }
     }
 
     /// SIGTERM and wait for a clean exit; returns the exit code.
     pub async fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-        tokio::task::spawn_blocking(move || child.wait().unwrap().code()).await.unwrap()
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        tokio::task::spawn_blocking(move || child.wait().unwrap().code())
+            .await
+            .unwrap()
     }
 
     /// SIGKILL: the process dies mid-whatever, as in a crash.
@@ -75,13 +91,23 @@ impl Server {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let r = self.client.post(self.url(path)).json(&body).send().await.unwrap();
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn post_raw(&self, path: &str, body: &str, key: Option<&str>) -> (StatusCode, Value) {
-        let mut req = self.client.post(self.url(path)).header("content-type", "application/json").body(body.to_string());
+        let mut req = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string());
         if let Some(key) = key {
             req = req.header("idempotency-key", key);
         }
@@ -91,7 +117,12 @@ impl Server {
     }
 
     pub async fn delete(&self, path: &str) -> StatusCode {
-        self.client.delete(self.url(path)).send().await.unwrap().status()
+        self.client
+            .delete(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status()
     }
 
     pub async fn raw_get(&self, path: &str) -> reqwest::Response {
@@ -99,7 +130,12 @@ impl Server {
     }
 
     /// Creates a model and returns its id, asserting a 201.
-    pub async fn create_model(&self, dataset: &str, algorithm: &str, hyperparameters: Value) -> String {
+    pub async fn create_model(
+        &self,
+        dataset: &str,
+        algorithm: &str,
+        hyperparameters: Value,
+    ) -> String {
         let (status, body) = self
             .post("/api/models", json!({"name": format!("{dataset}-{algorithm}"), "dataset": dataset, "algorithm": algorithm, "hyperparameters": hyperparameters}))
             .await;
@@ -108,7 +144,9 @@ impl Server {
     }
 
     pub async fn train(&self, model_id: &str) -> Value {
-        let (status, body) = self.post(&format!("/api/models/{model_id}/train"), json!({})).await;
+        let (status, body) = self
+            .post(&format!("/api/models/{model_id}/train"), json!({}))
+            .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         body
     }
@@ -122,7 +160,10 @@ impl Server {
             if wanted.iter().any(|w| body["status"] == *w) {
                 return body;
             }
-            assert!(Instant::now() < deadline, "model {model_id} never reached {wanted:?}; last status: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "model {model_id} never reached {wanted:?}; last status: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -141,7 +182,12 @@ fn spawn(dir: &Path, options: &Options) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_trainyard"))
         .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
-        .args(["--workers", &options.workers.to_string(), "--lease-seconds", &options.lease_seconds.to_string()])
+        .args([
+            "--workers",
+            &options.workers.to_string(),
+            "--lease-seconds",
+            &options.lease_seconds.to_string(),
+        ])
         .env("TRAINYARD_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -150,7 +196,10 @@ fn spawn(dir: &Path, options: &Options) -> (Child, String) {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let base = loop {
-        let line = lines.next().expect("server exited before listening").unwrap();
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
         if let Some(url) = line.strip_prefix("trainyard listening on ") {
             break url.trim().to_string();
         }
@@ -166,7 +215,11 @@ pub fn artifact_files(dir: &Path) -> Vec<PathBuf> {
         if let Ok(entries) = std::fs::read_dir(p) {
             for e in entries.flatten() {
                 let path = e.path();
-                if path.is_dir() { walk(&path, out) } else { out.push(path) }
+                if path.is_dir() {
+                    walk(&path, out)
+                } else {
+                    out.push(path)
+                }
             }
         }
     }

@@ -7,14 +7,26 @@ use crate::support::Server;
 #[tokio::test]
 async fn cancelling_a_running_model_stops_it_within_a_batch() {
     let server = Server::start().await;
-    let id = server.create_model("mnist", "mlp", json!({"epochs": 50})).await;
+    let id = server
+        .create_model("mnist", "mlp", json!({"epochs": 50}))
+        .await;
     server.train(&id).await;
-    server.wait_for(&id, &["training"], Duration::from_secs(30)).await;
+    server
+        .wait_for(&id, &["training"], Duration::from_secs(30))
+        .await;
     let asked = Instant::now();
-    let (status, body) = server.post(&format!("/api/models/{id}/cancel"), json!({})).await;
+    let (status, body) = server
+        .post(&format!("/api/models/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(status, 202, "{body}");
-    let done = server.wait_for(&id, &["cancelled"], Duration::from_secs(10)).await;
-    assert!(asked.elapsed() < Duration::from_secs(5), "cancelled in {:?}", asked.elapsed());
+    let done = server
+        .wait_for(&id, &["cancelled"], Duration::from_secs(10))
+        .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "cancelled in {:?}",
+        asked.elapsed()
+    );
     assert!(done["finished_at"].is_string());
     let run_id = done["run_id"].as_str().unwrap();
     let (_, run) = server.get(&format!("/api/runs/{run_id}")).await;
@@ -23,10 +35,16 @@ async fn cancelling_a_running_model_stops_it_within_a_batch() {
 
 #[tokio::test]
 async fn cancelling_a_queued_model_is_immediate() {
-    let server = Server::start_with(crate::support::Options { workers: 0, ..Default::default() }).await;
+    let server = Server::start_with(crate::support::Options {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
     let id = server.create_model("iris", "mlp", json!({})).await;
     server.train(&id).await;
-    let (status, body) = server.post(&format!("/api/models/{id}/cancel"), json!({})).await;
+    let (status, body) = server
+        .post(&format!("/api/models/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(status, 202);
     assert_eq!(body["status"], "cancelled");
 }

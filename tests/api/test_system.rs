@@ -11,13 +11,29 @@ async fn health_ready_metrics_openapi_and_datasets() {
     assert_eq!((s.as_u16(), body["database"].as_str()), (200, Some("ok")));
 
     let response = server.raw_get("/api/models").await;
-    assert!(response.headers().get("x-request-id").is_some(), "every response carries a request id");
+    assert!(
+        response.headers().get("x-request-id").is_some(),
+        "every response carries a request id"
+    );
 
     let (_, doc) = server.get("/openapi.json").await;
     let paths = doc["paths"].as_object().unwrap();
-    for path in ["/api/models", "/api/models/{id}", "/api/models/{id}/train", "/api/models/{id}/status", "/api/models/{id}/metrics",
-                 "/api/models/{id}/runs", "/api/models/{id}/cancel", "/api/models/{id}/predict", "/api/runs/{id}",
-                 "/api/datasets", "/api/datasets/{name}", "/health", "/ready", "/metrics"] {
+    for path in [
+        "/api/models",
+        "/api/models/{id}",
+        "/api/models/{id}/train",
+        "/api/models/{id}/status",
+        "/api/models/{id}/metrics",
+        "/api/models/{id}/runs",
+        "/api/models/{id}/cancel",
+        "/api/models/{id}/predict",
+        "/api/runs/{id}",
+        "/api/datasets",
+        "/api/datasets/{name}",
+        "/health",
+        "/ready",
+        "/metrics",
+    ] {
         assert!(paths.contains_key(path), "openapi documents {path}");
     }
     assert!(doc["components"]["schemas"]["ModelView"].is_object());
@@ -25,13 +41,30 @@ async fn health_ready_metrics_openapi_and_datasets() {
     server.create_model("iris", "mlp", json!({})).await;
     let text = server.raw_get("/metrics").await.text().await.unwrap();
     assert!(text.contains("trainyard_jobs_queued"), "{text}");
-    assert!(text.contains("trainyard_runs{status=\"completed\"}"), "{text}");
-    assert!(text.contains("trainyard_http_request_duration_seconds"), "{text}");
+    assert!(
+        text.contains("trainyard_runs{status=\"completed\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("trainyard_http_request_duration_seconds"),
+        "{text}"
+    );
 
     let (s, list) = server.get("/api/datasets").await;
     assert_eq!(s, 200);
-    let names: Vec<&str> = list["datasets"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
-    for name in ["iris", "wine_quality", "california_housing", "mnist", "synthetic"] {
+    let names: Vec<&str> = list["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "iris",
+        "wine_quality",
+        "california_housing",
+        "mnist",
+        "synthetic",
+    ] {
         assert!(names.contains(&name), "{names:?}");
     }
     let (_, iris) = server.get("/api/datasets/iris").await;

@@ -6,13 +6,21 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn trainyard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trainyard")).args(args).output().expect("running trainyard")
+    Command::new(env!("CARGO_BIN_EXE_trainyard"))
+        .args(args)
+        .output()
+        .expect("running trainyard")
 }
 
 fn json_run(args: &[&str]) -> Value {
     let out = trainyard(args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Epoch metrics without wall-clock fields.
@@ -33,29 +41,78 @@ fn learned(report: &Value) -> Vec<Value> {
 
 #[test]
 fn trains_and_reports_json() {
-    let report = json_run(&["train", "--dataset", "iris", "--algorithm", "mlp", "--set", "epochs=5", "--set", "hidden_layers=[16]", "--output", "json"]);
+    let report = json_run(&[
+        "train",
+        "--dataset",
+        "iris",
+        "--algorithm",
+        "mlp",
+        "--set",
+        "epochs=5",
+        "--set",
+        "hidden_layers=[16]",
+        "--output",
+        "json",
+    ]);
     assert_eq!(report["epochs"].as_array().unwrap().len(), 5);
-    assert_eq!(report["hyperparameters"]["hidden_layers"], serde_json::json!([16]));
+    assert_eq!(
+        report["hyperparameters"]["hidden_layers"],
+        serde_json::json!([16])
+    );
     assert!(report["metrics"]["accuracy"].as_f64().unwrap() > 0.5);
 }
 
 #[test]
 fn table_output_shows_a_row_per_epoch_and_the_final_metrics() {
-    let out = trainyard(&["train", "--dataset", "synthetic", "--algorithm", "mlp", "--set", "epochs=3"]);
+    let out = trainyard(&[
+        "train",
+        "--dataset",
+        "synthetic",
+        "--algorithm",
+        "mlp",
+        "--set",
+        "epochs=3",
+    ]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("train_loss") && text.contains("accuracy"), "{text}");
-    assert!(text.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).count() >= 3, "{text}");
+    assert!(
+        text.contains("train_loss") && text.contains("accuracy"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+            .count()
+            >= 3,
+        "{text}"
+    );
     assert!(text.contains("finished in"), "{text}");
 }
 
 #[test]
 fn bad_hyperparameters_fail_with_the_field_named() {
-    let out = trainyard(&["train", "--dataset", "iris", "--algorithm", "mlp", "--set", "epochs=0"]);
+    let out = trainyard(&[
+        "train",
+        "--dataset",
+        "iris",
+        "--algorithm",
+        "mlp",
+        "--set",
+        "epochs=0",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("epochs") && err.contains("[1, 100000]"), "{err}");
-    let out = trainyard(&["train", "--dataset", "california_housing", "--algorithm", "logistic_regression"]);
+    assert!(
+        err.contains("epochs") && err.contains("[1, 100000]"),
+        "{err}"
+    );
+    let out = trainyard(&[
+        "train",
+        "--dataset",
+        "california_housing",
+        "--algorithm",
+        "logistic_regression",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("classification"));
 }
@@ -63,7 +120,9 @@ fn bad_hyperparameters_fail_with_the_field_named() {
 fn remove_checkpoints_after(dir: &Path, epoch: u32) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let e: u32 = name.trim_start_matches("checkpoint-e")[..5].parse().unwrap();
+        let e: u32 = name.trim_start_matches("checkpoint-e")[..5]
+            .parse()
+            .unwrap();
         if e > epoch {
             std::fs::remove_file(entry.path()).unwrap();
         }
@@ -72,7 +131,19 @@ fn remove_checkpoints_after(dir: &Path, epoch: u32) {
 
 #[test]
 fn resuming_in_a_fresh_process_matches_an_uninterrupted_run() {
-    let args = ["train", "--dataset", "wine_quality", "--algorithm", "mlp", "--set", "epochs=6", "--set", "dropout=0.2", "--output", "json"];
+    let args = [
+        "train",
+        "--dataset",
+        "wine_quality",
+        "--algorithm",
+        "mlp",
+        "--set",
+        "epochs=6",
+        "--set",
+        "dropout=0.2",
+        "--output",
+        "json",
+    ];
     let straight = json_run(&args);
 
     let dir = tempfile::tempdir().unwrap();
@@ -86,12 +157,20 @@ fn resuming_in_a_fresh_process_matches_an_uninterrupted_run() {
     let mut resume = args.to_vec();
     resume.extend(["--resume", ckpt]);
     let resumed = json_run(&resume);
-    assert_eq!(resumed["epochs"].as_array().unwrap().len(), 3, "only epochs 4-6 ran");
+    assert_eq!(
+        resumed["epochs"].as_array().unwrap().len(),
+        3,
+        "only epochs 4-6 ran"
+    );
     assert_eq!(learned(&resumed)[..], learned(&straight)[3..]);
     assert_eq!(resumed["metrics"], straight["metrics"]);
 
     // A damaged newest checkpoint is skipped in favour of the one before it.
-    let mut newest: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.path()).collect();
+    let mut newest: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     newest.sort();
     let last = newest.last().unwrap().clone();
     let mut bytes = std::fs::read(&last).unwrap();
@@ -100,7 +179,11 @@ fn resuming_in_a_fresh_process_matches_an_uninterrupted_run() {
     std::fs::write(&last, bytes).unwrap();
     let out = trainyard(&resume);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("skipping"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("skipping"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let fallback: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(fallback["metrics"], straight["metrics"]);
 }

@@ -32,15 +32,32 @@ const PYTORCH_MLP_SAMPLES_PER_SECOND: f64 = 86_800.0;
 fn run_case(case: &Case) -> anyhow::Result<Value> {
     let dataset = load_builtin(case.dataset)?;
     let overrides: Map<String, Value> = case.overrides.as_object().cloned().unwrap_or_default();
-    let hp = Hyperparameters::resolve(case.algorithm, &dataset.info.shape(), &overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let request = TrainRequest { dataset, algorithm: case.algorithm, hyperparameters: hp, resume: None };
+    let hp = Hyperparameters::resolve(case.algorithm, &dataset.info.shape(), &overrides)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let request = TrainRequest {
+        dataset,
+        algorithm: case.algorithm,
+        hyperparameters: hp,
+        resume: None,
+    };
     let mut recorder = Recorder::default();
     let started = Instant::now();
     let outcome = trainyard_engine::train(request, &Control::default(), &mut recorder)?;
     let seconds = started.elapsed().as_secs_f64();
-    let Outcome::Completed(model) = outcome else { anyhow::bail!("{} did not complete", case.dataset) };
-    let value = model.header.metrics.get(case.metric).copied().unwrap_or(f64::NAN);
-    let peak = recorder.epochs().iter().map(|m| m.samples_per_second).fold(0.0, f64::max);
+    let Outcome::Completed(model) = outcome else {
+        anyhow::bail!("{} did not complete", case.dataset)
+    };
+    let value = model
+        .header
+        .metrics
+        .get(case.metric)
+        .copied()
+        .unwrap_or(f64::NAN);
+    let peak = recorder
+        .epochs()
+        .iter()
+        .map(|m| m.samples_per_second)
+        .fold(0.0, f64::max);
     Ok(json!({
         "dataset": case.dataset,
         "algorithm": case.algorithm.name(),
@@ -57,12 +74,54 @@ fn run_case(case: &Case) -> anyhow::Result<Value> {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut cases = vec![
-        Case { dataset: "iris", algorithm: Algorithm::Mlp, overrides: json!({}), target_seconds: 1.0, metric: "accuracy", bar: 0.93 },
-        Case { dataset: "wine_quality", algorithm: Algorithm::Mlp, overrides: json!({}), target_seconds: 3.0, metric: "accuracy", bar: 0.55 },
-        Case { dataset: "california_housing", algorithm: Algorithm::Mlp, overrides: json!({}), target_seconds: 2.0, metric: "r2", bar: 0.75 },
-        Case { dataset: "california_housing", algorithm: Algorithm::LinearRegression, overrides: json!({}), target_seconds: 2.0, metric: "r2", bar: 0.58 },
-        Case { dataset: "synthetic", algorithm: Algorithm::Mlp, overrides: json!({}), target_seconds: 1.5, metric: "accuracy", bar: 0.90 },
-        Case { dataset: "mnist", algorithm: Algorithm::Mlp, overrides: json!({}), target_seconds: 12.0, metric: "test_accuracy", bar: 0.97 },
+        Case {
+            dataset: "iris",
+            algorithm: Algorithm::Mlp,
+            overrides: json!({}),
+            target_seconds: 1.0,
+            metric: "accuracy",
+            bar: 0.93,
+        },
+        Case {
+            dataset: "wine_quality",
+            algorithm: Algorithm::Mlp,
+            overrides: json!({}),
+            target_seconds: 3.0,
+            metric: "accuracy",
+            bar: 0.55,
+        },
+        Case {
+            dataset: "california_housing",
+            algorithm: Algorithm::Mlp,
+            overrides: json!({}),
+            target_seconds: 2.0,
+            metric: "r2",
+            bar: 0.75,
+        },
+        Case {
+            dataset: "california_housing",
+            algorithm: Algorithm::LinearRegression,
+            overrides: json!({}),
+            target_seconds: 2.0,
+            metric: "r2",
+            bar: 0.58,
+        },
+        Case {
+            dataset: "synthetic",
+            algorithm: Algorithm::Mlp,
+            overrides: json!({}),
+            target_seconds: 1.5,
+            metric: "accuracy",
+            bar: 0.90,
+        },
+        Case {
+            dataset: "mnist",
+            algorithm: Algorithm::Mlp,
+            overrides: json!({}),
+            target_seconds: 12.0,
+            metric: "test_accuracy",
+            bar: 0.97,
+        },
         // The reference workload: MLP 784-256-10, AdamW, batch 128, one epoch over 60,000 samples.
         Case {
             dataset: "mnist",
@@ -74,7 +133,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         },
     ];
     if args.cnn {
-        cases.push(Case { dataset: "mnist", algorithm: Algorithm::Cnn, overrides: json!({}), target_seconds: 120.0, metric: "test_accuracy", bar: 0.985 });
+        cases.push(Case {
+            dataset: "mnist",
+            algorithm: Algorithm::Cnn,
+            overrides: json!({}),
+            target_seconds: 120.0,
+            metric: "test_accuracy",
+            bar: 0.985,
+        });
     }
     // Decode every dataset once first so no case pays for it.
     for case in &cases {
@@ -90,19 +156,35 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 case.algorithm.name(),
                 result["seconds"].as_f64().unwrap_or_default(),
                 case.target_seconds,
-                if result["fast_enough"].as_bool() == Some(true) { "ok" } else { "SLOW" },
+                if result["fast_enough"].as_bool() == Some(true) {
+                    "ok"
+                } else {
+                    "SLOW"
+                },
                 case.metric,
                 result["value"].as_f64().unwrap_or_default(),
                 case.bar,
-                if result["good_enough"].as_bool() == Some(true) { "ok" } else { "LOW" },
+                if result["good_enough"].as_bool() == Some(true) {
+                    "ok"
+                } else {
+                    "LOW"
+                },
                 result["samples_per_second"].as_f64().unwrap_or_default(),
             );
         }
         results.push(result);
     }
-    let reference = results.last().and_then(|r| r["samples_per_second"].as_f64()).unwrap_or_default();
+    let reference = results
+        .last()
+        .and_then(|r| r["samples_per_second"].as_f64())
+        .unwrap_or_default();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json!({"cases": results, "mlp_784_256_10_adamw_b128_samples_per_second": reference, "pytorch_samples_per_second": PYTORCH_MLP_SAMPLES_PER_SECOND}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"cases": results, "mlp_784_256_10_adamw_b128_samples_per_second": reference, "pytorch_samples_per_second": PYTORCH_MLP_SAMPLES_PER_SECOND})
+            )?
+        );
     } else {
         println!(
             "MLP 784-256-10 AdamW batch 128: {reference:.0} samples/s; PyTorch on this machine: {PYTORCH_MLP_SAMPLES_PER_SECOND:.0} ({:.0}%)",

@@ -58,12 +58,18 @@ fn newest_valid_checkpoint(dir: &Path) -> anyhow::Result<Checkpoint> {
         .collect();
     files.sort();
     for file in files.iter().rev() {
-        match std::fs::read(file).map_err(|e| e.to_string()).and_then(|b| Checkpoint::from_bytes(&b).map_err(|e| e.to_string())) {
+        match std::fs::read(file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| Checkpoint::from_bytes(&b).map_err(|e| e.to_string()))
+        {
             Ok(ckpt) => return Ok(ckpt),
             Err(e) => eprintln!("warning: skipping {}: {e}", file.display()),
         }
     }
-    bail!("no valid checkpoint in {}; train without --resume to start over", dir.display())
+    bail!(
+        "no valid checkpoint in {}; train without --resume to start over",
+        dir.display()
+    )
 }
 
 struct CliObserver {
@@ -76,8 +82,15 @@ struct CliObserver {
 
 impl CliObserver {
     fn print_header(&self) {
-        let cols = if self.regression { "        r2       mae      rmse" } else { "  accuracy" };
-        self.println(format!("{:>6} {:>11} {:>11}{cols} {:>10} {:>11}", "epoch", "train_loss", "val_loss", "lr", "samples/s"));
+        let cols = if self.regression {
+            "        r2       mae      rmse"
+        } else {
+            "  accuracy"
+        };
+        self.println(format!(
+            "{:>6} {:>11} {:>11}{cols} {:>10} {:>11}",
+            "epoch", "train_loss", "val_loss", "lr", "samples/s"
+        ));
     }
 
     fn println(&self, line: String) {
@@ -92,17 +105,35 @@ impl CliObserver {
 impl Observer for CliObserver {
     fn event(&mut self, event: TrainingEvent) {
         match event {
-            TrainingEvent::Started { total_epochs, start_epoch, train_samples, validation_samples } => {
+            TrainingEvent::Started {
+                total_epochs,
+                start_epoch,
+                train_samples,
+                validation_samples,
+            } => {
                 if self.table {
-                    println!("training on {train_samples} rows, validating on {validation_samples}; epochs {}..{total_epochs}", start_epoch + 1);
+                    println!(
+                        "training on {train_samples} rows, validating on {validation_samples}; epochs {}..{total_epochs}",
+                        start_epoch + 1
+                    );
                     let bar = ProgressBar::new(total_epochs as u64 * 1000);
-                    bar.set_style(ProgressStyle::with_template("{bar:40} {percent:>3}% {msg} [{elapsed_precise} < {eta_precise}]").unwrap());
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{bar:40} {percent:>3}% {msg} [{elapsed_precise} < {eta_precise}]",
+                        )
+                        .unwrap(),
+                    );
                     bar.set_position(start_epoch as u64 * 1000);
                     self.bar = Some(bar);
                     self.print_header();
                 }
             }
-            TrainingEvent::Progress { epoch, fraction, batch, batches } => {
+            TrainingEvent::Progress {
+                epoch,
+                fraction,
+                batch,
+                batches,
+            } => {
                 if let Some(bar) = &self.bar {
                     bar.set_position(((epoch - 1) as f64 * 1000.0 + fraction * 1000.0) as u64);
                     bar.set_message(format!("epoch {epoch} batch {batch}/{batches}"));
@@ -111,11 +142,19 @@ impl Observer for CliObserver {
             TrainingEvent::Epoch(m) => {
                 if self.table {
                     let values = if self.regression {
-                        format!("{:>10.4}{:>10.4}{:>10.4}", m.values.get("r2").unwrap_or(&f64::NAN), m.values.get("mae").unwrap_or(&f64::NAN), m.values.get("rmse").unwrap_or(&f64::NAN))
+                        format!(
+                            "{:>10.4}{:>10.4}{:>10.4}",
+                            m.values.get("r2").unwrap_or(&f64::NAN),
+                            m.values.get("mae").unwrap_or(&f64::NAN),
+                            m.values.get("rmse").unwrap_or(&f64::NAN)
+                        )
                     } else {
                         format!("{:>10.4}", m.values.get("accuracy").unwrap_or(&f64::NAN))
                     };
-                    self.println(format!("{:>6} {:>11.5} {:>11.5}{values} {:>10.2e} {:>11.0}", m.epoch, m.train_loss, m.val_loss, m.learning_rate, m.samples_per_second));
+                    self.println(format!(
+                        "{:>6} {:>11.5} {:>11.5}{values} {:>10.2e} {:>11.0}",
+                        m.epoch, m.train_loss, m.val_loss, m.learning_rate, m.samples_per_second
+                    ));
                     if let Some(bar) = &self.bar {
                         bar.set_position(m.epoch as u64 * 1000);
                     }
@@ -124,35 +163,61 @@ impl Observer for CliObserver {
             }
             TrainingEvent::EarlyStopped { epoch, best_epoch } => {
                 if self.table {
-                    self.println(format!("early stopping after epoch {epoch}; restoring epoch {best_epoch}'s weights"));
+                    self.println(format!(
+                        "early stopping after epoch {epoch}; restoring epoch {best_epoch}'s weights"
+                    ));
                 }
             }
-            TrainingEvent::CheckpointWritten { .. } | TrainingEvent::Finished { .. } | TrainingEvent::Failed { .. } => {}
+            TrainingEvent::CheckpointWritten { .. }
+            | TrainingEvent::Finished { .. }
+            | TrainingEvent::Failed { .. } => {}
         }
     }
 
     fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<u64, String> {
-        let Some(dir) = &self.checkpoint_dir else { return Ok(0) };
+        let Some(dir) = &self.checkpoint_dir else {
+            return Ok(0);
+        };
         let bytes = checkpoint.to_bytes();
-        let name = format!("checkpoint-e{:05}-s{:010}.tyck", checkpoint.state.epoch, checkpoint.state.global_step);
+        let name = format!(
+            "checkpoint-e{:05}-s{:010}.tyck",
+            checkpoint.state.epoch, checkpoint.state.global_step
+        );
         let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, dir.join(&name))).map_err(|e| format!("{}: {e}", dir.join(&name).display()))?;
+        std::fs::write(&tmp, &bytes)
+            .and_then(|_| std::fs::rename(&tmp, dir.join(&name)))
+            .map_err(|e| format!("{}: {e}", dir.join(&name).display()))?;
         Ok(bytes.len() as u64)
     }
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let algorithm: Algorithm = args.algorithm.parse().map_err(|e: trainyard_core::ValidationError| anyhow::anyhow!(e.message))?;
+    let algorithm: Algorithm = args
+        .algorithm
+        .parse()
+        .map_err(|e: trainyard_core::ValidationError| anyhow::anyhow!(e.message))?;
     let dataset = load_builtin(&args.dataset)?;
     let shape = dataset.info.shape();
-    algorithm.check_fits(&args.dataset, &shape).map_err(|e| anyhow::anyhow!(e.message))?;
-    let hyperparameters = Hyperparameters::resolve(algorithm, &shape, &parse_sets(&args.set)?).map_err(|e| anyhow::anyhow!("--set {e}"))?;
-    let resume = args.resume.as_deref().map(newest_valid_checkpoint).transpose()?;
+    algorithm
+        .check_fits(&args.dataset, &shape)
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let hyperparameters = Hyperparameters::resolve(algorithm, &shape, &parse_sets(&args.set)?)
+        .map_err(|e| anyhow::anyhow!("--set {e}"))?;
+    let resume = args
+        .resume
+        .as_deref()
+        .map(newest_valid_checkpoint)
+        .transpose()?;
     if let Some(dir) = &args.checkpoint_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let table = args.output == "table";
-    let request = TrainRequest { dataset: dataset.clone(), algorithm, hyperparameters: hyperparameters.clone(), resume };
+    let request = TrainRequest {
+        dataset: dataset.clone(),
+        algorithm,
+        hyperparameters: hyperparameters.clone(),
+        resume,
+    };
     let mut observer = CliObserver {
         checkpoint_dir: args.checkpoint_dir.clone(),
         bar: None,
@@ -171,7 +236,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     match outcome {
         Ok(Outcome::Completed(model)) => {
             if let Some(path) = &args.save_model {
-                std::fs::write(path, model.to_bytes()).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(path, model.to_bytes())
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             if table {
                 println!("finished in {seconds:.2}s");
@@ -192,7 +258,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Ok(Outcome::Paused(ckpt)) => {
-            eprintln!("interrupted: checkpoint written at epoch {}; continue with --resume {}", ckpt.state.epoch, args.checkpoint_dir.unwrap_or_default().display());
+            eprintln!(
+                "interrupted: checkpoint written at epoch {}; continue with --resume {}",
+                ckpt.state.epoch,
+                args.checkpoint_dir.unwrap_or_default().display()
+            );
             Ok(ExitCode::from(130))
         }
         Ok(Outcome::Cancelled) => {
@@ -209,10 +279,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
 /// Ctrl-C pauses (checkpointing) when there is somewhere to write the checkpoint, else cancels.
 fn watch_ctrl_c(control: Arc<Control>, can_checkpoint: bool) {
     std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
         rt.block_on(async {
             if tokio::signal::ctrl_c().await.is_ok() {
-                if can_checkpoint { control.pause() } else { control.cancel() }
+                if can_checkpoint {
+                    control.pause()
+                } else {
+                    control.cancel()
+                }
             }
         });
     });

@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use trainyard_server::ServerConfig;
 
 #[derive(Parser)]
-#[command(name = "trainyard", version, about = "Self-hosted machine-learning training service")]
+#[command(
+    name = "trainyard",
+    version,
+    about = "Self-hosted machine-learning training service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,8 +59,11 @@ struct ServeArgs {
 }
 
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TRAINYARD_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRAINYARD_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -94,7 +101,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.lease = Duration::from_secs(args.lease_seconds.max(1));
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_seconds);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(trainyard_server::serve(config, shutdown_signal()))
 }
 

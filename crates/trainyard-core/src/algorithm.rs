@@ -107,12 +107,18 @@ impl FromStr for Algorithm {
     type Err = ValidationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Algorithm::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Algorithm::ALL.iter().map(|a| a.name()).collect();
-            ValidationError::new(
-                "algorithm",
-                format!("unknown algorithm '{s}'; expected one of {}", names.join(", ")),
-            )
-        })
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Algorithm::ALL.iter().map(|a| a.name()).collect();
+                ValidationError::new(
+                    "algorithm",
+                    format!(
+                        "unknown algorithm '{s}'; expected one of {}",
+                        names.join(", ")
+                    ),
+                )
+            })
     }
 }

@@ -22,7 +22,10 @@ impl EpochMetrics {
         match name {
             "val_loss" => Some(self.val_loss),
             "train_loss" => Some(self.train_loss),
-            other => self.values.get(other.strip_prefix("val_").unwrap_or(other)).copied(),
+            other => self
+                .values
+                .get(other.strip_prefix("val_").unwrap_or(other))
+                .copied(),
         }
     }
 }
@@ -38,10 +41,26 @@ pub enum TrainingEvent {
         validation_samples: usize,
     },
     /// Progress inside an epoch, throttled by the engine.
-    Progress { epoch: u32, batch: u32, batches: u32, fraction: f64 },
+    Progress {
+        epoch: u32,
+        batch: u32,
+        batches: u32,
+        fraction: f64,
+    },
     Epoch(EpochMetrics),
-    CheckpointWritten { epoch: u32, step: u64, bytes: u64 },
-    EarlyStopped { epoch: u32, best_epoch: u32 },
-    Finished { metrics: BTreeMap<String, f64> },
-    Failed { reason: String },
+    CheckpointWritten {
+        epoch: u32,
+        step: u64,
+        bytes: u64,
+    },
+    EarlyStopped {
+        epoch: u32,
+        best_epoch: u32,
+    },
+    Finished {
+        metrics: BTreeMap<String, f64>,
+    },
+    Failed {
+        reason: String,
+    },
 }

@@ -120,14 +120,16 @@ impl Hyperparameters {
         let n = shape.n_rows;
         let small = n <= 5_000;
         let epochs = match algorithm {
-            Algorithm::Cnn => 2,
+            Algorithm::Cnn => 3,
             Algorithm::RandomForest => 1,
             _ if n <= 2_000 => 100,
             _ if n <= 50_000 => 40,
             _ => 5,
         };
         let (learning_rate, optimizer) = match algorithm {
-            Algorithm::LinearRegression | Algorithm::LogisticRegression => (0.01, OptimizerKind::Adam),
+            Algorithm::LinearRegression | Algorithm::LogisticRegression => {
+                (0.01, OptimizerKind::Adam)
+            }
             Algorithm::Mlp if small => (0.005, OptimizerKind::Adam),
             _ => (0.001, OptimizerKind::Adam),
         };
@@ -139,7 +141,13 @@ impl Hyperparameters {
         };
         Hyperparameters {
             epochs,
-            batch_size: if small { 32 } else if shape.image_shape.is_some() { 128 } else { 64 },
+            batch_size: if small {
+                32
+            } else if shape.image_shape.is_some() {
+                128
+            } else {
+                64
+            },
             learning_rate,
             optimizer,
             momentum: 0.9,
@@ -148,12 +156,17 @@ impl Hyperparameters {
             lr_step_size: 10,
             lr_gamma: 0.5,
             seed: 42,
-            validation_split: 0.2,
+            // Large datasets need fewer rows to validate reliably; keep the rest for training.
+            validation_split: if n > 50_000 { 0.1 } else { 0.2 },
             early_stopping: None,
             hidden_layers,
             activation: Activation::Relu,
             dropout: 0.0,
-            conv_channels: if algorithm == Algorithm::Cnn { vec![16, 32] } else { vec![] },
+            conv_channels: if algorithm == Algorithm::Cnn {
+                vec![16, 32]
+            } else {
+                vec![]
+            },
             n_estimators: 100,
             max_depth: 16,
             checkpoint_every: 1,
@@ -252,7 +265,10 @@ fn uint(key: &str, value: &Value, min: u64, max: u64) -> Result<u64, ValidationE
         .as_u64()
         .ok_or_else(|| type_error(key, &format!("an integer in [{min}, {max}]"), value))?;
     if n < min || n > max {
-        return Err(ValidationError::new(key, format!("must be in [{min}, {max}], got {n}")));
+        return Err(ValidationError::new(
+            key,
+            format!("must be in [{min}, {max}], got {n}"),
+        ));
     }
     Ok(n)
 }
@@ -262,14 +278,19 @@ fn float(key: &str, value: &Value, min: f64, max: f64) -> Result<f64, Validation
         .as_f64()
         .ok_or_else(|| type_error(key, &format!("a number in [{min}, {max}]"), value))?;
     if !(min..=max).contains(&x) {
-        return Err(ValidationError::new(key, format!("must be in [{min}, {max}], got {x}")));
+        return Err(ValidationError::new(
+            key,
+            format!("must be in [{min}, {max}], got {x}"),
+        ));
     }
     Ok(x)
 }
 
 fn choice<'a>(key: &str, value: &Value, options: &[&'a str]) -> Result<&'a str, ValidationError> {
     let expected = format!("one of {}", options.join(", "));
-    let s = value.as_str().ok_or_else(|| type_error(key, &expected, value))?;
+    let s = value
+        .as_str()
+        .ok_or_else(|| type_error(key, &expected, value))?;
     options
         .iter()
         .find(|o| **o == s)
@@ -286,11 +307,16 @@ fn uint_list(
     max: u64,
 ) -> Result<Vec<u32>, ValidationError> {
     let expected = format!("a list of {min_len} to {max_len} integers in [{min}, {max}]");
-    let items = value.as_array().ok_or_else(|| type_error(key, &expected, value))?;
+    let items = value
+        .as_array()
+        .ok_or_else(|| type_error(key, &expected, value))?;
     if items.len() < min_len || items.len() > max_len {
         return Err(ValidationError::new(
             key,
-            format!("must have {min_len} to {max_len} entries, got {}", items.len()),
+            format!(
+                "must have {min_len} to {max_len} entries, got {}",
+                items.len()
+            ),
         ));
     }
     items
@@ -309,12 +335,20 @@ fn early_stopping(value: &Value, task: Task) -> Result<Option<EarlyStopping>, Va
         Task::Classification => &["val_loss", "val_accuracy"],
         Task::Regression => &["val_loss", "val_r2", "val_rmse", "val_mae"],
     };
-    let default = EarlyStopping { monitor: "val_loss".into(), patience: 5, min_delta: 0.0 };
+    let default = EarlyStopping {
+        monitor: "val_loss".into(),
+        patience: 5,
+        min_delta: 0.0,
+    };
     if value == &json!(true) {
         return Ok(Some(default));
     }
     let obj = value.as_object().ok_or_else(|| {
-        type_error(KEY, "an object {monitor, patience, min_delta}, true or null", value)
+        type_error(
+            KEY,
+            "an object {monitor, patience, min_delta}, true or null",
+            value,
+        )
     })?;
     let mut es = default;
     for (k, v) in obj {

@@ -37,7 +37,10 @@ impl RunStatus {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
     }
 
     /// Pending or training: a run that holds (or waits for) a worker.
@@ -48,12 +51,12 @@ impl RunStatus {
     /// The legal transitions. A worker crash puts a training run back to pending.
     pub fn can_become(self, next: RunStatus) -> bool {
         use RunStatus::*;
-        match (self, next) {
-            (Pending, Training | Cancelled | Failed) => true,
-            (Training, Pending | Paused | Completed | Failed | Cancelled) => true,
-            (Paused, Pending | Cancelled) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (Pending, Training | Cancelled | Failed)
+                | (Training, Pending | Paused | Completed | Failed | Cancelled)
+                | (Paused, Pending | Cancelled)
+        )
     }
 }
 
@@ -67,10 +70,13 @@ impl FromStr for RunStatus {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        RunStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
-            let names: Vec<_> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
-            format!("unknown status '{s}'; expected one of {}", names.join(", "))
-        })
+        RunStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown status '{s}'; expected one of {}", names.join(", "))
+            })
     }
 }
 

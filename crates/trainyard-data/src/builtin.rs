@@ -13,8 +13,14 @@ use crate::idx::read_idx_u8;
 use crate::{DataError, Dataset, DatasetInfo, SyntheticSpec, Table};
 
 /// Names accepted wherever a dataset is named.
-pub const BUILTIN_NAMES: [&str; 6] =
-    ["iris", "wine_quality", "california_housing", "mnist", "synthetic", "shuttle"];
+pub const BUILTIN_NAMES: [&str; 6] = [
+    "iris",
+    "wine_quality",
+    "california_housing",
+    "mnist",
+    "synthetic",
+    "shuttle",
+];
 
 struct EmbeddedFile {
     name: &'static str,
@@ -27,21 +33,52 @@ macro_rules! embedded {
         EmbeddedFile {
             name: $file,
             sha256: $sha,
-            bytes: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../datasets/", $file)),
+            bytes: include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../datasets/",
+                $file
+            )),
         }
     };
 }
 
 static FILES: [EmbeddedFile; 9] = [
-    embedded!("iris.csv.gz", "08bc9d2900ba143eea5de6beceacee006666df89f64f0e44daa431be604bae1f"),
-    embedded!("winequality-red.csv.gz", "bfded8adb9d2709f4c88b911787fedee4d75962a3593c3d175285ab299445462"),
-    embedded!("california_housing.csv.gz", "c0972030de4d2836d4930fd3a143aaf51c2b938b85c65a14f18b645c7664287b"),
-    embedded!("mnist-train-images-idx3-ubyte.gz", "0b367032e93c5d0cea0925647cfdb18614af8ee15f83e6f2fc2ad904a6835971"),
-    embedded!("mnist-train-labels-idx1-ubyte.gz", "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203"),
-    embedded!("mnist-t10k-images-idx3-ubyte.gz", "1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be"),
-    embedded!("mnist-t10k-labels-idx1-ubyte.gz", "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b"),
-    embedded!("shuttle.csv.gz", "c147a92e373a61d0122633cc2a2f22023ee45dc89b6c25071b57389c2a448156"),
-    embedded!("shakespeare.txt.gz", "315a122776be4e3f7bb982803c09d14b29e1e47d5544632278c7f2188ebacb20"),
+    embedded!(
+        "iris.csv.gz",
+        "08bc9d2900ba143eea5de6beceacee006666df89f64f0e44daa431be604bae1f"
+    ),
+    embedded!(
+        "winequality-red.csv.gz",
+        "bfded8adb9d2709f4c88b911787fedee4d75962a3593c3d175285ab299445462"
+    ),
+    embedded!(
+        "california_housing.csv.gz",
+        "c0972030de4d2836d4930fd3a143aaf51c2b938b85c65a14f18b645c7664287b"
+    ),
+    embedded!(
+        "mnist-train-images-idx3-ubyte.gz",
+        "0b367032e93c5d0cea0925647cfdb18614af8ee15f83e6f2fc2ad904a6835971"
+    ),
+    embedded!(
+        "mnist-train-labels-idx1-ubyte.gz",
+        "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203"
+    ),
+    embedded!(
+        "mnist-t10k-images-idx3-ubyte.gz",
+        "1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be"
+    ),
+    embedded!(
+        "mnist-t10k-labels-idx1-ubyte.gz",
+        "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b"
+    ),
+    embedded!(
+        "shuttle.csv.gz",
+        "c147a92e373a61d0122633cc2a2f22023ee45dc89b6c25071b57389c2a448156"
+    ),
+    embedded!(
+        "shakespeare.txt.gz",
+        "315a122776be4e3f7bb982803c09d14b29e1e47d5544632278c7f2188ebacb20"
+    ),
 ];
 
 /// The decompressed content of an embedded file, after its checksum is verified.
@@ -56,18 +93,30 @@ pub fn raw_builtin_bytes(file: &str) -> Result<Vec<u8>, DataError> {
 fn decompress_verified(file: &str, expected: &str, gz: &[u8]) -> Result<Vec<u8>, DataError> {
     let actual = hex::encode(Sha256::digest(gz));
     if actual != expected {
-        return Err(DataError::Checksum { file: file.into(), expected: expected.into(), actual });
+        return Err(DataError::Checksum {
+            file: file.into(),
+            expected: expected.into(),
+            actual,
+        });
     }
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(gz).read_to_end(&mut out).map_err(|e| DataError::Checksum {
-        file: format!("{file} ({e})"),
-        expected: expected.into(),
-        actual: "undecodable".into(),
-    })?;
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut out)
+        .map_err(|e| DataError::Checksum {
+            file: format!("{file} ({e})"),
+            expected: expected.into(),
+            actual: "undecodable".into(),
+        })?;
     Ok(out)
 }
 
-fn csv_builtin(name: &str, file: &str, target: &str, description: &str, license: &str) -> Result<Dataset, DataError> {
+fn csv_builtin(
+    name: &str,
+    file: &str,
+    target: &str,
+    description: &str,
+    license: &str,
+) -> Result<Dataset, DataError> {
     let bytes = raw_builtin_bytes(file)?;
     parse_csv(
         &bytes,
@@ -85,7 +134,13 @@ const UCI: &str = "CC BY 4.0 (UCI Machine Learning Repository)";
 
 fn decode(name: &str) -> Result<Dataset, DataError> {
     match name {
-        "iris" => csv_builtin(name, "iris.csv.gz", "species", "Fisher's iris: 4 flower measurements, 3 species", UCI),
+        "iris" => csv_builtin(
+            name,
+            "iris.csv.gz",
+            "species",
+            "Fisher's iris: 4 flower measurements, 3 species",
+            UCI,
+        ),
         "wine_quality" => csv_builtin(
             name,
             "winequality-red.csv.gz",
@@ -121,7 +176,10 @@ fn mnist_split(images: &str, labels: &str) -> Result<Table, DataError> {
     let (dims, pixels) = read_idx_u8(images, &raw_builtin_bytes(images)?)?;
     let (_, digits) = read_idx_u8(labels, &raw_builtin_bytes(labels)?)?;
     if dims.len() != 3 || dims[0] != digits.len() {
-        return Err(DataError::Idx { file: images.into(), message: format!("{dims:?} does not match {} labels", digits.len()) });
+        return Err(DataError::Idx {
+            file: images.into(),
+            message: format!("{dims:?} does not match {} labels", digits.len()),
+        });
     }
     Ok(Table {
         x: pixels.into_iter().map(f32::from).collect(),
@@ -131,15 +189,27 @@ fn mnist_split(images: &str, labels: &str) -> Result<Table, DataError> {
 }
 
 fn mnist() -> Result<Dataset, DataError> {
-    let table = mnist_split("mnist-train-images-idx3-ubyte.gz", "mnist-train-labels-idx1-ubyte.gz")?;
-    let test = mnist_split("mnist-t10k-images-idx3-ubyte.gz", "mnist-t10k-labels-idx1-ubyte.gz")?;
-    Ok(Dataset { info: mnist_info(table.len(), test.len()), table, test: Some(test) })
+    let table = mnist_split(
+        "mnist-train-images-idx3-ubyte.gz",
+        "mnist-train-labels-idx1-ubyte.gz",
+    )?;
+    let test = mnist_split(
+        "mnist-t10k-images-idx3-ubyte.gz",
+        "mnist-t10k-labels-idx1-ubyte.gz",
+    )?;
+    Ok(Dataset {
+        info: mnist_info(table.len(), test.len()),
+        table,
+        test: Some(test),
+    })
 }
 
 fn mnist_info(n_rows: usize, test_rows: usize) -> DatasetInfo {
     DatasetInfo {
         name: "mnist".into(),
-        description: "MNIST handwritten digits, 28x28 grey pixels (0-255), its own 60k/10k train/test split".into(),
+        description:
+            "MNIST handwritten digits, 28x28 grey pixels (0-255), its own 60k/10k train/test split"
+                .into(),
         task: Task::Classification,
         n_rows,
         n_features: 784,
@@ -164,7 +234,11 @@ pub fn load_builtin(name: &str) -> Result<Arc<Dataset>, DataError> {
     }
     // Decoded outside the lock: mnist takes a moment and other datasets should not wait.
     let ds = Arc::new(decode(name)?);
-    cache().lock().unwrap().entry(name.to_string()).or_insert(ds.clone());
+    cache()
+        .lock()
+        .unwrap()
+        .entry(name.to_string())
+        .or_insert(ds.clone());
     Ok(ds)
 }
 

@@ -23,7 +23,11 @@ const MAX_INFERRED_CLASSES: usize = 20;
 
 pub fn parse_csv(bytes: &[u8], options: &CsvOptions) -> Result<Dataset, DataError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(DataError::csv(None, None, "the file is empty; expected a header row and data rows"));
+        return Err(DataError::csv(
+            None,
+            None,
+            "the file is empty; expected a header row and data rows",
+        ));
     }
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
     let header: Vec<String> = reader
@@ -32,15 +36,25 @@ pub fn parse_csv(bytes: &[u8], options: &CsvOptions) -> Result<Dataset, DataErro
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
-    let target_col = header.iter().position(|h| *h == options.target).ok_or_else(|| {
-        DataError::csv(
-            Some(1),
-            Some(&options.target),
-            format!("target column not found; the header has: {}", header.join(", ")),
-        )
-    })?;
+    let target_col = header
+        .iter()
+        .position(|h| *h == options.target)
+        .ok_or_else(|| {
+            DataError::csv(
+                Some(1),
+                Some(&options.target),
+                format!(
+                    "target column not found; the header has: {}",
+                    header.join(", ")
+                ),
+            )
+        })?;
     if header.len() < 2 {
-        return Err(DataError::csv(Some(1), None, "need at least one feature column besides the target"));
+        return Err(DataError::csv(
+            Some(1),
+            None,
+            "need at least one feature column besides the target",
+        ));
     }
 
     let n_features = header.len() - 1;
@@ -56,7 +70,11 @@ pub fn parse_csv(bytes: &[u8], options: &CsvOptions) -> Result<Dataset, DataErro
             return Err(DataError::csv(
                 Some(line),
                 None,
-                format!("has {} fields but the header has {}", record.len(), header.len()),
+                format!(
+                    "has {} fields but the header has {}",
+                    record.len(),
+                    header.len()
+                ),
             ));
         }
         for (col, cell) in record.iter().enumerate() {
@@ -77,7 +95,9 @@ pub fn parse_csv(bytes: &[u8], options: &CsvOptions) -> Result<Dataset, DataErro
 
     let target_name = &header[target_col];
     let numeric: Option<Vec<f64>> = raw_targets.iter().map(|t| t.parse::<f64>().ok()).collect();
-    let task = options.task.unwrap_or_else(|| infer_task(numeric.as_deref()));
+    let task = options
+        .task
+        .unwrap_or_else(|| infer_task(numeric.as_deref()));
     let (y, classes) = match task {
         Task::Regression => {
             let values = numeric.ok_or_else(|| {
@@ -87,7 +107,11 @@ pub fn parse_csv(bytes: &[u8], options: &CsvOptions) -> Result<Dataset, DataErro
                     .find(|(_, t)| t.parse::<f64>().is_err())
                     .map(|(i, t)| (i + 2, t.clone()))
                     .unwrap_or_default();
-                DataError::csv(Some(line), Some(target_name), format!("'{bad}' is not a number; a regression target must be numeric"))
+                DataError::csv(
+                    Some(line),
+                    Some(target_name),
+                    format!("'{bad}' is not a number; a regression target must be numeric"),
+                )
             })?;
             for (i, v) in values.iter().enumerate() {
                 check_finite(*v, i + 2, target_name)?;
@@ -97,8 +121,12 @@ pub fn parse_csv(bytes: &[u8], options: &CsvOptions) -> Result<Dataset, DataErro
         Task::Classification => encode_classes(&raw_targets, numeric.is_some(), target_name)?,
     };
 
-    let feature_names: Vec<String> =
-        header.iter().enumerate().filter(|(i, _)| *i != target_col).map(|(_, h)| h.clone()).collect();
+    let feature_names: Vec<String> = header
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != target_col)
+        .map(|(_, h)| h.clone())
+        .collect();
     let info = DatasetInfo {
         name: options.name.clone(),
         description: options.description.clone(),
@@ -112,14 +140,26 @@ pub fn parse_csv(bytes: &[u8], options: &CsvOptions) -> Result<Dataset, DataErro
         test_rows: None,
         license: options.license.clone(),
     };
-    Ok(Dataset { info, table: Table { x, y, n_features }, test: None })
+    Ok(Dataset {
+        info,
+        table: Table { x, y, n_features },
+        test: None,
+    })
 }
 
 fn parse_number(cell: &str, line: usize, column: &str) -> Result<f32, DataError> {
     let trimmed = cell.trim();
     let value: f64 = trimmed.parse().map_err(|_| {
-        let shown = if trimmed.is_empty() { "an empty cell".to_string() } else { format!("'{trimmed}'") };
-        DataError::csv(Some(line), Some(column), format!("{shown} is not a number; features must be numeric"))
+        let shown = if trimmed.is_empty() {
+            "an empty cell".to_string()
+        } else {
+            format!("'{trimmed}'")
+        };
+        DataError::csv(
+            Some(line),
+            Some(column),
+            format!("{shown} is not a number; features must be numeric"),
+        )
     })?;
     check_finite(value, line, column)?;
     Ok(value as f32)
@@ -129,7 +169,11 @@ fn check_finite(value: f64, line: usize, column: &str) -> Result<(), DataError> 
     if value.is_finite() {
         Ok(())
     } else {
-        Err(DataError::csv(Some(line), Some(column), format!("{value} is not allowed; values must be finite")))
+        Err(DataError::csv(
+            Some(line),
+            Some(column),
+            format!("{value} is not allowed; values must be finite"),
+        ))
     }
 }
 
@@ -154,19 +198,34 @@ fn encode_classes(
     numeric: bool,
     target_name: &str,
 ) -> Result<(Vec<f32>, Option<Vec<String>>), DataError> {
-    let mut labels: Vec<String> = raw.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+    let mut labels: Vec<String> = raw
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     if numeric {
-        labels.sort_by(|a, b| a.parse::<f64>().unwrap().total_cmp(&b.parse::<f64>().unwrap()));
+        labels.sort_by(|a, b| {
+            a.parse::<f64>()
+                .unwrap()
+                .total_cmp(&b.parse::<f64>().unwrap())
+        });
     }
     if labels.len() < 2 {
         return Err(DataError::csv(
             None,
             Some(target_name),
-            format!("every row has the class '{}'; classification needs at least 2 classes", labels[0]),
+            format!(
+                "every row has the class '{}'; classification needs at least 2 classes",
+                labels[0]
+            ),
         ));
     }
-    let index: std::collections::HashMap<&str, usize> =
-        labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+    let index: std::collections::HashMap<&str, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
     let y = raw.iter().map(|t| index[t.as_str()] as f32).collect();
     Ok((y, Some(labels)))
 }

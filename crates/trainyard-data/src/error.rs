@@ -3,11 +3,21 @@
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DataError {
     #[error("{}", csv_message(.line, .column, .message))]
-    Csv { line: Option<usize>, column: Option<String>, message: String },
+    Csv {
+        line: Option<usize>,
+        column: Option<String>,
+        message: String,
+    },
     #[error("unknown dataset '{0}'; built-in datasets are: {names}", names = crate::BUILTIN_NAMES.join(", "))]
     Unknown(String),
-    #[error("dataset file '{file}' is corrupt: sha256 {actual}, expected {expected}; reinstall trainyard")]
-    Checksum { file: String, expected: String, actual: String },
+    #[error(
+        "dataset file '{file}' is corrupt: sha256 {actual}, expected {expected}; reinstall trainyard"
+    )]
+    Checksum {
+        file: String,
+        expected: String,
+        actual: String,
+    },
     #[error("invalid IDX file '{file}': {message}")]
     Idx { file: String, message: String },
     #[error("invalid dataset option {field}: {message}")]
@@ -24,7 +34,15 @@ fn csv_message(line: &Option<usize>, column: &Option<String>, message: &str) -> 
 }
 
 impl DataError {
-    pub(crate) fn csv(line: Option<usize>, column: Option<&str>, message: impl Into<String>) -> Self {
-        DataError::Csv { line, column: column.map(str::to_string), message: message.into() }
+    pub(crate) fn csv(
+        line: Option<usize>,
+        column: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
+        DataError::Csv {
+            line,
+            column: column.map(str::to_string),
+            message: message.into(),
+        }
     }
 }

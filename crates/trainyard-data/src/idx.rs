@@ -5,12 +5,18 @@ use crate::DataError;
 
 /// Returns the dimensions and the raw u8 payload of an IDX file of unsigned bytes.
 pub fn read_idx_u8(file: &str, bytes: &[u8]) -> Result<(Vec<usize>, Vec<u8>), DataError> {
-    let err = |message: String| DataError::Idx { file: file.to_string(), message };
+    let err = |message: String| DataError::Idx {
+        file: file.to_string(),
+        message,
+    };
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
         return Err(err("missing IDX magic number".into()));
     }
     if bytes[2] != 0x08 {
-        return Err(err(format!("element type 0x{:02x} is not unsigned byte (0x08)", bytes[2])));
+        return Err(err(format!(
+            "element type 0x{:02x} is not unsigned byte (0x08)",
+            bytes[2]
+        )));
     }
     let rank = bytes[3] as usize;
     let header = 4 + 4 * rank;
@@ -26,7 +32,10 @@ pub fn read_idx_u8(file: &str, bytes: &[u8]) -> Result<(Vec<usize>, Vec<u8>), Da
     let expected: usize = dims.iter().product();
     let payload = &bytes[header..];
     if payload.len() != expected {
-        return Err(err(format!("{} data bytes for dimensions {dims:?}, expected {expected}", payload.len())));
+        return Err(err(format!(
+            "{} data bytes for dimensions {dims:?}, expected {expected}",
+            payload.len()
+        )));
     }
     Ok((dims, payload.to_vec()))
 }
@@ -43,7 +52,12 @@ mod tests {
         assert_eq!(dims, vec![2, 3]);
         assert_eq!(data, vec![1, 2, 3, 4, 5, 6]);
         file.pop();
-        assert!(read_idx_u8("t", &file).unwrap_err().to_string().contains("expected 6"));
+        assert!(
+            read_idx_u8("t", &file)
+                .unwrap_err()
+                .to_string()
+                .contains("expected 6")
+        );
         assert!(read_idx_u8("t", &[1, 2]).is_err());
     }
 }

@@ -32,7 +32,11 @@ impl Scaler {
                 }
             }
             let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
-            let std = sq.iter().zip(&mean).map(|(s, m)| guard_std((s / n - m * m).max(0.0).sqrt())).collect();
+            let std = sq
+                .iter()
+                .zip(&mean)
+                .map(|(s, m)| guard_std((s / n - m * m).max(0.0).sqrt()))
+                .collect();
             (mean.iter().map(|m| *m as f32).collect(), std)
         } else {
             let (m, s) = mean_std(train.x.iter().map(|v| *v as f64));
@@ -45,7 +49,12 @@ impl Scaler {
             }
             Task::Classification => (0.0, 1.0),
         };
-        Scaler { mean, std, target_mean, target_std }
+        Scaler {
+            mean,
+            std,
+            target_mean,
+            target_std,
+        }
     }
 
     pub fn n_features(&self) -> usize {
@@ -80,7 +89,9 @@ impl Scaler {
 }
 
 fn mean_std(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
-    let (n, sum) = values.clone().fold((0usize, 0f64), |(n, s), v| (n + 1, s + v));
+    let (n, sum) = values
+        .clone()
+        .fold((0usize, 0f64), |(n, s), v| (n + 1, s + v));
     let mean = sum / n.max(1) as f64;
     let var = values.map(|v| (v - mean) * (v - mean)).sum::<f64>() / n.max(1) as f64;
     (mean, var.sqrt())
@@ -106,7 +117,8 @@ pub fn prepare(ds: &Dataset, validation_split: f64, seed: u64) -> Prepared {
     let n = ds.table.len();
     let mut order: Vec<usize> = (0..n).collect();
     SeededRng::derive(seed, 1).shuffle(&mut order);
-    let n_val = ((n as f64 * validation_split).round() as usize).clamp(1, n.saturating_sub(1).max(1));
+    let n_val =
+        ((n as f64 * validation_split).round() as usize).clamp(1, n.saturating_sub(1).max(1));
     let (val_idx, train_idx) = order.split_at(n_val);
     let train = ds.table.select(train_idx);
     let scaler = Scaler::fit(&train, ds.info.task, ds.info.image_shape.is_none());
@@ -125,7 +137,11 @@ mod tests {
 
     #[test]
     fn split_is_seeded_and_disjoint() {
-        let ds = SyntheticSpec { n_samples: 100, ..Default::default() }.generate();
+        let ds = SyntheticSpec {
+            n_samples: 100,
+            ..Default::default()
+        }
+        .generate();
         let a = prepare(&ds, 0.2, 1);
         let b = prepare(&ds, 0.2, 1);
         let c = prepare(&ds, 0.2, 2);
@@ -137,7 +153,11 @@ mod tests {
 
     #[test]
     fn scaler_is_fitted_on_training_rows_only() {
-        let ds = SyntheticSpec { n_samples: 200, ..Default::default() }.generate();
+        let ds = SyntheticSpec {
+            n_samples: 200,
+            ..Default::default()
+        }
+        .generate();
         let p = prepare(&ds, 0.25, 3);
         let d = p.train.n_features;
         for j in 0..d {
@@ -145,13 +165,22 @@ mod tests {
             let mean = col.iter().sum::<f32>() / col.len() as f32;
             assert!(mean.abs() < 1e-4, "train column {j} mean {mean}");
         }
-        let val_mean: f32 = p.validation.x.iter().step_by(d).sum::<f32>() / p.validation.len() as f32;
-        assert!(val_mean.abs() > 1e-6, "validation is transformed, not refitted");
+        let val_mean: f32 =
+            p.validation.x.iter().step_by(d).sum::<f32>() / p.validation.len() as f32;
+        assert!(
+            val_mean.abs() > 1e-6,
+            "validation is transformed, not refitted"
+        );
     }
 
     #[test]
     fn regression_targets_round_trip() {
-        let ds = SyntheticSpec { task: Task::Regression, n_samples: 50, ..Default::default() }.generate();
+        let ds = SyntheticSpec {
+            task: Task::Regression,
+            n_samples: 50,
+            ..Default::default()
+        }
+        .generate();
         let p = prepare(&ds, 0.2, 0);
         let y = 3.25;
         assert!((p.scaler.inverse_target(p.scaler.transform_target(y)) - y).abs() < 1e-5);

@@ -37,19 +37,30 @@ impl SyntheticSpec {
     pub fn from_options(options: &Map<String, Value>) -> Result<Self, DataError> {
         let mut spec = Self::default();
         for (key, value) in options {
-            let bad = |message: &str| DataError::Option { field: key.clone(), message: message.to_string() };
+            let bad = |message: &str| DataError::Option {
+                field: key.clone(),
+                message: message.to_string(),
+            };
             let uint = |min: u64, max: u64| {
                 value
                     .as_u64()
                     .filter(|n| (min..=max).contains(n))
-                    .ok_or_else(|| bad(&format!("expected an integer in [{min}, {max}], got {value}")))
+                    .ok_or_else(|| {
+                        bad(&format!(
+                            "expected an integer in [{min}, {max}], got {value}"
+                        ))
+                    })
             };
             match key.as_str() {
                 "task" => {
                     spec.task = match value.as_str() {
                         Some("classification") => Task::Classification,
                         Some("regression") => Task::Regression,
-                        _ => return Err(bad(&format!("expected classification or regression, got {value}"))),
+                        _ => {
+                            return Err(bad(&format!(
+                                "expected classification or regression, got {value}"
+                            )));
+                        }
                     }
                 }
                 "n_samples" => spec.n_samples = uint(10, 1_000_000)? as usize,
@@ -60,10 +71,14 @@ impl SyntheticSpec {
                     spec.noise = value
                         .as_f64()
                         .filter(|x| (0.0..=100.0).contains(x))
-                        .ok_or_else(|| bad(&format!("expected a number in [0, 100], got {value}")))?
+                        .ok_or_else(|| {
+                            bad(&format!("expected a number in [0, 100], got {value}"))
+                        })?
                 }
                 _ => {
-                    return Err(bad("unknown option; allowed: task, n_samples, n_features, n_classes, noise, seed"));
+                    return Err(bad(
+                        "unknown option; allowed: task, n_samples, n_features, n_classes, noise, seed",
+                    ));
                 }
             }
         }
@@ -104,7 +119,9 @@ impl SyntheticSpec {
         let mut y = Vec::with_capacity(self.n_samples);
         match self.task {
             Task::Classification => {
-                let centres: Vec<f64> = (0..self.n_classes * d).map(|_| rng.normal() * 2.0).collect();
+                let centres: Vec<f64> = (0..self.n_classes * d)
+                    .map(|_| rng.normal() * 2.0)
+                    .collect();
                 for i in 0..self.n_samples {
                     let class = i % self.n_classes;
                     for j in 0..d {
@@ -123,6 +140,14 @@ impl SyntheticSpec {
                 }
             }
         }
-        Dataset { info: self.info(), table: Table { x, y, n_features: d }, test: None }
+        Dataset {
+            info: self.info(),
+            table: Table {
+                x,
+                y,
+                n_features: d,
+            },
+            test: None,
+        }
     }
 }

@@ -31,7 +31,11 @@ impl Table {
             x.extend_from_slice(self.row(i));
             y.push(self.y[i]);
         }
-        Table { x, y, n_features: self.n_features }
+        Table {
+            x,
+            y,
+            n_features: self.n_features,
+        }
     }
 }
 

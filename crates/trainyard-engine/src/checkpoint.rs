@@ -55,9 +55,15 @@ impl Checkpoint {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ContainerError> {
         let sections = read_sections(MAGIC, "checkpoint", bytes)?;
         let [state, model, optimizer, best] = sections.as_slice() else {
-            return Err(ContainerError::Truncated { kind: "checkpoint", detail: format!("{} sections, expected 4", sections.len()) });
+            return Err(ContainerError::Truncated {
+                kind: "checkpoint",
+                detail: format!("{} sections, expected 4", sections.len()),
+            });
         };
-        let state = serde_json::from_slice(state).map_err(|e| ContainerError::Truncated { kind: "checkpoint", detail: format!("state: {e}") })?;
+        let state = serde_json::from_slice(state).map_err(|e| ContainerError::Truncated {
+            kind: "checkpoint",
+            detail: format!("state: {e}"),
+        })?;
         Ok(Checkpoint {
             state,
             model: model.to_vec(),

@@ -33,7 +33,10 @@ pub fn read_sections<'a>(
     kind: &'static str,
     bytes: &'a [u8],
 ) -> Result<Vec<&'a [u8]>, ContainerError> {
-    let truncated = |detail: &str| ContainerError::Truncated { kind, detail: detail.to_string() };
+    let truncated = |detail: &str| ContainerError::Truncated {
+        kind,
+        detail: detail.to_string(),
+    };
     if bytes.len() < 8 + 4 + 32 {
         return Err(truncated(&format!("{} bytes", bytes.len())));
     }
@@ -53,7 +56,10 @@ pub fn read_sections<'a>(
             return Err(truncated(&format!("section {i} header")));
         }
         let len = u64::from_le_bytes(body[at..len_end].try_into().unwrap()) as usize;
-        let end = len_end.checked_add(len).filter(|e| *e <= body.len()).ok_or_else(|| truncated(&format!("section {i}")))?;
+        let end = len_end
+            .checked_add(len)
+            .filter(|e| *e <= body.len())
+            .ok_or_else(|| truncated(&format!("section {i}")))?;
         sections.push(&body[len_end..end]);
         at = end;
     }
@@ -74,9 +80,21 @@ mod tests {
 
         let mut flipped = bytes.clone();
         flipped[14] ^= 1;
-        assert_eq!(read_sections(MAGIC, "test", &flipped), Err(ContainerError::HashMismatch { kind: "test" }));
-        assert!(matches!(read_sections(MAGIC, "test", &bytes[..bytes.len() - 5]), Err(ContainerError::HashMismatch { .. })));
-        assert!(matches!(read_sections(MAGIC, "test", &bytes[..20]), Err(ContainerError::Truncated { .. })));
-        assert!(matches!(read_sections(b"OTHERMAG", "test", &bytes), Err(ContainerError::WrongKind { .. })));
+        assert_eq!(
+            read_sections(MAGIC, "test", &flipped),
+            Err(ContainerError::HashMismatch { kind: "test" })
+        );
+        assert!(matches!(
+            read_sections(MAGIC, "test", &bytes[..bytes.len() - 5]),
+            Err(ContainerError::HashMismatch { .. })
+        ));
+        assert!(matches!(
+            read_sections(MAGIC, "test", &bytes[..20]),
+            Err(ContainerError::Truncated { .. })
+        ));
+        assert!(matches!(
+            read_sections(b"OTHERMAG", "test", &bytes),
+            Err(ContainerError::WrongKind { .. })
+        ));
     }
 }

@@ -1,10 +1,14 @@
 //! Random forests (smartcore): a model family with no epochs and no gradients. It is fitted in
 //! one go, so it reports a start, its metrics and its finish, and has nothing to pause.
 
-use smartcore::ensemble::random_forest_classifier::{RandomForestClassifier, RandomForestClassifierParameters};
-use smartcore::ensemble::random_forest_regressor::{RandomForestRegressor, RandomForestRegressorParameters};
-use smartcore::linalg::basic::matrix::DenseMatrix;
 use serde::{Deserialize, Serialize};
+use smartcore::ensemble::random_forest_classifier::{
+    RandomForestClassifier, RandomForestClassifierParameters,
+};
+use smartcore::ensemble::random_forest_regressor::{
+    RandomForestRegressor, RandomForestRegressorParameters,
+};
+use smartcore::linalg::basic::matrix::DenseMatrix;
 use trainyard_core::{Hyperparameters, Task};
 use trainyard_data::Table;
 
@@ -22,9 +26,14 @@ fn matrix(x: &[f32], d: usize) -> Result<DenseMatrix<f32>, String> {
 }
 
 impl Forest {
-    pub fn fit(train: &Table, task: Task, n_classes: usize, hp: &Hyperparameters) -> Result<Self, String> {
+    pub fn fit(
+        train: &Table,
+        task: Task,
+        n_classes: usize,
+        hp: &Hyperparameters,
+    ) -> Result<Self, String> {
         let x = matrix(&train.x, train.n_features)?;
-        let depth = Some(hp.max_depth.min(u16::MAX as u32) as u16);
+        let depth = hp.max_depth.min(u16::MAX as u32) as u16;
         let trees = hp.n_estimators as u16;
         match task {
             Task::Classification => {
@@ -32,13 +41,20 @@ impl Forest {
                 let params = RandomForestClassifierParameters::default()
                     .with_n_trees(trees)
                     .with_seed(hp.seed)
-                    .with_max_depth(depth.unwrap());
+                    .with_max_depth(depth);
                 let model = Classifier::fit(&x, &y, params).map_err(|e| e.to_string())?;
                 Ok(Forest::Classifier { model, n_classes })
             }
             Task::Regression => {
-                let params = RandomForestRegressorParameters { n_trees: trees as usize, seed: hp.seed, max_depth: depth, ..Default::default() };
-                Regressor::fit(&x, &train.y, params).map(Forest::Regressor).map_err(|e| e.to_string())
+                let params = RandomForestRegressorParameters {
+                    n_trees: trees as usize,
+                    seed: hp.seed,
+                    max_depth: Some(depth),
+                    ..Default::default()
+                };
+                Regressor::fit(&x, &train.y, params)
+                    .map(Forest::Regressor)
+                    .map_err(|e| e.to_string())
             }
         }
     }

@@ -47,7 +47,9 @@ pub enum Outcome {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TrainError {
-    #[error("loss became {value} at epoch {epoch}, batch {batch}; lower learning_rate or check the data for extreme values")]
+    #[error(
+        "loss became {value} at epoch {epoch}, batch {batch}; lower learning_rate or check the data for extreme values"
+    )]
     NonFinite { epoch: u32, batch: u32, value: f64 },
     #[error("writing a checkpoint failed: {0}")]
     Checkpoint(String),
@@ -82,7 +84,9 @@ impl Control {
 
     /// Has no effect once a cancel was requested: cancelling wins.
     pub fn pause(&self) {
-        let _ = self.stop.compare_exchange(0, 2, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self
+            .stop
+            .compare_exchange(0, 2, Ordering::SeqCst, Ordering::SeqCst);
     }
 
     pub fn requested(&self) -> Option<Stop> {
@@ -134,23 +138,34 @@ impl Observer for Recorder {
 
 /// Trains `request` to completion, cancellation or pause. Emits `Finished` on success and
 /// `Failed` on error before returning.
-pub fn train(request: TrainRequest, control: &Control, observer: &mut dyn Observer) -> Result<Outcome, TrainError> {
+pub fn train(
+    request: TrainRequest,
+    control: &Control,
+    observer: &mut dyn Observer,
+) -> Result<Outcome, TrainError> {
     let result = if request.algorithm.is_gradient_based() {
         neural::train_network(request, control, observer)
     } else {
         train_forest(request, observer)
     };
     match &result {
-        Ok(Outcome::Completed(model)) => {
-            observer.event(TrainingEvent::Finished { metrics: model.header.metrics.clone() })
-        }
-        Err(e) => observer.event(TrainingEvent::Failed { reason: e.to_string() }),
+        Ok(Outcome::Completed(model)) => observer.event(TrainingEvent::Finished {
+            metrics: model.header.metrics.clone(),
+        }),
+        Err(e) => observer.event(TrainingEvent::Failed {
+            reason: e.to_string(),
+        }),
         Ok(_) => {}
     }
     result
 }
 
-pub(crate) fn final_metrics_header(info: &DatasetInfo, algorithm: Algorithm, hp: &Hyperparameters, scaler: Scaler) -> ModelHeader {
+pub(crate) fn final_metrics_header(
+    info: &DatasetInfo,
+    algorithm: Algorithm,
+    hp: &Hyperparameters,
+    scaler: Scaler,
+) -> ModelHeader {
     ModelHeader {
         algorithm,
         architecture: None,
@@ -176,19 +191,39 @@ fn train_forest(req: TrainRequest, observer: &mut dyn Observer) -> Result<Outcom
         validation_samples: prepared.validation.len(),
     });
     let started = Instant::now();
-    let forest = forest::Forest::fit(&prepared.train, info.task, info.n_classes(), hp).map_err(TrainError::Fit)?;
+    let forest = forest::Forest::fit(&prepared.train, info.task, info.n_classes(), hp)
+        .map_err(TrainError::Fit)?;
     let d = prepared.train.n_features;
     let score = |table: &trainyard_data::Table| {
-        metrics::task_metrics(info.task, &forest.predict_outputs(&table.x, d), &table.y, &prepared.scaler)
+        metrics::task_metrics(
+            info.task,
+            &forest.predict_outputs(&table.x, d),
+            &table.y,
+            &prepared.scaler,
+        )
     };
     let mut metrics = score(&prepared.validation);
     let train_metrics = score(&prepared.train);
-    let key = if info.task == Task::Classification { "accuracy" } else { "r2" };
+    let key = if info.task == Task::Classification {
+        "accuracy"
+    } else {
+        "r2"
+    };
     metrics.insert(format!("train_{key}"), train_metrics[key]);
     if let Some(test) = &prepared.test {
-        metrics.extend(score(test).into_iter().map(|(k, v)| (format!("test_{k}"), v)));
+        metrics.extend(
+            score(test)
+                .into_iter()
+                .map(|(k, v)| (format!("test_{k}"), v)),
+        );
     }
     metrics.insert("fit_seconds".into(), started.elapsed().as_secs_f64());
-    let header = ModelHeader { metrics, ..final_metrics_header(info, req.algorithm, hp, prepared.scaler) };
-    Ok(Outcome::Completed(TrainedModel { header, weights: forest.to_bytes() }))
+    let header = ModelHeader {
+        metrics,
+        ..final_metrics_header(info, req.algorithm, hp, prepared.scaler)
+    };
+    Ok(Outcome::Completed(TrainedModel {
+        header,
+        weights: forest.to_bytes(),
+    }))
 }

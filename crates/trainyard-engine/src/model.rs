@@ -40,9 +40,18 @@ pub struct TrainedModel {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PredictError {
     #[error("model has {expected} features ({names}), but row {row} has {given}")]
-    FeatureCount { expected: usize, given: usize, row: usize, names: String },
+    FeatureCount {
+        expected: usize,
+        given: usize,
+        row: usize,
+        names: String,
+    },
     #[error("row {row}, feature {feature}: {value} is not a finite number")]
-    NotFinite { row: usize, feature: usize, value: f64 },
+    NotFinite {
+        row: usize,
+        feature: usize,
+        value: f64,
+    },
     #[error("no input rows: send at least one row")]
     Empty,
     #[error("model artifact is unusable: {0}")]
@@ -59,8 +68,14 @@ impl From<ContainerError> for PredictError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Prediction {
-    Class { label: String, class_index: usize, probabilities: Vec<f64> },
-    Value { value: f64 },
+    Class {
+        label: String,
+        class_index: usize,
+        probabilities: Vec<f64>,
+    },
+    Value {
+        value: f64,
+    },
 }
 
 impl TrainedModel {
@@ -72,11 +87,19 @@ impl TrainedModel {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ContainerError> {
         let sections = read_sections(MAGIC, "model", bytes)?;
         let [header, weights] = sections.as_slice() else {
-            return Err(ContainerError::Truncated { kind: "model", detail: "expected 2 sections".into() });
+            return Err(ContainerError::Truncated {
+                kind: "model",
+                detail: "expected 2 sections".into(),
+            });
         };
-        let header = serde_json::from_slice(header)
-            .map_err(|e| ContainerError::Truncated { kind: "model", detail: format!("header: {e}") })?;
-        Ok(TrainedModel { header, weights: weights.to_vec() })
+        let header = serde_json::from_slice(header).map_err(|e| ContainerError::Truncated {
+            kind: "model",
+            detail: format!("header: {e}"),
+        })?;
+        Ok(TrainedModel {
+            header,
+            weights: weights.to_vec(),
+        })
     }
 
     /// Builds a ready-to-call predictor (weights decoded once).
@@ -85,31 +108,55 @@ impl TrainedModel {
             Some(arch) => {
                 let device = Device::flex();
                 let network = load_network(arch, &self.weights, &device)?;
-                Inner::Network { network, arch: arch.clone(), device }
+                Inner::Network {
+                    network,
+                    arch: arch.clone(),
+                    device,
+                }
             }
-            None => Inner::Forest(Forest::from_bytes(&self.weights).map_err(PredictError::Artifact)?),
+            None => {
+                Inner::Forest(Forest::from_bytes(&self.weights).map_err(PredictError::Artifact)?)
+            }
         };
-        Ok(Predictor { header: self.header.clone(), inner })
+        Ok(Predictor {
+            header: self.header.clone(),
+            inner,
+        })
     }
 
     /// The weights as a safetensors file, for use outside Trainyard.
     pub fn export_safetensors(&self) -> Result<Vec<u8>, String> {
-        let arch = self.header.architecture.as_ref().ok_or("random_forest has no tensor weights to export")?;
-        let network = load_network(arch, &self.weights, &Device::flex()).map_err(|e| e.to_string())?;
+        let arch = self
+            .header
+            .architecture
+            .as_ref()
+            .ok_or("random_forest has no tensor weights to export")?;
+        let network =
+            load_network(arch, &self.weights, &Device::flex()).map_err(|e| e.to_string())?;
         let mut store = SafetensorsStore::from_bytes(None);
         network.save_into(&mut store).map_err(|e| e.to_string())?;
         store.get_bytes().map_err(|e| e.to_string())
     }
 }
 
-pub(crate) fn load_network(arch: &Architecture, weights: &[u8], device: &Device) -> Result<Network, PredictError> {
+pub(crate) fn load_network(
+    arch: &Architecture,
+    weights: &[u8],
+    device: &Device,
+) -> Result<Network, PredictError> {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(weights.to_vec()))
         .map_err(|e| PredictError::Artifact(e.to_string()))?;
-    Network::new(arch, device).try_load_record(record).map_err(|e| PredictError::Artifact(e.to_string()))
+    Network::new(arch, device)
+        .try_load_record(record)
+        .map_err(|e| PredictError::Artifact(e.to_string()))
 }
 
 enum Inner {
-    Network { network: Network, arch: Architecture, device: Device },
+    Network {
+        network: Network,
+        arch: Architecture,
+        device: Device,
+    },
     Forest(Forest),
 }
 
@@ -140,18 +187,32 @@ impl Predictor {
             }
             for (f, v) in row.iter().enumerate() {
                 if !v.is_finite() {
-                    return Err(PredictError::NotFinite { row: r, feature: f, value: *v });
+                    return Err(PredictError::NotFinite {
+                        row: r,
+                        feature: f,
+                        value: *v,
+                    });
                 }
                 x.push(*v as f32);
             }
         }
         self.header.scaler.transform(&mut x);
         let outputs = match &self.inner {
-            Inner::Network { network, arch, device } => {
+            Inner::Network {
+                network,
+                arch,
+                device,
+            } => {
                 let input = Tensor::<2>::from_data(TensorData::new(x, [rows.len(), d]), device);
                 let out = network.forward(arch, input, None);
-                let out = if self.header.task == Task::Classification { activation::softmax(out, 1) } else { out };
-                out.into_data().try_to_vec::<f32>().map_err(|e| PredictError::Artifact(format!("{e:?}")))?
+                let out = if self.header.task == Task::Classification {
+                    activation::softmax(out, 1)
+                } else {
+                    out
+                };
+                out.into_data()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| PredictError::Artifact(format!("{e:?}")))?
             }
             Inner::Forest(forest) => forest.predict_outputs(&x, d),
         };
@@ -173,7 +234,9 @@ impl Predictor {
                 .collect(),
             _ => outputs
                 .iter()
-                .map(|y| Prediction::Value { value: self.header.scaler.inverse_target(*y) as f64 })
+                .map(|y| Prediction::Value {
+                    value: self.header.scaler.inverse_target(*y) as f64,
+                })
                 .collect(),
         }
     }
@@ -188,5 +251,8 @@ fn summarize(names: &[String]) -> String {
 }
 
 pub(crate) fn argmax(values: &[f32]) -> usize {
-    values.iter().enumerate().fold(0, |best, (i, v)| if *v > values[best] { i } else { best })
+    values
+        .iter()
+        .enumerate()
+        .fold(0, |best, (i, v)| if *v > values[best] { i } else { best })
 }

@@ -30,7 +30,11 @@ impl Architecture {
         Architecture {
             n_inputs: info.n_features,
             n_outputs: info.n_classes().max(1),
-            hidden: if deep { hp.hidden_layers.iter().map(|h| *h as usize).collect() } else { vec![] },
+            hidden: if deep {
+                hp.hidden_layers.iter().map(|h| *h as usize).collect()
+            } else {
+                vec![]
+            },
             conv_channels: if algorithm == Algorithm::Cnn {
                 hp.conv_channels.iter().map(|c| *c as usize).collect()
             } else {
@@ -90,13 +94,21 @@ impl Network {
     }
 
     /// Logits (classification) or the standardised value (regression), shape `[batch, outputs]`.
-    pub fn forward(&self, arch: &Architecture, x: Tensor<2>, mut dropout: Option<&mut DropoutMasks>) -> Tensor<2> {
+    pub fn forward(
+        &self,
+        arch: &Architecture,
+        x: Tensor<2>,
+        mut dropout: Option<&mut DropoutMasks>,
+    ) -> Tensor<2> {
         let [batch, _] = x.dims();
         let mut x = x;
         if let (false, Some([c, h, w])) = (self.convs.is_empty(), arch.image_shape) {
             let mut img: Tensor<4> = x.reshape([batch, c, h, w]);
             for conv in &self.convs {
-                img = max_pool2d(activation::relu(conv.forward(img)), MaxPoolOptions::new([2, 2]));
+                img = max_pool2d(
+                    activation::relu(conv.forward(img)),
+                    MaxPoolOptions::new([2, 2]),
+                );
             }
             x = img.flatten(1, 3);
         }
@@ -126,8 +138,9 @@ fn activate(activation: Activation, x: Tensor<2>) -> Tensor<2> {
 fn apply_dropout(x: Tensor<2>, p: f64, masks: &mut DropoutMasks) -> Tensor<2> {
     let [rows, cols] = x.dims();
     let keep = (1.0 / (1.0 - p)) as f32;
-    let mask: Vec<f32> =
-        (0..rows * cols).map(|_| if masks.rng.next_f64() < p { 0.0 } else { keep }).collect();
+    let mask: Vec<f32> = (0..rows * cols)
+        .map(|_| if masks.rng.next_f64() < p { 0.0 } else { keep })
+        .collect();
     let device = x.device();
     x * Tensor::<2>::from_data(TensorData::new(mask, [rows, cols]), &device)
 }

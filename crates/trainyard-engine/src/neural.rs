@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLoss;
-use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig};
+use burn::optim::{
+    AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig,
+    momentum::MomentumConfig,
+};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use trainyard_core::hyperparameters::{LrSchedule, OptimizerKind};
@@ -36,11 +39,17 @@ fn build_optimizer(hp: &Hyperparameters) -> ModuleOptimizer {
     let decay = (hp.weight_decay > 0.0).then(|| WeightDecayConfig::new(hp.weight_decay as f32));
     match hp.optimizer {
         OptimizerKind::Sgd => SgdConfig::new()
-            .with_momentum((hp.momentum > 0.0).then(|| MomentumConfig::new().with_momentum(hp.momentum).with_dampening(0.0)))
+            .with_momentum((hp.momentum > 0.0).then(|| {
+                MomentumConfig::new()
+                    .with_momentum(hp.momentum)
+                    .with_dampening(0.0)
+            }))
             .with_weight_decay(decay)
             .init(),
         OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
-        OptimizerKind::Adamw => AdamWConfig::new().with_weight_decay(hp.weight_decay as f32).init(),
+        OptimizerKind::Adamw => AdamWConfig::new()
+            .with_weight_decay(hp.weight_decay as f32)
+            .init(),
     }
 }
 
@@ -72,7 +81,10 @@ fn gather(table: &Table, rows: &[usize], device: &Device) -> (Tensor<2>, Vec<f32
         x.extend_from_slice(table.row(r));
         y.push(table.y[r]);
     }
-    (Tensor::from_data(TensorData::new(x, [rows.len(), d]), device), y)
+    (
+        Tensor::from_data(TensorData::new(x, [rows.len(), d]), device),
+        y,
+    )
 }
 
 fn loss(task: Task, out: Tensor<2>, y: Vec<f32>, device: &Device) -> Tensor<1> {
@@ -95,7 +107,13 @@ fn scalar(t: Tensor<1>) -> f64 {
 }
 
 /// Mean loss and task metrics of `network` over a table, without gradients.
-fn evaluate(network: &Network, arch: &Architecture, table: &Table, task: Task, prepared: &Prepared) -> (f64, std::collections::BTreeMap<String, f64>) {
+fn evaluate(
+    network: &Network,
+    arch: &Architecture,
+    table: &Table,
+    task: Task,
+    prepared: &Prepared,
+) -> (f64, std::collections::BTreeMap<String, f64>) {
     let device = Device::flex();
     let mut outputs = Vec::with_capacity(table.len() * arch.n_outputs);
     let mut loss_sum = 0.0;
@@ -111,17 +129,27 @@ fn evaluate(network: &Network, arch: &Architecture, table: &Table, task: Task, p
 }
 
 fn record_bytes(network: &Network) -> Result<Vec<u8>, TrainError> {
-    let bytes = network.clone().into_record().into_bytes().map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+    let bytes = network
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| TrainError::Checkpoint(e.to_string()))?;
     Ok(bytes.to_vec())
 }
 
 fn load_record(network: Network, bytes: &[u8]) -> Result<Network, TrainError> {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
         .map_err(|e| TrainError::Resume(format!("model record: {e}")))?;
-    network.try_load_record(record).map_err(|e| TrainError::Resume(format!("model record: {e}")))
+    network
+        .try_load_record(record)
+        .map_err(|e| TrainError::Resume(format!("model record: {e}")))
 }
 
-pub(crate) fn train_network(req: TrainRequest, control: &Control, observer: &mut dyn Observer) -> Result<Outcome, TrainError> {
+pub(crate) fn train_network(
+    req: TrainRequest,
+    control: &Control,
+    observer: &mut dyn Observer,
+) -> Result<Outcome, TrainError> {
     let hp = &req.hyperparameters;
     let info = &req.dataset.info;
     let task = info.task;
@@ -186,12 +214,18 @@ pub(crate) fn train_network(req: TrainRequest, control: &Control, observer: &mut
             }
             let rows = &order[b as usize * batch..((b as usize + 1) * batch).min(n_train)];
             let (x, y) = gather(&prepared.train, rows, &device);
-            let mut masks = DropoutMasks { rng: SeededRng::derive(hp.seed, 1 << 40 | state.global_step) };
+            let mut masks = DropoutMasks {
+                rng: SeededRng::derive(hp.seed, 1 << 40 | state.global_step),
+            };
             let out = model.forward(&arch, x, Some(&mut masks));
             let batch_loss = loss(task, out, y, &device);
             let value = scalar(batch_loss.clone());
             if !value.is_finite() {
-                return Err(TrainError::NonFinite { epoch: epoch + 1, batch: b + 1, value });
+                return Err(TrainError::NonFinite {
+                    epoch: epoch + 1,
+                    batch: b + 1,
+                    value,
+                });
             }
             let grads = GradientsParams::from_grads(batch_loss.backward(), &model);
             model = optimizer.step(lr, model, grads);
@@ -211,7 +245,8 @@ pub(crate) fn train_network(req: TrainRequest, control: &Control, observer: &mut
             }
         }
         let train_seconds = started.elapsed().as_secs_f64();
-        let (val_loss, values) = evaluate(&model.valid(), &arch, &prepared.validation, task, &prepared);
+        let (val_loss, values) =
+            evaluate(&model.valid(), &arch, &prepared.validation, task, &prepared);
         let metrics = EpochMetrics {
             epoch: epoch + 1,
             train_loss: state.epoch_loss_sum / state.epoch_batches.max(1) as f64,
@@ -247,12 +282,15 @@ pub(crate) fn train_network(req: TrainRequest, control: &Control, observer: &mut
             }
         }
         let finished = stop_early || state.epoch == hp.epochs;
-        if !finished && state.epoch % hp.checkpoint_every == 0 {
+        if !finished && state.epoch.is_multiple_of(hp.checkpoint_every) {
             let ckpt = snapshot(&state, &model, &optimizer, &best_model)?;
             write_checkpoint(observer, &ckpt)?;
         }
         if stop_early {
-            observer.event(TrainingEvent::EarlyStopped { epoch: state.epoch, best_epoch: state.best_epoch });
+            observer.event(TrainingEvent::EarlyStopped {
+                epoch: state.epoch,
+                best_epoch: state.best_epoch,
+            });
             break;
         }
     }
@@ -261,7 +299,8 @@ pub(crate) fn train_network(req: TrainRequest, control: &Control, observer: &mut
         model = load_record(model, best)?;
     }
     let inference = model.valid();
-    let (val_loss, mut metrics) = evaluate(&inference, &arch, &prepared.validation, task, &prepared);
+    let (val_loss, mut metrics) =
+        evaluate(&inference, &arch, &prepared.validation, task, &prepared);
     metrics.insert("val_loss".into(), val_loss);
     if let Some(last) = state.history.last() {
         metrics.insert("train_loss".into(), last.train_loss);
@@ -269,7 +308,11 @@ pub(crate) fn train_network(req: TrainRequest, control: &Control, observer: &mut
     if let Some(test) = &prepared.test {
         let (test_loss, test_metrics) = evaluate(&inference, &arch, test, task, &prepared);
         metrics.insert("test_loss".into(), test_loss);
-        metrics.extend(test_metrics.into_iter().map(|(k, v)| (format!("test_{k}"), v)));
+        metrics.extend(
+            test_metrics
+                .into_iter()
+                .map(|(k, v)| (format!("test_{k}"), v)),
+        );
     }
     metrics.insert("epochs_trained".into(), state.epoch as f64);
     let header = ModelHeader {
@@ -277,24 +320,48 @@ pub(crate) fn train_network(req: TrainRequest, control: &Control, observer: &mut
         metrics,
         ..final_metrics_header(&req.dataset.info, req.algorithm, hp, prepared.scaler)
     };
-    Ok(Outcome::Completed(TrainedModel { header, weights: record_bytes(&inference)? }))
+    Ok(Outcome::Completed(TrainedModel {
+        header,
+        weights: record_bytes(&inference)?,
+    }))
 }
 
-fn snapshot(state: &LoopState, model: &Network, optimizer: &ModuleOptimizer, best: &Option<Vec<u8>>) -> Result<Checkpoint, TrainError> {
-    let optimizer = optimizer.into_bytes().map_err(|e| TrainError::Checkpoint(e.to_string()))?.to_vec();
-    Ok(Checkpoint { state: state.clone(), model: record_bytes(model)?, optimizer, best_model: best.clone() })
+fn snapshot(
+    state: &LoopState,
+    model: &Network,
+    optimizer: &ModuleOptimizer,
+    best: &Option<Vec<u8>>,
+) -> Result<Checkpoint, TrainError> {
+    let optimizer = optimizer
+        .into_bytes()
+        .map_err(|e| TrainError::Checkpoint(e.to_string()))?
+        .to_vec();
+    Ok(Checkpoint {
+        state: state.clone(),
+        model: record_bytes(model)?,
+        optimizer,
+        best_model: best.clone(),
+    })
 }
 
 fn write_checkpoint(observer: &mut dyn Observer, ckpt: &Checkpoint) -> Result<(), TrainError> {
     let bytes = observer.checkpoint(ckpt).map_err(TrainError::Checkpoint)?;
-    observer.event(TrainingEvent::CheckpointWritten { epoch: ckpt.state.epoch, step: ckpt.state.global_step, bytes });
+    observer.event(TrainingEvent::CheckpointWritten {
+        epoch: ckpt.state.epoch,
+        step: ckpt.state.global_step,
+        bytes,
+    });
     Ok(())
 }
 
 /// A checkpoint may only resume the run it came from: same algorithm, shape, preprocessing and
 /// hyperparameters (apart from the epoch budget, which may grow).
 fn check_resumable(saved: &LoopState, fresh: &LoopState) -> Result<(), TrainError> {
-    let mismatch = |what: &str| Err(TrainError::Resume(format!("the checkpoint's {what} differs from this run's")));
+    let mismatch = |what: &str| {
+        Err(TrainError::Resume(format!(
+            "the checkpoint's {what} differs from this run's"
+        )))
+    };
     if saved.algorithm != fresh.algorithm {
         return mismatch("algorithm");
     }

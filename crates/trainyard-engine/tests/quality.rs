@@ -10,14 +10,25 @@ use trainyard_core::Algorithm;
 #[test]
 fn iris_mlp_reaches_093() {
     let (model, rec) = train_to_completion(request("iris", Algorithm::Mlp, defaults()));
-    assert!(metric(&model, "accuracy") >= 0.93, "{:?}", model.header.metrics);
-    assert_eq!(rec.epochs().len(), model.header.hyperparameters.epochs as usize);
+    assert!(
+        metric(&model, "accuracy") >= 0.93,
+        "{:?}",
+        model.header.metrics
+    );
+    assert_eq!(
+        rec.epochs().len(),
+        model.header.hyperparameters.epochs as usize
+    );
 }
 
 #[test]
 fn wine_quality_mlp_reaches_055() {
     let (model, _) = train_to_completion(request("wine_quality", Algorithm::Mlp, defaults()));
-    assert!(metric(&model, "accuracy") >= 0.55, "{:?}", model.header.metrics);
+    assert!(
+        metric(&model, "accuracy") >= 0.55,
+        "{:?}",
+        model.header.metrics
+    );
 }
 
 #[test]
@@ -28,22 +39,39 @@ fn california_housing_mlp_r2_reaches_075() {
 
 #[test]
 fn california_housing_linear_regression_r2_reaches_058() {
-    let (model, _) = train_to_completion(request("california_housing", Algorithm::LinearRegression, defaults()));
+    let (model, _) = train_to_completion(request(
+        "california_housing",
+        Algorithm::LinearRegression,
+        defaults(),
+    ));
     assert!(metric(&model, "r2") >= 0.58, "{:?}", model.header.metrics);
 }
 
 #[test]
 fn synthetic_mlp_reaches_090() {
     let (model, _) = train_to_completion(request("synthetic", Algorithm::Mlp, defaults()));
-    assert!(metric(&model, "accuracy") >= 0.90, "{:?}", model.header.metrics);
+    assert!(
+        metric(&model, "accuracy") >= 0.90,
+        "{:?}",
+        model.header.metrics
+    );
 }
 
 #[test]
 fn iris_logistic_regression_and_random_forest_learn() {
-    let (model, _) = train_to_completion(request("iris", Algorithm::LogisticRegression, defaults()));
-    assert!(metric(&model, "accuracy") >= 0.9, "{:?}", model.header.metrics);
+    let (model, _) =
+        train_to_completion(request("iris", Algorithm::LogisticRegression, defaults()));
+    assert!(
+        metric(&model, "accuracy") >= 0.9,
+        "{:?}",
+        model.header.metrics
+    );
     let (forest, rec) = train_to_completion(request("iris", Algorithm::RandomForest, defaults()));
-    assert!(metric(&forest, "accuracy") >= 0.9, "{:?}", forest.header.metrics);
+    assert!(
+        metric(&forest, "accuracy") >= 0.9,
+        "{:?}",
+        forest.header.metrics
+    );
     assert!(rec.epochs().is_empty(), "a forest has no epochs");
 }
 
@@ -60,5 +88,9 @@ fn california_random_forest_regresses() {
 #[test]
 fn mnist_mlp_one_epoch_budget() {
     let (model, _) = train_to_completion(request("mnist", Algorithm::Mlp, json!({"epochs": 1})));
-    assert!(metric(&model, "test_accuracy") >= 0.95, "{:?}", model.header.metrics);
+    assert!(
+        metric(&model, "test_accuracy") >= 0.95,
+        "{:?}",
+        model.header.metrics
+    );
 }

@@ -13,10 +13,21 @@ use trainyard_data::{Dataset, SyntheticSpec, Table, load_builtin};
 use trainyard_engine::{Checkpoint, Control, Outcome, Recorder, TrainRequest, TrainedModel, train};
 
 /// Epoch metrics without the wall-clock fields, which legitimately differ between runs.
-fn learned(history: &[EpochMetrics]) -> Vec<(u32, f64, f64, f64, Vec<(String, f64)>)> {
+/// (epoch, train_loss, val_loss, learning_rate, task metrics)
+type Learned = (u32, f64, f64, f64, Vec<(String, f64)>);
+
+fn learned(history: &[EpochMetrics]) -> Vec<Learned> {
     history
         .iter()
-        .map(|m| (m.epoch, m.train_loss, m.val_loss, m.learning_rate, m.values.clone().into_iter().collect()))
+        .map(|m| {
+            (
+                m.epoch,
+                m.train_loss,
+                m.val_loss,
+                m.learning_rate,
+                m.values.clone().into_iter().collect(),
+            )
+        })
         .collect()
 }
 
@@ -24,7 +35,12 @@ fn split_run(req: TrainRequest, half: u32) -> (TrainedModel, Vec<EpochMetrics>) 
     // The checkpoint a run writes after epoch `half` is what a run that died there leaves.
     let mut rec = Recorder::default();
     let _ = train(req.clone(), &Control::default(), &mut rec).unwrap();
-    let ckpt = rec.checkpoints.iter().find(|c| c.state.epoch == half).expect("checkpoint at half").clone();
+    let ckpt = rec
+        .checkpoints
+        .iter()
+        .find(|c| c.state.epoch == half)
+        .expect("checkpoint at half")
+        .clone();
 
     // A fresh trainer sees only the bytes, as a new process would.
     let mut second = req;
@@ -38,14 +54,26 @@ fn split_run(req: TrainRequest, half: u32) -> (TrainedModel, Vec<EpochMetrics>) 
 fn assert_exact_resume(req: TrainRequest, half: u32) {
     let (straight, rec) = train_to_completion(req.clone());
     let (resumed, history) = split_run(req, half);
-    assert_eq!(learned(&rec.epochs()), learned(&history), "metric history differs");
-    assert_eq!(weights_fingerprint(&straight), weights_fingerprint(&resumed), "final weights differ");
+    assert_eq!(
+        learned(&rec.epochs()),
+        learned(&history),
+        "metric history differs"
+    );
+    assert_eq!(
+        weights_fingerprint(&straight),
+        weights_fingerprint(&resumed),
+        "final weights differ"
+    );
     assert_eq!(straight.header.metrics, resumed.header.metrics);
 }
 
 #[test]
 fn same_seed_gives_identical_runs() {
-    let req = request("iris", Algorithm::Mlp, json!({"epochs": 15, "dropout": 0.2}));
+    let req = request(
+        "iris",
+        Algorithm::Mlp,
+        json!({"epochs": 15, "dropout": 0.2}),
+    );
     let (a, ra) = train_to_completion(req.clone());
     let (b, rb) = train_to_completion(req.clone());
     assert_eq!(weights_fingerprint(&a), weights_fingerprint(&b));
@@ -54,7 +82,11 @@ fn same_seed_gives_identical_runs() {
     let mut other = req;
     other.hyperparameters.seed += 1;
     let (c, _) = train_to_completion(other);
-    assert_ne!(weights_fingerprint(&a), weights_fingerprint(&c), "a different seed changes the run");
+    assert_ne!(
+        weights_fingerprint(&a),
+        weights_fingerprint(&c),
+        "a different seed changes the run"
+    );
 }
 
 #[test]
@@ -73,12 +105,20 @@ fn small_mnist(rows: usize) -> Arc<Dataset> {
     let test: Table = full.test.as_ref().unwrap().select(&idx[..rows / 4]);
     let mut info = full.info.clone();
     info.n_rows = rows;
-    Arc::new(Dataset { info, table: full.table.select(&idx), test: Some(test) })
+    Arc::new(Dataset {
+        info,
+        table: full.table.select(&idx),
+        test: Some(test),
+    })
 }
 
 #[test]
 fn cnn_resumes_exactly() {
-    let req = request_on(small_mnist(1200), Algorithm::Cnn, json!({"epochs": 4, "conv_channels": [4, 8], "hidden_layers": [32], "dropout": 0.1}));
+    let req = request_on(
+        small_mnist(1200),
+        Algorithm::Cnn,
+        json!({"epochs": 4, "conv_channels": [4, 8], "hidden_layers": [32], "dropout": 0.1}),
+    );
     assert_exact_resume(req, 2);
 }
 
@@ -105,10 +145,19 @@ fn pause_writes_a_checkpoint_that_resumes_exactly() {
         }
     }
     let control = Control::new();
-    let mut obs = PauseAfter { inner: Recorder::default(), control: control.clone(), batches: 0 };
+    let mut obs = PauseAfter {
+        inner: Recorder::default(),
+        control: control.clone(),
+        batches: 0,
+    };
     let outcome = train(req.clone(), &control, &mut obs).unwrap();
-    let Outcome::Paused(ckpt) = outcome else { panic!("expected pause, got {outcome:?}") };
-    assert_eq!(ckpt.state.epoch, 2, "paused at the first batch boundary after the request");
+    let Outcome::Paused(ckpt) = outcome else {
+        panic!("expected pause, got {outcome:?}")
+    };
+    assert_eq!(
+        ckpt.state.epoch, 2,
+        "paused at the first batch boundary after the request"
+    );
 
     let mut resumed = req;
     resumed.resume = Some(Checkpoint::from_bytes(&ckpt.to_bytes()).unwrap());
@@ -124,7 +173,12 @@ fn cancel_stops_before_the_next_batch() {
     let control = Control::new();
     control.cancel();
     let mut rec = Recorder::default();
-    let outcome = train(request("iris", Algorithm::Mlp, json!({})), &control, &mut rec).unwrap();
+    let outcome = train(
+        request("iris", Algorithm::Mlp, json!({})),
+        &control,
+        &mut rec,
+    )
+    .unwrap();
     assert!(matches!(outcome, Outcome::Cancelled));
     assert!(rec.epochs().is_empty());
 }
@@ -132,8 +186,17 @@ fn cancel_stops_before_the_next_batch() {
 #[test]
 fn checkpoint_from_another_run_is_refused() {
     let mut rec = Recorder::default();
-    let _ = train(request("iris", Algorithm::Mlp, json!({"epochs": 3})), &Control::default(), &mut rec).unwrap();
-    let mut other = request("iris", Algorithm::Mlp, json!({"epochs": 3, "hidden_layers": [8]}));
+    let _ = train(
+        request("iris", Algorithm::Mlp, json!({"epochs": 3})),
+        &Control::default(),
+        &mut rec,
+    )
+    .unwrap();
+    let mut other = request(
+        "iris",
+        Algorithm::Mlp,
+        json!({"epochs": 3, "hidden_layers": [8]}),
+    );
     other.resume = Some(rec.checkpoints[0].clone());
     let err = train(other, &Control::default(), &mut Recorder::default()).unwrap_err();
     assert!(err.to_string().contains("architecture"), "{err}");
@@ -142,11 +205,21 @@ fn checkpoint_from_another_run_is_refused() {
 #[test]
 fn corrupt_checkpoint_bytes_are_detected() {
     let mut rec = Recorder::default();
-    let _ = train(request("iris", Algorithm::Mlp, json!({"epochs": 2})), &Control::default(), &mut rec).unwrap();
+    let _ = train(
+        request("iris", Algorithm::Mlp, json!({"epochs": 2})),
+        &Control::default(),
+        &mut rec,
+    )
+    .unwrap();
     let mut bytes = rec.checkpoints[0].to_bytes();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
-    assert!(Checkpoint::from_bytes(&bytes).unwrap_err().to_string().contains("corrupt"));
+    assert!(
+        Checkpoint::from_bytes(&bytes)
+            .unwrap_err()
+            .to_string()
+            .contains("corrupt")
+    );
     assert!(Checkpoint::from_bytes(&bytes[..mid]).is_err());
 }
 
@@ -159,16 +232,39 @@ fn early_stopping_restores_the_best_weights() {
     );
     let (model, rec) = train_to_completion(req);
     let epochs = rec.epochs();
-    assert!(epochs.len() < 60, "stopped early after {} epochs", epochs.len());
-    let best = epochs.iter().map(|m| m.val_loss).fold(f64::INFINITY, f64::min);
-    assert!((metric(&model, "val_loss") - best).abs() < 1e-6, "final val_loss is the best epoch's");
-    assert!(rec.events.iter().any(|e| matches!(e, trainyard_core::TrainingEvent::EarlyStopped { .. })));
+    assert!(
+        epochs.len() < 60,
+        "stopped early after {} epochs",
+        epochs.len()
+    );
+    let best = epochs
+        .iter()
+        .map(|m| m.val_loss)
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        (metric(&model, "val_loss") - best).abs() < 1e-6,
+        "final val_loss is the best epoch's"
+    );
+    assert!(
+        rec.events
+            .iter()
+            .any(|e| matches!(e, trainyard_core::TrainingEvent::EarlyStopped { .. }))
+    );
 }
 
 #[test]
 fn exploding_loss_names_epoch_and_batch() {
-    let ds = SyntheticSpec { task: trainyard_core::Task::Regression, n_samples: 400, ..Default::default() }.generate();
-    let req = request_on(Arc::new(ds), Algorithm::Mlp, json!({"learning_rate": 10.0, "optimizer": "sgd", "epochs": 50}));
+    let ds = SyntheticSpec {
+        task: trainyard_core::Task::Regression,
+        n_samples: 400,
+        ..Default::default()
+    }
+    .generate();
+    let req = request_on(
+        Arc::new(ds),
+        Algorithm::Mlp,
+        json!({"learning_rate": 10.0, "optimizer": "sgd", "epochs": 50}),
+    );
     let err = train(req, &Control::default(), &mut Recorder::default()).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("at epoch") && msg.contains("batch"), "{msg}");

@@ -27,7 +27,10 @@ impl LocalArtifacts {
     fn path(&self, key: &str) -> std::io::Result<PathBuf> {
         let rel = Path::new(key);
         if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("invalid artifact key '{key}'")));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("invalid artifact key '{key}'"),
+            ));
         }
         Ok(self.root.join(rel))
     }
@@ -38,7 +41,11 @@ impl ArtifactStore for LocalArtifacts {
         let path = self.path(key)?;
         let dir = path.parent().expect("artifact keys have a parent");
         std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap().to_string_lossy(), uuid::Uuid::now_v7()));
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            path.file_name().unwrap().to_string_lossy(),
+            uuid::Uuid::now_v7()
+        ));
         let result = (|| {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(bytes)?;

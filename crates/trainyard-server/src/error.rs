@@ -34,23 +34,48 @@ pub struct ErrorDetail {
 
 impl ApiError {
     pub fn bad_request(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, code: "validation_error", message: message.into(), field: Some(field.into()) }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "validation_error",
+            message: message.into(),
+            field: Some(field.into()),
+        }
     }
 
     pub fn not_found(what: &str, id: &str) -> Self {
-        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: format!("{what} '{id}' does not exist"), field: None }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: format!("{what} '{id}' does not exist"),
+            field: None,
+        }
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::CONFLICT, code: "conflict", message: message.into(), field: None }
+        Self {
+            status: StatusCode::CONFLICT,
+            code: "conflict",
+            message: message.into(),
+            field: None,
+        }
     }
 
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::UNPROCESSABLE_ENTITY, code, message: message.into(), field: None }
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            message: message.into(),
+            field: None,
+        }
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: message.into(), field: None }
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: message.into(),
+            field: None,
+        }
     }
 
     pub fn internal(err: impl std::fmt::Display) -> Self {
@@ -66,7 +91,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message, field: self.field } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                field: self.field,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -26,23 +26,37 @@ fn prometheus() -> anyhow::Result<PrometheusHandle> {
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }
-    let handle = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
 /// Opens the database, starts the workers and serves HTTP until `shutdown` resolves. Then it
 /// stops taking jobs, lets in-flight requests finish, pauses running training at a batch
 /// boundary (checkpointing it) and puts those jobs back in the queue.
-pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let store = Store::open(&config.database_url)
-        .await
-        .with_context(|| format!("opening the database {}; check --database-url and the directory's permissions", config.database_url))?;
-    let artifacts = LocalArtifacts::new(config.data_dir.join("artifacts")).context("creating the artifact directory")?;
+    let store = Store::open(&config.database_url).await.with_context(|| {
+        format!(
+            "opening the database {}; check --database-url and the directory's permissions",
+            config.database_url
+        )
+    })?;
+    let artifacts = LocalArtifacts::new(config.data_dir.join("artifacts"))
+        .context("creating the artifact directory")?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
-        .with_context(|| format!("binding {}; is another server using that port? pass --addr", config.addr))?;
+        .with_context(|| {
+            format!(
+                "binding {}; is another server using that port? pass --addr",
+                config.addr
+            )
+        })?;
     let addr = listener.local_addr()?;
     let state: SharedState = Arc::new(AppState {
         config: config.clone(),
@@ -57,9 +71,19 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()> + Se
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let worker_prefix = format!("{}-{}", std::process::id(), &uuid::Uuid::now_v7().simple().to_string()[24..]);
+    let worker_prefix = format!(
+        "{}-{}",
+        std::process::id(),
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    );
     let workers: Vec<_> = (0..config.workers)
-        .map(|i| tokio::spawn(worker::worker_loop(state.clone(), format!("{worker_prefix}-w{i}"), stop_rx.clone())))
+        .map(|i| {
+            tokio::spawn(worker::worker_loop(
+                state.clone(),
+                format!("{worker_prefix}-w{i}"),
+                stop_rx.clone(),
+            ))
+        })
         .collect();
 
     tracing::info!(%addr, workers = config.workers, data_dir = %config.data_dir.display(), "trainyard ready");
@@ -77,7 +101,10 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()> + Se
         .context("serving HTTP")?;
 
     let drain = futures_join(workers);
-    if tokio::time::timeout(config.shutdown_grace, drain).await.is_err() {
+    if tokio::time::timeout(config.shutdown_grace, drain)
+        .await
+        .is_err()
+    {
         tracing::warn!(grace = ?config.shutdown_grace, "training did not stop in time; its leases will expire and it will run again");
     }
     state.store.close().await;

@@ -6,8 +6,10 @@ use trainyard_store::{AttemptRow, CheckpointRow, ModelRow, RunRow};
 
 /// Milliseconds since the epoch as RFC 3339 UTC.
 pub fn timestamp(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -106,7 +108,11 @@ pub struct RunView {
 }
 
 pub fn progress(run: &RunRow) -> Progress {
-    Progress { epoch: run.epoch, total_epochs: run.total_epochs, percent: (run.progress * 1000.0).round() / 10.0 }
+    Progress {
+        epoch: run.epoch,
+        total_epochs: run.total_epochs,
+        percent: (run.progress * 1000.0).round() / 10.0,
+    }
 }
 
 impl RunView {
@@ -171,7 +177,11 @@ impl StatusView {
                 run_id: None,
                 status: "pending".into(),
                 stage: "created".into(),
-                progress: Progress { epoch: 0, total_epochs: 0, percent: 0.0 },
+                progress: Progress {
+                    epoch: 0,
+                    total_epochs: 0,
+                    percent: 0.0,
+                },
                 metrics: None,
                 error: None,
                 attempt: 0,

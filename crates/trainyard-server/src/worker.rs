@@ -41,7 +41,10 @@ impl Observer for JobObserver {
     fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<u64, String> {
         let bytes = checkpoint.to_bytes();
         let key = checkpoint_key(&self.run_id, self.attempt, checkpoint.state.global_step);
-        self.state.artifacts.put(&key, &bytes).map_err(|e| format!("{key}: {e}"))?;
+        self.state
+            .artifacts
+            .put(&key, &bytes)
+            .map_err(|e| format!("{key}: {e}"))?;
         let row = CheckpointRow {
             id: uuid::Uuid::now_v7().to_string(),
             run_id: self.run_id.clone(),
@@ -59,7 +62,10 @@ impl Observer for JobObserver {
 }
 
 fn trainyard_store_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 pub async fn worker_loop(state: SharedState, name: String, mut shutdown: watch::Receiver<bool>) {
@@ -74,10 +80,17 @@ pub async fn worker_loop(state: SharedState, name: String, mut shutdown: watch::
                 match run_job(&state, job, shutdown.clone()).await {
                     Ok(()) => {}
                     // The model was deleted mid-run: remove what this attempt wrote after the delete swept.
-                    Err(StoreError::Fenced { .. }) if matches!(state.store.get_run(&state.config.project, &run_id).await, Ok(None)) => {
+                    Err(StoreError::Fenced { .. })
+                        if matches!(
+                            state.store.get_run(&state.config.project, &run_id).await,
+                            Ok(None)
+                        ) =>
+                    {
                         remove_run_artifacts(&state, &run_id);
                     }
-                    Err(e) => tracing::warn!(worker = %name, run_id = %run_id, error = %e, "job ended with a store error"),
+                    Err(e) => {
+                        tracing::warn!(worker = %name, run_id = %run_id, error = %e, "job ended with a store error")
+                    }
                 }
             }
             Ok(None) => {
@@ -98,38 +111,95 @@ pub async fn worker_loop(state: SharedState, name: String, mut shutdown: watch::
 /// Builds the engine request from the stored model and run, or says why it cannot be trained.
 async fn prepare_request(state: &SharedState, job: &ClaimedJob) -> Result<TrainRequest, String> {
     let project = &state.config.project;
-    let model = state.store.get_model(project, &job.model_id).await.map_err(|e| e.to_string())?.ok_or("model was deleted")?;
-    let run = state.store.get_run(project, &job.run_id).await.map_err(|e| e.to_string())?.ok_or("run was deleted")?;
-    let algorithm: Algorithm = model.algorithm.parse().map_err(|e: trainyard_core::ValidationError| e.message)?;
+    let model = state
+        .store
+        .get_model(project, &job.model_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("model was deleted")?;
+    let run = state
+        .store
+        .get_run(project, &job.run_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("run was deleted")?;
+    let algorithm: Algorithm = model
+        .algorithm
+        .parse()
+        .map_err(|e: trainyard_core::ValidationError| e.message)?;
     let dataset = tokio::task::spawn_blocking(move || load_builtin(&model.dataset))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let hp_map = run.hyperparameters.as_object().cloned().unwrap_or_default();
-    let hyperparameters = Hyperparameters::resolve(algorithm, &dataset.info.shape(), &hp_map).map_err(|e| e.to_string())?;
-    Ok(TrainRequest { dataset, algorithm, hyperparameters, resume: None })
+    let hyperparameters = Hyperparameters::resolve(algorithm, &dataset.info.shape(), &hp_map)
+        .map_err(|e| e.to_string())?;
+    Ok(TrainRequest {
+        dataset,
+        algorithm,
+        hyperparameters,
+        resume: None,
+    })
 }
 
-async fn run_job(state: &SharedState, job: ClaimedJob, shutdown: watch::Receiver<bool>) -> Result<(), StoreError> {
+async fn run_job(
+    state: &SharedState,
+    job: ClaimedJob,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), StoreError> {
     let store = &state.store;
     if job.cancel_requested {
-        return store.finish_run(&job.run_id, job.attempt, "cancelled", None, None, Some("cancelled by request")).await;
+        return store
+            .finish_run(
+                &job.run_id,
+                job.attempt,
+                "cancelled",
+                None,
+                None,
+                Some("cancelled by request"),
+            )
+            .await;
     }
     let request = match prepare_request(state, &job).await {
         Ok(r) => r,
         Err(reason) => {
-            return store.finish_run(&job.run_id, job.attempt, "failed", None, None, Some(&reason)).await;
+            return store
+                .finish_run(
+                    &job.run_id,
+                    job.attempt,
+                    "failed",
+                    None,
+                    None,
+                    Some(&reason),
+                )
+                .await;
         }
     };
     // This attempt starts from scratch: forget what an earlier attempt recorded.
     store.truncate_history(&job.run_id, job.attempt, 0).await?;
-    store.set_stage(&job.run_id, job.attempt, "training").await?;
+    store
+        .set_stage(&job.run_id, job.attempt, "training")
+        .await?;
 
     let control = Control::new();
-    state.controls.lock().unwrap().insert(job.run_id.clone(), control.clone());
+    state
+        .controls
+        .lock()
+        .unwrap()
+        .insert(job.run_id.clone(), control.clone());
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let observer = JobObserver { state: state.clone(), run_id: job.run_id.clone(), attempt: job.attempt, tx };
-    let heartbeat = tokio::spawn(heartbeat_loop(state.clone(), job.clone(), control.clone(), shutdown));
+    let observer = JobObserver {
+        state: state.clone(),
+        run_id: job.run_id.clone(),
+        attempt: job.attempt,
+        tx,
+    };
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        state.clone(),
+        job.clone(),
+        control.clone(),
+        shutdown,
+    ));
     let train_control = control.clone();
     let training = tokio::task::spawn_blocking(move || {
         let mut observer = observer;
@@ -153,7 +223,10 @@ async fn run_job(state: &SharedState, job: ClaimedJob, shutdown: watch::Receiver
     heartbeat.abort();
     state.controls.lock().unwrap().remove(&job.run_id);
     if fenced {
-        return Err(StoreError::Fenced { run_id: job.run_id, attempt: job.attempt });
+        return Err(StoreError::Fenced {
+            run_id: job.run_id,
+            attempt: job.attempt,
+        });
     }
 
     let outcome = match result {
@@ -161,7 +234,16 @@ async fn run_job(state: &SharedState, job: ClaimedJob, shutdown: watch::Receiver
         Err(join) => {
             let message = panic_message(join);
             tracing::error!(run_id = %job.run_id, %message, "training panicked");
-            return store.finish_run(&job.run_id, job.attempt, "failed", None, None, Some(&format!("training crashed: {message}"))).await;
+            return store
+                .finish_run(
+                    &job.run_id,
+                    job.attempt,
+                    "failed",
+                    None,
+                    None,
+                    Some(&format!("training crashed: {message}")),
+                )
+                .await;
         }
     };
     match outcome {
@@ -173,46 +255,130 @@ async fn run_job(state: &SharedState, job: ClaimedJob, shutdown: watch::Receiver
             let saved = tokio::task::spawn_blocking(move || artifacts.put(&put_key, &bytes)).await;
             match saved {
                 Ok(Ok(())) => {
-                    let metrics = serde_json::to_value(&model.header.metrics).unwrap_or(Value::Null);
-                    store.finish_run(&job.run_id, job.attempt, "completed", Some(&metrics), Some(&key), None).await
+                    let metrics =
+                        serde_json::to_value(&model.header.metrics).unwrap_or(Value::Null);
+                    store
+                        .finish_run(
+                            &job.run_id,
+                            job.attempt,
+                            "completed",
+                            Some(&metrics),
+                            Some(&key),
+                            None,
+                        )
+                        .await
                 }
                 Ok(Err(e)) => {
-                    let reason = format!("saving the trained model failed: {e}; check free space in the data directory");
-                    store.finish_run(&job.run_id, job.attempt, "failed", None, None, Some(&reason)).await
+                    let reason = format!(
+                        "saving the trained model failed: {e}; check free space in the data directory"
+                    );
+                    store
+                        .finish_run(
+                            &job.run_id,
+                            job.attempt,
+                            "failed",
+                            None,
+                            None,
+                            Some(&reason),
+                        )
+                        .await
                 }
-                Err(e) => store.finish_run(&job.run_id, job.attempt, "failed", None, None, Some(&e.to_string())).await,
+                Err(e) => {
+                    store
+                        .finish_run(
+                            &job.run_id,
+                            job.attempt,
+                            "failed",
+                            None,
+                            None,
+                            Some(&e.to_string()),
+                        )
+                        .await
+                }
             }
         }
         Ok(Outcome::Cancelled) => {
             if state.shutting_down.load(Ordering::SeqCst) {
                 store.release_job(&job, "server shut down").await
             } else {
-                store.finish_run(&job.run_id, job.attempt, "cancelled", None, None, Some("cancelled by request")).await
+                store
+                    .finish_run(
+                        &job.run_id,
+                        job.attempt,
+                        "cancelled",
+                        None,
+                        None,
+                        Some("cancelled by request"),
+                    )
+                    .await
             }
         }
-        Ok(Outcome::Paused(_)) => store.release_job(&job, "server shut down; resumes from its checkpoint").await,
-        Err(e) => store.finish_run(&job.run_id, job.attempt, "failed", None, None, Some(&e.to_string())).await,
+        Ok(Outcome::Paused(_)) => {
+            store
+                .release_job(&job, "server shut down; resumes from its checkpoint")
+                .await
+        }
+        Err(e) => {
+            store
+                .finish_run(
+                    &job.run_id,
+                    job.attempt,
+                    "failed",
+                    None,
+                    None,
+                    Some(&e.to_string()),
+                )
+                .await
+        }
     }
 }
 
 async fn job_total_epochs(state: &SharedState, job: &ClaimedJob) -> i64 {
-    state.store.get_run(&state.config.project, &job.run_id).await.ok().flatten().map_or(0, |r| r.total_epochs)
+    state
+        .store
+        .get_run(&state.config.project, &job.run_id)
+        .await
+        .ok()
+        .flatten()
+        .map_or(0, |r| r.total_epochs)
 }
 
-async fn persist(state: &SharedState, job: &ClaimedJob, total_epochs: i64, report: Report) -> Result<(), StoreError> {
+async fn persist(
+    state: &SharedState,
+    job: &ClaimedJob,
+    total_epochs: i64,
+    report: Report,
+) -> Result<(), StoreError> {
     let store = &state.store;
     let total = total_epochs.max(1) as f64;
     match report {
-        Report::Event(TrainingEvent::Progress { epoch, fraction, .. }) => {
+        Report::Event(TrainingEvent::Progress {
+            epoch, fraction, ..
+        }) => {
             let progress = ((epoch as f64 - 1.0 + fraction) / total).clamp(0.0, 1.0);
-            let p = RunProgress { stage: "training".into(), epoch: epoch as i64 - 1, progress, metrics: None };
+            let p = RunProgress {
+                stage: "training".into(),
+                epoch: epoch as i64 - 1,
+                progress,
+                metrics: None,
+            };
             store.record_progress(&job.run_id, job.attempt, &p).await
         }
         Report::Event(TrainingEvent::Epoch(m)) => {
             let progress = (m.epoch as f64 / total).clamp(0.0, 1.0);
-            store.record_epoch(&job.run_id, job.attempt, m.epoch as i64, progress, &epoch_json(&m)).await
+            store
+                .record_epoch(
+                    &job.run_id,
+                    job.attempt,
+                    m.epoch as i64,
+                    progress,
+                    &epoch_json(&m),
+                )
+                .await
         }
-        Report::Event(TrainingEvent::Started { .. }) => store.set_stage(&job.run_id, job.attempt, "training").await,
+        Report::Event(TrainingEvent::Started { .. }) => {
+            store.set_stage(&job.run_id, job.attempt, "training").await
+        }
         Report::Event(_) => Ok(()),
         Report::Checkpoint(row) => store.insert_checkpoint(&row).await,
     }
@@ -224,7 +390,12 @@ fn epoch_json(m: &EpochMetrics) -> Value {
 
 /// Keeps the lease alive and relays cancel/pause flags set through the database (by this or
 /// another server process). Shutdown pauses the run so it checkpoints before the job is released.
-async fn heartbeat_loop(state: SharedState, job: ClaimedJob, control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
+async fn heartbeat_loop(
+    state: SharedState,
+    job: ClaimedJob,
+    control: Arc<Control>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(state.config.heartbeat);
     loop {
         tokio::select! {
@@ -247,7 +418,9 @@ async fn heartbeat_loop(state: SharedState, job: ClaimedJob, control: Arc<Contro
                 control.cancel();
                 return;
             }
-            Err(e) => tracing::warn!(run_id = %job.run_id, error = %e, "heartbeat failed; will retry"),
+            Err(e) => {
+                tracing::warn!(run_id = %job.run_id, error = %e, "heartbeat failed; will retry")
+            }
         }
     }
 }

@@ -12,12 +12,18 @@ pub struct StoredResponse {
 }
 
 impl Store {
-    pub async fn idempotent_response(&self, scope: &str, key: &str) -> Result<Option<StoredResponse>> {
-        let row = sqlx::query("SELECT request_hash, status, body FROM idempotency_keys WHERE scope = ? AND key = ?")
-            .bind(scope)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn idempotent_response(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<StoredResponse>> {
+        let row = sqlx::query(
+            "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = ? AND key = ?",
+        )
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| {
             Ok(StoredResponse {
                 request_hash: r.try_get("request_hash")?,
@@ -29,7 +35,12 @@ impl Store {
     }
 
     /// Records the first response for a key; a concurrent duplicate keeps the first one.
-    pub async fn save_idempotent_response(&self, scope: &str, key: &str, response: &StoredResponse) -> Result<()> {
+    pub async fn save_idempotent_response(
+        &self,
+        scope: &str,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT OR IGNORE INTO idempotency_keys (scope, key, request_hash, status, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
         )

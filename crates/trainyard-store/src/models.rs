@@ -56,11 +56,13 @@ impl Store {
     }
 
     pub async fn get_model(&self, project_id: &str, id: &str) -> Result<Option<ModelRow>> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {MODEL_COLUMNS} FROM models m WHERE m.id = ? AND m.project_id = ?")))
-            .bind(id)
-            .bind(project_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {MODEL_COLUMNS} FROM models m WHERE m.id = ? AND m.project_id = ?"
+        )))
+        .bind(id)
+        .bind(project_id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(ModelRow::from_row).transpose()
     }
 
@@ -107,10 +109,12 @@ impl Store {
 
     /// How many models use a dataset (a dataset in use cannot be deleted).
     pub async fn models_using_dataset(&self, dataset: &str) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM models WHERE dataset = ?")
-            .bind(dataset)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?)
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM models WHERE dataset = ?")
+                .bind(dataset)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?,
+        )
     }
 }

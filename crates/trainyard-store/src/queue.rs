@@ -61,13 +61,15 @@ impl Store {
         .bind(&run_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("INSERT INTO run_attempts (run_id, attempt, worker, started_at) VALUES (?, ?, ?, ?)")
-            .bind(&run_id)
-            .bind(attempt)
-            .bind(worker)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO run_attempts (run_id, attempt, worker, started_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&run_id)
+        .bind(attempt)
+        .bind(worker)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         let model: (String,) = sqlx::query_as(
             "UPDATE runs SET status = 'training', stage = 'loading_data', attempt = ?, error = NULL, \
              started_at = COALESCE(started_at, ?), updated_at = ? WHERE id = ? RETURNING model_id",
@@ -102,7 +104,10 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {
-            return Err(crate::StoreError::Fenced { run_id: job.run_id.clone(), attempt: job.attempt });
+            return Err(crate::StoreError::Fenced {
+                run_id: job.run_id.clone(),
+                attempt: job.attempt,
+            });
         };
         Ok(JobFlags {
             cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
@@ -147,12 +152,13 @@ impl Store {
     pub async fn request_cancel(&self, run_id: &str) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let queued = sqlx::query("UPDATE jobs SET state = 'done' WHERE run_id = ? AND state = 'queued'")
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            > 0;
+        let queued =
+            sqlx::query("UPDATE jobs SET state = 'done' WHERE run_id = ? AND state = 'queued'")
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
         if queued {
             sqlx::query(
                 "UPDATE runs SET status = 'cancelled', stage = 'done', finished_at = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
@@ -162,13 +168,25 @@ impl Store {
             .bind(run_id)
             .execute(&mut *tx)
             .await?;
-            let attempt: (i64,) = sqlx::query_as("SELECT attempt FROM runs WHERE id = ?").bind(run_id).fetch_one(&mut *tx).await?;
-            close_job_and_attempt(&mut tx, run_id, attempt.0, "cancelled", Some("cancelled by request")).await?;
-        } else {
-            sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE run_id = ? AND state = 'leased'")
+            let attempt: (i64,) = sqlx::query_as("SELECT attempt FROM runs WHERE id = ?")
                 .bind(run_id)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
+            close_job_and_attempt(
+                &mut tx,
+                run_id,
+                attempt.0,
+                "cancelled",
+                Some("cancelled by request"),
+            )
+            .await?;
+        } else {
+            sqlx::query(
+                "UPDATE jobs SET cancel_requested = 1 WHERE run_id = ? AND state = 'leased'",
+            )
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(queued)

@@ -6,7 +6,10 @@ use crate::{Result, StoreError};
 
 fn json(row: &SqliteRow, column: &str) -> Result<Option<Value>> {
     let text: Option<String> = row.try_get(column)?;
-    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))).transpose()
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+    })
+    .transpose()
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,6 @@
 use serde_json::Value;
-use sqlx::{AssertSqlSafe, Row};
 use sqlx::sqlite::SqliteConnection;
+use sqlx::{AssertSqlSafe, Row};
 
 use crate::{AttemptRow, CheckpointRow, Result, RunRow, Store, StoreError, new_id, now_ms};
 
@@ -27,7 +27,10 @@ pub struct StatusCounts {
 /// Fails with `Fenced` unless the statement touched a row: the worker's attempt is stale.
 pub(crate) fn fenced(affected: u64, run_id: &str, attempt: i64) -> Result<()> {
     if affected == 0 {
-        Err(StoreError::Fenced { run_id: run_id.to_string(), attempt })
+        Err(StoreError::Fenced {
+            run_id: run_id.to_string(),
+            attempt,
+        })
     } else {
         Ok(())
     }
@@ -37,7 +40,13 @@ impl Store {
     /// Starts a run of a model unless one is already pending or training: returns the run and
     /// whether it was created. The check and the insert happen in one write transaction, so two
     /// concurrent requests cannot both create a run.
-    pub async fn create_run(&self, model_id: &str, project_id: &str, hyperparameters: &Value, total_epochs: i64) -> Result<(RunRow, bool)> {
+    pub async fn create_run(
+        &self,
+        model_id: &str,
+        project_id: &str,
+        hyperparameters: &Value,
+        total_epochs: i64,
+    ) -> Result<(RunRow, bool)> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let active = sqlx::query(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE model_id = ? AND status IN ('pending', 'training') ORDER BY created_at DESC LIMIT 1"
@@ -83,19 +92,23 @@ impl Store {
     }
 
     pub async fn get_run(&self, project_id: &str, run_id: &str) -> Result<Option<RunRow>> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND project_id = ?")))
-            .bind(run_id)
-            .bind(project_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND project_id = ?"
+        )))
+        .bind(run_id)
+        .bind(project_id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(RunRow::from_row).transpose()
     }
 
     pub async fn list_runs(&self, model_id: &str) -> Result<Vec<RunRow>> {
-        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE model_id = ? ORDER BY created_at DESC, id DESC")))
-            .bind(model_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE model_id = ? ORDER BY created_at DESC, id DESC"
+        )))
+        .bind(model_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(RunRow::from_row).collect()
     }
 
@@ -108,7 +121,8 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let text: String = r.try_get("metrics")?;
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("epoch metrics: {e}")))
+                serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("epoch metrics: {e}")))
             })
             .collect()
     }
@@ -162,7 +176,14 @@ impl Store {
 
     /// Stores one epoch's metrics (replacing an entry a previous attempt wrote for the same
     /// epoch) and makes them the run's latest.
-    pub async fn record_epoch(&self, run_id: &str, attempt: i64, epoch: i64, progress: f64, metrics: &Value) -> Result<()> {
+    pub async fn record_epoch(
+        &self,
+        run_id: &str,
+        attempt: i64,
+        epoch: i64,
+        progress: f64,
+        metrics: &Value,
+    ) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
             "UPDATE runs SET epoch = ?, progress = ?, metrics = ?, updated_at = ? WHERE id = ? AND attempt = ? AND status = 'training'",
@@ -176,26 +197,34 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         fenced(done.rows_affected(), run_id, attempt)?;
-        sqlx::query("INSERT OR REPLACE INTO epoch_metrics (run_id, epoch, metrics) VALUES (?, ?, ?)")
-            .bind(run_id)
-            .bind(epoch)
-            .bind(metrics.to_string())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO epoch_metrics (run_id, epoch, metrics) VALUES (?, ?, ?)",
+        )
+        .bind(run_id)
+        .bind(epoch)
+        .bind(metrics.to_string())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// A new attempt that starts over forgets epochs beyond where it starts.
-    pub async fn truncate_history(&self, run_id: &str, attempt: i64, after_epoch: i64) -> Result<()> {
+    pub async fn truncate_history(
+        &self,
+        run_id: &str,
+        attempt: i64,
+        after_epoch: i64,
+    ) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query("UPDATE runs SET epoch = ?, updated_at = ? WHERE id = ? AND attempt = ?")
-            .bind(after_epoch)
-            .bind(now_ms())
-            .bind(run_id)
-            .bind(attempt)
-            .execute(&mut *tx)
-            .await?;
+        let done =
+            sqlx::query("UPDATE runs SET epoch = ?, updated_at = ? WHERE id = ? AND attempt = ?")
+                .bind(after_epoch)
+                .bind(now_ms())
+                .bind(run_id)
+                .bind(attempt)
+                .execute(&mut *tx)
+                .await?;
         fenced(done.rows_affected(), run_id, attempt)?;
         sqlx::query("DELETE FROM epoch_metrics WHERE run_id = ? AND epoch > ?")
             .bind(run_id)
@@ -241,8 +270,15 @@ impl Store {
 
     pub async fn insert_checkpoint(&self, row: &CheckpointRow) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let current: Option<(i64,)> = sqlx::query_as("SELECT attempt FROM runs WHERE id = ?").bind(&row.run_id).fetch_optional(&mut *tx).await?;
-        fenced(u64::from(current == Some((row.attempt,))), &row.run_id, row.attempt)?;
+        let current: Option<(i64,)> = sqlx::query_as("SELECT attempt FROM runs WHERE id = ?")
+            .bind(&row.run_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        fenced(
+            u64::from(current == Some((row.attempt,))),
+            &row.run_id,
+            row.attempt,
+        )?;
         sqlx::query(
             "INSERT INTO checkpoints (id, run_id, attempt, epoch, step, path, sha256, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -284,23 +320,42 @@ impl Store {
     }
 
     pub async fn status_counts(&self) -> Result<StatusCounts> {
-        let runs = sqlx::query_as::<_, (String, i64)>("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status")
-            .fetch_all(&self.pool)
-            .await?;
-        let jobs = sqlx::query_as::<_, (String, i64)>("SELECT state, COUNT(*) FROM jobs WHERE state != 'done' GROUP BY state")
-            .fetch_all(&self.pool)
-            .await?;
+        let runs = sqlx::query_as::<_, (String, i64)>(
+            "SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let jobs = sqlx::query_as::<_, (String, i64)>(
+            "SELECT state, COUNT(*) FROM jobs WHERE state != 'done' GROUP BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let count = |state: &str| jobs.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
-        Ok(StatusCounts { runs, jobs_queued: count("queued"), jobs_running: count("leased") })
+        Ok(StatusCounts {
+            runs,
+            jobs_queued: count("queued"),
+            jobs_running: count("leased"),
+        })
     }
 }
 
 pub(crate) async fn fetch_run(conn: &mut SqliteConnection, run_id: &str) -> Result<Option<RunRow>> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"))).bind(run_id).fetch_optional(conn).await?;
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
+    )))
+    .bind(run_id)
+    .fetch_optional(conn)
+    .await?;
     row.as_ref().map(RunRow::from_row).transpose()
 }
 
-pub(crate) async fn close_job_and_attempt(conn: &mut SqliteConnection, run_id: &str, attempt: i64, outcome: &str, reason: Option<&str>) -> Result<()> {
+pub(crate) async fn close_job_and_attempt(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+    attempt: i64,
+    outcome: &str,
+    reason: Option<&str>,
+) -> Result<()> {
     let now = now_ms();
     sqlx::query("UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL WHERE run_id = ?")
         .bind(run_id)

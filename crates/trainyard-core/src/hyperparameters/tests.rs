@@ -3,7 +3,13 @@ use serde_json::json;
 use super::*;
 
 fn tabular(task: Task) -> DatasetShape {
-    DatasetShape { task, n_features: 4, n_classes: Some(3), image_shape: None, n_rows: 150 }
+    DatasetShape {
+        task,
+        n_features: 4,
+        n_classes: Some(3),
+        image_shape: None,
+        n_rows: 150,
+    }
 }
 
 fn resolve_err(algorithm: Algorithm, value: Value) -> ValidationError {
@@ -13,17 +19,16 @@ fn resolve_err(algorithm: Algorithm, value: Value) -> ValidationError {
 
 #[test]
 fn defaults_fill_every_key_the_algorithm_accepts() {
-    let hp = Hyperparameters::resolve(
-        Algorithm::Mlp,
-        &tabular(Task::Classification),
-        &Map::new(),
-    )
-    .unwrap();
+    let hp = Hyperparameters::resolve(Algorithm::Mlp, &tabular(Task::Classification), &Map::new())
+        .unwrap();
     let json = hp.to_json(Algorithm::Mlp);
     for key in Hyperparameters::allowed_keys(Algorithm::Mlp) {
         assert!(json.get(key).is_some(), "missing default for {key}");
     }
-    assert!(json.get("n_estimators").is_none(), "forest keys do not apply to mlp");
+    assert!(
+        json.get("n_estimators").is_none(),
+        "forest keys do not apply to mlp"
+    );
 }
 
 #[test]
@@ -71,7 +76,11 @@ fn wrong_types_are_rejected() {
         let key = case.as_object().unwrap().keys().next().unwrap().clone();
         let err = resolve_err(Algorithm::Mlp, case.clone());
         assert!(err.field.starts_with(&key), "{case}: field {}", err.field);
-        assert!(err.message.starts_with("expected"), "{case}: {}", err.message);
+        assert!(
+            err.message.starts_with("expected"),
+            "{case}: {}",
+            err.message
+        );
     }
 }
 
@@ -80,14 +89,34 @@ fn out_of_range_values_name_the_range() {
     let cases = [
         (json!({"epochs": 0}), "epochs", "[1, 100000]"),
         (json!({"batch_size": 100000}), "batch_size", "[1, 65536]"),
-        (json!({"learning_rate": 0.0}), "learning_rate", "[0.0000001, 10]"),
-        (json!({"learning_rate": 11}), "learning_rate", "[0.0000001, 10]"),
-        (json!({"validation_split": 0.9}), "validation_split", "[0.05, 0.5]"),
+        (
+            json!({"learning_rate": 0.0}),
+            "learning_rate",
+            "[0.0000001, 10]",
+        ),
+        (
+            json!({"learning_rate": 11}),
+            "learning_rate",
+            "[0.0000001, 10]",
+        ),
+        (
+            json!({"validation_split": 0.9}),
+            "validation_split",
+            "[0.05, 0.5]",
+        ),
         (json!({"dropout": 0.95}), "dropout", "[0, 0.9]"),
         (json!({"momentum": 1.5}), "momentum", "[0, 0.999]"),
         (json!({"weight_decay": -0.1}), "weight_decay", "[0, 1]"),
-        (json!({"hidden_layers": [0]}), "hidden_layers[0]", "[1, 4096]"),
-        (json!({"hidden_layers": [1, 1, 1, 1, 1, 1, 1, 1, 1]}), "hidden_layers", "0 to 8"),
+        (
+            json!({"hidden_layers": [0]}),
+            "hidden_layers[0]",
+            "[1, 4096]",
+        ),
+        (
+            json!({"hidden_layers": [1, 1, 1, 1, 1, 1, 1, 1, 1]}),
+            "hidden_layers",
+            "0 to 8",
+        ),
     ];
     for (case, field, range) in cases {
         let err = resolve_err(Algorithm::Mlp, case.clone());
@@ -100,7 +129,10 @@ fn out_of_range_values_name_the_range() {
 fn choices_list_the_options() {
     let err = resolve_err(Algorithm::Mlp, json!({"optimizer": "rmsprop"}));
     assert_eq!(err.field, "optimizer");
-    assert_eq!(err.message, "must be one of sgd, adam, adamw, got 'rmsprop'");
+    assert_eq!(
+        err.message,
+        "must be one of sgd, adam, adamw, got 'rmsprop'"
+    );
     let err = resolve_err(Algorithm::Mlp, json!({"lr_schedule": "linear"}));
     assert!(err.message.contains("constant, cosine, step"));
     let err = resolve_err(Algorithm::Mlp, json!({"activation": "swish"}));
@@ -109,7 +141,10 @@ fn choices_list_the_options() {
 
 #[test]
 fn early_stopping_is_checked_against_the_task() {
-    let err = resolve_err(Algorithm::Mlp, json!({"early_stopping": {"monitor": "val_r2"}}));
+    let err = resolve_err(
+        Algorithm::Mlp,
+        json!({"early_stopping": {"monitor": "val_r2"}}),
+    );
     assert_eq!(err.field, "early_stopping.monitor");
     let err = resolve_err(Algorithm::Mlp, json!({"early_stopping": {"patience": 0}}));
     assert_eq!(err.field, "early_stopping.patience");
@@ -131,16 +166,29 @@ fn early_stopping_is_checked_against_the_task() {
 #[test]
 fn algorithm_must_fit_the_task() {
     let shape = tabular(Task::Regression);
-    let err = Algorithm::LogisticRegression.check_fits("california_housing", &shape).unwrap_err();
+    let err = Algorithm::LogisticRegression
+        .check_fits("california_housing", &shape)
+        .unwrap_err();
     assert_eq!(err.field, "algorithm");
     assert!(err.message.contains("classification"), "{}", err.message);
-    assert!(Algorithm::LinearRegression.check_fits("x", &tabular(Task::Classification)).is_err());
-    assert!(Algorithm::Cnn.check_fits("iris", &tabular(Task::Classification)).is_err());
+    assert!(
+        Algorithm::LinearRegression
+            .check_fits("x", &tabular(Task::Classification))
+            .is_err()
+    );
+    assert!(
+        Algorithm::Cnn
+            .check_fits("iris", &tabular(Task::Classification))
+            .is_err()
+    );
     assert!(Algorithm::Mlp.check_fits("x", &shape).is_ok());
 }
 
 #[test]
 fn unknown_algorithm_lists_the_known_ones() {
     let err = "svm".parse::<Algorithm>().unwrap_err();
-    assert!(err.message.contains("linear_regression, logistic_regression, mlp, cnn, random_forest"));
+    assert!(
+        err.message
+            .contains("linear_regression, logistic_regression, mlp, cnn, random_forest")
+    );
 }

@@ -25,7 +25,11 @@ fn check(name: &str, task: Task, rows: usize, features: usize, classes: usize) -
     assert_eq!(ds.table.x.len(), rows * features, "{name}");
     assert_eq!(ds.info.feature_names.len(), features, "{name}");
     assert_eq!(ds.info.n_classes(), classes, "{name}");
-    assert_eq!(builtin_info(name).unwrap(), ds.info, "{name}: static info matches loaded data");
+    assert_eq!(
+        builtin_info(name).unwrap(),
+        ds.info,
+        "{name}: static info matches loaded data"
+    );
     ds
 }
 

@@ -11,7 +11,9 @@ fn options(target: &str) -> CsvOptions {
 }
 
 fn error(csv: &str) -> String {
-    parse_csv(csv.as_bytes(), &options("y")).unwrap_err().to_string()
+    parse_csv(csv.as_bytes(), &options("y"))
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
@@ -21,7 +23,10 @@ fn reads_features_and_infers_classification() {
     assert_eq!(ds.info.feature_names, vec!["a", "b"]);
     assert_eq!(ds.table.x, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     assert_eq!(ds.table.y, vec![0.0, 1.0, 1.0]);
-    assert_eq!(ds.info.classes, Some(vec!["0".to_string(), "1".to_string()]));
+    assert_eq!(
+        ds.info.classes,
+        Some(vec!["0".to_string(), "1".to_string()])
+    );
 }
 
 #[test]
@@ -40,8 +45,14 @@ fn fractional_targets_are_regression() {
 
 #[test]
 fn empty_file() {
-    assert_eq!(error(""), "the file is empty; expected a header row and data rows");
-    assert_eq!(error("  \n"), "the file is empty; expected a header row and data rows");
+    assert_eq!(
+        error(""),
+        "the file is empty; expected a header row and data rows"
+    );
+    assert_eq!(
+        error("  \n"),
+        "the file is empty; expected a header row and data rows"
+    );
 }
 
 #[test]
@@ -66,7 +77,10 @@ fn non_numeric_cell() {
 
 #[test]
 fn ragged_row() {
-    assert_eq!(error("a,b,y\n1,2,0\n3,4\n"), "line 3: has 2 fields but the header has 3");
+    assert_eq!(
+        error("a,b,y\n1,2,0\n3,4\n"),
+        "line 3: has 2 fields but the header has 3"
+    );
 }
 
 #[test]
@@ -99,6 +113,11 @@ fn single_class_target() {
 fn non_numeric_regression_target_names_the_line() {
     let mut opts = options("y");
     opts.task = Some(Task::Regression);
-    let err = parse_csv(b"a,y\n1,2.5\n2,high\n", &opts).unwrap_err().to_string();
-    assert_eq!(err, "line 3, column 'y': 'high' is not a number; a regression target must be numeric");
+    let err = parse_csv(b"a,y\n1,2.5\n2,high\n", &opts)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "line 3, column 'y': 'high' is not a number; a regression target must be numeric"
+    );
 }

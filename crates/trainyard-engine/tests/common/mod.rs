@@ -13,8 +13,14 @@ pub fn request(dataset: &str, algorithm: Algorithm, overrides: Value) -> TrainRe
 }
 
 pub fn request_on(ds: Arc<Dataset>, algorithm: Algorithm, overrides: Value) -> TrainRequest {
-    let hp = Hyperparameters::resolve(algorithm, &ds.info.shape(), overrides.as_object().unwrap()).unwrap();
-    TrainRequest { dataset: ds, algorithm, hyperparameters: hp, resume: None }
+    let hp = Hyperparameters::resolve(algorithm, &ds.info.shape(), overrides.as_object().unwrap())
+        .unwrap();
+    TrainRequest {
+        dataset: ds,
+        algorithm,
+        hyperparameters: hp,
+        resume: None,
+    }
 }
 
 pub fn train_to_completion(req: TrainRequest) -> (TrainedModel, Recorder) {
@@ -26,7 +32,11 @@ pub fn train_to_completion(req: TrainRequest) -> (TrainedModel, Recorder) {
 }
 
 pub fn metric(model: &TrainedModel, name: &str) -> f64 {
-    *model.header.metrics.get(name).unwrap_or_else(|| panic!("no metric {name} in {:?}", model.header.metrics))
+    *model
+        .header
+        .metrics
+        .get(name)
+        .unwrap_or_else(|| panic!("no metric {name} in {:?}", model.header.metrics))
 }
 
 pub fn defaults() -> Value {
@@ -39,14 +49,18 @@ pub fn weights_fingerprint(model: &TrainedModel) -> String {
     use sha2::{Digest, Sha256};
     let file = model.export_safetensors().unwrap();
     let header_len = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Map<String, Value> = serde_json::from_slice(&file[8..8 + header_len]).unwrap();
+    let header: serde_json::Map<String, Value> =
+        serde_json::from_slice(&file[8..8 + header_len]).unwrap();
     let data = &file[8 + header_len..];
     let mut names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
     names.sort();
     let mut hasher = Sha256::new();
     for name in names {
         let offsets = &header[name]["data_offsets"];
-        let (start, end) = (offsets[0].as_u64().unwrap() as usize, offsets[1].as_u64().unwrap() as usize);
+        let (start, end) = (
+            offsets[0].as_u64().unwrap() as usize,
+            offsets[1].as_u64().unwrap() as usize,
+        );
         hasher.update(name.as_bytes());
         hasher.update(&data[start..end]);
     }

@@ -9,18 +9,30 @@ use crate::error::{ApiError, ApiResult};
 fn summary(info: &DatasetInfo) -> Value {
     let mut v = serde_json::to_value(info).unwrap_or(Value::Null);
     if info.n_features > 50 {
-        v["feature_names"] = json!(format!("{} features: {} ... {}", info.n_features, info.feature_names[0], info.feature_names[info.n_features - 1]));
+        v["feature_names"] = json!(format!(
+            "{} features: {} ... {}",
+            info.n_features,
+            info.feature_names[0],
+            info.feature_names[info.n_features - 1]
+        ));
     }
     v
 }
 
 #[utoipa::path(get, path = "/api/datasets", tag = "datasets", responses((status = 200, description = "the built-in datasets")))]
 pub async fn list_datasets() -> ApiResult<Json<Value>> {
-    let infos = tokio::task::spawn_blocking(|| BUILTIN_NAMES.iter().map(|n| builtin_info(n)).collect::<Result<Vec<_>, _>>())
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "datasets": infos.iter().map(summary).collect::<Vec<_>>() })))
+    let infos = tokio::task::spawn_blocking(|| {
+        BUILTIN_NAMES
+            .iter()
+            .map(|n| builtin_info(n))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    Ok(Json(
+        json!({ "datasets": infos.iter().map(summary).collect::<Vec<_>>() }),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/datasets/{name}", tag = "datasets",
@@ -29,6 +41,11 @@ pub async fn get_dataset(Path(name): Path<String>) -> ApiResult<Json<Value>> {
     if !BUILTIN_NAMES.contains(&name.as_str()) {
         return Err(ApiError::not_found("dataset", &name));
     }
-    let info = tokio::task::spawn_blocking(move || builtin_info(&name)).await.map_err(ApiError::internal)?.map_err(ApiError::internal)?;
-    Ok(Json(serde_json::to_value(info).map_err(ApiError::internal)?))
+    let info = tokio::task::spawn_blocking(move || builtin_info(&name))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        serde_json::to_value(info).map_err(ApiError::internal)?,
+    ))
 }

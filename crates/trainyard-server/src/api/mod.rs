@@ -45,8 +45,14 @@ where
 
 pub fn router(state: SharedState) -> Router {
     let api = Router::new()
-        .route("/api/models", post(models::create_model).get(models::list_models))
-        .route("/api/models/{id}", get(models::get_model).delete(models::delete_model))
+        .route(
+            "/api/models",
+            post(models::create_model).get(models::list_models),
+        )
+        .route(
+            "/api/models/{id}",
+            get(models::get_model).delete(models::delete_model),
+        )
         .route("/api/models/{id}/train", post(models::train_model))
         .route("/api/models/{id}/status", get(models::model_status))
         .route("/api/models/{id}/metrics", get(models::model_metrics))
@@ -73,9 +79,17 @@ pub fn router(state: SharedState) -> Router {
 async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let path = req.uri().path().to_string();
-    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
     let response = next.run(req).await;
     let seconds = started.elapsed().as_secs_f64();
     let status = response.status().as_u16();
@@ -86,9 +100,18 @@ async fn observe(req: Request, next: Next) -> Response {
 }
 
 fn replay(stored: &StoredResponse) -> Response {
-    let mut response = (StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK), stored.body.clone()).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    let mut response = (
+        StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+        stored.body.clone(),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
     response
 }
 
@@ -103,7 +126,13 @@ async fn idempotency(State(state): State<SharedState>, req: Request, next: Next)
     };
     let key = match key.to_str() {
         Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_string(),
-        _ => return ApiError::bad_request("Idempotency-Key", "must be 1 to 255 visible ASCII characters").into_response(),
+        _ => {
+            return ApiError::bad_request(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )
+            .into_response();
+        }
     };
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, BODY_LIMIT).await {
@@ -121,21 +150,34 @@ async fn idempotency(State(state): State<SharedState>, req: Request, next: Next)
     match state.store.idempotent_response(&scope, &key).await {
         Ok(Some(stored)) if stored.request_hash == hash => return replay(&stored),
         Ok(Some(_)) => {
-            return ApiError::unprocessable("idempotency_key_reused", format!("Idempotency-Key '{key}' was already used with a different request body"))
-                .into_response();
+            return ApiError::unprocessable(
+                "idempotency_key_reused",
+                format!("Idempotency-Key '{key}' was already used with a different request body"),
+            )
+            .into_response();
         }
         Ok(None) => {}
         Err(e) => return ApiError::internal(e).into_response(),
     }
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
     let (parts, body) = response.into_parts();
     let body = match to_bytes(body, usize::MAX).await {
         Ok(b) => b,
         Err(e) => return ApiError::internal(e).into_response(),
     };
     if !parts.status.is_server_error() {
-        let stored = StoredResponse { request_hash: hash, status: parts.status.as_u16(), body: String::from_utf8_lossy(&body).into_owned() };
-        if let Err(e) = state.store.save_idempotent_response(&scope, &key, &stored).await {
+        let stored = StoredResponse {
+            request_hash: hash,
+            status: parts.status.as_u16(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        };
+        if let Err(e) = state
+            .store
+            .save_idempotent_response(&scope, &key, &stored)
+            .await
+        {
             tracing::warn!(error = %e, "could not store idempotent response");
         }
     }

@@ -61,19 +61,34 @@ pub struct PredictBody {
 const MAX_NAME: usize = 200;
 const MAX_PREDICT_ROWS: usize = 10_000;
 
-fn validate_spec(dataset: &str, algorithm: &str, hp: &Map<String, Value>) -> ApiResult<(Algorithm, Hyperparameters)> {
+fn validate_spec(
+    dataset: &str,
+    algorithm: &str,
+    hp: &Map<String, Value>,
+) -> ApiResult<(Algorithm, Hyperparameters)> {
     let info = builtin_info(dataset).map_err(|_| {
-        ApiError::bad_request("dataset", format!("unknown dataset '{dataset}'; available: {}", BUILTIN_NAMES.join(", ")))
+        ApiError::bad_request(
+            "dataset",
+            format!(
+                "unknown dataset '{dataset}'; available: {}",
+                BUILTIN_NAMES.join(", ")
+            ),
+        )
     })?;
     let algorithm: Algorithm = algorithm.parse()?;
     let shape = info.shape();
     algorithm.check_fits(dataset, &shape)?;
-    let hp = Hyperparameters::resolve(algorithm, &shape, hp).map_err(|e| ApiError::from(e.within("hyperparameters")))?;
+    let hp = Hyperparameters::resolve(algorithm, &shape, hp)
+        .map_err(|e| ApiError::from(e.within("hyperparameters")))?;
     Ok((algorithm, hp))
 }
 
 pub(crate) async fn find_model(state: &SharedState, id: &str) -> ApiResult<ModelRow> {
-    state.store.get_model(&state.config.project, id).await?.ok_or_else(|| ApiError::not_found("model", id))
+    state
+        .store
+        .get_model(&state.config.project, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("model", id))
 }
 
 async fn latest_run(state: &SharedState, model: &ModelRow) -> ApiResult<Option<RunRow>> {
@@ -85,10 +100,16 @@ async fn latest_run(state: &SharedState, model: &ModelRow) -> ApiResult<Option<R
 
 #[utoipa::path(post, path = "/api/models", request_body = CreateModel, tag = "models",
     responses((status = 201, body = ModelView), (status = 400, body = crate::error::ErrorBody)))]
-pub async fn create_model(State(state): State<SharedState>, ApiJson(body): ApiJson<CreateModel>) -> ApiResult<(StatusCode, Json<ModelView>)> {
+pub async fn create_model(
+    State(state): State<SharedState>,
+    ApiJson(body): ApiJson<CreateModel>,
+) -> ApiResult<(StatusCode, Json<ModelView>)> {
     let name = body.name.trim();
     if name.is_empty() || name.len() > MAX_NAME {
-        return Err(ApiError::bad_request("name", format!("must be 1 to {MAX_NAME} characters")));
+        return Err(ApiError::bad_request(
+            "name",
+            format!("must be 1 to {MAX_NAME} characters"),
+        ));
     }
     let (algorithm, hp) = validate_spec(&body.dataset, &body.algorithm, &body.hyperparameters)?;
     let row = state
@@ -106,14 +127,22 @@ pub async fn create_model(State(state): State<SharedState>, ApiJson(body): ApiJs
 
 #[utoipa::path(get, path = "/api/models", params(ListQuery), tag = "models",
     responses((status = 200, body = ModelList), (status = 400, body = crate::error::ErrorBody)))]
-pub async fn list_models(State(state): State<SharedState>, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<ModelList>> {
+pub async fn list_models(
+    State(state): State<SharedState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<ModelList>> {
     let Query(q) = query?;
     if let Some(status) = &q.status {
-        status.parse::<trainyard_core::RunStatus>().map_err(|e| ApiError::bad_request("status", e))?;
+        status
+            .parse::<trainyard_core::RunStatus>()
+            .map_err(|e| ApiError::bad_request("status", e))?;
     }
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request("limit", format!("must be in [1, 200], got {limit}")));
+        return Err(ApiError::bad_request(
+            "limit",
+            format!("must be in [1, 200], got {limit}"),
+        ));
     }
     let offset = q.offset.unwrap_or(0);
     if offset < 0 {
@@ -133,12 +162,20 @@ pub async fn list_models(State(state): State<SharedState>, query: Result<Query<L
         let run = latest_run(&state, &row).await?;
         models.push(ModelView::new(row, run.as_ref()));
     }
-    Ok(Json(ModelList { models, total, limit, offset }))
+    Ok(Json(ModelList {
+        models,
+        total,
+        limit,
+        offset,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/models/{id}", tag = "models",
     responses((status = 200, body = ModelView), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn get_model(State(state): State<SharedState>, Path(id): Path<String>) -> ApiResult<Json<ModelView>> {
+pub async fn get_model(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ModelView>> {
     let model = find_model(&state, &id).await?;
     let run = latest_run(&state, &model).await?;
     Ok(Json(ModelView::new(model, run.as_ref())))
@@ -146,16 +183,25 @@ pub async fn get_model(State(state): State<SharedState>, Path(id): Path<String>)
 
 #[utoipa::path(delete, path = "/api/models/{id}", tag = "models",
     responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn delete_model(State(state): State<SharedState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_model(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let model = find_model(&state, &id).await?;
     let runs = state.store.list_runs(&model.id).await?;
-    for run in runs.iter().filter(|r| !trainyard_core_status(&r.status).is_terminal()) {
+    for run in runs
+        .iter()
+        .filter(|r| !trainyard_core_status(&r.status).is_terminal())
+    {
         state.store.request_cancel(&run.id).await?;
         if let Some(control) = state.control(&run.id) {
             control.cancel();
         }
     }
-    state.store.delete_model(&state.config.project, &model.id).await?;
+    state
+        .store
+        .delete_model(&state.config.project, &model.id)
+        .await?;
     for run in &runs {
         remove_run_artifacts(&state, &run.id);
     }
@@ -169,28 +215,52 @@ fn trainyard_core_status(s: &str) -> trainyard_core::RunStatus {
 #[utoipa::path(post, path = "/api/models/{id}/train", request_body(content = Option<TrainBody>), tag = "models",
     responses((status = 202, description = "run queued", body = RunView), (status = 200, description = "a run is already active", body = RunView),
               (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn train_model(State(state): State<SharedState>, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult<(StatusCode, Json<RunView>)> {
+pub async fn train_model(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<RunView>)> {
     let model = find_model(&state, &id).await?;
     let overrides = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
-        serde_json::from_slice::<TrainBody>(&body).map_err(|e| ApiError::bad_request("body", e.to_string()))?.hyperparameters
+        serde_json::from_slice::<TrainBody>(&body)
+            .map_err(|e| ApiError::bad_request("body", e.to_string()))?
+            .hyperparameters
     };
-    let mut merged = model.hyperparameters.as_object().cloned().unwrap_or_default();
+    let mut merged = model
+        .hyperparameters
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     merged.extend(overrides);
     let (algorithm, hp) = validate_spec(&model.dataset, &model.algorithm, &merged)?;
-    let epochs = if algorithm.is_gradient_based() { hp.epochs as i64 } else { 1 };
-    let (run, created) = state.store.create_run(&model.id, &model.project_id, &hp.to_json(algorithm), epochs).await?;
+    let epochs = if algorithm.is_gradient_based() {
+        hp.epochs as i64
+    } else {
+        1
+    };
+    let (run, created) = state
+        .store
+        .create_run(&model.id, &model.project_id, &hp.to_json(algorithm), epochs)
+        .await?;
     if created {
         state.job_queued.notify_one();
     }
-    let status = if created { StatusCode::ACCEPTED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(RunView::new(run, None))))
 }
 
 #[utoipa::path(get, path = "/api/models/{id}/status", tag = "models",
     responses((status = 200, body = StatusView), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn model_status(State(state): State<SharedState>, Path(id): Path<String>) -> ApiResult<Json<StatusView>> {
+pub async fn model_status(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<StatusView>> {
     let model = find_model(&state, &id).await?;
     let run = latest_run(&state, &model).await?;
     Ok(Json(StatusView::new(&model, run)))
@@ -198,39 +268,69 @@ pub async fn model_status(State(state): State<SharedState>, Path(id): Path<Strin
 
 #[utoipa::path(get, path = "/api/models/{id}/metrics", tag = "models",
     responses((status = 200, body = MetricsHistory), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn model_metrics(State(state): State<SharedState>, Path(id): Path<String>) -> ApiResult<Json<MetricsHistory>> {
+pub async fn model_metrics(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<MetricsHistory>> {
     let model = find_model(&state, &id).await?;
     let epochs = match &model.latest_run_id {
         Some(run) => state.store.epoch_metrics(run).await?,
         None => vec![],
     };
-    Ok(Json(MetricsHistory { model_id: model.id, run_id: model.latest_run_id, epochs }))
+    Ok(Json(MetricsHistory {
+        model_id: model.id,
+        run_id: model.latest_run_id,
+        epochs,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/models/{id}/runs", tag = "models",
     responses((status = 200, body = Vec<RunView>), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn model_runs(State(state): State<SharedState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn model_runs(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let model = find_model(&state, &id).await?;
-    let runs: Vec<RunView> = state.store.list_runs(&model.id).await?.into_iter().map(|r| RunView::new(r, None)).collect();
+    let runs: Vec<RunView> = state
+        .store
+        .list_runs(&model.id)
+        .await?
+        .into_iter()
+        .map(|r| RunView::new(r, None))
+        .collect();
     Ok(Json(json!({ "model_id": model.id, "runs": runs })))
 }
 
 #[utoipa::path(get, path = "/api/runs/{id}", tag = "runs",
     responses((status = 200, body = RunView), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn get_run(State(state): State<SharedState>, Path(id): Path<String>) -> ApiResult<Json<RunView>> {
-    let run = state.store.get_run(&state.config.project, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
+pub async fn get_run(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunView>> {
+    let run = state
+        .store
+        .get_run(&state.config.project, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("run", &id))?;
     let attempts = state.store.attempts(&run.id).await?;
     Ok(Json(RunView::new(run, Some(attempts))))
 }
 
 #[utoipa::path(post, path = "/api/models/{id}/cancel", tag = "models",
     responses((status = 202, body = StatusView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
-pub async fn cancel_model(State(state): State<SharedState>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<StatusView>)> {
+pub async fn cancel_model(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<StatusView>)> {
     let model = find_model(&state, &id).await?;
     let run = latest_run(&state, &model).await?;
     let Some(run) = run.filter(|r| !trainyard_core_status(&r.status).is_terminal()) else {
-        let current = latest_run(&state, &model).await?.map_or("pending (never trained)".to_string(), |r| r.status);
-        return Err(ApiError::conflict(format!("model has no active run to cancel; its status is {current}")));
+        let current = latest_run(&state, &model)
+            .await?
+            .map_or("pending (never trained)".to_string(), |r| r.status);
+        return Err(ApiError::conflict(format!(
+            "model has no active run to cancel; its status is {current}"
+        )));
     };
     state.store.request_cancel(&run.id).await?;
     if let Some(control) = state.control(&run.id) {
@@ -243,39 +343,68 @@ pub async fn cancel_model(State(state): State<SharedState>, Path(id): Path<Strin
 #[utoipa::path(post, path = "/api/models/{id}/predict", request_body = PredictBody, tag = "models",
     responses((status = 200, description = "predictions, one per input row"), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
-pub async fn predict(State(state): State<SharedState>, Path(id): Path<String>, ApiJson(body): ApiJson<PredictBody>) -> ApiResult<Json<Value>> {
+pub async fn predict(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PredictBody>,
+) -> ApiResult<Json<Value>> {
     let model = find_model(&state, &id).await?;
     if body.inputs.len() > MAX_PREDICT_ROWS {
-        return Err(ApiError::bad_request("inputs", format!("at most {MAX_PREDICT_ROWS} rows per request, got {}", body.inputs.len())));
+        return Err(ApiError::bad_request(
+            "inputs",
+            format!(
+                "at most {MAX_PREDICT_ROWS} rows per request, got {}",
+                body.inputs.len()
+            ),
+        ));
     }
     let runs = state.store.list_runs(&model.id).await?;
     let Some(run) = runs.into_iter().find(|r| r.status == "completed") else {
-        return Err(ApiError::conflict("model has no completed run yet; train it and wait for status 'completed'"));
+        return Err(ApiError::conflict(
+            "model has no completed run yet; train it and wait for status 'completed'",
+        ));
     };
     let predictor = load_predictor(&state, &run).await?;
     let inputs = body.inputs;
-    let predictions: Vec<Prediction> = tokio::task::spawn_blocking(move || predictor.predict(&inputs))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::bad_request("inputs", e.to_string()))?;
-    Ok(Json(json!({ "model_id": model.id, "run_id": run.id, "predictions": predictions })))
+    let predictions: Vec<Prediction> =
+        tokio::task::spawn_blocking(move || predictor.predict(&inputs))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::bad_request("inputs", e.to_string()))?;
+    Ok(Json(
+        json!({ "model_id": model.id, "run_id": run.id, "predictions": predictions }),
+    ))
 }
 
 async fn load_predictor(state: &SharedState, run: &RunRow) -> ApiResult<Arc<Predictor>> {
     if let Some(p) = state.predictors.lock().unwrap().get(&run.id) {
         return Ok(p.clone());
     }
-    let key = run.artifact.clone().ok_or_else(|| ApiError::unprocessable("model_unavailable", "the completed run recorded no model file"))?;
+    let key = run.artifact.clone().ok_or_else(|| {
+        ApiError::unprocessable(
+            "model_unavailable",
+            "the completed run recorded no model file",
+        )
+    })?;
     let artifacts = state.artifacts.clone();
     let predictor = tokio::task::spawn_blocking(move || {
-        let bytes = artifacts.get(&key).map_err(|e| format!("model file {key} cannot be read ({e}); retrain the model"))?;
-        let model = TrainedModel::from_bytes(&bytes).map_err(|e| format!("model file {key}: {e}; retrain the model"))?;
-        model.predictor().map_err(|e| format!("{e}; retrain the model"))
+        let bytes = artifacts
+            .get(&key)
+            .map_err(|e| format!("model file {key} cannot be read ({e}); retrain the model"))?;
+        let model = TrainedModel::from_bytes(&bytes)
+            .map_err(|e| format!("model file {key}: {e}; retrain the model"))?;
+        model
+            .predictor()
+            .map_err(|e| format!("{e}; retrain the model"))
     })
     .await
     .map_err(ApiError::internal)?
     .map_err(|e| ApiError::unprocessable("model_unavailable", e))?;
     let predictor = Arc::new(predictor);
-    state.predictors.lock().unwrap().insert(run.id.clone(), predictor.clone());
+    state
+        .predictors
+        .lock()
+        .unwrap()
+        .insert(run.id.clone(), predictor.clone());
     Ok(predictor)
 }

@@ -16,7 +16,11 @@ pub async fn health() -> Json<Value> {
 #[utoipa::path(get, path = "/ready", tag = "system",
     responses((status = 200, description = "the database answers"), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn ready(State(state): State<SharedState>) -> ApiResult<Json<Value>> {
-    state.store.ping().await.map_err(|e| ApiError::unavailable(format!("database unreachable: {e}")))?;
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("database unreachable: {e}")))?;
     Ok(Json(json!({ "status": "ready", "database": "ok" })))
 }
 
@@ -26,15 +30,25 @@ pub async fn prometheus(State(state): State<SharedState>) -> ApiResult<impl Into
     metrics::gauge!("trainyard_jobs_queued").set(counts.jobs_queued as f64);
     metrics::gauge!("trainyard_jobs_running").set(counts.jobs_running as f64);
     for status in trainyard_core::RunStatus::ALL {
-        let n = counts.runs.iter().find(|(s, _)| s == status.as_str()).map_or(0, |(_, n)| *n);
+        let n = counts
+            .runs
+            .iter()
+            .find(|(s, _)| s == status.as_str())
+            .map_or(0, |(_, n)| *n);
         metrics::gauge!("trainyard_runs", "status" => status.as_str()).set(n as f64);
     }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.prometheus.render()))
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.prometheus.render(),
+    ))
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Trainyard", description = "Self-hosted machine-learning training service"),
+    info(
+        title = "Trainyard",
+        description = "Self-hosted machine-learning training service"
+    ),
     paths(
         crate::api::models::create_model,
         crate::api::models::list_models,

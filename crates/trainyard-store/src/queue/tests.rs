@@ -22,7 +22,10 @@ async fn queued_run(store: &Store) -> String {
         })
         .await
         .unwrap();
-    let (run, created) = store.create_run(&model.id, "default", &json!({}), 3).await.unwrap();
+    let (run, created) = store
+        .create_run(&model.id, "default", &json!({}), 3)
+        .await
+        .unwrap();
     assert!(created);
     run.id
 }
@@ -32,7 +35,10 @@ async fn a_second_train_request_returns_the_active_run() {
     let (store, _dir) = store().await;
     let run_id = queued_run(&store).await;
     let run = store.get_run("default", &run_id).await.unwrap().unwrap();
-    let (again, created) = store.create_run(&run.model_id, "default", &json!({}), 3).await.unwrap();
+    let (again, created) = store
+        .create_run(&run.model_id, "default", &json!({}), 3)
+        .await
+        .unwrap();
     assert!(!created);
     assert_eq!(again.id, run_id);
 }
@@ -49,7 +55,11 @@ async fn each_job_is_claimed_exactly_once() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
-            while let Some(job) = store.claim_job(&format!("w{w}"), Duration::from_secs(60)).await.unwrap() {
+            while let Some(job) = store
+                .claim_job(&format!("w{w}"), Duration::from_secs(60))
+                .await
+                .unwrap()
+            {
                 mine.push(job.run_id);
             }
             mine
@@ -67,18 +77,41 @@ async fn each_job_is_claimed_exactly_once() {
 async fn an_expired_lease_is_reclaimed_as_a_new_attempt_and_the_old_one_is_fenced() {
     let (store, _dir) = store().await;
     let run_id = queued_run(&store).await;
-    let first = store.claim_job("dead", Duration::from_millis(1)).await.unwrap().unwrap();
+    let first = store
+        .claim_job("dead", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.attempt, 1);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let second = store.claim_job("alive", Duration::from_secs(60)).await.unwrap().unwrap();
+    let second = store
+        .claim_job("alive", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(second.run_id, run_id);
     assert_eq!(second.attempt, 2);
 
     // The first worker wakes up: every write it tries is refused.
-    assert!(matches!(store.heartbeat(&first, Duration::from_secs(60)).await, Err(StoreError::Fenced { .. })));
-    let late = store.finish_run(&run_id, first.attempt, "completed", None, None, None).await;
+    assert!(matches!(
+        store.heartbeat(&first, Duration::from_secs(60)).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    let late = store
+        .finish_run(&run_id, first.attempt, "completed", None, None, None)
+        .await;
     assert!(matches!(late, Err(StoreError::Fenced { .. })));
-    store.finish_run(&run_id, second.attempt, "completed", Some(&json!({"accuracy": 1.0})), None, None).await.unwrap();
+    store
+        .finish_run(
+            &run_id,
+            second.attempt,
+            "completed",
+            Some(&json!({"accuracy": 1.0})),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
 
     let attempts = store.attempts(&run_id).await.unwrap();
     assert_eq!(attempts.len(), 2);
@@ -90,10 +123,29 @@ async fn an_expired_lease_is_reclaimed_as_a_new_attempt_and_the_old_one_is_fence
 async fn released_jobs_go_back_to_the_queue() {
     let (store, _dir) = store().await;
     let run_id = queued_run(&store).await;
-    let job = store.claim_job("w", Duration::from_secs(60)).await.unwrap().unwrap();
-    store.release_job(&job, "server shutting down").await.unwrap();
-    assert_eq!(store.get_run("default", &run_id).await.unwrap().unwrap().status, "pending");
-    let again = store.claim_job("w2", Duration::from_secs(60)).await.unwrap().unwrap();
+    let job = store
+        .claim_job("w", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .release_job(&job, "server shutting down")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_run("default", &run_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "pending"
+    );
+    let again = store
+        .claim_job("w2", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(again.attempt, 2);
 }
 
@@ -102,11 +154,35 @@ async fn cancelling_a_queued_run_is_immediate_and_a_running_one_is_flagged() {
     let (store, _dir) = store().await;
     let queued = queued_run(&store).await;
     assert!(store.request_cancel(&queued).await.unwrap());
-    assert_eq!(store.get_run("default", &queued).await.unwrap().unwrap().status, "cancelled");
-    assert!(store.claim_job("w", Duration::from_secs(60)).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .get_run("default", &queued)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "cancelled"
+    );
+    assert!(
+        store
+            .claim_job("w", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     let running = queued_run(&store).await;
-    let job = store.claim_job("w", Duration::from_secs(60)).await.unwrap().unwrap();
+    let job = store
+        .claim_job("w", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!store.request_cancel(&running).await.unwrap());
-    assert!(store.heartbeat(&job, Duration::from_secs(60)).await.unwrap().cancel_requested);
+    assert!(
+        store
+            .heartbeat(&job, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .cancel_requested
+    );
 }
