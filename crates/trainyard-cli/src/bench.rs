@@ -132,6 +132,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             bar: 0.0,
         },
     ];
+    let reference_case = cases.len() - 1;
     if args.cnn {
         cases.push(Case {
             dataset: "mnist",
