@@ -175,9 +175,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         results.push(result);
     }
-    let reference = results
-        .last()
-        .and_then(|r| r["samples_per_second"].as_f64())
+    let reference = results[reference_case]["samples_per_second"]
+        .as_f64()
         .unwrap_or_default();
     if args.json {
         println!(

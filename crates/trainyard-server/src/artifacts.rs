@@ -8,6 +8,8 @@ use std::path::{Component, Path, PathBuf};
 pub trait ArtifactStore: Send + Sync {
     fn put(&self, key: &str, bytes: &[u8]) -> std::io::Result<()>;
     fn get(&self, key: &str) -> std::io::Result<Vec<u8>>;
+    /// Removes one artifact; a missing one is not an error.
+    fn delete(&self, key: &str) -> std::io::Result<()>;
     /// Removes every artifact under `prefix`; a missing prefix is not an error.
     fn delete_prefix(&self, prefix: &str) -> std::io::Result<()>;
 }
@@ -60,6 +62,13 @@ impl ArtifactStore for LocalArtifacts {
 
     fn get(&self, key: &str) -> std::io::Result<Vec<u8>> {
         std::fs::read(self.path(key)?)
+    }
+
+    fn delete(&self, key: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(self.path(key)?) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
     }
 
     fn delete_prefix(&self, prefix: &str) -> std::io::Result<()> {

@@ -25,6 +25,12 @@ pub struct ServerConfig {
     /// How long shutdown waits for running training to checkpoint and stop.
     pub shutdown_grace: Duration,
     pub project: String,
+    /// Retryable failures (storage errors, lost workers) a run survives before failing.
+    pub max_restarts: u32,
+    /// First retry delay; doubles with each failure.
+    pub retry_backoff: Duration,
+    /// Checkpoints kept per run (newest first).
+    pub keep_checkpoints: usize,
 }
 
 impl ServerConfig {
@@ -39,6 +45,9 @@ impl ServerConfig {
             heartbeat: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
             project: "default".into(),
+            max_restarts: 3,
+            retry_backoff: Duration::from_secs(1),
+            keep_checkpoints: 3,
         }
     }
 }

@@ -70,6 +70,8 @@ pub struct AttemptView {
     pub ended_at: Option<String>,
     pub outcome: Option<String>,
     pub reason: Option<String>,
+    /// What the attempt started from: a checkpoint, or over after damaged ones.
+    pub note: Option<String>,
 }
 
 impl From<AttemptRow> for AttemptView {
@@ -81,6 +83,7 @@ impl From<AttemptRow> for AttemptView {
             ended_at: a.ended_at.map(timestamp),
             outcome: a.outcome,
             reason: a.reason,
+            note: a.note,
         }
     }
 }

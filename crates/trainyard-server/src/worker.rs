@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use trainyard_core::{Algorithm, EpochMetrics, Hyperparameters, TrainingEvent};
 use trainyard_data::load_builtin;
-use trainyard_engine::{Checkpoint, Control, Observer, Outcome, TrainRequest};
+use trainyard_engine::{Checkpoint, Control, Observer, Outcome, TrainError, TrainRequest};
 use trainyard_store::{CheckpointRow, ClaimedJob, RunProgress, StoreError};
 
 use crate::artifacts::{checkpoint_key, model_key, run_prefix};
@@ -160,23 +160,26 @@ async fn run_job(
             )
             .await;
     }
-    let request = match prepare_request(state, &job).await {
+    if let Some(reason) = restart_budget_exhausted(state, &job).await? {
+        return fail(state, &job, &reason).await;
+    }
+    let mut request = match prepare_request(state, &job).await {
         Ok(r) => r,
-        Err(reason) => {
-            return store
-                .finish_run(
-                    &job.run_id,
-                    job.attempt,
-                    "failed",
-                    None,
-                    None,
-                    Some(&reason),
-                )
-                .await;
-        }
+        Err(reason) => return fail(state, &job, &reason).await,
     };
-    // This attempt starts from scratch: forget what an earlier attempt recorded.
-    store.truncate_history(&job.run_id, job.attempt, 0).await?;
+    let (checkpoint, note) = newest_valid_checkpoint(state, &job.run_id).await?;
+    if let Some(note) = &note {
+        tracing::info!(run_id = %job.run_id, attempt = job.attempt, %note, "resuming");
+        store
+            .set_attempt_note(&job.run_id, job.attempt, note)
+            .await?;
+    }
+    // Keep the history the checkpoint covers; forget epochs an earlier attempt ran past it.
+    let resume_epoch = checkpoint.as_ref().map_or(0, |c| c.state.epoch as i64);
+    request.resume = checkpoint;
+    store
+        .truncate_history(&job.run_id, job.attempt, resume_epoch)
+        .await?;
     store
         .set_stage(&job.run_id, job.attempt, "training")
         .await?;
@@ -313,23 +316,101 @@ async fn run_job(
                     .await
             }
         }
-        Ok(Outcome::Paused(_)) => {
+        Ok(Outcome::Paused(_)) if state.shutting_down.load(Ordering::SeqCst) => {
             store
                 .release_job(&job, "server shut down; resumes from its checkpoint")
                 .await
         }
-        Err(e) => {
-            store
-                .finish_run(
-                    &job.run_id,
-                    job.attempt,
-                    "failed",
-                    None,
-                    None,
-                    Some(&e.to_string()),
-                )
-                .await
+        Ok(Outcome::Paused(_)) => store.pause_run(&job).await,
+        Err(e @ TrainError::Checkpoint(_)) => retry_or_fail(state, &job, &e.to_string()).await,
+        Err(e) => fail(state, &job, &e.to_string()).await,
+    }
+}
+
+async fn fail(state: &SharedState, job: &ClaimedJob, reason: &str) -> Result<(), StoreError> {
+    state
+        .store
+        .finish_run(&job.run_id, job.attempt, "failed", None, None, Some(reason))
+        .await
+}
+
+/// The newest checkpoint of a run that reads back intact, and a note on what was used or
+/// skipped. A damaged file (truncated, bit-flipped, missing) is skipped for the one before it.
+async fn newest_valid_checkpoint(
+    state: &SharedState,
+    run_id: &str,
+) -> Result<(Option<Checkpoint>, Option<String>), StoreError> {
+    let rows = state.store.checkpoints(run_id).await?;
+    let mut skipped = Vec::new();
+    for row in rows {
+        let artifacts = state.artifacts.clone();
+        let path = row.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let bytes = artifacts.get(&path).map_err(|e| e.to_string())?;
+            Checkpoint::from_bytes(&bytes).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match loaded {
+            Ok(ckpt) => {
+                let mut note = format!(
+                    "resumed from the checkpoint at epoch {}, step {}",
+                    ckpt.state.epoch, ckpt.state.global_step
+                );
+                if !skipped.is_empty() {
+                    note.push_str(&format!(
+                        " after skipping {} damaged: {}",
+                        skipped.len(),
+                        skipped.join("; ")
+                    ));
+                }
+                return Ok((Some(ckpt), Some(note)));
+            }
+            Err(e) => skipped.push(format!("epoch {} ({e})", row.epoch)),
         }
+    }
+    let note = (!skipped.is_empty())
+        .then(|| format!("started over: no valid checkpoint ({})", skipped.join("; ")));
+    Ok((None, note))
+}
+
+/// Attempts that ended by failing or losing their worker; pauses and shutdowns do not count.
+async fn failed_attempts(state: &SharedState, job: &ClaimedJob) -> Result<u32, StoreError> {
+    let attempts = state.store.attempts(&job.run_id).await?;
+    Ok(attempts
+        .iter()
+        .filter(|a| matches!(a.outcome.as_deref(), Some("failed" | "lost")))
+        .count() as u32)
+}
+
+async fn restart_budget_exhausted(
+    state: &SharedState,
+    job: &ClaimedJob,
+) -> Result<Option<String>, StoreError> {
+    let failures = failed_attempts(state, job).await?;
+    Ok((failures > state.config.max_restarts).then(|| {
+        format!(
+            "gave up after {failures} failed or lost attempts (max_restarts is {}); see the run's attempts",
+            state.config.max_restarts
+        )
+    }))
+}
+
+/// A retryable failure (storage, I/O) goes back to the queue with exponential backoff until
+/// `max_restarts` is spent.
+async fn retry_or_fail(
+    state: &SharedState,
+    job: &ClaimedJob,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let failures = failed_attempts(state, job).await?;
+    if failures < state.config.max_restarts {
+        let delay = state.config.retry_backoff * 2u32.pow(failures);
+        tracing::warn!(run_id = %job.run_id, attempt = job.attempt, ?delay, reason, "retryable failure; retrying");
+        state.store.retry_later(job, delay, reason).await
+    } else {
+        let message = format!("{reason} (gave up after {} attempts)", failures + 1);
+        fail(state, job, &message).await
     }
 }
 
@@ -380,8 +461,32 @@ async fn persist(
             store.set_stage(&job.run_id, job.attempt, "training").await
         }
         Report::Event(_) => Ok(()),
-        Report::Checkpoint(row) => store.insert_checkpoint(&row).await,
+        Report::Checkpoint(row) => {
+            store.insert_checkpoint(&row).await?;
+            prune_checkpoints(state, &job.run_id).await
+        }
     }
+}
+
+/// Keeps the newest `keep_checkpoints` of a run; older files and rows go.
+async fn prune_checkpoints(state: &SharedState, run_id: &str) -> Result<(), StoreError> {
+    let rows = state.store.checkpoints(run_id).await?;
+    let old: Vec<_> = rows
+        .into_iter()
+        .skip(state.config.keep_checkpoints)
+        .collect();
+    if old.is_empty() {
+        return Ok(());
+    }
+    for row in &old {
+        if let Err(e) = state.artifacts.delete(&row.path) {
+            tracing::warn!(path = %row.path, error = %e, "could not remove an old checkpoint");
+        }
+    }
+    state
+        .store
+        .delete_checkpoints(&old.into_iter().map(|r| r.id).collect::<Vec<_>>())
+        .await
 }
 
 fn epoch_json(m: &EpochMetrics) -> Value {

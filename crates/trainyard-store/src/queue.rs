@@ -147,21 +147,22 @@ impl Store {
         Ok(())
     }
 
-    /// Asks for a run to be cancelled. A run still waiting in the queue is cancelled at once
+    /// Asks for a run to be cancelled. A run waiting in the queue or paused is cancelled at once
     /// (returns true); a leased one gets the flag its worker reads (returns false).
     pub async fn request_cancel(&self, run_id: &str) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let queued =
-            sqlx::query("UPDATE jobs SET state = 'done' WHERE run_id = ? AND state = 'queued'")
-                .bind(run_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                > 0;
+        let queued = sqlx::query(
+            "UPDATE jobs SET state = 'done' WHERE run_id = ? AND state IN ('queued', 'paused')",
+        )
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
         if queued {
             sqlx::query(
-                "UPDATE runs SET status = 'cancelled', stage = 'done', finished_at = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
+                "UPDATE runs SET status = 'cancelled', stage = 'done', finished_at = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'paused')",
             )
             .bind(now)
             .bind(now)
@@ -195,3 +196,101 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+impl Store {
+    /// Flags a leased job for pausing; its worker checkpoints at the next batch boundary.
+    /// Returns false when no worker holds the job.
+    pub async fn request_pause(&self, run_id: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET pause_requested = 1 WHERE run_id = ? AND state = 'leased'",
+        )
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The worker stopped at a checkpoint because a pause was requested: the run is `paused`,
+    /// the job waits (not queued) until resumed, and the worker is free.
+    pub async fn pause_run(&self, job: &ClaimedJob) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'paused', pause_requested = 0, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = ? AND attempt = ? AND state = 'leased'",
+        )
+        .bind(&job.job_id)
+        .bind(job.attempt)
+        .execute(&mut *tx)
+        .await?;
+        fenced(done.rows_affected(), &job.run_id, job.attempt)?;
+        sqlx::query("UPDATE runs SET status = 'paused', stage = 'paused', updated_at = ? WHERE id = ? AND attempt = ?")
+            .bind(now)
+            .bind(&job.run_id)
+            .bind(job.attempt)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE run_attempts SET ended_at = ?, outcome = 'paused', reason = 'paused by request' WHERE run_id = ? AND attempt = ?")
+            .bind(now)
+            .bind(&job.run_id)
+            .bind(job.attempt)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Queues a paused run again; it continues from its checkpoint. False if it was not paused.
+    pub async fn resume_run(&self, run_id: &str) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query("UPDATE runs SET status = 'pending', stage = 'queued', updated_at = ? WHERE id = ? AND status = 'paused'")
+            .bind(now)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        sqlx::query("UPDATE jobs SET state = 'queued', available_at = ? WHERE run_id = ? AND state = 'paused'")
+            .bind(now)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A retryable failure: the job goes back to the queue after `delay` and the attempt records why.
+    pub async fn retry_later(&self, job: &ClaimedJob, delay: Duration, reason: &str) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, available_at = ? \
+             WHERE id = ? AND attempt = ? AND state = 'leased'",
+        )
+        .bind(now + delay.as_millis() as i64)
+        .bind(&job.job_id)
+        .bind(job.attempt)
+        .execute(&mut *tx)
+        .await?;
+        fenced(done.rows_affected(), &job.run_id, job.attempt)?;
+        sqlx::query("UPDATE runs SET status = 'pending', stage = 'queued', error = ?, updated_at = ? WHERE id = ? AND attempt = ?")
+            .bind(format!("attempt {} failed, retrying in {:.0?}: {reason}", job.attempt, delay))
+            .bind(now)
+            .bind(&job.run_id)
+            .bind(job.attempt)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE run_attempts SET ended_at = ?, outcome = 'failed', reason = ? WHERE run_id = ? AND attempt = ?")
+            .bind(now)
+            .bind(reason)
+            .bind(&job.run_id)
+            .bind(job.attempt)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

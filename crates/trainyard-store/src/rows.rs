@@ -94,6 +94,7 @@ pub struct AttemptRow {
     pub ended_at: Option<i64>,
     pub outcome: Option<String>,
     pub reason: Option<String>,
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -128,7 +128,7 @@ impl Store {
     }
 
     pub async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>> {
-        let rows = sqlx::query("SELECT attempt, worker, started_at, ended_at, outcome, reason FROM run_attempts WHERE run_id = ? ORDER BY attempt")
+        let rows = sqlx::query("SELECT attempt, worker, started_at, ended_at, outcome, reason, note FROM run_attempts WHERE run_id = ? ORDER BY attempt")
             .bind(run_id)
             .fetch_all(&self.pool)
             .await?;
@@ -141,6 +141,7 @@ impl Store {
                     ended_at: r.try_get("ended_at")?,
                     outcome: r.try_get("outcome")?,
                     reason: r.try_get("reason")?,
+                    note: r.try_get("note")?,
                 })
             })
             .collect()
@@ -317,6 +318,28 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Annotates the current attempt, e.g. with the checkpoint it resumed from.
+    pub async fn set_attempt_note(&self, run_id: &str, attempt: i64, note: &str) -> Result<()> {
+        sqlx::query("UPDATE run_attempts SET note = ? WHERE run_id = ? AND attempt = ?")
+            .bind(note)
+            .bind(run_id)
+            .bind(attempt)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets checkpoints (rows) by id, after their files were removed.
+    pub async fn delete_checkpoints(&self, ids: &[String]) -> Result<()> {
+        for id in ids {
+            sqlx::query("DELETE FROM checkpoints WHERE id = ?")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn status_counts(&self) -> Result<StatusCounts> {

@@ -1,6 +1,8 @@
 //! The HTTP surface: routes, the JSON extractor with our error shape, request logging and
 //! metrics, and `Idempotency-Key` replay for every POST.
 
+pub mod checkpoints;
+pub mod control;
 pub mod datasets;
 pub mod models;
 pub mod system;
@@ -57,7 +59,17 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/models/{id}/status", get(models::model_status))
         .route("/api/models/{id}/metrics", get(models::model_metrics))
         .route("/api/models/{id}/runs", get(models::model_runs))
-        .route("/api/models/{id}/cancel", post(models::cancel_model))
+        .route("/api/models/{id}/cancel", post(control::cancel_model))
+        .route("/api/models/{id}/pause", post(control::pause_model))
+        .route("/api/models/{id}/resume", post(control::resume_model))
+        .route(
+            "/api/models/{id}/checkpoints",
+            get(checkpoints::list_checkpoints),
+        )
+        .route(
+            "/api/models/{id}/checkpoints/{checkpoint_id}",
+            get(checkpoints::download_checkpoint),
+        )
         .route("/api/models/{id}/predict", post(models::predict))
         .route("/api/runs/{id}", get(models::get_run))
         .route("/api/datasets", get(datasets::list_datasets))

@@ -1,4 +1,4 @@
-//! The model lifecycle: create, list, show, delete, train, status, metrics, runs, cancel, predict.
+//! The model lifecycle: create, list, show, delete, train, status, metrics, runs, predict.
 
 use std::sync::Arc;
 
@@ -91,7 +91,7 @@ pub(crate) async fn find_model(state: &SharedState, id: &str) -> ApiResult<Model
         .ok_or_else(|| ApiError::not_found("model", id))
 }
 
-async fn latest_run(state: &SharedState, model: &ModelRow) -> ApiResult<Option<RunRow>> {
+pub(crate) async fn latest_run(state: &SharedState, model: &ModelRow) -> ApiResult<Option<RunRow>> {
     match &model.latest_run_id {
         Some(id) => Ok(state.store.get_run(&state.config.project, id).await?),
         None => Ok(None),
@@ -208,7 +208,7 @@ pub async fn delete_model(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn trainyard_core_status(s: &str) -> trainyard_core::RunStatus {
+pub(crate) fn trainyard_core_status(s: &str) -> trainyard_core::RunStatus {
     s.parse().unwrap_or(trainyard_core::RunStatus::Failed)
 }
 
@@ -314,30 +314,6 @@ pub async fn get_run(
         .ok_or_else(|| ApiError::not_found("run", &id))?;
     let attempts = state.store.attempts(&run.id).await?;
     Ok(Json(RunView::new(run, Some(attempts))))
-}
-
-#[utoipa::path(post, path = "/api/models/{id}/cancel", tag = "models",
-    responses((status = 202, body = StatusView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
-pub async fn cancel_model(
-    State(state): State<SharedState>,
-    Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<StatusView>)> {
-    let model = find_model(&state, &id).await?;
-    let run = latest_run(&state, &model).await?;
-    let Some(run) = run.filter(|r| !trainyard_core_status(&r.status).is_terminal()) else {
-        let current = latest_run(&state, &model)
-            .await?
-            .map_or("pending (never trained)".to_string(), |r| r.status);
-        return Err(ApiError::conflict(format!(
-            "model has no active run to cancel; its status is {current}"
-        )));
-    };
-    state.store.request_cancel(&run.id).await?;
-    if let Some(control) = state.control(&run.id) {
-        control.cancel();
-    }
-    let run = state.store.get_run(&state.config.project, &run.id).await?;
-    Ok((StatusCode::ACCEPTED, Json(StatusView::new(&model, run))))
 }
 
 #[utoipa::path(post, path = "/api/models/{id}/predict", request_body = PredictBody, tag = "models",

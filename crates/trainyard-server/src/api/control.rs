@@ -1,0 +1,102 @@
+//! Steering a model's latest run: cancel, pause, resume. Each answers 409 naming the current
+//! status when the run is not in a state the action applies to.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use trainyard_core::RunStatus;
+
+use crate::api::models::{find_model, latest_run, trainyard_core_status};
+use crate::error::{ApiError, ApiResult};
+use crate::state::SharedState;
+use crate::views::StatusView;
+
+fn status_name(run: &Option<trainyard_store::RunRow>) -> String {
+    run.as_ref()
+        .map_or("pending (never trained)".to_string(), |r| r.status.clone())
+}
+
+async fn current_status(
+    state: &SharedState,
+    id: &str,
+) -> ApiResult<(StatusCode, Json<StatusView>)> {
+    let model = find_model(state, id).await?;
+    let run = latest_run(state, &model).await?;
+    Ok((StatusCode::ACCEPTED, Json(StatusView::new(&model, run))))
+}
+
+#[utoipa::path(post, path = "/api/models/{id}/cancel", tag = "models",
+    responses((status = 202, body = StatusView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn cancel_model(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<StatusView>)> {
+    let model = find_model(&state, &id).await?;
+    let run = latest_run(&state, &model).await?;
+    let Some(run) = run
+        .as_ref()
+        .filter(|r| !trainyard_core_status(&r.status).is_terminal())
+    else {
+        return Err(ApiError::conflict(format!(
+            "model has no active run to cancel; its status is {}",
+            status_name(&run)
+        )));
+    };
+    state.store.request_cancel(&run.id).await?;
+    if let Some(control) = state.control(&run.id) {
+        control.cancel();
+    }
+    current_status(&state, &id).await
+}
+
+#[utoipa::path(post, path = "/api/models/{id}/pause", tag = "models",
+    responses((status = 202, description = "the run checkpoints at the next batch boundary and becomes paused", body = StatusView),
+              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn pause_model(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<StatusView>)> {
+    let model = find_model(&state, &id).await?;
+    let run = latest_run(&state, &model).await?;
+    let Some(run) = run
+        .as_ref()
+        .filter(|r| trainyard_core_status(&r.status) == RunStatus::Training)
+    else {
+        return Err(ApiError::conflict(format!(
+            "only a training run can be paused; its status is {}",
+            status_name(&run)
+        )));
+    };
+    if !state.store.request_pause(&run.id).await? {
+        return Err(ApiError::conflict(
+            "the run is between workers; try again in a moment",
+        ));
+    }
+    if let Some(control) = state.control(&run.id) {
+        control.pause();
+    }
+    current_status(&state, &id).await
+}
+
+#[utoipa::path(post, path = "/api/models/{id}/resume", tag = "models",
+    responses((status = 202, description = "the paused run is queued and continues from its checkpoint", body = StatusView),
+              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn resume_model(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<StatusView>)> {
+    let model = find_model(&state, &id).await?;
+    let run = latest_run(&state, &model).await?;
+    let resumed = match &run {
+        Some(r) => state.store.resume_run(&r.id).await?,
+        None => false,
+    };
+    if !resumed {
+        return Err(ApiError::conflict(format!(
+            "only a paused run can be resumed; its status is {}",
+            status_name(&run)
+        )));
+    }
+    state.job_queued.notify_one();
+    current_status(&state, &id).await
+}

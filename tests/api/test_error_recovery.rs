@@ -1,0 +1,321 @@
+//! Seed 001's error-recovery table and seed 004's pause/resume, against the real server.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Options, Server};
+
+/// The learned part of a metric history (no wall-clock fields).
+fn learned(history: &Value) -> Vec<Value> {
+    history["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            json!([
+                e["epoch"],
+                e["train_loss"],
+                e["val_loss"],
+                e["accuracy"],
+                e["learning_rate"]
+            ])
+        })
+        .collect()
+}
+
+async fn run_to_completion(server: &Server, hp: Value) -> (String, Value, Value) {
+    let id = server.create_model("mnist", "mlp", hp).await;
+    server.train(&id).await;
+    let status = server
+        .wait_for(&id, &["completed", "failed"], Duration::from_secs(180))
+        .await;
+    let (_, history) = server.get(&format!("/api/models/{id}/metrics")).await;
+    (id, status, history)
+}
+
+const HP: &str = r#"{"epochs": 3, "hidden_layers": [64], "seed": 7}"#;
+
+#[tokio::test]
+async fn test_pause_and_resume_match_an_uninterrupted_run() {
+    let server = Server::start().await;
+    let hp: Value = serde_json::from_str(HP).unwrap();
+    let (_, straight, straight_history) = run_to_completion(&server, hp.clone()).await;
+
+    let id = server.create_model("mnist", "mlp", hp).await;
+    server.train(&id).await;
+    server
+        .wait_for(&id, &["training"], Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (code, body) = server
+        .post(&format!("/api/models/{id}/pause"), json!({}))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let paused = server
+        .wait_for(&id, &["paused"], Duration::from_secs(10))
+        .await;
+    assert_eq!(paused["stage"], "paused");
+
+    let (code, err) = server
+        .post(&format!("/api/models/{id}/pause"), json!({}))
+        .await;
+    assert_eq!(code, 409);
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("paused"),
+        "{err}"
+    );
+    let (_, checkpoints) = server.get(&format!("/api/models/{id}/checkpoints")).await;
+    assert!(
+        !checkpoints["checkpoints"].as_array().unwrap().is_empty(),
+        "pausing wrote a checkpoint"
+    );
+
+    let (code, body) = server
+        .post(&format!("/api/models/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let done = server
+        .wait_for(&id, &["completed", "failed"], Duration::from_secs(120))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (code, err) = server
+        .post(&format!("/api/models/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(code, 409);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("completed"),
+        "{err}"
+    );
+
+    let (_, history) = server.get(&format!("/api/models/{id}/metrics")).await;
+    assert_eq!(
+        learned(&history),
+        learned(&straight_history),
+        "history continues without gaps or duplicates, identical"
+    );
+    assert_eq!(
+        done["metrics"], straight["metrics"],
+        "final metrics are bit-identical"
+    );
+    let run_id = done["run_id"].as_str().unwrap();
+    let (_, run) = server.get(&format!("/api/runs/{run_id}")).await;
+    assert_eq!(run["attempts"][0]["outcome"], "paused");
+    assert!(
+        run["attempts"][1]["note"]
+            .as_str()
+            .unwrap()
+            .contains("resumed from the checkpoint"),
+        "{run}"
+    );
+}
+
+#[tokio::test]
+async fn test_crash_mid_training_resumes_from_the_latest_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options {
+        workers: 1,
+        lease_seconds: 2,
+    };
+    let hp: Value = serde_json::from_str(HP).unwrap();
+    let mut first = Server::start_in(dir.path(), options()).await;
+    let id = first.create_model("mnist", "mlp", hp.clone()).await;
+    first.train(&id).await;
+    // Wait until an epoch (and so a checkpoint) is done, then SIGKILL.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, s) = first.get(&format!("/api/models/{id}/status")).await;
+        if s["progress"]["epoch"].as_i64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().await;
+
+    let second = Server::start_in(dir.path(), options()).await;
+    let done = second
+        .wait_for(&id, &["completed", "failed"], Duration::from_secs(120))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let run_id = done["run_id"].as_str().unwrap();
+    let (_, run) = second.get(&format!("/api/runs/{run_id}")).await;
+    assert_eq!(run["attempts"][0]["outcome"], "lost", "{run}");
+    assert!(
+        run["attempts"][1]["note"]
+            .as_str()
+            .unwrap()
+            .contains("resumed from the checkpoint at epoch"),
+        "{run}"
+    );
+
+    // The same run uninterrupted ends identically: the crash cost time, not correctness.
+    let (_, straight, straight_history) = run_to_completion(&second, hp).await;
+    let (_, history) = second.get(&format!("/api/models/{id}/metrics")).await;
+    assert_eq!(learned(&history), learned(&straight_history));
+    assert_eq!(done["metrics"], straight["metrics"]);
+}
+
+#[tokio::test]
+async fn test_checkpoint_corruption_falls_back_to_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Server::start_in(
+        dir.path(),
+        Options {
+            workers: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = first
+        .create_model("mnist", "mlp", json!({"epochs": 4, "hidden_layers": [32]}))
+        .await;
+    first.train(&id).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, s) = first.get(&format!("/api/models/{id}/status")).await;
+        if s["progress"]["epoch"].as_i64().unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(first.stop().await, Some(0));
+
+    // Flip a byte in the newest checkpoint.
+    let (_, listing) = Server::start_in(
+        dir.path(),
+        Options {
+            workers: 0,
+            ..Default::default()
+        },
+    )
+    .await
+    .get(&format!("/api/models/{id}/checkpoints"))
+    .await;
+    let run_id = listing["run_id"].as_str().unwrap().to_string();
+    let newest = &listing["checkpoints"][0];
+    let mut files: Vec<_> = std::fs::read_dir(
+        dir.path()
+            .join(format!("artifacts/runs/{run_id}/checkpoints")),
+    )
+    .unwrap()
+    .flatten()
+    .map(|e| e.path())
+    .collect();
+    files.sort();
+    let path = files.last().unwrap().clone();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+
+    let second = Server::start_in(
+        dir.path(),
+        Options {
+            workers: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let done = second
+        .wait_for(&id, &["completed", "failed"], Duration::from_secs(120))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (_, run) = second.get(&format!("/api/runs/{run_id}")).await;
+    let note = run["attempts"][1]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("damaged") && note.contains("corrupt"),
+        "the fallback is recorded: {run}"
+    );
+    assert!(newest["sha256"].as_str().unwrap().len() == 64);
+}
+
+#[tokio::test]
+async fn test_checkpoints_are_listed_with_hashes_and_download_intact() {
+    let server = Server::start().await;
+    let id = server
+        .create_model("wine_quality", "mlp", json!({"epochs": 6}))
+        .await;
+    server.train(&id).await;
+    server
+        .wait_for(&id, &["completed"], Duration::from_secs(60))
+        .await;
+    let (_, listing) = server.get(&format!("/api/models/{id}/checkpoints")).await;
+    let checkpoints = listing["checkpoints"].as_array().unwrap();
+    assert_eq!(checkpoints.len(), 3, "the newest three are kept: {listing}");
+    let epochs: Vec<i64> = checkpoints
+        .iter()
+        .map(|c| c["epoch"].as_i64().unwrap())
+        .collect();
+    assert_eq!(epochs, vec![5, 4, 3]);
+    let first = &checkpoints[0];
+    let response = server
+        .raw_get(&format!(
+            "/api/models/{id}/checkpoints/{}",
+            first["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(response.status(), 200);
+    let bytes = response.bytes().await.unwrap();
+    assert_eq!(bytes.len() as i64, first["bytes"].as_i64().unwrap());
+    use sha2::Digest;
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&bytes)),
+        first["sha256"].as_str().unwrap()
+    );
+    assert_eq!(
+        server
+            .raw_get(&format!("/api/models/{id}/checkpoints/nope"))
+            .await
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn test_invalid_configuration_is_caught_before_anything_is_queued() {
+    let server = Server::start().await;
+    let id = server.create_model("iris", "mlp", json!({})).await;
+    let (code, _) = server
+        .post(
+            &format!("/api/models/{id}/train"),
+            json!({"hyperparameters": {"batch_size": 0}}),
+        )
+        .await;
+    assert_eq!(code, 400);
+    let (_, status) = server.get(&format!("/api/models/{id}/status")).await;
+    assert!(status["run_id"].is_null(), "nothing was queued: {status}");
+}
+
+#[tokio::test]
+async fn test_persistent_nan_fails_at_once_naming_epoch_and_batch() {
+    let server = Server::start().await;
+    let id = server
+        .create_model(
+            "california_housing",
+            "mlp",
+            json!({"learning_rate": 10.0, "optimizer": "sgd", "epochs": 20}),
+        )
+        .await;
+    server.train(&id).await;
+    let done = server
+        .wait_for(&id, &["failed", "completed"], Duration::from_secs(60))
+        .await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let error = done["error"].as_str().unwrap();
+    assert!(
+        error.contains("epoch") && error.contains("batch"),
+        "{error}"
+    );
+    let run_id = done["run_id"].as_str().unwrap();
+    let (_, run) = server.get(&format!("/api/runs/{run_id}")).await;
+    assert_eq!(
+        run["attempts"].as_array().unwrap().len(),
+        1,
+        "not retried: {run}"
+    );
+}
