@@ -20,6 +20,7 @@ pub struct Server {
 pub struct Options {
     pub workers: usize,
     pub lease_seconds: u64,
+    pub retry_backoff_ms: u64,
 }
 
 impl Default for Options {
@@ -27,6 +28,7 @@ impl Default for Options {
         Options {
             workers: 2,
             lease_seconds: 30,
+            retry_backoff_ms: 1000,
         }
     }
 }
@@ -62,9 +64,14 @@ impl Server {
 
     /// SIGTERM and wait for a clean exit; returns the exit code.
     pub async fn stop(&mut self) -> Option<i32> {
+        self.signal("-TERM").await
+    }
+
+    /// Sends a signal (`-INT`, `-TERM`) and waits for the process to exit.
+    pub async fn signal(&mut self, signal: &str) -> Option<i32> {
         let mut child = self.child.take()?;
         Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([signal, &child.id().to_string()])
             .status()
             .unwrap();
         tokio::task::spawn_blocking(move || child.wait().unwrap().code())
@@ -187,6 +194,8 @@ fn spawn(dir: &Path, options: &Options) -> (Child, String) {
             &options.workers.to_string(),
             "--lease-seconds",
             &options.lease_seconds.to_string(),
+            "--retry-backoff-ms",
+            &options.retry_backoff_ms.to_string(),
         ])
         .env("TRAINYARD_LOG", "warn")
         .stdout(Stdio::piped())

@@ -119,6 +119,7 @@ async fn test_crash_mid_training_resumes_from_the_latest_checkpoint() {
     let options = || Options {
         workers: 1,
         lease_seconds: 2,
+        ..Default::default()
     };
     let hp: Value = serde_json::from_str(HP).unwrap();
     let mut first = Server::start_in(dir.path(), options()).await;
@@ -318,4 +319,146 @@ async fn test_persistent_nan_fails_at_once_naming_epoch_and_batch() {
         1,
         "not retried: {run}"
     );
+}
+
+#[tokio::test]
+async fn test_oom_recovery_halves_the_batch_size_and_records_it() {
+    let server = Server::start().await;
+    let id = server
+        .create_model(
+            "mnist",
+            "mlp",
+            json!({"epochs": 1, "batch_size": 1024, "memory_budget_mb": 10}),
+        )
+        .await;
+    server.train(&id).await;
+    let done = server
+        .wait_for(&id, &["completed", "failed"], Duration::from_secs(120))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let run_id = done["run_id"].as_str().unwrap();
+    let (_, run) = server.get(&format!("/api/runs/{run_id}")).await;
+    let note = run["attempts"][0]["note"].as_str().unwrap_or_default();
+    assert!(note.contains("batch size reduced from 1024 to"), "{run}");
+
+    let id = server
+        .create_model("mnist", "mlp", json!({"epochs": 1, "memory_budget_mb": 1}))
+        .await;
+    server.train(&id).await;
+    let failed = server
+        .wait_for(&id, &["completed", "failed"], Duration::from_secs(60))
+        .await;
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("raise memory_budget_mb"),
+        "{failed}"
+    );
+}
+
+#[tokio::test]
+async fn test_interrupted_training_resume_after_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Server::start_in(dir.path(), Options::default()).await;
+    let id = first
+        .create_model("mnist", "mlp", json!({"epochs": 3, "hidden_layers": [64]}))
+        .await;
+    first.train(&id).await;
+    first
+        .wait_for(&id, &["training"], Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = std::time::Instant::now();
+    assert_eq!(first.signal("-INT").await, Some(0), "SIGINT exits 0");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "shut down in {:?}",
+        asked.elapsed()
+    );
+
+    let second = Server::start_in(dir.path(), Options::default()).await;
+    let done = second
+        .wait_for(&id, &["completed", "failed"], Duration::from_secs(120))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let run_id = done["run_id"].as_str().unwrap();
+    let (_, run) = second.get(&format!("/api/runs/{run_id}")).await;
+    assert_eq!(run["attempts"][0]["outcome"], "interrupted");
+    assert!(
+        run["attempts"][1]["note"]
+            .as_str()
+            .unwrap()
+            .contains("resumed from the checkpoint"),
+        "{run}"
+    );
+}
+
+/// Unmounts the small filesystem even when the test fails.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn test_disk_space_exhaustion_fails_the_run_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&artifacts)
+        .output();
+    if !mounted.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIPPED test_disk_space_exhaustion: cannot mount a 1 MB tmpfs here (needs root): {mounted:?}"
+        );
+        return;
+    }
+    let _mount = Mount(artifacts.clone());
+    let mut server = Server::start_in(
+        dir.path(),
+        Options {
+            retry_backoff_ms: 100,
+            ..Default::default()
+        },
+    )
+    .await;
+    // Its 2 MB checkpoints cannot fit; the small iris run beside it still can.
+    let big = server
+        .create_model("mnist", "mlp", json!({"epochs": 3}))
+        .await;
+    let small = server
+        .create_model("iris", "mlp", json!({"epochs": 20}))
+        .await;
+    server.train(&big).await;
+    server.train(&small).await;
+
+    let failed = server
+        .wait_for(&big, &["completed", "failed"], Duration::from_secs(120))
+        .await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("No space left") && error.contains("gave up after 4 attempts"),
+        "{error}"
+    );
+    let run_id = failed["run_id"].as_str().unwrap();
+    let (_, run) = server.get(&format!("/api/runs/{run_id}")).await;
+    assert_eq!(
+        run["attempts"].as_array().unwrap().len(),
+        4,
+        "retried max_restarts times: {run}"
+    );
+
+    let ok = server
+        .wait_for(&small, &["completed", "failed"], Duration::from_secs(60))
+        .await;
+    assert_eq!(ok["status"], "completed", "other runs continue: {ok}");
+    assert_eq!(server.get("/ready").await.0, 200, "the server stays up");
+    assert_eq!(server.stop().await, Some(0));
 }

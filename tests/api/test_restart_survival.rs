@@ -68,6 +68,7 @@ async fn a_killed_server_s_job_is_reclaimed_after_its_lease_expires() {
         Options {
             workers: 1,
             lease_seconds: 2,
+            ..Default::default()
         },
     )
     .await;
@@ -85,6 +86,7 @@ async fn a_killed_server_s_job_is_reclaimed_after_its_lease_expires() {
         Options {
             workers: 1,
             lease_seconds: 2,
+            ..Default::default()
         },
     )
     .await;

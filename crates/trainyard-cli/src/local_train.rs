@@ -168,6 +168,24 @@ impl Observer for CliObserver {
                     ));
                 }
             }
+            TrainingEvent::RolledBack {
+                epoch,
+                batch,
+                resumed_at_epoch,
+                learning_rate_scale,
+            } => {
+                self.println(format!(
+                    "non-finite loss at epoch {epoch}, batch {batch}: rolled back to epoch {resumed_at_epoch}, learning rate x{learning_rate_scale}"
+                ));
+            }
+            TrainingEvent::BatchSizeReduced {
+                from,
+                to,
+                estimated_mb,
+                budget_mb,
+            } => {
+                self.println(format!("batch size {from} -> {to} to fit the memory budget ({estimated_mb:.0} MB > {budget_mb} MB)"));
+            }
             TrainingEvent::CheckpointWritten { .. }
             | TrainingEvent::Finished { .. }
             | TrainingEvent::Failed { .. } => {}

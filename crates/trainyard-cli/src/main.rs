@@ -53,6 +53,15 @@ struct ServeArgs {
     /// Seconds shutdown waits for running training to checkpoint and stop.
     #[arg(long, env = "TRAINYARD_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     shutdown_grace_seconds: u64,
+    /// Retryable failures (storage errors, lost workers) a run survives before it fails.
+    #[arg(long, env = "TRAINYARD_MAX_RESTARTS", default_value_t = 3)]
+    max_restarts: u32,
+    /// First retry delay in milliseconds; doubles with each failure.
+    #[arg(long, env = "TRAINYARD_RETRY_BACKOFF_MS", default_value_t = 1000)]
+    retry_backoff_ms: u64,
+    /// Checkpoints kept per run, newest first.
+    #[arg(long, env = "TRAINYARD_KEEP_CHECKPOINTS", default_value_t = 3)]
+    keep_checkpoints: usize,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "TRAINYARD_LOG_JSON")]
     log_json: bool,
@@ -101,6 +110,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.lease = Duration::from_secs(args.lease_seconds.max(1));
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_seconds);
+    config.max_restarts = args.max_restarts;
+    config.retry_backoff = Duration::from_millis(args.retry_backoff_ms);
+    config.keep_checkpoints = args.keep_checkpoints.max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -57,6 +57,20 @@ pub enum TrainingEvent {
         epoch: u32,
         best_epoch: u32,
     },
+    /// A non-finite loss rolled training back to the last good checkpoint.
+    RolledBack {
+        epoch: u32,
+        batch: u32,
+        resumed_at_epoch: u32,
+        learning_rate_scale: f64,
+    },
+    /// The batch size was halved to fit the memory budget.
+    BatchSizeReduced {
+        from: u32,
+        to: u32,
+        estimated_mb: f64,
+        budget_mb: u32,
+    },
     Finished {
         metrics: BTreeMap<String, f64>,
     },

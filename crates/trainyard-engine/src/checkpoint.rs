@@ -30,6 +30,15 @@ pub struct LoopState {
     pub best_value: Option<f64>,
     pub best_epoch: u32,
     pub epochs_without_improvement: u32,
+    /// Learning-rate multiplier left by NaN rollbacks (1 when there were none).
+    #[serde(default = "one")]
+    pub lr_scale: f64,
+    #[serde(default)]
+    pub nan_rollbacks: u32,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// A complete resume point.

@@ -48,9 +48,18 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TrainError {
     #[error(
-        "loss became {value} at epoch {epoch}, batch {batch}; lower learning_rate or check the data for extreme values"
+        "loss became {value} at epoch {epoch}, batch {batch} after {rollbacks} rollbacks to the last checkpoint with the learning rate halved each time; lower learning_rate or check the data for extreme values"
     )]
-    NonFinite { epoch: u32, batch: u32, value: f64 },
+    NonFinite {
+        epoch: u32,
+        batch: u32,
+        value: f64,
+        rollbacks: u32,
+    },
+    #[error(
+        "the model needs about {needed_mb:.0} MB even at batch size 1, over the memory budget of {budget_mb} MB; raise memory_budget_mb or use a smaller model"
+    )]
+    OutOfMemory { needed_mb: f64, budget_mb: u32 },
     #[error("writing a checkpoint failed: {0}")]
     Checkpoint(String),
     #[error("cannot resume: {0}")]

@@ -46,6 +46,32 @@ impl Architecture {
         }
     }
 
+    /// Estimated training memory in bytes at a batch size: weights, gradients and two optimiser
+    /// moments per parameter, plus forward activations kept for the backward pass (with a
+    /// factor for autodiff intermediates).
+    pub fn estimated_bytes(&self, batch: usize) -> f64 {
+        let mut params = 0usize;
+        let mut activations = self.n_inputs;
+        let mut channels = self.image_shape.map_or(1, |s| s[0]);
+        let (mut h, mut w) = self.image_shape.map_or((0, 0), |s| (s[1], s[2]));
+        for &out in &self.conv_channels {
+            params += channels * out * 9 + out;
+            activations += 2 * out * h * w + out * (h / 2) * (w / 2);
+            channels = out;
+            h /= 2;
+            w /= 2;
+        }
+        let mut width = self.conv_output_width();
+        for &next in self.hidden.iter().chain(std::iter::once(&self.n_outputs)) {
+            params += width * next + next;
+            activations += 2 * next;
+            width = next;
+        }
+        const F32: f64 = 4.0;
+        const AUTODIFF_FACTOR: f64 = 3.0;
+        params as f64 * F32 * 4.0 + batch as f64 * activations as f64 * F32 * AUTODIFF_FACTOR
+    }
+
     /// Width of the flattened output of the convolution stack (each block halves the image).
     fn conv_output_width(&self) -> usize {
         match (self.conv_channels.last(), self.image_shape) {

@@ -172,6 +172,8 @@ pub(crate) fn train_network(
         best_value: None,
         best_epoch: 0,
         epochs_without_improvement: 0,
+        lr_scale: 1.0,
+        nan_rollbacks: 0,
     };
     let mut best_model: Option<Vec<u8>> = None;
     if let Some(ckpt) = req.resume {
@@ -191,13 +193,15 @@ pub(crate) fn train_network(
         validation_samples: prepared.validation.len(),
     });
     let n_train = prepared.train.len();
-    let batch = (hp.batch_size as usize).min(n_train).max(1);
+    let batch = fit_batch_size(&arch, hp, observer)?.min(n_train).max(1);
     let n_batches = n_train.div_ceil(batch) as u32;
     let mut last_progress = Instant::now();
+    // Where a non-finite loss rolls back to: the newest checkpoint, or the start.
+    let mut last_good = snapshot(&state, &model, &optimizer, &best_model)?;
 
-    while state.epoch < hp.epochs {
+    'epochs: while state.epoch < hp.epochs {
         let epoch = state.epoch;
-        let lr = learning_rate(hp, epoch);
+        let lr = learning_rate(hp, epoch) * state.lr_scale;
         let order = epoch_order(n_train, hp.seed, epoch);
         let started = Instant::now();
         let mut samples = 0usize;
@@ -221,11 +225,31 @@ pub(crate) fn train_network(
             let batch_loss = loss(task, out, y, &device);
             let value = scalar(batch_loss.clone());
             if !value.is_finite() {
-                return Err(TrainError::NonFinite {
+                if state.nan_rollbacks >= hp.nan_rollbacks {
+                    return Err(TrainError::NonFinite {
+                        epoch: epoch + 1,
+                        batch: b + 1,
+                        value,
+                        rollbacks: state.nan_rollbacks,
+                    });
+                }
+                let (rollbacks, scale) = (state.nan_rollbacks + 1, state.lr_scale * 0.5);
+                let good = last_good.clone();
+                model = load_record(model, &good.model)?;
+                optimizer = optimizer
+                    .from_bytes(Bytes::from_bytes_vec(good.optimizer))
+                    .map_err(|e| TrainError::Resume(format!("optimizer record: {e}")))?;
+                state = good.state;
+                best_model = good.best_model;
+                state.nan_rollbacks = rollbacks;
+                state.lr_scale = scale;
+                observer.event(TrainingEvent::RolledBack {
                     epoch: epoch + 1,
                     batch: b + 1,
-                    value,
+                    resumed_at_epoch: state.epoch,
+                    learning_rate_scale: scale,
                 });
+                continue 'epochs;
             }
             let grads = GradientsParams::from_grads(batch_loss.backward(), &model);
             model = optimizer.step(lr, model, grads);
@@ -285,6 +309,7 @@ pub(crate) fn train_network(
         if !finished && state.epoch.is_multiple_of(hp.checkpoint_every) {
             let ckpt = snapshot(&state, &model, &optimizer, &best_model)?;
             write_checkpoint(observer, &ckpt)?;
+            last_good = ckpt;
         }
         if stop_early {
             observer.event(TrainingEvent::EarlyStopped {
@@ -352,6 +377,39 @@ fn write_checkpoint(observer: &mut dyn Observer, ckpt: &Checkpoint) -> Result<()
         bytes,
     });
     Ok(())
+}
+
+/// Halves the batch size until the memory estimate fits `memory_budget_mb` (0: no budget).
+fn fit_batch_size(
+    arch: &Architecture,
+    hp: &Hyperparameters,
+    observer: &mut dyn Observer,
+) -> Result<usize, TrainError> {
+    let requested = hp.batch_size as usize;
+    if hp.memory_budget_mb == 0 {
+        return Ok(requested);
+    }
+    let budget = hp.memory_budget_mb as f64 * 1024.0 * 1024.0;
+    let mut batch = requested;
+    while arch.estimated_bytes(batch) > budget && batch > 1 {
+        batch /= 2;
+    }
+    let needed = arch.estimated_bytes(batch);
+    if needed > budget {
+        return Err(TrainError::OutOfMemory {
+            needed_mb: needed / 1048576.0,
+            budget_mb: hp.memory_budget_mb,
+        });
+    }
+    if batch != requested {
+        observer.event(TrainingEvent::BatchSizeReduced {
+            from: requested as u32,
+            to: batch as u32,
+            estimated_mb: arch.estimated_bytes(requested) / 1048576.0,
+            budget_mb: hp.memory_budget_mb,
+        });
+    }
+    Ok(batch)
 }
 
 /// A checkpoint may only resume the run it came from: same algorithm, shape, preprocessing and

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::*;
 use serde_json::json;
 use trainyard_core::{Algorithm, EpochMetrics};
-use trainyard_data::{Dataset, SyntheticSpec, Table, load_builtin};
+use trainyard_data::{Dataset, Table, load_builtin};
 use trainyard_engine::{Checkpoint, Control, Outcome, Recorder, TrainRequest, TrainedModel, train};
 
 /// Epoch metrics without the wall-clock fields, which legitimately differ between runs.
@@ -253,19 +253,78 @@ fn early_stopping_restores_the_best_weights() {
 }
 
 #[test]
-fn exploding_loss_names_epoch_and_batch() {
-    let ds = SyntheticSpec {
-        task: trainyard_core::Task::Regression,
-        n_samples: 400,
-        ..Default::default()
-    }
-    .generate();
-    let req = request_on(
-        Arc::new(ds),
+fn persistent_non_finite_loss_fails_after_the_rollbacks_naming_epoch_and_batch() {
+    let req = request(
+        "california_housing",
         Algorithm::Mlp,
-        json!({"learning_rate": 10.0, "optimizer": "sgd", "epochs": 50}),
+        json!({"learning_rate": 10.0, "optimizer": "sgd", "epochs": 5}),
+    );
+    let mut rec = Recorder::default();
+    let err = train(req, &Control::default(), &mut rec).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("at epoch") && msg.contains("batch") && msg.contains("after 3 rollbacks"),
+        "{msg}"
+    );
+    let rollbacks = rec
+        .events
+        .iter()
+        .filter(|e| matches!(e, trainyard_core::TrainingEvent::RolledBack { .. }))
+        .count();
+    assert_eq!(rollbacks, 3);
+}
+
+#[test]
+fn a_non_finite_loss_rolls_back_with_the_learning_rate_halved() {
+    let req = request(
+        "california_housing",
+        Algorithm::Mlp,
+        json!({"optimizer": "sgd", "learning_rate": 1.0, "epochs": 3}),
+    );
+    let (model, rec) = train_to_completion(req);
+    let rollbacks: Vec<f64> = rec
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            trainyard_core::TrainingEvent::RolledBack {
+                learning_rate_scale,
+                ..
+            } => Some(*learning_rate_scale),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rollbacks, vec![0.5, 0.25]);
+    let epochs = rec.epochs();
+    assert_eq!(
+        epochs.iter().map(|m| m.epoch).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "no duplicate epochs after rollbacks"
+    );
+    assert_eq!(epochs[0].learning_rate, 0.25);
+    assert!(metric(&model, "r2") > 0.3, "{:?}", model.header.metrics);
+}
+
+#[test]
+fn a_memory_budget_halves_the_batch_size_or_fails_clearly() {
+    let req = request(
+        "mnist",
+        Algorithm::Mlp,
+        json!({"epochs": 1, "batch_size": 1024, "memory_budget_mb": 10}),
+    );
+    let (_, rec) = train_to_completion(req);
+    let reduced = rec.events.iter().find_map(|e| match e {
+        trainyard_core::TrainingEvent::BatchSizeReduced { from, to, .. } => Some((*from, *to)),
+        _ => None,
+    });
+    let (from, to) = reduced.expect("batch size was reduced");
+    assert_eq!(from, 1024);
+    assert!(to < 1024 && to.is_power_of_two(), "{to}");
+
+    let req = request(
+        "mnist",
+        Algorithm::Mlp,
+        json!({"epochs": 1, "memory_budget_mb": 1}),
     );
     let err = train(req, &Control::default(), &mut Recorder::default()).unwrap_err();
-    let msg = err.to_string();
-    assert!(msg.contains("at epoch") && msg.contains("batch"), "{msg}");
+    assert!(err.to_string().contains("memory_budget_mb"), "{err}");
 }

@@ -171,7 +171,7 @@ async fn run_job(
     if let Some(note) = &note {
         tracing::info!(run_id = %job.run_id, attempt = job.attempt, %note, "resuming");
         store
-            .set_attempt_note(&job.run_id, job.attempt, note)
+            .add_attempt_note(&job.run_id, job.attempt, note)
             .await?;
     }
     // Keep the history the checkpoint covers; forget epochs an earlier attempt ran past it.
@@ -459,6 +459,35 @@ async fn persist(
         }
         Report::Event(TrainingEvent::Started { .. }) => {
             store.set_stage(&job.run_id, job.attempt, "training").await
+        }
+        Report::Event(TrainingEvent::RolledBack {
+            epoch,
+            batch,
+            resumed_at_epoch,
+            learning_rate_scale,
+        }) => {
+            let note = format!(
+                "non-finite loss at epoch {epoch}, batch {batch}: rolled back to epoch {resumed_at_epoch} with the learning rate scaled by {learning_rate_scale}"
+            );
+            store
+                .truncate_history(&job.run_id, job.attempt, resumed_at_epoch as i64)
+                .await?;
+            store
+                .add_attempt_note(&job.run_id, job.attempt, &note)
+                .await
+        }
+        Report::Event(TrainingEvent::BatchSizeReduced {
+            from,
+            to,
+            estimated_mb,
+            budget_mb,
+        }) => {
+            let note = format!(
+                "batch size reduced from {from} to {to}: about {estimated_mb:.0} MB needed, budget {budget_mb} MB"
+            );
+            store
+                .add_attempt_note(&job.run_id, job.attempt, &note)
+                .await
         }
         Report::Event(_) => Ok(()),
         Report::Checkpoint(row) => {

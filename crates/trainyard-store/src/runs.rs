@@ -320,14 +320,16 @@ impl Store {
             .collect()
     }
 
-    /// Annotates the current attempt, e.g. with the checkpoint it resumed from.
-    pub async fn set_attempt_note(&self, run_id: &str, attempt: i64, note: &str) -> Result<()> {
-        sqlx::query("UPDATE run_attempts SET note = ? WHERE run_id = ? AND attempt = ?")
-            .bind(note)
-            .bind(run_id)
-            .bind(attempt)
-            .execute(&self.pool)
-            .await?;
+    /// Adds a note to the current attempt (what it resumed from, rollbacks, batch-size cuts).
+    pub async fn add_attempt_note(&self, run_id: &str, attempt: i64, note: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE run_attempts SET note = COALESCE(note || '; ', '') || ? WHERE run_id = ? AND attempt = ?",
+        )
+        .bind(note)
+        .bind(run_id)
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
