@@ -198,6 +198,7 @@ fn spawn(dir: &Path, options: &Options) -> (Child, String) {
             &options.retry_backoff_ms.to_string(),
         ])
         .env("TRAINYARD_LOG", "warn")
+        .env("TRAINYARD_FAILPOINT_PANIC_MODEL", "crash-test-dummy")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

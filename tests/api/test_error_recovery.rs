@@ -462,3 +462,71 @@ async fn test_disk_space_exhaustion_fails_the_run_cleanly() {
     assert_eq!(server.get("/ready").await.0, 200, "the server stays up");
     assert_eq!(server.stop().await, Some(0));
 }
+
+#[tokio::test]
+async fn test_training_loop_exception_fails_only_that_run() {
+    let server = Server::start_with(Options {
+        workers: 1,
+        ..Default::default()
+    })
+    .await;
+    // The server under test panics inside training for models with this name.
+    let (code, body) = server
+        .post("/api/models", json!({"name": "crash-test-dummy", "dataset": "iris", "algorithm": "mlp", "hyperparameters": {"epochs": 5}}))
+        .await;
+    assert_eq!(code, 201);
+    let crashing = body["id"].as_str().unwrap().to_string();
+    let healthy = server
+        .create_model("iris", "mlp", json!({"epochs": 5}))
+        .await;
+    server.train(&crashing).await;
+    server.train(&healthy).await;
+
+    let failed = server
+        .wait_for(&crashing, &["failed", "completed"], Duration::from_secs(60))
+        .await;
+    assert_eq!(failed["status"], "failed");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("training crashed") && error.contains("injected failure"),
+        "{error}"
+    );
+    // The single worker survived the panic and trained the next job.
+    let ok = server
+        .wait_for(&healthy, &["failed", "completed"], Duration::from_secs(60))
+        .await;
+    assert_eq!(ok["status"], "completed", "{ok}");
+}
+
+#[tokio::test]
+async fn test_model_load_failure_recovery_for_a_corrupt_artifact() {
+    let server = Server::start().await;
+    let id = server
+        .create_model("iris", "mlp", json!({"epochs": 3}))
+        .await;
+    server.train(&id).await;
+    let done = server
+        .wait_for(&id, &["completed"], Duration::from_secs(60))
+        .await;
+    let run_id = done["run_id"].as_str().unwrap();
+    let path = server
+        .data_dir
+        .join(format!("artifacts/runs/{run_id}/model.tym"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&path, bytes).unwrap();
+    let (code, err) = server
+        .post(
+            &format!("/api/models/{id}/predict"),
+            json!({"inputs": [[5.1, 3.5, 1.4, 0.2]]}),
+        )
+        .await;
+    assert_eq!(code, 422, "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("corrupt") && message.contains("retrain"),
+        "{message}"
+    );
+    assert_eq!(server.get("/ready").await.0, 200);
+}

@@ -78,6 +78,9 @@ pub struct Hyperparameters {
     pub n_estimators: u32,
     pub max_depth: u32,
     pub checkpoint_every: u32,
+    /// Also checkpoint mid-epoch when this many seconds passed since the last one (0: off), so
+    /// a crash during a long epoch loses at most this much work.
+    pub checkpoint_seconds: u32,
     /// Times a non-finite loss may roll training back to the last checkpoint (halving the
     /// learning rate) before the run fails.
     pub nan_rollbacks: u32,
@@ -100,6 +103,7 @@ const GRADIENT_KEYS: &[&str] = &[
     "validation_split",
     "early_stopping",
     "checkpoint_every",
+    "checkpoint_seconds",
     "nan_rollbacks",
     "memory_budget_mb",
 ];
@@ -177,6 +181,7 @@ impl Hyperparameters {
             n_estimators: 100,
             max_depth: 16,
             checkpoint_every: 1,
+            checkpoint_seconds: 30,
             nan_rollbacks: 3,
             memory_budget_mb: 0,
         }
@@ -249,6 +254,7 @@ impl Hyperparameters {
             "n_estimators" => self.n_estimators = uint(key, value, 1, 1000)? as u32,
             "max_depth" => self.max_depth = uint(key, value, 1, 64)? as u32,
             "checkpoint_every" => self.checkpoint_every = uint(key, value, 1, 100_000)? as u32,
+            "checkpoint_seconds" => self.checkpoint_seconds = uint(key, value, 0, 86_400)? as u32,
             "nan_rollbacks" => self.nan_rollbacks = uint(key, value, 0, 10)? as u32,
             "memory_budget_mb" => self.memory_budget_mb = uint(key, value, 0, 1_000_000)? as u32,
             other => unreachable!("key '{other}' is in allowed_keys but has no setter"),

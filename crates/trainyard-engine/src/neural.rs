@@ -198,6 +198,9 @@ pub(crate) fn train_network(
     let mut last_progress = Instant::now();
     // Where a non-finite loss rolls back to: the newest checkpoint, or the start.
     let mut last_good = snapshot(&state, &model, &optimizer, &best_model)?;
+    let checkpoint_interval =
+        (hp.checkpoint_seconds > 0).then(|| Duration::from_secs(hp.checkpoint_seconds as u64));
+    let mut last_checkpoint = Instant::now();
 
     'epochs: while state.epoch < hp.epochs {
         let epoch = state.epoch;
@@ -258,6 +261,14 @@ pub(crate) fn train_network(
             state.global_step += 1;
             state.next_batch = b + 1;
             samples += rows.len();
+            if checkpoint_interval.is_some_and(|every| last_checkpoint.elapsed() >= every)
+                && b + 1 < n_batches
+            {
+                let ckpt = snapshot(&state, &model, &optimizer, &best_model)?;
+                write_checkpoint(observer, &ckpt)?;
+                last_good = ckpt;
+                last_checkpoint = Instant::now();
+            }
             if last_progress.elapsed() >= PROGRESS_INTERVAL {
                 last_progress = Instant::now();
                 observer.event(TrainingEvent::Progress {
@@ -310,6 +321,7 @@ pub(crate) fn train_network(
             let ckpt = snapshot(&state, &model, &optimizer, &best_model)?;
             write_checkpoint(observer, &ckpt)?;
             last_good = ckpt;
+            last_checkpoint = Instant::now();
         }
         if stop_early {
             observer.event(TrainingEvent::EarlyStopped {

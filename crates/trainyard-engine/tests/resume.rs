@@ -328,3 +328,25 @@ fn a_memory_budget_halves_the_batch_size_or_fails_clearly() {
     let err = train(req, &Control::default(), &mut Recorder::default()).unwrap_err();
     assert!(err.to_string().contains("memory_budget_mb"), "{err}");
 }
+
+#[test]
+fn time_based_checkpoints_land_mid_epoch_and_resume_exactly() {
+    // Small batches make the single epoch take well over a second.
+    let req = request(
+        "mnist",
+        Algorithm::Mlp,
+        json!({"epochs": 2, "batch_size": 8, "checkpoint_seconds": 1}),
+    );
+    let (straight, rec) = train_to_completion(req.clone());
+    let mid = rec
+        .checkpoints
+        .iter()
+        .find(|c| c.state.next_batch > 0 && c.state.epoch == 0)
+        .expect("a checkpoint inside the first epoch")
+        .clone();
+    let mut resumed = req;
+    resumed.resume = Some(Checkpoint::from_bytes(&mid.to_bytes()).unwrap());
+    let (model, _) = train_to_completion(resumed);
+    assert_eq!(weights_fingerprint(&model), weights_fingerprint(&straight));
+    assert_eq!(model.header.metrics, straight.header.metrics);
+}

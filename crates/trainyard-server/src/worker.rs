@@ -31,11 +31,21 @@ struct JobObserver {
     run_id: String,
     attempt: i64,
     tx: mpsc::UnboundedSender<Report>,
+    /// Failpoint for the crash-isolation test: panic inside the training thread.
+    panic_after_first_epoch: bool,
 }
+
+/// Models with this name panic inside training after their first epoch; it exists so the test
+/// suite can prove that a crashing job fails alone and the worker survives.
+const FAILPOINT_PANIC_MODEL: &str = "TRAINYARD_FAILPOINT_PANIC_MODEL";
 
 impl Observer for JobObserver {
     fn event(&mut self, event: TrainingEvent) {
+        let epoch_done = matches!(event, TrainingEvent::Epoch(_));
         let _ = self.tx.send(Report::Event(event));
+        if epoch_done && self.panic_after_first_epoch {
+            panic!("injected failure ({FAILPOINT_PANIC_MODEL})");
+        }
     }
 
     fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<u64, String> {
@@ -109,7 +119,10 @@ pub async fn worker_loop(state: SharedState, name: String, mut shutdown: watch::
 }
 
 /// Builds the engine request from the stored model and run, or says why it cannot be trained.
-async fn prepare_request(state: &SharedState, job: &ClaimedJob) -> Result<TrainRequest, String> {
+async fn prepare_request(
+    state: &SharedState,
+    job: &ClaimedJob,
+) -> Result<(TrainRequest, String), String> {
     let project = &state.config.project;
     let model = state
         .store
@@ -127,6 +140,7 @@ async fn prepare_request(state: &SharedState, job: &ClaimedJob) -> Result<TrainR
         .algorithm
         .parse()
         .map_err(|e: trainyard_core::ValidationError| e.message)?;
+    let model_name = model.name.clone();
     let dataset = tokio::task::spawn_blocking(move || load_builtin(&model.dataset))
         .await
         .map_err(|e| e.to_string())?
@@ -134,12 +148,13 @@ async fn prepare_request(state: &SharedState, job: &ClaimedJob) -> Result<TrainR
     let hp_map = run.hyperparameters.as_object().cloned().unwrap_or_default();
     let hyperparameters = Hyperparameters::resolve(algorithm, &dataset.info.shape(), &hp_map)
         .map_err(|e| e.to_string())?;
-    Ok(TrainRequest {
+    let request = TrainRequest {
         dataset,
         algorithm,
         hyperparameters,
         resume: None,
-    })
+    };
+    Ok((request, model_name))
 }
 
 async fn run_job(
@@ -163,7 +178,7 @@ async fn run_job(
     if let Some(reason) = restart_budget_exhausted(state, &job).await? {
         return fail(state, &job, &reason).await;
     }
-    let mut request = match prepare_request(state, &job).await {
+    let (mut request, model_name) = match prepare_request(state, &job).await {
         Ok(r) => r,
         Err(reason) => return fail(state, &job, &reason).await,
     };
@@ -196,6 +211,8 @@ async fn run_job(
         run_id: job.run_id.clone(),
         attempt: job.attempt,
         tx,
+        panic_after_first_epoch: std::env::var(FAILPOINT_PANIC_MODEL)
+            .is_ok_and(|name| name == model_name),
     };
     let heartbeat = tokio::spawn(heartbeat_loop(
         state.clone(),
