@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 use trainyard_core::{Algorithm, Hyperparameters};
 use trainyard_data::load_builtin;
-use trainyard_engine::{Control, Outcome, Recorder, TrainRequest};
+use trainyard_engine::{Checkpoint, Control, Observer, Outcome, Recorder, TrainRequest};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -178,6 +178,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let reference = results[reference_case]["samples_per_second"]
         .as_f64()
         .unwrap_or_default();
+    let (checkpoint_seconds, checkpoint_bytes) = checkpoint_cost()?;
+    if !args.json {
+        println!(
+            "checkpoint of the MNIST mlp: {:.1} ms to serialise and write durably, {:.2} MB",
+            checkpoint_seconds * 1000.0,
+            checkpoint_bytes as f64 / 1e6
+        );
+    }
     if args.json {
         println!(
             "{}",
@@ -192,4 +200,58 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Times what a checkpoint costs the training thread: serialising it and writing it durably.
+struct TimedCheckpoints {
+    dir: std::path::PathBuf,
+    writes: Vec<(f64, usize)>,
+}
+
+impl Observer for TimedCheckpoints {
+    fn event(&mut self, _event: trainyard_core::TrainingEvent) {}
+
+    fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<u64, String> {
+        use std::io::Write;
+        let started = Instant::now();
+        let bytes = checkpoint.to_bytes();
+        let path = self
+            .dir
+            .join(format!("c{}.tyck", checkpoint.state.global_step));
+        let mut file = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+        file.write_all(&bytes)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| e.to_string())?;
+        self.writes
+            .push((started.elapsed().as_secs_f64(), bytes.len()));
+        Ok(bytes.len() as u64)
+    }
+}
+
+/// Checkpoint write time and size for the default MNIST mlp.
+pub fn checkpoint_cost() -> anyhow::Result<(f64, usize)> {
+    let dataset = load_builtin("mnist")?;
+    let overrides: Map<String, Value> = json!({"epochs": 4})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let hp = Hyperparameters::resolve(Algorithm::Mlp, &dataset.info.shape(), &overrides)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = std::env::temp_dir().join(format!("trainyard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut observer = TimedCheckpoints {
+        dir: dir.clone(),
+        writes: vec![],
+    };
+    let request = TrainRequest {
+        dataset,
+        algorithm: Algorithm::Mlp,
+        hyperparameters: hp,
+        resume: None,
+    };
+    trainyard_engine::train(request, &Control::default(), &mut observer)?;
+    std::fs::remove_dir_all(&dir)?;
+    let n = observer.writes.len().max(1) as f64;
+    let mean = observer.writes.iter().map(|w| w.0).sum::<f64>() / n;
+    Ok((mean, observer.writes.last().map_or(0, |w| w.1)))
 }
