@@ -11,6 +11,7 @@ mod test_error_scenarios;
 mod test_idempotency;
 mod test_predict;
 mod test_restart_survival;
+mod test_streams;
 mod test_system;
 mod test_training_happy_path;
 mod test_training_metrics;

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod artifacts;
 pub mod error;
+pub mod events;
 pub mod state;
 pub mod views;
 pub mod worker;
@@ -68,6 +69,7 @@ pub async fn serve(
         prometheus: prometheus()?,
         shutting_down: AtomicBool::new(false),
         idempotency_locks: Default::default(),
+        events: events::bus(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -66,6 +66,8 @@ pub struct AppState {
     pub prometheus: PrometheusHandle,
     pub shutting_down: AtomicBool,
     pub idempotency_locks: crate::api::KeyLocks,
+    /// In-process fan-out of newly recorded events.
+    pub events: tokio::sync::broadcast::Sender<std::sync::Arc<trainyard_store::EventRow>>,
 }
 
 pub type SharedState = Arc<AppState>;

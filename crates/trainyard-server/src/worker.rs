@@ -15,6 +15,7 @@ use trainyard_engine::{Checkpoint, Control, Observer, Outcome, TrainError, Train
 use trainyard_store::{CheckpointRow, ClaimedJob, RunProgress, StoreError};
 
 use crate::artifacts::{checkpoint_key, model_key, run_prefix};
+use crate::events;
 use crate::state::SharedState;
 
 const IDLE_POLL: Duration = Duration::from_millis(500);
@@ -87,7 +88,19 @@ pub async fn worker_loop(state: SharedState, name: String, mut shutdown: watch::
             Ok(Some(job)) => {
                 let run_id = job.run_id.clone();
                 tracing::info!(worker = %name, run_id = %run_id, attempt = job.attempt, "claimed job");
-                match run_job(&state, job, shutdown.clone()).await {
+                events::publish(
+                    &state,
+                    &job.model_id,
+                    Some(&run_id),
+                    "attempt",
+                    json!({"attempt": job.attempt, "worker": name}),
+                )
+                .await;
+                events::publish_run_status(&state, &run_id).await;
+                let result = run_job(&state, job, shutdown.clone()).await;
+                // Whatever happened (completed, failed, paused, back in the queue), say so.
+                events::publish_run_status(&state, &run_id).await;
+                match result {
                     Ok(()) => {}
                     // The model was deleted mid-run: remove what this attempt wrote after the delete swept.
                     Err(StoreError::Fenced { .. })
@@ -188,6 +201,14 @@ async fn run_job(
         store
             .add_attempt_note(&job.run_id, job.attempt, note)
             .await?;
+        events::publish(
+            state,
+            &job.model_id,
+            Some(&job.run_id),
+            "note",
+            json!({ "message": note }),
+        )
+        .await;
     }
     // Keep the history the checkpoint covers; forget epochs an earlier attempt ran past it.
     let resume_epoch = checkpoint.as_ref().map_or(0, |c| c.state.epoch as i64);
@@ -441,7 +462,80 @@ async fn job_total_epochs(state: &SharedState, job: &ClaimedJob) -> i64 {
         .map_or(0, |r| r.total_epochs)
 }
 
+/// Stores a training report, then publishes it to event subscribers.
 async fn persist(
+    state: &SharedState,
+    job: &ClaimedJob,
+    total_epochs: i64,
+    report: Report,
+) -> Result<(), StoreError> {
+    let published = describe(&report, total_epochs);
+    let started = matches!(report, Report::Event(TrainingEvent::Started { .. }));
+    store_report(state, job, total_epochs, report).await?;
+    if let Some((kind, data)) = published {
+        events::publish(state, &job.model_id, Some(&job.run_id), kind, data).await;
+    }
+    if started {
+        events::publish_run_status(state, &job.run_id).await;
+    }
+    Ok(())
+}
+
+/// What subscribers see of a report: its event type and data.
+fn describe(report: &Report, total_epochs: i64) -> Option<(&'static str, Value)> {
+    match report {
+        Report::Event(TrainingEvent::Progress {
+            epoch,
+            batch,
+            batches,
+            fraction,
+        }) => {
+            let percent = 100.0
+                * ((*epoch as f64 - 1.0 + fraction) / total_epochs.max(1) as f64).clamp(0.0, 1.0);
+            Some((
+                "progress",
+                json!({"epoch": epoch, "batch": batch, "batches": batches, "fraction": fraction, "percent": percent}),
+            ))
+        }
+        Report::Event(TrainingEvent::Epoch(m)) => Some(("epoch", epoch_json(m))),
+        Report::Event(TrainingEvent::EarlyStopped { epoch, best_epoch }) => Some((
+            "note",
+            json!({"message": format!("early stopping after epoch {epoch}; restoring epoch {best_epoch}'s weights")}),
+        )),
+        Report::Event(event) => {
+            note_text(event).map(|message| ("note", json!({ "message": message })))
+        }
+        Report::Checkpoint(row) => Some((
+            "checkpoint",
+            json!({"id": row.id, "epoch": row.epoch, "step": row.step, "bytes": row.bytes, "sha256": row.sha256}),
+        )),
+    }
+}
+
+/// The attempt note for events that change how the run proceeds.
+fn note_text(event: &TrainingEvent) -> Option<String> {
+    match event {
+        TrainingEvent::RolledBack {
+            epoch,
+            batch,
+            resumed_at_epoch,
+            learning_rate_scale,
+        } => Some(format!(
+            "non-finite loss at epoch {epoch}, batch {batch}: rolled back to epoch {resumed_at_epoch} with the learning rate scaled by {learning_rate_scale}"
+        )),
+        TrainingEvent::BatchSizeReduced {
+            from,
+            to,
+            estimated_mb,
+            budget_mb,
+        } => Some(format!(
+            "batch size reduced from {from} to {to}: about {estimated_mb:.0} MB needed, budget {budget_mb} MB"
+        )),
+        _ => None,
+    }
+}
+
+async fn store_report(
     state: &SharedState,
     job: &ClaimedJob,
     total_epochs: i64,
@@ -477,31 +571,21 @@ async fn persist(
         Report::Event(TrainingEvent::Started { .. }) => {
             store.set_stage(&job.run_id, job.attempt, "training").await
         }
-        Report::Event(TrainingEvent::RolledBack {
-            epoch,
-            batch,
-            resumed_at_epoch,
-            learning_rate_scale,
-        }) => {
-            let note = format!(
-                "non-finite loss at epoch {epoch}, batch {batch}: rolled back to epoch {resumed_at_epoch} with the learning rate scaled by {learning_rate_scale}"
-            );
+        Report::Event(
+            event @ TrainingEvent::RolledBack {
+                resumed_at_epoch, ..
+            },
+        ) => {
             store
                 .truncate_history(&job.run_id, job.attempt, resumed_at_epoch as i64)
                 .await?;
+            let note = note_text(&event).unwrap_or_default();
             store
                 .add_attempt_note(&job.run_id, job.attempt, &note)
                 .await
         }
-        Report::Event(TrainingEvent::BatchSizeReduced {
-            from,
-            to,
-            estimated_mb,
-            budget_mb,
-        }) => {
-            let note = format!(
-                "batch size reduced from {from} to {to}: about {estimated_mb:.0} MB needed, budget {budget_mb} MB"
-            );
+        Report::Event(event @ TrainingEvent::BatchSizeReduced { .. }) => {
+            let note = note_text(&event).unwrap_or_default();
             store
                 .add_attempt_note(&job.run_id, job.attempt, &note)
                 .await

@@ -2,6 +2,7 @@
 //! the durable job queue, on SQLite (WAL). Every write a worker makes is fenced by the job's
 //! attempt number, so a worker that lost its lease cannot overwrite its successor's work.
 
+mod events;
 mod idempotency;
 mod models;
 mod queue;
@@ -15,6 +16,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use events::EventRow;
 pub use idempotency::StoredResponse;
 pub use models::{ModelFilter, NewModel};
 pub use queue::{ClaimedJob, JobFlags};
@@ -39,6 +41,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/sqlite/0002_pause_and_notes.sql"),
     ),
+    (3, include_str!("../migrations/sqlite/0003_events.sql")),
 ];
 
 #[derive(Clone)]

@@ -42,7 +42,10 @@ pub async fn cancel_model(
             status_name(&run)
         )));
     };
-    state.store.request_cancel(&run.id).await?;
+    if state.store.request_cancel(&run.id).await? {
+        // Cancelled while queued or paused: no worker will report it.
+        crate::events::publish_run_status(&state, &run.id).await;
+    }
     if let Some(control) = state.control(&run.id) {
         control.cancel();
     }
@@ -96,6 +99,9 @@ pub async fn resume_model(
             "only a paused run can be resumed; its status is {}",
             status_name(&run)
         )));
+    }
+    if let Some(run) = &run {
+        crate::events::publish_run_status(&state, &run.id).await;
     }
     state.job_queued.notify_one();
     current_status(&state, &id).await

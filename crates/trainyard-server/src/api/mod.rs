@@ -5,6 +5,7 @@ pub mod checkpoints;
 pub mod control;
 pub mod datasets;
 pub mod models;
+pub mod streams;
 pub mod system;
 
 use std::collections::HashMap;
@@ -72,6 +73,9 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/api/models/{id}/predict", post(models::predict))
         .route("/api/runs/{id}", get(models::get_run))
+        .route("/api/models/{id}/events", get(streams::model_events))
+        .route("/api/models/{id}/ws", get(streams::model_ws))
+        .route("/api/events", get(streams::all_events))
         .route("/api/datasets", get(datasets::list_datasets))
         .route("/api/datasets/{name}", get(datasets::get_dataset))
         .route("/health", get(system::health))

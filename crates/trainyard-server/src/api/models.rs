@@ -245,6 +245,7 @@ pub async fn train_model(
         .create_run(&model.id, &model.project_id, &hp.to_json(algorithm), epochs)
         .await?;
     if created {
+        crate::events::publish_status(&state, &run).await;
         state.job_queued.notify_one();
     }
     let status = if created {

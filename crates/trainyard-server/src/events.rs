@@ -1,0 +1,225 @@
+//! Live events: every model's events are appended to the store (which numbers them) and then
+//! broadcast in process. A subscriber replays what it missed from the store and follows the
+//! broadcast, filling any gap from the store, so the join between history and live events has
+//! neither gaps nor duplicates. Each subscriber has its own bounded buffer: one that stops
+//! reading is dropped when its buffer fills (and may reconnect from its last sequence number);
+//! training and other subscribers never wait for it.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use trainyard_store::{EventRow, RunRow};
+
+use crate::state::SharedState;
+use crate::views::timestamp;
+
+/// Events a subscriber may fall behind by before it is dropped.
+pub const SUBSCRIBER_BUFFER: usize = 1024;
+const REPLAY_PAGE: i64 = 500;
+
+pub fn bus() -> broadcast::Sender<Arc<EventRow>> {
+    broadcast::channel(4096).0
+}
+
+/// Appends an event for a model and broadcasts it. Failures are logged, never fatal: events
+/// describe training, they do not steer it.
+pub async fn publish(
+    state: &SharedState,
+    model_id: &str,
+    run_id: Option<&str>,
+    kind: &str,
+    data: Value,
+) {
+    match state
+        .store
+        .append_event(model_id, run_id, kind, &data)
+        .await
+    {
+        Ok(Some(row)) => {
+            let _ = state.events.send(Arc::new(row));
+        }
+        Ok(None) => {} // the model was deleted
+        Err(e) => tracing::warn!(model_id, kind, error = %e, "could not record an event"),
+    }
+}
+
+/// Publishes a run's current status and stage (after any transition).
+pub async fn publish_status(state: &SharedState, run: &RunRow) {
+    let data = json!({
+        "status": run.status,
+        "stage": run.stage,
+        "attempt": run.attempt,
+        "epoch": run.epoch,
+        "total_epochs": run.total_epochs,
+        "error": run.error,
+        "metrics": if run.status == "completed" { run.metrics.clone() } else { None },
+    });
+    publish(state, &run.model_id, Some(&run.id), "status", data).await;
+}
+
+pub async fn publish_run_status(state: &SharedState, run_id: &str) {
+    if let Ok(Some(run)) = state.store.get_run(&state.config.project, run_id).await {
+        publish_status(state, &run).await;
+    }
+}
+
+pub fn is_terminal(event: &EventRow) -> bool {
+    event.kind == "status"
+        && matches!(
+            event.data["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        )
+}
+
+/// The JSON a client receives for one event.
+pub fn event_json(event: &EventRow) -> Value {
+    json!({
+        "seq": event.seq,
+        "id": event.id,
+        "model_id": event.model_id,
+        "run_id": event.run_id,
+        "type": event.kind,
+        "data": event.data,
+        "time": timestamp(event.created_at),
+    })
+}
+
+/// Which events a subscription follows.
+#[derive(Clone)]
+pub enum Scope {
+    /// One model, by per-model sequence number; ends after a terminal status.
+    Model(String),
+    /// Every model, by global event id; never ends by itself.
+    All,
+}
+
+impl Scope {
+    fn position(&self, event: &EventRow) -> i64 {
+        match self {
+            Scope::Model(_) => event.seq,
+            Scope::All => event.id,
+        }
+    }
+
+    fn matches(&self, event: &EventRow) -> bool {
+        match self {
+            Scope::Model(id) => &event.model_id == id,
+            Scope::All => true,
+        }
+    }
+
+    async fn page(
+        &self,
+        state: &SharedState,
+        after: i64,
+    ) -> trainyard_store::Result<Vec<EventRow>> {
+        match self {
+            Scope::Model(id) => state.store.model_events(id, after, REPLAY_PAGE).await,
+            Scope::All => state.store.all_events(after, REPLAY_PAGE).await,
+        }
+    }
+}
+
+/// Starts a subscription: events after `after`, then live ones, into a bounded channel.
+pub fn subscribe(state: SharedState, scope: Scope, after: i64) -> mpsc::Receiver<Arc<EventRow>> {
+    let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+    // Subscribe before reading history so nothing published in between is missed.
+    let live = state.events.subscribe();
+    tokio::spawn(follow(state, scope, after, live, tx));
+    rx
+}
+
+enum Sent {
+    Continue,
+    Stop,
+}
+
+/// Sends one event unless already sent; stops on a full buffer, a gone client or the end.
+async fn deliver(
+    state: &SharedState,
+    scope: &Scope,
+    event: Arc<EventRow>,
+    last: &mut i64,
+    tx: &mpsc::Sender<Arc<EventRow>>,
+) -> Sent {
+    let position = scope.position(&event);
+    if position <= *last {
+        return Sent::Continue;
+    }
+    *last = position;
+    let terminal = matches!(scope, Scope::Model(_)) && is_terminal(&event);
+    if tx.try_send(event).is_err() {
+        return Sent::Stop; // buffer full (stalled client, dropped) or client gone
+    }
+    if terminal {
+        // End only if nothing newer exists (a model trained again continues).
+        match scope.page(state, *last).await {
+            Ok(rest) if rest.is_empty() => return Sent::Stop,
+            _ => {}
+        }
+    }
+    Sent::Continue
+}
+
+/// Replays from the store until caught up.
+async fn catch_up(
+    state: &SharedState,
+    scope: &Scope,
+    last: &mut i64,
+    tx: &mpsc::Sender<Arc<EventRow>>,
+) -> Sent {
+    loop {
+        let page = match scope.page(state, *last).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "event replay failed; closing the stream");
+                return Sent::Stop;
+            }
+        };
+        let full = page.len() as i64 == REPLAY_PAGE;
+        for event in page {
+            if let Sent::Stop = deliver(state, scope, Arc::new(event), last, tx).await {
+                return Sent::Stop;
+            }
+        }
+        if !full {
+            return Sent::Continue;
+        }
+    }
+}
+
+async fn follow(
+    state: SharedState,
+    scope: Scope,
+    after: i64,
+    mut live: broadcast::Receiver<Arc<EventRow>>,
+    tx: mpsc::Sender<Arc<EventRow>>,
+) {
+    let mut last = after;
+    if let Sent::Stop = catch_up(&state, &scope, &mut last, &tx).await {
+        return;
+    }
+    loop {
+        let event = tokio::select! {
+            received = live.recv() => received,
+            _ = tx.closed() => return,
+        };
+        let sent = match event {
+            Ok(event) if !scope.matches(&event) => Sent::Continue,
+            // In order: deliver directly. Ahead (a concurrent writer published out of order):
+            // read the gap from the store, which has every event.
+            Ok(event) if scope.position(&event) == last + 1 => {
+                deliver(&state, &scope, event, &mut last, &tx).await
+            }
+            Ok(event) if scope.position(&event) <= last => Sent::Continue,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                catch_up(&state, &scope, &mut last, &tx).await
+            }
+            Err(broadcast::error::RecvError::Closed) => Sent::Stop,
+        };
+        if let Sent::Stop = sent {
+            return;
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The per-model event log behind the SSE and WebSocket streams.
+
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::{Result, Store, StoreError, now_ms};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// Orders events across all models.
+    pub id: i64,
+    pub model_id: String,
+    /// Increases by one per event of a model.
+    pub seq: i64,
+    pub run_id: Option<String>,
+    pub kind: String,
+    pub data: Value,
+    pub created_at: i64,
+}
+
+impl EventRow {
+    fn from_row(row: &SqliteRow) -> Result<Self> {
+        let data: String = row.try_get("data")?;
+        Ok(EventRow {
+            id: row.try_get("id")?,
+            model_id: row.try_get("model_id")?,
+            seq: row.try_get("seq")?,
+            run_id: row.try_get("run_id")?,
+            kind: row.try_get("kind")?,
+            data: serde_json::from_str(&data)
+                .map_err(|e| StoreError::Corrupt(format!("event data: {e}")))?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+impl Store {
+    /// Appends an event with the model's next sequence number (one statement, so concurrent
+    /// writers never share or skip a number). Returns `None` when the model no longer exists.
+    pub async fn append_event(
+        &self,
+        model_id: &str,
+        run_id: Option<&str>,
+        kind: &str,
+        data: &Value,
+    ) -> Result<Option<EventRow>> {
+        let row = sqlx::query(
+            "INSERT INTO events (model_id, seq, run_id, kind, data, created_at) \
+             SELECT ?1, COALESCE((SELECT MAX(seq) FROM events WHERE model_id = ?1), 0) + 1, ?2, ?3, ?4, ?5 \
+             WHERE EXISTS (SELECT 1 FROM models WHERE id = ?1) \
+             RETURNING id, model_id, seq, run_id, kind, data, created_at",
+        )
+        .bind(model_id)
+        .bind(run_id)
+        .bind(kind)
+        .bind(data.to_string())
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(EventRow::from_row).transpose()
+    }
+
+    /// A model's events after `after_seq`, oldest first.
+    pub async fn model_events(
+        &self,
+        model_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>> {
+        let rows = sqlx::query(
+            "SELECT id, model_id, seq, run_id, kind, data, created_at FROM events WHERE model_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(model_id)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(EventRow::from_row).collect()
+    }
+
+    /// Events of every model after the global id `after_id`, oldest first.
+    pub async fn all_events(&self, after_id: i64, limit: i64) -> Result<Vec<EventRow>> {
+        let rows = sqlx::query("SELECT id, model_id, seq, run_id, kind, data, created_at FROM events WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(EventRow::from_row).collect()
+    }
+}
+
+impl Store {
+    /// The newest global event id (0 when there are none): where a live-only stream starts.
+    pub async fn latest_event_id(&self) -> Result<i64> {
+        let row: (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.0.unwrap_or(0))
+    }
+}
