@@ -5,6 +5,7 @@ mod support;
 
 mod test_cancel;
 mod test_concurrent_training;
+mod test_datasets;
 mod test_delete_cascade;
 mod test_error_recovery;
 mod test_error_scenarios;

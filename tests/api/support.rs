@@ -21,6 +21,7 @@ pub struct Options {
     pub workers: usize,
     pub lease_seconds: u64,
     pub retry_backoff_ms: u64,
+    pub max_upload_mb: usize,
 }
 
 impl Default for Options {
@@ -29,6 +30,7 @@ impl Default for Options {
             workers: 2,
             lease_seconds: 30,
             retry_backoff_ms: 1000,
+            max_upload_mb: 100,
         }
     }
 }
@@ -123,6 +125,25 @@ impl Server {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// POSTs raw bytes with a content type.
+    pub async fn post_bytes(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn delete(&self, path: &str) -> StatusCode {
         self.client
             .delete(self.url(path))
@@ -196,6 +217,8 @@ fn spawn(dir: &Path, options: &Options) -> (Child, String) {
             &options.lease_seconds.to_string(),
             "--retry-backoff-ms",
             &options.retry_backoff_ms.to_string(),
+            "--max-upload-mb",
+            &options.max_upload_mb.to_string(),
         ])
         .env("TRAINYARD_LOG", "warn")
         .env("TRAINYARD_FAILPOINT_PANIC_MODEL", "crash-test-dummy")

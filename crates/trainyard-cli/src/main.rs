@@ -62,6 +62,9 @@ struct ServeArgs {
     /// Checkpoints kept per run, newest first.
     #[arg(long, env = "TRAINYARD_KEEP_CHECKPOINTS", default_value_t = 3)]
     keep_checkpoints: usize,
+    /// Largest dataset upload in MB; larger uploads answer 413.
+    #[arg(long, env = "TRAINYARD_MAX_UPLOAD_MB", default_value_t = 100)]
+    max_upload_mb: usize,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "TRAINYARD_LOG_JSON")]
     log_json: bool,
@@ -113,6 +116,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_restarts = args.max_restarts;
     config.retry_backoff = Duration::from_millis(args.retry_backoff_ms);
     config.keep_checkpoints = args.keep_checkpoints.max(1);
+    config.max_upload_mb = args.max_upload_mb;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

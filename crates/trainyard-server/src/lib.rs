@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod artifacts;
+pub mod datasets;
 pub mod error;
 pub mod events;
 pub mod state;
@@ -70,6 +71,7 @@ pub async fn serve(
         shutting_down: AtomicBool::new(false),
         idempotency_locks: Default::default(),
         events: events::bus(),
+        uploaded: Default::default(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub retry_backoff: Duration,
     /// Checkpoints kept per run (newest first).
     pub keep_checkpoints: usize,
+    /// Largest dataset upload, in MB (larger answers 413).
+    pub max_upload_mb: usize,
 }
 
 impl ServerConfig {
@@ -48,6 +50,7 @@ impl ServerConfig {
             max_restarts: 3,
             retry_backoff: Duration::from_secs(1),
             keep_checkpoints: 3,
+            max_upload_mb: 100,
         }
     }
 }
@@ -66,6 +69,8 @@ pub struct AppState {
     pub prometheus: PrometheusHandle,
     pub shutting_down: AtomicBool,
     pub idempotency_locks: crate::api::KeyLocks,
+    /// Parsed uploaded datasets by content hash.
+    pub uploaded: Mutex<HashMap<String, Arc<trainyard_data::Dataset>>>,
     /// In-process fan-out of newly recorded events.
     pub events: tokio::sync::broadcast::Sender<std::sync::Arc<trainyard_store::EventRow>>,
 }

@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use trainyard_core::{Algorithm, EpochMetrics, Hyperparameters, TrainingEvent};
-use trainyard_data::load_builtin;
 use trainyard_engine::{Checkpoint, Control, Observer, Outcome, TrainError, TrainRequest};
 use trainyard_store::{CheckpointRow, ClaimedJob, RunProgress, StoreError};
 
@@ -154,10 +153,7 @@ async fn prepare_request(
         .parse()
         .map_err(|e: trainyard_core::ValidationError| e.message)?;
     let model_name = model.name.clone();
-    let dataset = tokio::task::spawn_blocking(move || load_builtin(&model.dataset))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let dataset = crate::datasets::load(state, &model.dataset).await?;
     let hp_map = run.hyperparameters.as_object().cloned().unwrap_or_default();
     let hyperparameters = Hyperparameters::resolve(algorithm, &dataset.info.shape(), &hp_map)
         .map_err(|e| e.to_string())?;

@@ -2,6 +2,7 @@
 //! the durable job queue, on SQLite (WAL). Every write a worker makes is fenced by the job's
 //! attempt number, so a worker that lost its lease cannot overwrite its successor's work.
 
+mod datasets;
 mod events;
 mod idempotency;
 mod models;
@@ -16,6 +17,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use datasets::DatasetRow;
 pub use events::EventRow;
 pub use idempotency::StoredResponse;
 pub use models::{ModelFilter, NewModel};
@@ -42,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0002_pause_and_notes.sql"),
     ),
     (3, include_str!("../migrations/sqlite/0003_events.sql")),
+    (4, include_str!("../migrations/sqlite/0004_datasets.sql")),
 ];
 
 #[derive(Clone)]

@@ -1,12 +1,23 @@
-use axum::Json;
-use axum::extract::Path;
-use serde_json::{Value, json};
-use trainyard_data::{BUILTIN_NAMES, DatasetInfo, builtin_info};
+//! Datasets: the built-ins, and CSV files users upload (raw body or multipart), validated with
+//! the engine's CSV checks and then usable by models exactly like a built-in.
 
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use trainyard_core::Task;
+use trainyard_data::{BUILTIN_NAMES, DatasetInfo, builtin_info, parse_csv};
+use trainyard_store::DatasetRow;
+
+use crate::datasets::csv_options;
 use crate::error::{ApiError, ApiResult};
+use crate::state::SharedState;
 
 /// What the dataset listing shows: everything but the per-feature names of wide datasets.
-fn summary(info: &DatasetInfo) -> Value {
+fn summary(info: &DatasetInfo, builtin: bool) -> Value {
     let mut v = serde_json::to_value(info).unwrap_or(Value::Null);
     if info.n_features > 50 {
         v["feature_names"] = json!(format!(
@@ -16,12 +27,13 @@ fn summary(info: &DatasetInfo) -> Value {
             info.feature_names[info.n_features - 1]
         ));
     }
+    v["builtin"] = json!(builtin);
     v
 }
 
-#[utoipa::path(get, path = "/api/datasets", tag = "datasets", responses((status = 200, description = "the built-in datasets")))]
-pub async fn list_datasets() -> ApiResult<Json<Value>> {
-    let infos = tokio::task::spawn_blocking(|| {
+#[utoipa::path(get, path = "/api/datasets", tag = "datasets", responses((status = 200, description = "built-in and uploaded datasets")))]
+pub async fn list_datasets(State(state): State<SharedState>) -> ApiResult<Json<Value>> {
+    let builtins = tokio::task::spawn_blocking(|| {
         BUILTIN_NAMES
             .iter()
             .map(|n| builtin_info(n))
@@ -30,22 +42,234 @@ pub async fn list_datasets() -> ApiResult<Json<Value>> {
     .await
     .map_err(ApiError::internal)?
     .map_err(ApiError::internal)?;
-    Ok(Json(
-        json!({ "datasets": infos.iter().map(summary).collect::<Vec<_>>() }),
-    ))
+    let mut datasets: Vec<Value> = builtins.iter().map(|i| summary(i, true)).collect();
+    for row in state.store.list_datasets().await? {
+        let info: DatasetInfo = serde_json::from_value(row.info).map_err(ApiError::internal)?;
+        datasets.push(summary(&info, false));
+    }
+    Ok(Json(json!({ "datasets": datasets })))
 }
 
 #[utoipa::path(get, path = "/api/datasets/{name}", tag = "datasets",
     responses((status = 200, description = "one dataset with its task, shape and features"), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn get_dataset(Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    if !BUILTIN_NAMES.contains(&name.as_str()) {
+pub async fn get_dataset(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    if !BUILTIN_NAMES.contains(&name.as_str()) && state.store.get_dataset(&name).await?.is_none() {
         return Err(ApiError::not_found("dataset", &name));
     }
-    let info = tokio::task::spawn_blocking(move || builtin_info(&name))
+    let info = crate::datasets::info(&state, &name, "name").await?;
+    let mut v = serde_json::to_value(info).map_err(ApiError::internal)?;
+    v["builtin"] = json!(BUILTIN_NAMES.contains(&name.as_str()));
+    Ok(Json(v))
+}
+
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    /// 1-64 characters: lowercase letters, digits, `_`, `-`, `.`; not a built-in name.
+    pub name: Option<String>,
+    /// The target column's header.
+    pub target: Option<String>,
+    /// classification or regression; inferred when absent.
+    pub task: Option<String>,
+}
+
+fn validate_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && !name.contains("..");
+    if !ok {
+        return Err(ApiError::bad_request(
+            "name",
+            "must be 1 to 64 characters of a-z, 0-9, '_', '-', '.', starting with a letter or digit",
+        ));
+    }
+    if BUILTIN_NAMES.contains(&name) {
+        return Err(ApiError::conflict(format!(
+            "'{name}' is a built-in dataset; choose another name"
+        )));
+    }
+    Ok(())
+}
+
+fn too_large(state: &SharedState) -> ApiError {
+    ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        code: "payload_too_large",
+        message: format!(
+            "the upload is larger than the {} MB limit; raise --max-upload-mb",
+            state.config.max_upload_mb
+        ),
+        field: Some("file".into()),
+    }
+}
+
+/// Reads the upload: multipart fields `name`, `target`, `task`, `file`, or the raw CSV body
+/// with the same fields as query parameters.
+async fn read_upload(
+    state: &SharedState,
+    mut query: UploadQuery,
+    req: Request,
+) -> ApiResult<(UploadQuery, Bytes)> {
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("multipart/form-data"));
+    if !multipart {
+        let body = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large(state)
+            } else {
+                ApiError::bad_request("file", e.body_text())
+            }
+        })?;
+        return Ok((query, body));
+    }
+    let mut form = Multipart::from_request(req, state)
+        .await
+        .map_err(|e| ApiError::bad_request("body", e.body_text()))?;
+    let mut file = None;
+    loop {
+        let field = form.next_field().await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large(state)
+            } else {
+                ApiError::bad_request("body", e.body_text())
+            }
+        })?;
+        let Some(field) = field else { break };
+        let key = field.name().unwrap_or_default().to_string();
+        let bytes = field.bytes().await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large(state)
+            } else {
+                ApiError::bad_request(&key, e.body_text())
+            }
+        })?;
+        let text = || String::from_utf8_lossy(&bytes).trim().to_string();
+        match key.as_str() {
+            "file" => file = Some(bytes.clone()),
+            "name" => query.name = Some(text()),
+            "target" => query.target = Some(text()),
+            "task" => query.task = Some(text()),
+            other => {
+                return Err(ApiError::bad_request(
+                    other,
+                    "unknown form field; expected name, target, task, file",
+                ));
+            }
+        }
+    }
+    let file = file.ok_or_else(|| {
+        ApiError::bad_request("file", "the form has no 'file' field with the CSV")
+    })?;
+    Ok((query, file))
+}
+
+#[utoipa::path(post, path = "/api/datasets", params(UploadQuery), tag = "datasets",
+    request_body(content = String, content_type = "text/csv", description = "the CSV file (or multipart/form-data with name, target, task and file)"),
+    responses((status = 201, description = "the stored dataset"), (status = 400, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody)))]
+pub async fn upload_dataset(
+    State(state): State<SharedState>,
+    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Query(query) = query?;
+    let (form, csv) = read_upload(&state, query, req).await?;
+    let name = form
+        .name
+        .ok_or_else(|| ApiError::bad_request("name", "required: the dataset's name"))?;
+    validate_name(&name)?;
+    let target = form
+        .target
+        .ok_or_else(|| ApiError::bad_request("target", "required: the target column's header"))?;
+    let task = match form.task.as_deref() {
+        None | Some("") => None,
+        Some("classification") => Some(Task::Classification),
+        Some("regression") => Some(Task::Regression),
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "task",
+                format!("must be classification or regression, got '{other}'"),
+            ));
+        }
+    };
+    if state.store.get_dataset(&name).await?.is_some() {
+        return Err(ApiError::conflict(format!(
+            "a dataset named '{name}' exists; delete it first or choose another name"
+        )));
+    }
+    let options = csv_options(&name, &target, task);
+    let parse_input = csv.clone();
+    let dataset = tokio::task::spawn_blocking(move || parse_csv(&parse_input, &options))
         .await
         .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
-    Ok(Json(
-        serde_json::to_value(info).map_err(ApiError::internal)?,
-    ))
+        .map_err(|e| ApiError::bad_request("file", e.to_string()))?;
+
+    let key = format!("datasets/{name}.csv");
+    let artifacts = state.artifacts.clone();
+    let put_key = key.clone();
+    let stored = csv.clone();
+    tokio::task::spawn_blocking(move || artifacts.put(&put_key, &stored))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::internal(format!("storing the dataset: {e}")))?;
+    let info = serde_json::to_value(&dataset.info).map_err(ApiError::internal)?;
+    let row = DatasetRow {
+        name: name.clone(),
+        project_id: state.config.project.clone(),
+        info: info.clone(),
+        path: key,
+        bytes: csv.len() as i64,
+        sha256: hex::encode(Sha256::digest(&csv)),
+        created_at: 0,
+    };
+    if !state.store.insert_dataset(&row).await? {
+        return Err(ApiError::conflict(format!(
+            "a dataset named '{name}' was uploaded concurrently"
+        )));
+    }
+    let mut body = info;
+    body["builtin"] = json!(false);
+    body["bytes"] = json!(row.bytes);
+    body["sha256"] = json!(row.sha256);
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+#[utoipa::path(delete, path = "/api/datasets/{name}", tag = "datasets",
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn delete_dataset(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    if BUILTIN_NAMES.contains(&name.as_str()) {
+        return Err(ApiError::conflict(format!(
+            "'{name}' is built in and cannot be deleted"
+        )));
+    }
+    let Some(row) = state.store.get_dataset(&name).await? else {
+        return Err(ApiError::not_found("dataset", &name));
+    };
+    let users = state.store.delete_dataset_if_unused(&name).await?;
+    if users > 0 {
+        return Err(ApiError::conflict(format!(
+            "{users} model(s) use dataset '{name}'; delete them first"
+        )));
+    }
+    if let Err(e) = state.artifacts.delete(&row.path) {
+        tracing::warn!(path = %row.path, error = %e, "could not remove a deleted dataset's file");
+    }
+    state.uploaded.lock().unwrap().remove(&row.sha256);
+    Ok(StatusCode::NO_CONTENT)
 }

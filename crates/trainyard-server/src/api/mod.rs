@@ -13,14 +13,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sha2::{Digest, Sha256};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use trainyard_store::StoredResponse;
 
@@ -47,6 +46,7 @@ where
 }
 
 pub fn router(state: SharedState) -> Router {
+    let upload_limit = state.config.max_upload_mb * 1024 * 1024;
     let api = Router::new()
         .route(
             "/api/models",
@@ -76,8 +76,16 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/models/{id}/events", get(streams::model_events))
         .route("/api/models/{id}/ws", get(streams::model_ws))
         .route("/api/events", get(streams::all_events))
-        .route("/api/datasets", get(datasets::list_datasets))
-        .route("/api/datasets/{name}", get(datasets::get_dataset))
+        .route(
+            "/api/datasets",
+            get(datasets::list_datasets)
+                .post(datasets::upload_dataset)
+                .layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route(
+            "/api/datasets/{name}",
+            get(datasets::get_dataset).delete(datasets::delete_dataset),
+        )
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))
         .route("/metrics", get(system::prometheus))
@@ -85,7 +93,7 @@ pub fn router(state: SharedState) -> Router {
         .fallback(|| async { ApiError::not_found("route", "this path") });
     api.layer(middleware::from_fn_with_state(state.clone(), idempotency))
         .layer(middleware::from_fn(observe))
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
@@ -151,7 +159,8 @@ async fn idempotency(State(state): State<SharedState>, req: Request, next: Next)
         }
     };
     let (parts, body) = req.into_parts();
-    let bytes = match to_bytes(body, BODY_LIMIT).await {
+    let limit = BODY_LIMIT.max(state.config.max_upload_mb * 1024 * 1024);
+    let bytes = match to_bytes(body, limit).await {
         Ok(b) => b,
         Err(e) => return ApiError::bad_request("body", e.to_string()).into_response(),
     };

@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use trainyard_core::{Algorithm, Hyperparameters};
-use trainyard_data::{BUILTIN_NAMES, builtin_info};
 use trainyard_engine::{Prediction, Predictor, TrainedModel};
 use trainyard_store::{ModelFilter, ModelRow, NewModel, RunRow};
 
@@ -61,20 +60,13 @@ pub struct PredictBody {
 const MAX_NAME: usize = 200;
 const MAX_PREDICT_ROWS: usize = 10_000;
 
-fn validate_spec(
+async fn validate_spec(
+    state: &SharedState,
     dataset: &str,
     algorithm: &str,
     hp: &Map<String, Value>,
 ) -> ApiResult<(Algorithm, Hyperparameters)> {
-    let info = builtin_info(dataset).map_err(|_| {
-        ApiError::bad_request(
-            "dataset",
-            format!(
-                "unknown dataset '{dataset}'; available: {}",
-                BUILTIN_NAMES.join(", ")
-            ),
-        )
-    })?;
+    let info = crate::datasets::info(state, dataset, "dataset").await?;
     let algorithm: Algorithm = algorithm.parse()?;
     let shape = info.shape();
     algorithm.check_fits(dataset, &shape)?;
@@ -111,7 +103,13 @@ pub async fn create_model(
             format!("must be 1 to {MAX_NAME} characters"),
         ));
     }
-    let (algorithm, hp) = validate_spec(&body.dataset, &body.algorithm, &body.hyperparameters)?;
+    let (algorithm, hp) = validate_spec(
+        &state,
+        &body.dataset,
+        &body.algorithm,
+        &body.hyperparameters,
+    )
+    .await?;
     let row = state
         .store
         .insert_model(NewModel {
@@ -234,7 +232,7 @@ pub async fn train_model(
         .cloned()
         .unwrap_or_default();
     merged.extend(overrides);
-    let (algorithm, hp) = validate_spec(&model.dataset, &model.algorithm, &merged)?;
+    let (algorithm, hp) = validate_spec(&state, &model.dataset, &model.algorithm, &merged).await?;
     let epochs = if algorithm.is_gradient_based() {
         hp.epochs as i64
     } else {

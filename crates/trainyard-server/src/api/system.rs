@@ -70,6 +70,8 @@ pub async fn prometheus(State(state): State<SharedState>) -> ApiResult<impl Into
         crate::api::streams::all_events,
         crate::api::datasets::list_datasets,
         crate::api::datasets::get_dataset,
+        crate::api::datasets::upload_dataset,
+        crate::api::datasets::delete_dataset,
         health,
         ready,
         prometheus,

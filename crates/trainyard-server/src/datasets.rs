@@ -1,0 +1,90 @@
+//! Resolving a dataset name: a built-in, or a CSV a user uploaded (stored as an artifact and
+//! parsed with the same checks as the built-ins). Parsed uploads are cached by content hash.
+
+use std::sync::Arc;
+
+use trainyard_data::{
+    BUILTIN_NAMES, CsvOptions, Dataset, DatasetInfo, builtin_info, load_builtin, parse_csv,
+};
+use trainyard_store::DatasetRow;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::SharedState;
+
+/// The description of a dataset by name, or a 400 naming `field` that lists what exists.
+pub async fn info(state: &SharedState, name: &str, field: &str) -> ApiResult<DatasetInfo> {
+    if BUILTIN_NAMES.contains(&name) {
+        let name = name.to_string();
+        return tokio::task::spawn_blocking(move || builtin_info(&name))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal);
+    }
+    match state.store.get_dataset(name).await? {
+        Some(row) => serde_json::from_value(row.info).map_err(ApiError::internal),
+        None => {
+            let uploaded: Vec<String> = state
+                .store
+                .list_datasets()
+                .await?
+                .into_iter()
+                .map(|d| d.name)
+                .collect();
+            let mut known: Vec<&str> = BUILTIN_NAMES.to_vec();
+            known.extend(uploaded.iter().map(String::as_str));
+            Err(ApiError::bad_request(
+                field,
+                format!("unknown dataset '{name}'; available: {}", known.join(", ")),
+            ))
+        }
+    }
+}
+
+pub fn csv_options(name: &str, target: &str, task: Option<trainyard_core::Task>) -> CsvOptions {
+    CsvOptions {
+        name: name.to_string(),
+        target: target.to_string(),
+        task,
+        description: format!("uploaded CSV, target column '{target}'"),
+        license: "provided by the uploader".into(),
+    }
+}
+
+/// Loads a dataset's rows for training.
+pub async fn load(state: &SharedState, name: &str) -> Result<Arc<Dataset>, String> {
+    if BUILTIN_NAMES.contains(&name) {
+        let name = name.to_string();
+        return tokio::task::spawn_blocking(move || load_builtin(&name))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string());
+    }
+    let row: DatasetRow = state
+        .store
+        .get_dataset(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("dataset '{name}' was deleted"))?;
+    if let Some(ds) = state.uploaded.lock().unwrap().get(&row.sha256) {
+        return Ok(ds.clone());
+    }
+    let info: DatasetInfo = serde_json::from_value(row.info.clone()).map_err(|e| e.to_string())?;
+    let artifacts = state.artifacts.clone();
+    let path = row.path.clone();
+    let options = csv_options(&row.name, &info.target_name, Some(info.task));
+    let dataset = tokio::task::spawn_blocking(move || {
+        let bytes = artifacts
+            .get(&path)
+            .map_err(|e| format!("dataset file {path}: {e}"))?;
+        parse_csv(&bytes, &options).map_err(|e| format!("dataset '{}': {e}", options.name))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let dataset = Arc::new(dataset);
+    state
+        .uploaded
+        .lock()
+        .unwrap()
+        .insert(row.sha256, dataset.clone());
+    Ok(dataset)
+}

@@ -1,0 +1,10 @@
+-- Datasets uploaded by users; the CSV itself is an artifact at `path`.
+CREATE TABLE datasets (
+    name TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL,
+    info TEXT NOT NULL,
+    path TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
