@@ -1,4 +1,11 @@
-//! The `trainyard train` command end to end, in real processes.
+//! The `trainyard` command end to end, in real processes: local training, and the client
+//! commands against a real server.
+
+#[path = "../api/support.rs"]
+#[allow(dead_code)] // shared with the API suite, which uses all of it
+mod support;
+
+mod client;
 
 use std::path::Path;
 use std::process::{Command, Output};

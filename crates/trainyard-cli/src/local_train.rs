@@ -37,7 +37,7 @@ pub struct TrainArgs {
     output: String,
 }
 
-fn parse_sets(sets: &[String]) -> anyhow::Result<Map<String, Value>> {
+pub fn parse_sets(sets: &[String]) -> anyhow::Result<Map<String, Value>> {
     let mut map = Map::new();
     for item in sets {
         let Some((key, raw)) = item.split_once('=') else {

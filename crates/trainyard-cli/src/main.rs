@@ -3,6 +3,8 @@
 
 mod bench;
 mod local_train;
+mod remote;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +33,20 @@ enum Command {
     Train(local_train::TrainArgs),
     /// Measure training speed on the built-in datasets against the documented targets.
     Bench(bench::BenchArgs),
+    /// Manage models on a running server.
+    Models {
+        #[command(flatten)]
+        connection: remote::Connection,
+        #[command(subcommand)]
+        command: remote::ModelsCommand,
+    },
+    /// Manage datasets on a running server.
+    Datasets {
+        #[command(flatten)]
+        connection: remote::Connection,
+        #[command(subcommand)]
+        command: remote::DatasetsCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -129,6 +145,14 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args).map(|_| ExitCode::SUCCESS),
         Command::Train(args) => local_train::run(args),
         Command::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
+        Command::Models {
+            connection,
+            command,
+        } => remote::run(remote::models(&connection, command)),
+        Command::Datasets {
+            connection,
+            command,
+        } => remote::run(remote::datasets(&connection, command)),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,509 @@
+//! `trainyard models ...` and `trainyard datasets ...`: the CLI as a client of a running server.
+//!
+//! Exit codes: 0 success; 1 the server refused the request (4xx/5xx) or the watched run failed
+//! or was cancelled; 2 usage errors (from clap); 3 the server could not be reached.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use reqwest::{Method, StatusCode};
+use serde_json::{Map, Value, json};
+
+use crate::local_train::parse_sets;
+use crate::watch;
+
+pub const EXIT_REFUSED: u8 = 1;
+pub const EXIT_UNREACHABLE: u8 = 3;
+
+#[derive(Args, Clone)]
+pub struct Connection {
+    /// The server to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "TRAINYARD_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, global = true, default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
+}
+
+#[derive(Subcommand)]
+pub enum ModelsCommand {
+    /// Create a model.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        dataset: String,
+        #[arg(long)]
+        algorithm: String,
+        /// A hyperparameter, KEY=VALUE (VALUE read as JSON when it parses).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// List models, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        dataset: Option<String>,
+        #[arg(long)]
+        algorithm: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one model.
+    Show {
+        model: String,
+    },
+    /// Delete a model with its runs, metrics and files.
+    Delete {
+        model: String,
+    },
+    /// Start training; with --watch, follow it to the end.
+    Train {
+        model: String,
+        /// Override a hyperparameter for this run, KEY=VALUE.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Follow a model's training live until it ends.
+    Watch {
+        model: String,
+    },
+    /// The latest run's status, progress and metrics.
+    Status {
+        model: String,
+    },
+    Pause {
+        model: String,
+    },
+    Resume {
+        model: String,
+    },
+    Cancel {
+        model: String,
+    },
+    /// Predict from rows in a CSV (numeric columns; a header line is skipped) or JSON file.
+    Predict {
+        model: String,
+        #[arg(long)]
+        input: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DatasetsCommand {
+    List,
+    Show {
+        name: String,
+    },
+    /// Upload a CSV file as a dataset.
+    Upload {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// The target column's header.
+        #[arg(long)]
+        target: String,
+        /// classification or regression (inferred when absent).
+        #[arg(long)]
+        task: Option<String>,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+/// Why a command stopped: the server said no, or could not be reached.
+#[derive(Debug)]
+pub enum ClientError {
+    Refused { status: StatusCode, message: String },
+    Unreachable(String),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for ClientError {
+    fn from(e: anyhow::Error) -> Self {
+        ClientError::Other(e)
+    }
+}
+
+pub struct Client {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(server: &str) -> Self {
+        Client {
+            base: server.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        self.finish(req).await
+    }
+
+    pub async fn send_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Value, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(bytes);
+        self.finish(req).await
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    async fn finish(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        let response = req.send().await.map_err(|e| {
+            ClientError::Unreachable(format!(
+                "cannot reach {}: {e}; is `trainyard serve` running? (--server URL)",
+                self.base
+            ))
+        })?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = value["error"]["message"]
+                .as_str()
+                .map_or(text.clone(), str::to_string);
+            let field = value["error"]["field"]
+                .as_str()
+                .map(|f| format!(" ({f})"))
+                .unwrap_or_default();
+            return Err(ClientError::Refused {
+                status,
+                message: format!("{message}{field}"),
+            });
+        }
+        Ok(value)
+    }
+}
+
+fn print(output: &str, value: &Value, table: impl FnOnce(&Value)) {
+    if output == "json" {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+    } else {
+        table(value);
+    }
+}
+
+fn print_status(s: &Value) {
+    println!(
+        "{}  {} ({})  epoch {}/{}  {}%",
+        s["model_id"].as_str().unwrap_or_default(),
+        s["status"].as_str().unwrap_or_default(),
+        s["stage"].as_str().unwrap_or_default(),
+        s["progress"]["epoch"],
+        s["progress"]["total_epochs"],
+        s["progress"]["percent"]
+    );
+    if let Some(metrics) = s["metrics"].as_object() {
+        for (k, v) in metrics {
+            println!("  {k:<18} {v}");
+        }
+    }
+    if let Some(error) = s["error"].as_str() {
+        println!("  error: {error}");
+    }
+}
+
+fn print_model(m: &Value) {
+    println!(
+        "{}  {:<24} {:<20} {:<20} {}",
+        m["id"].as_str().unwrap_or_default(),
+        m["name"].as_str().unwrap_or_default(),
+        m["dataset"].as_str().unwrap_or_default(),
+        m["algorithm"].as_str().unwrap_or_default(),
+        m["status"].as_str().unwrap_or_default()
+    );
+}
+
+/// Reads prediction rows from a `.json` file (`[[...]]` or `{"inputs": [[...]]}`) or a CSV.
+pub fn read_rows(path: &Path) -> anyhow::Result<Vec<Vec<f64>>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "json") {
+        let value: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        let rows = value.get("inputs").cloned().unwrap_or(value);
+        return serde_json::from_value(rows)
+            .with_context(|| format!("{}: expected [[numbers, ...], ...]", path.display()));
+    }
+    let mut rows = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let parsed: Result<Vec<f64>, _> =
+            line.split(',').map(|c| c.trim().parse::<f64>()).collect();
+        match parsed {
+            Ok(row) => rows.push(row),
+            Err(_) if i == 0 => continue, // header
+            Err(_) => bail!(
+                "{} line {}: every cell must be a number",
+                path.display(),
+                i + 1
+            ),
+        }
+    }
+    Ok(rows)
+}
+
+pub async fn models(conn: &Connection, command: ModelsCommand) -> Result<ExitCode, ClientError> {
+    let client = Client::new(&conn.server);
+    let out = conn.output.as_str();
+    match command {
+        ModelsCommand::Create {
+            name,
+            dataset,
+            algorithm,
+            set,
+        } => {
+            let hp: Map<String, Value> = parse_sets(&set)?;
+            let body = json!({"name": name, "dataset": dataset, "algorithm": algorithm, "hyperparameters": hp});
+            let model = client
+                .request(Method::POST, "/api/models", Some(body))
+                .await?;
+            print(out, &model, |m| {
+                println!("created model {}", m["id"].as_str().unwrap_or_default());
+                print_model(m);
+            });
+        }
+        ModelsCommand::List {
+            status,
+            dataset,
+            algorithm,
+            limit,
+        } => {
+            let mut query = format!("?limit={limit}");
+            for (key, value) in [
+                ("status", status),
+                ("dataset", dataset),
+                ("algorithm", algorithm),
+            ] {
+                if let Some(v) = value {
+                    query.push_str(&format!("&{key}={v}"));
+                }
+            }
+            let list = client
+                .request(Method::GET, &format!("/api/models{query}"), None)
+                .await?;
+            print(out, &list, |l| {
+                for m in l["models"].as_array().into_iter().flatten() {
+                    print_model(m);
+                }
+                println!(
+                    "{} of {} models",
+                    l["models"].as_array().map_or(0, Vec::len),
+                    l["total"]
+                );
+            });
+        }
+        ModelsCommand::Show { model } => {
+            let m = client
+                .request(Method::GET, &format!("/api/models/{model}"), None)
+                .await?;
+            print(out, &m, |m| {
+                println!("{}", serde_json::to_string_pretty(m).unwrap_or_default())
+            });
+        }
+        ModelsCommand::Delete { model } => {
+            client
+                .request(Method::DELETE, &format!("/api/models/{model}"), None)
+                .await?;
+            print(out, &json!({"deleted": model}), |_| {
+                println!("deleted model {model}")
+            });
+        }
+        ModelsCommand::Train {
+            model,
+            set,
+            watch: follow,
+        } => {
+            let hp = parse_sets(&set)?;
+            let run = client
+                .request(
+                    Method::POST,
+                    &format!("/api/models/{model}/train"),
+                    Some(json!({"hyperparameters": hp})),
+                )
+                .await?;
+            if follow {
+                return watch::follow(&client, &model, out).await;
+            }
+            print(out, &run, |r| {
+                println!(
+                    "run {} is {}",
+                    r["id"].as_str().unwrap_or_default(),
+                    r["status"].as_str().unwrap_or_default()
+                )
+            });
+        }
+        ModelsCommand::Watch { model } => return watch::follow(&client, &model, out).await,
+        ModelsCommand::Status { model } => {
+            let s = client
+                .request(Method::GET, &format!("/api/models/{model}/status"), None)
+                .await?;
+            print(out, &s, print_status);
+        }
+        ModelsCommand::Pause { model } => steer(&client, out, &model, "pause").await?,
+        ModelsCommand::Resume { model } => steer(&client, out, &model, "resume").await?,
+        ModelsCommand::Cancel { model } => steer(&client, out, &model, "cancel").await?,
+        ModelsCommand::Predict { model, input } => {
+            let rows = read_rows(&input)?;
+            let result = client
+                .request(
+                    Method::POST,
+                    &format!("/api/models/{model}/predict"),
+                    Some(json!({"inputs": rows})),
+                )
+                .await?;
+            print(out, &result, |r| {
+                for p in r["predictions"].as_array().into_iter().flatten() {
+                    match p.get("label") {
+                        Some(label) => println!("{}", label.as_str().unwrap_or_default()),
+                        None => println!("{}", p["value"]),
+                    }
+                }
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn steer(client: &Client, out: &str, model: &str, action: &str) -> Result<(), ClientError> {
+    let s = client
+        .request(
+            Method::POST,
+            &format!("/api/models/{model}/{action}"),
+            Some(json!({})),
+        )
+        .await?;
+    print(out, &s, print_status);
+    Ok(())
+}
+
+pub async fn datasets(
+    conn: &Connection,
+    command: DatasetsCommand,
+) -> Result<ExitCode, ClientError> {
+    let client = Client::new(&conn.server);
+    let out = conn.output.as_str();
+    match command {
+        DatasetsCommand::List => {
+            let list = client.request(Method::GET, "/api/datasets", None).await?;
+            print(out, &list, |l| {
+                for d in l["datasets"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<22} {:<15} {:>7} rows {:>4} features{}",
+                        d["name"].as_str().unwrap_or_default(),
+                        d["task"].as_str().unwrap_or_default(),
+                        d["n_rows"],
+                        d["n_features"],
+                        if d["builtin"] == true {
+                            ""
+                        } else {
+                            "  (uploaded)"
+                        }
+                    );
+                }
+            });
+        }
+        DatasetsCommand::Show { name } => {
+            let d = client
+                .request(Method::GET, &format!("/api/datasets/{name}"), None)
+                .await?;
+            print(out, &d, |d| {
+                println!("{}", serde_json::to_string_pretty(d).unwrap_or_default())
+            });
+        }
+        DatasetsCommand::Upload {
+            file,
+            name,
+            target,
+            task,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let mut path = format!("/api/datasets?name={name}&target={target}");
+            if let Some(task) = task {
+                path.push_str(&format!("&task={task}"));
+            }
+            let d = client.send_raw(&path, "text/csv", bytes).await?;
+            print(out, &d, |d| {
+                println!(
+                    "uploaded {}: {} rows, {} features, {}",
+                    name,
+                    d["n_rows"],
+                    d["n_features"],
+                    d["task"].as_str().unwrap_or_default()
+                )
+            });
+        }
+        DatasetsCommand::Delete { name } => {
+            client
+                .request(Method::DELETE, &format!("/api/datasets/{name}"), None)
+                .await?;
+            print(out, &json!({"deleted": name}), |_| {
+                println!("deleted dataset {name}")
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a client command on a small runtime and turns its outcome into an exit code.
+pub fn run(
+    future: impl std::future::Future<Output = Result<ExitCode, ClientError>>,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(match runtime.block_on(future) {
+        Ok(code) => code,
+        Err(ClientError::Refused { status, message }) => {
+            eprintln!("error: the server answered {status}: {message}");
+            ExitCode::from(EXIT_REFUSED)
+        }
+        Err(ClientError::Unreachable(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_UNREACHABLE)
+        }
+        Err(ClientError::Other(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_REFUSED)
+        }
+    })
+}

@@ -1,0 +1,161 @@
+//! `trainyard models watch`: follows a model's event stream (SSE) with a progress bar and a
+//! metrics row per epoch, reconnecting from the last sequence number if the connection drops.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::remote::{Client, ClientError, EXIT_REFUSED};
+
+struct View {
+    json: bool,
+    bar: Option<ProgressBar>,
+}
+
+impl View {
+    fn line(&self, text: String) {
+        match &self.bar {
+            Some(bar) if !bar.is_hidden() => bar.println(text),
+            _ => println!("{text}"),
+        }
+    }
+
+    fn show(&mut self, event: &Value) {
+        if self.json {
+            println!("{event}");
+            return;
+        }
+        let data = &event["data"];
+        match event["type"].as_str().unwrap_or_default() {
+            "progress" => {
+                if let Some(bar) = &self.bar {
+                    bar.set_position((data["percent"].as_f64().unwrap_or(0.0) * 10.0) as u64);
+                    bar.set_message(format!(
+                        "epoch {} batch {}/{}",
+                        data["epoch"], data["batch"], data["batches"]
+                    ));
+                }
+            }
+            "epoch" => {
+                let mut metrics: Vec<String> = ["train_loss", "val_loss", "accuracy", "r2", "rmse"]
+                    .iter()
+                    .filter_map(|k| data[*k].as_f64().map(|v| format!("{k} {v:.4}")))
+                    .collect();
+                metrics.insert(0, format!("epoch {:>4}", data["epoch"]));
+                self.line(metrics.join("  "));
+            }
+            "status" => {
+                self.line(format!(
+                    "status: {} ({})",
+                    data["status"].as_str().unwrap_or_default(),
+                    data["stage"].as_str().unwrap_or_default()
+                ));
+                if let Some(error) = data["error"].as_str() {
+                    self.line(format!("  {error}"));
+                }
+            }
+            "note" => self.line(format!(
+                "note: {}",
+                data["message"].as_str().unwrap_or_default()
+            )),
+            "attempt" => self.line(format!("attempt {} started", data["attempt"])),
+            _ => {}
+        }
+    }
+}
+
+/// Follows the latest run of `model` until it ends. Exit 0 when it completes, 1 otherwise.
+pub async fn follow(client: &Client, model: &str, output: &str) -> Result<ExitCode, ClientError> {
+    let status = client
+        .request(Method::GET, &format!("/api/models/{model}/status"), None)
+        .await?;
+    let run_id = status["run_id"].clone();
+    let bar = (output == "table").then(|| {
+        let bar = ProgressBar::new(1000);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {percent:>3}% {msg} [{elapsed_precise}]")
+                .unwrap(),
+        );
+        bar
+    });
+    let mut view = View {
+        json: output == "json",
+        bar,
+    };
+    let mut last_seq = 0i64;
+    let mut final_status: Option<Value> = None;
+    for _attempt in 0..20 {
+        let url = format!("{}/api/models/{model}/events?after={last_seq}", client.base);
+        let response =
+            client.http().get(url).send().await.map_err(|e| {
+                ClientError::Unreachable(format!("cannot reach {}: {e}", client.base))
+            })?;
+        if !response.status().is_success() {
+            return Err(ClientError::Refused {
+                status: response.status(),
+                message: response.text().await.unwrap_or_default(),
+            });
+        }
+        let mut body = response.bytes_stream();
+        let mut buffer = String::new();
+        while let Some(chunk) = body.next().await {
+            let Ok(chunk) = chunk else { break };
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) else {
+                    continue;
+                };
+                let Ok(event) = serde_json::from_str::<Value>(data.trim()) else {
+                    continue;
+                };
+                last_seq = event["seq"].as_i64().unwrap_or(last_seq);
+                // Only the latest run: older runs' history is replayed first and skipped.
+                if !run_id.is_null() && event["run_id"] != run_id {
+                    continue;
+                }
+                view.show(&event);
+                if event["type"] == "status"
+                    && matches!(
+                        event["data"]["status"].as_str(),
+                        Some("completed" | "failed" | "cancelled")
+                    )
+                {
+                    final_status = Some(event["data"].clone());
+                }
+            }
+        }
+        if final_status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await; // dropped: reconnect after last_seq
+    }
+    if let Some(bar) = &view.bar {
+        bar.finish_and_clear();
+    }
+    let Some(final_status) = final_status else {
+        return Err(ClientError::Other(anyhow::anyhow!(
+            "the event stream kept dropping; try `trainyard models status {model}`"
+        )));
+    };
+    if output == "table" {
+        println!(
+            "final status: {}",
+            final_status["status"].as_str().unwrap_or_default()
+        );
+        if let Some(metrics) = final_status["metrics"].as_object() {
+            for (k, v) in metrics {
+                println!("  {k:<18} {v}");
+            }
+        }
+    }
+    Ok(if final_status["status"] == "completed" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_REFUSED)
+    })
+}
