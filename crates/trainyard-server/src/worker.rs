@@ -21,7 +21,8 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 
 /// What the training thread tells the async side.
 enum Report {
-    Event(TrainingEvent),
+    /// An engine event and when the training thread emitted it (ms since the epoch).
+    Event(TrainingEvent, i64),
     Checkpoint(CheckpointRow),
 }
 
@@ -42,7 +43,7 @@ const FAILPOINT_PANIC_MODEL: &str = "TRAINYARD_FAILPOINT_PANIC_MODEL";
 impl Observer for JobObserver {
     fn event(&mut self, event: TrainingEvent) {
         let epoch_done = matches!(event, TrainingEvent::Epoch(_));
-        let _ = self.tx.send(Report::Event(event));
+        let _ = self.tx.send(Report::Event(event, trainyard_store_now()));
         if epoch_done && self.panic_after_first_epoch {
             panic!("injected failure ({FAILPOINT_PANIC_MODEL})");
         }
@@ -466,7 +467,7 @@ async fn persist(
     report: Report,
 ) -> Result<(), StoreError> {
     let published = describe(&report, total_epochs);
-    let started = matches!(report, Report::Event(TrainingEvent::Started { .. }));
+    let started = matches!(report, Report::Event(TrainingEvent::Started { .. }, _));
     store_report(state, job, total_epochs, report).await?;
     if let Some((kind, data)) = published {
         events::publish(state, &job.model_id, Some(&job.run_id), kind, data).await;
@@ -480,12 +481,15 @@ async fn persist(
 /// What subscribers see of a report: its event type and data.
 fn describe(report: &Report, total_epochs: i64) -> Option<(&'static str, Value)> {
     match report {
-        Report::Event(TrainingEvent::Progress {
-            epoch,
-            batch,
-            batches,
-            fraction,
-        }) => {
+        Report::Event(
+            TrainingEvent::Progress {
+                epoch,
+                batch,
+                batches,
+                fraction,
+            },
+            _,
+        ) => {
             let percent = 100.0
                 * ((*epoch as f64 - 1.0 + fraction) / total_epochs.max(1) as f64).clamp(0.0, 1.0);
             Some((
@@ -493,12 +497,16 @@ fn describe(report: &Report, total_epochs: i64) -> Option<(&'static str, Value)>
                 json!({"epoch": epoch, "batch": batch, "batches": batches, "fraction": fraction, "percent": percent}),
             ))
         }
-        Report::Event(TrainingEvent::Epoch(m)) => Some(("epoch", epoch_json(m))),
-        Report::Event(TrainingEvent::EarlyStopped { epoch, best_epoch }) => Some((
+        Report::Event(TrainingEvent::Epoch(m), at) => {
+            let mut data = epoch_json(m);
+            data["emitted_at_ms"] = json!(at);
+            Some(("epoch", data))
+        }
+        Report::Event(TrainingEvent::EarlyStopped { epoch, best_epoch }, _) => Some((
             "note",
             json!({"message": format!("early stopping after epoch {epoch}; restoring epoch {best_epoch}'s weights")}),
         )),
-        Report::Event(event) => {
+        Report::Event(event, _) => {
             note_text(event).map(|message| ("note", json!({ "message": message })))
         }
         Report::Checkpoint(row) => Some((
@@ -540,9 +548,12 @@ async fn store_report(
     let store = &state.store;
     let total = total_epochs.max(1) as f64;
     match report {
-        Report::Event(TrainingEvent::Progress {
-            epoch, fraction, ..
-        }) => {
+        Report::Event(
+            TrainingEvent::Progress {
+                epoch, fraction, ..
+            },
+            _,
+        ) => {
             let progress = ((epoch as f64 - 1.0 + fraction) / total).clamp(0.0, 1.0);
             let p = RunProgress {
                 stage: "training".into(),
@@ -552,7 +563,7 @@ async fn store_report(
             };
             store.record_progress(&job.run_id, job.attempt, &p).await
         }
-        Report::Event(TrainingEvent::Epoch(m)) => {
+        Report::Event(TrainingEvent::Epoch(m), _) => {
             let progress = (m.epoch as f64 / total).clamp(0.0, 1.0);
             store
                 .record_epoch(
@@ -564,13 +575,14 @@ async fn store_report(
                 )
                 .await
         }
-        Report::Event(TrainingEvent::Started { .. }) => {
+        Report::Event(TrainingEvent::Started { .. }, _) => {
             store.set_stage(&job.run_id, job.attempt, "training").await
         }
         Report::Event(
             event @ TrainingEvent::RolledBack {
                 resumed_at_epoch, ..
             },
+            _,
         ) => {
             store
                 .truncate_history(&job.run_id, job.attempt, resumed_at_epoch as i64)
@@ -580,13 +592,13 @@ async fn store_report(
                 .add_attempt_note(&job.run_id, job.attempt, &note)
                 .await
         }
-        Report::Event(event @ TrainingEvent::BatchSizeReduced { .. }) => {
+        Report::Event(event @ TrainingEvent::BatchSizeReduced { .. }, _) => {
             let note = note_text(&event).unwrap_or_default();
             store
                 .add_attempt_note(&job.run_id, job.attempt, &note)
                 .await
         }
-        Report::Event(_) => Ok(()),
+        Report::Event(_, _) => Ok(()),
         Report::Checkpoint(row) => {
             store.insert_checkpoint(&row).await?;
             prune_checkpoints(state, &job.run_id).await
