@@ -197,6 +197,24 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Polls until the model's latest run has finished `epoch` epochs.
+    pub async fn wait_for_epoch(&self, model_id: &str, epoch: i64, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, s) = self.get(&format!("/api/models/{model_id}/status")).await;
+            if s["progress"]["epoch"].as_i64().unwrap_or(0) >= epoch {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "model {model_id} never reached epoch {epoch}: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -126,15 +126,7 @@ async fn test_crash_mid_training_resumes_from_the_latest_checkpoint() {
     let id = first.create_model("mnist", "mlp", hp.clone()).await;
     first.train(&id).await;
     // Wait until an epoch (and so a checkpoint) is done, then SIGKILL.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, s) = first.get(&format!("/api/models/{id}/status")).await;
-        if s["progress"]["epoch"].as_i64().unwrap_or(0) >= 1 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    first.wait_for_epoch(&id, 1, Duration::from_secs(60)).await;
     first.kill().await;
 
     let second = Server::start_in(dir.path(), options()).await;
@@ -175,15 +167,7 @@ async fn test_checkpoint_corruption_falls_back_to_the_previous_one() {
         .create_model("mnist", "mlp", json!({"epochs": 4, "hidden_layers": [32]}))
         .await;
     first.train(&id).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, s) = first.get(&format!("/api/models/{id}/status")).await;
-        if s["progress"]["epoch"].as_i64().unwrap_or(0) >= 2 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    first.wait_for_epoch(&id, 2, Duration::from_secs(60)).await;
     assert_eq!(first.stop().await, Some(0));
 
     // Flip a byte in the newest checkpoint.

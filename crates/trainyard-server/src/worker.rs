@@ -174,16 +174,7 @@ async fn run_job(
 ) -> Result<(), StoreError> {
     let store = &state.store;
     if job.cancel_requested {
-        return store
-            .finish_run(
-                &job.run_id,
-                job.attempt,
-                "cancelled",
-                None,
-                None,
-                Some("cancelled by request"),
-            )
-            .await;
+        return cancelled(state, &job).await;
     }
     if let Some(reason) = restart_budget_exhausted(state, &job).await? {
         return fail(state, &job, &reason).await;
@@ -339,16 +330,7 @@ async fn run_job(
             if state.shutting_down.load(Ordering::SeqCst) {
                 store.release_job(&job, "server shut down").await
             } else {
-                store
-                    .finish_run(
-                        &job.run_id,
-                        job.attempt,
-                        "cancelled",
-                        None,
-                        None,
-                        Some("cancelled by request"),
-                    )
-                    .await
+                cancelled(state, &job).await
             }
         }
         Ok(Outcome::Paused(_)) if state.shutting_down.load(Ordering::SeqCst) => {
@@ -360,6 +342,20 @@ async fn run_job(
         Err(e @ TrainError::Checkpoint(_)) => retry_or_fail(state, &job, &e.to_string()).await,
         Err(e) => fail(state, &job, &e.to_string()).await,
     }
+}
+
+async fn cancelled(state: &SharedState, job: &ClaimedJob) -> Result<(), StoreError> {
+    state
+        .store
+        .finish_run(
+            &job.run_id,
+            job.attempt,
+            "cancelled",
+            None,
+            None,
+            Some("cancelled by request"),
+        )
+        .await
 }
 
 async fn fail(state: &SharedState, job: &ClaimedJob, reason: &str) -> Result<(), StoreError> {

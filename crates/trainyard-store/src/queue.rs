@@ -118,26 +118,44 @@ impl Store {
     /// Puts a leased job back in the queue (graceful shutdown): the run becomes `pending` again
     /// and the attempt is recorded as interrupted.
     pub async fn release_job(&self, job: &ClaimedJob, reason: &str) -> Result<()> {
+        self.requeue(job, now_ms(), None, "interrupted", reason)
+            .await
+    }
+
+    /// Ends an attempt and puts its job back in the queue, available from `available_at`: the
+    /// run is `pending` again (with `run_error` shown on it, if any).
+    async fn requeue(
+        &self,
+        job: &ClaimedJob,
+        available_at: i64,
+        run_error: Option<String>,
+        outcome: &str,
+        reason: &str,
+    ) -> Result<()> {
         let now = now_ms();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
             "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, available_at = ? \
              WHERE id = ? AND attempt = ? AND state = 'leased'",
         )
-        .bind(now)
+        .bind(available_at)
         .bind(&job.job_id)
         .bind(job.attempt)
         .execute(&mut *tx)
         .await?;
         fenced(done.rows_affected(), &job.run_id, job.attempt)?;
-        sqlx::query("UPDATE runs SET status = 'pending', stage = 'queued', updated_at = ? WHERE id = ? AND attempt = ?")
+        sqlx::query(
+            "UPDATE runs SET status = 'pending', stage = 'queued', error = COALESCE(?, error), updated_at = ? WHERE id = ? AND attempt = ?",
+        )
+        .bind(run_error)
+        .bind(now)
+        .bind(&job.run_id)
+        .bind(job.attempt)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE run_attempts SET ended_at = ?, outcome = ?, reason = ? WHERE run_id = ? AND attempt = ?")
             .bind(now)
-            .bind(&job.run_id)
-            .bind(job.attempt)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE run_attempts SET ended_at = ?, outcome = 'interrupted', reason = ? WHERE run_id = ? AND attempt = ?")
-            .bind(now)
+            .bind(outcome)
             .bind(reason)
             .bind(&job.run_id)
             .bind(job.attempt)
@@ -264,33 +282,17 @@ impl Store {
 
     /// A retryable failure: the job goes back to the queue after `delay` and the attempt records why.
     pub async fn retry_later(&self, job: &ClaimedJob, delay: Duration, reason: &str) -> Result<()> {
-        let now = now_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, available_at = ? \
-             WHERE id = ? AND attempt = ? AND state = 'leased'",
+        let message = format!(
+            "attempt {} failed, retrying in {:.0?}: {reason}",
+            job.attempt, delay
+        );
+        self.requeue(
+            job,
+            now_ms() + delay.as_millis() as i64,
+            Some(message),
+            "failed",
+            reason,
         )
-        .bind(now + delay.as_millis() as i64)
-        .bind(&job.job_id)
-        .bind(job.attempt)
-        .execute(&mut *tx)
-        .await?;
-        fenced(done.rows_affected(), &job.run_id, job.attempt)?;
-        sqlx::query("UPDATE runs SET status = 'pending', stage = 'queued', error = ?, updated_at = ? WHERE id = ? AND attempt = ?")
-            .bind(format!("attempt {} failed, retrying in {:.0?}: {reason}", job.attempt, delay))
-            .bind(now)
-            .bind(&job.run_id)
-            .bind(job.attempt)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE run_attempts SET ended_at = ?, outcome = 'failed', reason = ? WHERE run_id = ? AND attempt = ?")
-            .bind(now)
-            .bind(reason)
-            .bind(&job.run_id)
-            .bind(job.attempt)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 }
