@@ -183,7 +183,10 @@ async fn run_job(
         Ok(r) => r,
         Err(reason) => return fail(state, &job, &reason).await,
     };
-    let (checkpoint, note) = newest_valid_checkpoint(state, &job.run_id).await?;
+    let (checkpoint, mut note) = newest_valid_checkpoint(state, &job.run_id).await?;
+    if note.is_none() && job.attempt > 1 {
+        note = Some("started over: no checkpoint had been written yet".to_string());
+    }
     if let Some(note) = &note {
         tracing::info!(run_id = %job.run_id, attempt = job.attempt, %note, "resuming");
         store
@@ -602,16 +605,26 @@ async fn store_report(
     }
 }
 
-/// Keeps the newest `keep_checkpoints` of a run; older files and rows go.
+/// Keeps the newest `keep_checkpoints` of a run and the best one by the monitored metric;
+/// older files and rows go.
 async fn prune_checkpoints(state: &SharedState, run_id: &str) -> Result<(), StoreError> {
     let rows = state.store.checkpoints(run_id).await?;
-    let old: Vec<_> = rows
-        .into_iter()
-        .skip(state.config.keep_checkpoints)
-        .collect();
-    if old.is_empty() {
+    if rows.len() <= state.config.keep_checkpoints {
         return Ok(());
     }
+    let best = best_checkpoint_epoch(state, run_id).await?;
+    let mut kept_best = false;
+    let old: Vec<_> = rows
+        .into_iter()
+        .enumerate()
+        .filter(|(i, row)| {
+            // Keep the newest checkpoint at the best epoch (an epoch-end one, not a mid-epoch one).
+            let is_best = !kept_best && Some(row.epoch) == best;
+            kept_best |= is_best;
+            *i >= state.config.keep_checkpoints && !is_best
+        })
+        .map(|(_, row)| row)
+        .collect();
     for row in &old {
         if let Err(e) = state.artifacts.delete(&row.path) {
             tracing::warn!(path = %row.path, error = %e, "could not remove an old checkpoint");
@@ -621,6 +634,39 @@ async fn prune_checkpoints(state: &SharedState, run_id: &str) -> Result<(), Stor
         .store
         .delete_checkpoints(&old.into_iter().map(|r| r.id).collect::<Vec<_>>())
         .await
+}
+
+/// The epoch with the best monitored validation metric (early stopping's, else `val_loss`).
+async fn best_checkpoint_epoch(
+    state: &SharedState,
+    run_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    let Some(run) = state.store.get_run(&state.config.project, run_id).await? else {
+        return Ok(None);
+    };
+    let monitor = run.hyperparameters["early_stopping"]["monitor"]
+        .as_str()
+        .unwrap_or("val_loss")
+        .to_string();
+    let key = if monitor == "val_loss" {
+        "val_loss"
+    } else {
+        monitor.trim_start_matches("val_")
+    };
+    let maximize = trainyard_core::hyperparameters::metric_is_maximized(&monitor);
+    let history = state.store.epoch_metrics(run_id).await?;
+    let best = history
+        .iter()
+        .filter_map(|m| Some((m["epoch"].as_i64()?, m[key].as_f64()?)))
+        .filter(|(_, v)| v.is_finite())
+        .reduce(|a, b| {
+            if (b.1 > a.1) == maximize && b.1 != a.1 {
+                b
+            } else {
+                a
+            }
+        });
+    Ok(best.map(|(epoch, _)| epoch))
 }
 
 fn epoch_json(m: &EpochMetrics) -> Value {
