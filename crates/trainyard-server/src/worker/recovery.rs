@@ -1,0 +1,112 @@
+//! How a job survives failures: where it resumes from, which failures it retries and when it
+//! gives up.
+
+use trainyard_engine::Checkpoint;
+use trainyard_store::{ClaimedJob, StoreError};
+
+use crate::state::SharedState;
+
+pub(super) async fn cancelled(state: &SharedState, job: &ClaimedJob) -> Result<(), StoreError> {
+    state
+        .store
+        .finish_run(
+            &job.run_id,
+            job.attempt,
+            "cancelled",
+            None,
+            None,
+            Some("cancelled by request"),
+        )
+        .await
+}
+
+pub(super) async fn fail(
+    state: &SharedState,
+    job: &ClaimedJob,
+    reason: &str,
+) -> Result<(), StoreError> {
+    state
+        .store
+        .finish_run(&job.run_id, job.attempt, "failed", None, None, Some(reason))
+        .await
+}
+
+/// The newest checkpoint of a run that reads back intact, and a note on what was used or
+/// skipped. A damaged file (truncated, bit-flipped, missing) is skipped for the one before it.
+pub(super) async fn newest_valid_checkpoint(
+    state: &SharedState,
+    run_id: &str,
+) -> Result<(Option<Checkpoint>, Option<String>), StoreError> {
+    let rows = state.store.checkpoints(run_id).await?;
+    let mut skipped = Vec::new();
+    for row in rows {
+        let artifacts = state.artifacts.clone();
+        let path = row.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let bytes = artifacts.get(&path).map_err(|e| e.to_string())?;
+            Checkpoint::from_bytes(&bytes).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match loaded {
+            Ok(ckpt) => {
+                let mut note = format!(
+                    "resumed from the checkpoint at epoch {}, step {}",
+                    ckpt.state.epoch, ckpt.state.global_step
+                );
+                if !skipped.is_empty() {
+                    note.push_str(&format!(
+                        " after skipping {} damaged: {}",
+                        skipped.len(),
+                        skipped.join("; ")
+                    ));
+                }
+                return Ok((Some(ckpt), Some(note)));
+            }
+            Err(e) => skipped.push(format!("epoch {} ({e})", row.epoch)),
+        }
+    }
+    let note = (!skipped.is_empty())
+        .then(|| format!("started over: no valid checkpoint ({})", skipped.join("; ")));
+    Ok((None, note))
+}
+
+/// Attempts that ended by failing or losing their worker; pauses and shutdowns do not count.
+async fn failed_attempts(state: &SharedState, job: &ClaimedJob) -> Result<u32, StoreError> {
+    let attempts = state.store.attempts(&job.run_id).await?;
+    Ok(attempts
+        .iter()
+        .filter(|a| matches!(a.outcome.as_deref(), Some("failed" | "lost")))
+        .count() as u32)
+}
+
+pub(super) async fn restart_budget_exhausted(
+    state: &SharedState,
+    job: &ClaimedJob,
+) -> Result<Option<String>, StoreError> {
+    let failures = failed_attempts(state, job).await?;
+    Ok((failures > state.config.max_restarts).then(|| {
+        format!(
+            "gave up after {failures} failed or lost attempts (max_restarts is {}); see the run's attempts",
+            state.config.max_restarts
+        )
+    }))
+}
+
+/// A retryable failure (storage, I/O) goes back to the queue with exponential backoff until
+/// `max_restarts` is spent.
+pub(super) async fn retry_or_fail(
+    state: &SharedState,
+    job: &ClaimedJob,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let failures = failed_attempts(state, job).await?;
+    if failures < state.config.max_restarts {
+        let delay = state.config.retry_backoff * 2u32.pow(failures);
+        tracing::warn!(run_id = %job.run_id, attempt = job.attempt, ?delay, reason, "retryable failure; retrying");
+        state.store.retry_later(job, delay, reason).await
+    } else {
+        let message = format!("{reason} (gave up after {} attempts)", failures + 1);
+        fail(state, job, &message).await
+    }
+}
