@@ -87,8 +87,11 @@ pub fn model_key(run_id: &str) -> String {
     format!("runs/{run_id}/model.tym")
 }
 
+/// Unique per checkpoint: an epoch-end checkpoint and a pause at the same step are two files,
+/// so pruning one never removes the other. Names sort by attempt, then step.
 pub fn checkpoint_key(run_id: &str, attempt: i64, step: u64) -> String {
-    format!("runs/{run_id}/checkpoints/a{attempt}-s{step:010}.tyck")
+    let unique = &uuid::Uuid::now_v7().simple().to_string()[20..];
+    format!("runs/{run_id}/checkpoints/a{attempt:03}-s{step:010}-{unique}.tyck")
 }
 
 #[cfg(test)]
