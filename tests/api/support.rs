@@ -239,6 +239,7 @@ fn spawn(dir: &Path, options: &Options) -> (Child, String) {
             &options.max_upload_mb.to_string(),
         ])
         .env("TRAINYARD_LOG", "warn")
+        .env("RUST_BACKTRACE", "0")
         .env("TRAINYARD_FAILPOINT_PANIC_MODEL", "crash-test-dummy")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
