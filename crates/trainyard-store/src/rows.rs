@@ -109,3 +109,33 @@ pub struct CheckpointRow {
     pub bytes: i64,
     pub created_at: i64,
 }
+
+impl AttemptRow {
+    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self> {
+        Ok(AttemptRow {
+            attempt: row.try_get("attempt")?,
+            worker: row.try_get("worker")?,
+            started_at: row.try_get("started_at")?,
+            ended_at: row.try_get("ended_at")?,
+            outcome: row.try_get("outcome")?,
+            reason: row.try_get("reason")?,
+            note: row.try_get("note")?,
+        })
+    }
+}
+
+impl CheckpointRow {
+    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self> {
+        Ok(CheckpointRow {
+            id: row.try_get("id")?,
+            run_id: row.try_get("run_id")?,
+            attempt: row.try_get("attempt")?,
+            epoch: row.try_get("epoch")?,
+            step: row.try_get("step")?,
+            path: row.try_get("path")?,
+            sha256: row.try_get("sha256")?,
+            bytes: row.try_get("bytes")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}

@@ -132,19 +132,7 @@ impl Store {
             .bind(run_id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AttemptRow {
-                    attempt: r.try_get("attempt")?,
-                    worker: r.try_get("worker")?,
-                    started_at: r.try_get("started_at")?,
-                    ended_at: r.try_get("ended_at")?,
-                    outcome: r.try_get("outcome")?,
-                    reason: r.try_get("reason")?,
-                    note: r.try_get("note")?,
-                })
-            })
-            .collect()
+        rows.iter().map(AttemptRow::from_row).collect()
     }
 
     pub async fn set_stage(&self, run_id: &str, attempt: i64, stage: &str) -> Result<()> {
@@ -303,21 +291,7 @@ impl Store {
             .bind(run_id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(CheckpointRow {
-                    id: r.try_get("id")?,
-                    run_id: r.try_get("run_id")?,
-                    attempt: r.try_get("attempt")?,
-                    epoch: r.try_get("epoch")?,
-                    step: r.try_get("step")?,
-                    path: r.try_get("path")?,
-                    sha256: r.try_get("sha256")?,
-                    bytes: r.try_get("bytes")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(CheckpointRow::from_row).collect()
     }
 
     /// Adds a note to the current attempt (what it resumed from, rollbacks, batch-size cuts).

@@ -303,29 +303,9 @@ async fn run_job(
                     let reason = format!(
                         "saving the trained model failed: {e}; check free space in the data directory"
                     );
-                    store
-                        .finish_run(
-                            &job.run_id,
-                            job.attempt,
-                            "failed",
-                            None,
-                            None,
-                            Some(&reason),
-                        )
-                        .await
+                    fail(state, &job, &reason).await
                 }
-                Err(e) => {
-                    store
-                        .finish_run(
-                            &job.run_id,
-                            job.attempt,
-                            "failed",
-                            None,
-                            None,
-                            Some(&e.to_string()),
-                        )
-                        .await
-                }
+                Err(e) => fail(state, &job, &e.to_string()).await,
             }
         }
         Ok(Outcome::Cancelled) => {
