@@ -223,3 +223,63 @@ async fn follow(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use trainyard_store::{NewModel, Store};
+
+    use super::*;
+    use crate::ServerConfig;
+    use crate::artifacts::LocalArtifacts;
+
+    async fn state(dir: &std::path::Path) -> SharedState {
+        let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.to_path_buf());
+        let store = Store::open(&config.database_url).await.unwrap();
+        let artifacts = LocalArtifacts::new(dir.join("artifacts")).unwrap();
+        crate::app_state(config, store, artifacts).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_stops_reading_is_dropped_and_can_reconnect() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        let model = state
+            .store
+            .insert_model(NewModel {
+                project_id: "default".into(),
+                name: "m".into(),
+                dataset: "iris".into(),
+                algorithm: "mlp".into(),
+                hyperparameters: json!({}),
+            })
+            .await
+            .unwrap();
+        let mut stalled = subscribe(state.clone(), Scope::Model(model.id.clone()), 0);
+        let total = SUBSCRIBER_BUFFER as i64 + 200;
+        for i in 0..total {
+            publish(&state, &model.id, None, "progress", json!({ "i": i })).await;
+        }
+        // It never read while the events were published: it got a full buffer, then was cut off.
+        let mut received = Vec::new();
+        while let Some(event) = stalled.recv().await {
+            received.push(event.seq);
+        }
+        assert_eq!(received, (1..=SUBSCRIBER_BUFFER as i64).collect::<Vec<_>>());
+
+        // Reconnecting from its last sequence number delivers the rest, without gaps.
+        let mut again = subscribe(
+            state.clone(),
+            Scope::Model(model.id.clone()),
+            *received.last().unwrap(),
+        );
+        let mut rest = Vec::new();
+        while rest.len() < 200 {
+            rest.push(again.recv().await.unwrap().seq);
+        }
+        assert_eq!(
+            rest,
+            (SUBSCRIBER_BUFFER as i64 + 1..=total).collect::<Vec<_>>()
+        );
+    }
+}

@@ -34,6 +34,27 @@ fn prometheus() -> anyhow::Result<PrometheusHandle> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
+/// The shared state of one server process.
+pub(crate) fn app_state(
+    config: ServerConfig,
+    store: Store,
+    artifacts: LocalArtifacts,
+) -> anyhow::Result<SharedState> {
+    Ok(Arc::new(AppState {
+        config,
+        store,
+        artifacts: Arc::new(artifacts),
+        controls: Default::default(),
+        job_queued: Notify::new(),
+        predictors: Default::default(),
+        prometheus: prometheus()?,
+        shutting_down: AtomicBool::new(false),
+        idempotency_locks: Default::default(),
+        events: events::bus(),
+        uploaded: Default::default(),
+    }))
+}
+
 /// Opens the database, starts the workers and serves HTTP until `shutdown` resolves. Then it
 /// stops taking jobs, lets in-flight requests finish, pauses running training at a batch
 /// boundary (checkpointing it) and puts those jobs back in the queue.
@@ -60,19 +81,7 @@ pub async fn serve(
             )
         })?;
     let addr = listener.local_addr()?;
-    let state: SharedState = Arc::new(AppState {
-        config: config.clone(),
-        store,
-        artifacts: Arc::new(artifacts),
-        controls: Default::default(),
-        job_queued: Notify::new(),
-        predictors: Default::default(),
-        prometheus: prometheus()?,
-        shutting_down: AtomicBool::new(false),
-        idempotency_locks: Default::default(),
-        events: events::bus(),
-        uploaded: Default::default(),
-    });
+    let state = app_state(config.clone(), store, artifacts)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let worker_prefix = format!(
