@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use trainyard_core::RunStatus;
 
-use crate::api::models::{find_model, latest_run, trainyard_core_status};
+use crate::api::models::{find_model, latest_run, parse_status};
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 use crate::views::StatusView;
@@ -35,7 +35,7 @@ pub async fn cancel_model(
     let run = latest_run(&state, &model).await?;
     let Some(run) = run
         .as_ref()
-        .filter(|r| !trainyard_core_status(&r.status).is_terminal())
+        .filter(|r| !parse_status(&r.status).is_terminal())
     else {
         return Err(ApiError::conflict(format!(
             "model has no active run to cancel; its status is {}",
@@ -63,7 +63,7 @@ pub async fn pause_model(
     let run = latest_run(&state, &model).await?;
     let Some(run) = run
         .as_ref()
-        .filter(|r| trainyard_core_status(&r.status) == RunStatus::Training)
+        .filter(|r| parse_status(&r.status) == RunStatus::Training)
     else {
         return Err(ApiError::conflict(format!(
             "only a training run can be paused; its status is {}",

@@ -189,7 +189,7 @@ pub async fn delete_model(
     let runs = state.store.list_runs(&model.id).await?;
     for run in runs
         .iter()
-        .filter(|r| !trainyard_core_status(&r.status).is_terminal())
+        .filter(|r| !parse_status(&r.status).is_terminal())
     {
         state.store.request_cancel(&run.id).await?;
         if let Some(control) = state.control(&run.id) {
@@ -206,7 +206,7 @@ pub async fn delete_model(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) fn trainyard_core_status(s: &str) -> trainyard_core::RunStatus {
+pub(crate) fn parse_status(s: &str) -> trainyard_core::RunStatus {
     s.parse().unwrap_or(trainyard_core::RunStatus::Failed)
 }
 
