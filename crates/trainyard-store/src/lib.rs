@@ -52,7 +52,8 @@ pub struct Store {
     pool: SqlitePool,
 }
 
-pub(crate) fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch: the unit of every timestamp the store keeps.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use crate::runs::{close_job_and_attempt, fenced};
+use crate::runs::{close_job_and_attempt, end_attempt, fenced};
 use crate::{Result, Store, now_ms};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -153,14 +153,7 @@ impl Store {
         .bind(job.attempt)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE run_attempts SET ended_at = ?, outcome = ?, reason = ? WHERE run_id = ? AND attempt = ?")
-            .bind(now)
-            .bind(outcome)
-            .bind(reason)
-            .bind(&job.run_id)
-            .bind(job.attempt)
-            .execute(&mut *tx)
-            .await?;
+        end_attempt(&mut tx, &job.run_id, job.attempt, outcome, Some(reason)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -248,12 +241,14 @@ impl Store {
             .bind(job.attempt)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE run_attempts SET ended_at = ?, outcome = 'paused', reason = 'paused by request' WHERE run_id = ? AND attempt = ?")
-            .bind(now)
-            .bind(&job.run_id)
-            .bind(job.attempt)
-            .execute(&mut *tx)
-            .await?;
+        end_attempt(
+            &mut tx,
+            &job.run_id,
+            job.attempt,
+            "paused",
+            Some("paused by request"),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

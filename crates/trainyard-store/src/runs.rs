@@ -355,13 +355,23 @@ pub(crate) async fn close_job_and_attempt(
     outcome: &str,
     reason: Option<&str>,
 ) -> Result<()> {
-    let now = now_ms();
     sqlx::query("UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL WHERE run_id = ?")
         .bind(run_id)
         .execute(&mut *conn)
         .await?;
+    end_attempt(conn, run_id, attempt, outcome, reason).await
+}
+
+/// Records how an attempt ended (once: an attempt that already ended keeps its outcome).
+pub(crate) async fn end_attempt(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+    attempt: i64,
+    outcome: &str,
+    reason: Option<&str>,
+) -> Result<()> {
     sqlx::query("UPDATE run_attempts SET ended_at = ?, outcome = ?, reason = ? WHERE run_id = ? AND attempt = ? AND ended_at IS NULL")
-        .bind(now)
+        .bind(now_ms())
         .bind(outcome)
         .bind(reason)
         .bind(run_id)

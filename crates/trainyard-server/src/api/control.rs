@@ -10,19 +10,20 @@ use crate::api::models::{find_model, latest_run, parse_status};
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 use crate::views::StatusView;
+use trainyard_store::{ModelRow, RunRow};
 
-fn status_name(run: &Option<trainyard_store::RunRow>) -> String {
+fn status_name(run: &Option<RunRow>) -> String {
     run.as_ref()
         .map_or("pending (never trained)".to_string(), |r| r.status.clone())
 }
 
+/// The model's status after the action (its run re-read, as the action changed it).
 async fn current_status(
     state: &SharedState,
-    id: &str,
+    model: &ModelRow,
 ) -> ApiResult<(StatusCode, Json<StatusView>)> {
-    let model = find_model(state, id).await?;
-    let run = latest_run(state, &model).await?;
-    Ok((StatusCode::ACCEPTED, Json(StatusView::new(&model, run))))
+    let run = latest_run(state, model).await?;
+    Ok((StatusCode::ACCEPTED, Json(StatusView::new(model, run))))
 }
 
 #[utoipa::path(post, path = "/api/models/{id}/cancel", tag = "models",
@@ -49,7 +50,7 @@ pub async fn cancel_model(
     if let Some(control) = state.control(&run.id) {
         control.cancel();
     }
-    current_status(&state, &id).await
+    current_status(&state, &model).await
 }
 
 #[utoipa::path(post, path = "/api/models/{id}/pause", tag = "models",
@@ -78,7 +79,7 @@ pub async fn pause_model(
     if let Some(control) = state.control(&run.id) {
         control.pause();
     }
-    current_status(&state, &id).await
+    current_status(&state, &model).await
 }
 
 #[utoipa::path(post, path = "/api/models/{id}/resume", tag = "models",
@@ -104,5 +105,5 @@ pub async fn resume_model(
         crate::events::publish_run_status(&state, &run.id).await;
     }
     state.job_queued.notify_one();
-    current_status(&state, &id).await
+    current_status(&state, &model).await
 }

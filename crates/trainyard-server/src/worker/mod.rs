@@ -42,7 +42,9 @@ const FAILPOINT_PANIC_MODEL: &str = "TRAINYARD_FAILPOINT_PANIC_MODEL";
 impl Observer for JobObserver {
     fn event(&mut self, event: TrainingEvent) {
         let epoch_done = matches!(event, TrainingEvent::Epoch(_));
-        let _ = self.tx.send(Report::Event(event, trainyard_store_now()));
+        let _ = self
+            .tx
+            .send(Report::Event(event, trainyard_store::now_ms()));
         if epoch_done && self.panic_after_first_epoch {
             panic!("injected failure ({FAILPOINT_PANIC_MODEL})");
         }
@@ -64,18 +66,11 @@ impl Observer for JobObserver {
             path: key,
             sha256: hex::encode(Sha256::digest(&bytes)),
             bytes: bytes.len() as i64,
-            created_at: trainyard_store_now(),
+            created_at: trainyard_store::now_ms(),
         };
         let _ = self.tx.send(Report::Checkpoint(row));
         Ok(bytes.len() as u64)
     }
-}
-
-fn trainyard_store_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 pub async fn worker_loop(state: SharedState, name: String, mut shutdown: watch::Receiver<bool>) {
@@ -130,11 +125,15 @@ pub async fn worker_loop(state: SharedState, name: String, mut shutdown: watch::
     }
 }
 
+/// What a claimed job needs before training starts.
+struct PreparedJob {
+    request: TrainRequest,
+    model_name: String,
+    total_epochs: i64,
+}
+
 /// Builds the engine request from the stored model and run, or says why it cannot be trained.
-async fn prepare_request(
-    state: &SharedState,
-    job: &ClaimedJob,
-) -> Result<(TrainRequest, String), String> {
+async fn prepare_request(state: &SharedState, job: &ClaimedJob) -> Result<PreparedJob, String> {
     let project = &state.config.project;
     let model = state
         .store
@@ -163,7 +162,11 @@ async fn prepare_request(
         hyperparameters,
         resume: None,
     };
-    Ok((request, model_name))
+    Ok(PreparedJob {
+        request,
+        model_name,
+        total_epochs: run.total_epochs,
+    })
 }
 
 async fn run_job(
@@ -178,7 +181,11 @@ async fn run_job(
     if let Some(reason) = restart_budget_exhausted(state, &job).await? {
         return fail(state, &job, &reason).await;
     }
-    let (mut request, model_name) = match prepare_request(state, &job).await {
+    let PreparedJob {
+        mut request,
+        model_name,
+        total_epochs,
+    } = match prepare_request(state, &job).await {
         Ok(r) => r,
         Err(reason) => return fail(state, &job, &reason).await,
     };
@@ -237,7 +244,6 @@ async fn run_job(
         trainyard_engine::train(request, &train_control, &mut observer)
     });
 
-    let total_epochs = job_total_epochs(state, &job).await;
     let mut fenced = false;
     while let Some(report) = rx.recv().await {
         if let Err(e) = persist(state, &job, total_epochs, report).await {
@@ -324,16 +330,6 @@ async fn run_job(
         Err(e @ TrainError::Checkpoint(_)) => retry_or_fail(state, &job, &e.to_string()).await,
         Err(e) => fail(state, &job, &e.to_string()).await,
     }
-}
-
-async fn job_total_epochs(state: &SharedState, job: &ClaimedJob) -> i64 {
-    state
-        .store
-        .get_run(&state.config.project, &job.run_id)
-        .await
-        .ok()
-        .flatten()
-        .map_or(0, |r| r.total_epochs)
 }
 
 /// Keeps the lease alive and relays cancel/pause flags set through the database (by this or
