@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -22,6 +23,10 @@ pub struct Options {
     pub lease_seconds: u64,
     pub retry_backoff_ms: u64,
     pub max_upload_mb: usize,
+    /// More `serve` flags.
+    pub extra_args: Vec<String>,
+    /// Where to listen; a free port when None.
+    pub addr: Option<String>,
 }
 
 impl Default for Options {
@@ -31,6 +36,8 @@ impl Default for Options {
             lease_seconds: 30,
             retry_backoff_ms: 1000,
             max_upload_mb: 100,
+            extra_args: vec![],
+            addr: None,
         }
     }
 }
@@ -226,7 +233,9 @@ impl Drop for Server {
 
 fn spawn(dir: &Path, options: &Options) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_trainyard"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--addr"])
+        .arg(options.addr.as_deref().unwrap_or("127.0.0.1:0"))
+        .arg("--data-dir")
         .arg(dir)
         .args([
             "--workers",
@@ -238,9 +247,11 @@ fn spawn(dir: &Path, options: &Options) -> (Child, String) {
             "--max-upload-mb",
             &options.max_upload_mb.to_string(),
         ])
+        .args(&options.extra_args)
         .env("TRAINYARD_LOG", "warn")
         .env("RUST_BACKTRACE", "0")
         .env("TRAINYARD_FAILPOINT_PANIC_MODEL", "crash-test-dummy")
+        .env("TRAINYARD_FAILPOINT_STALL_BEFORE_MODEL", "stale-writer")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -261,6 +272,19 @@ fn spawn(dir: &Path, options: &Options) -> (Child, String) {
     (child, base)
 }
 
+/// The model file a completed run published (named per attempt).
+pub fn model_file(data_dir: &Path, run_id: &str) -> PathBuf {
+    let dir = data_dir.join(format!("artifacts/runs/{run_id}"));
+    let mut models: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tym"))
+        .collect();
+    assert_eq!(models.len(), 1, "one model file per run: {models:?}");
+    models.pop().unwrap()
+}
+
 /// Every file under the server's artifact directory.
 pub fn artifact_files(dir: &Path) -> Vec<PathBuf> {
     fn walk(p: &Path, out: &mut Vec<PathBuf>) {
@@ -278,4 +302,61 @@ pub fn artifact_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     walk(&dir.join("artifacts"), &mut out);
     out
+}
+
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: i64,
+    pub kind: String,
+    pub data: Value,
+}
+
+/// Reads an SSE stream until the server ends it (or the timeout).
+pub async fn read_sse(url: String, last_event_id: Option<i64>, timeout: Duration) -> Vec<SseEvent> {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id.to_string());
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let chunk = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            body.next(),
+        )
+        .await;
+        let Ok(Some(chunk)) = chunk else { break };
+        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut kind, mut data) = (None, String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    kind = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if let Some(id) = id {
+                events.push(SseEvent {
+                    id,
+                    kind,
+                    data: serde_json::from_str(&data).unwrap(),
+                });
+            }
+        }
+    }
+    events
 }

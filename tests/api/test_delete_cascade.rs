@@ -16,7 +16,12 @@ async fn deleting_a_model_removes_runs_metrics_checkpoints_and_files() {
         .await;
     let run_id = run["id"].as_str().unwrap();
     let files = artifact_files(&server.data_dir);
-    assert!(files.iter().any(|f| f.ends_with("model.tym")), "{files:?}");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.extension().is_some_and(|x| x == "tym")),
+        "{files:?}"
+    );
     assert!(
         files
             .iter()

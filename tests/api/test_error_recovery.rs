@@ -348,7 +348,9 @@ async fn test_oom_recovery_halves_the_batch_size_and_records_it() {
         .create_model(
             "mnist",
             "mlp",
-            json!({"epochs": 1, "batch_size": 1024, "memory_budget_mb": 10}),
+            // About 183 MB at batch size 1 (the job's copy of mnist and the model), 16 MB
+            // more per 1,024 samples: 190 MB fits a batch of 256.
+            json!({"epochs": 1, "batch_size": 1024, "memory_budget_mb": 190}),
         )
         .await;
     server.train(&id).await;
@@ -361,20 +363,18 @@ async fn test_oom_recovery_halves_the_batch_size_and_records_it() {
     let note = run["attempts"][0]["note"].as_str().unwrap_or_default();
     assert!(note.contains("batch size reduced from 1024 to"), "{run}");
 
-    let id = server
-        .create_model("mnist", "mlp", json!({"epochs": 1, "memory_budget_mb": 1}))
+    // A budget no batch size fits is refused before anything is queued.
+    let (code, err) = server
+        .post(
+            "/api/models",
+            json!({"name": "tiny-budget", "dataset": "mnist", "algorithm": "mlp", "hyperparameters": {"epochs": 1, "memory_budget_mb": 1}}),
+        )
         .await;
-    server.train(&id).await;
-    let failed = server
-        .wait_for(&id, &["completed", "failed"], Duration::from_secs(60))
-        .await;
-    assert_eq!(failed["status"], "failed");
+    assert_eq!(code, 400, "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
     assert!(
-        failed["error"]
-            .as_str()
-            .unwrap()
-            .contains("raise memory_budget_mb"),
-        "{failed}"
+        message.contains("even at batch size 1") && message.contains("budget of 1 MB"),
+        "{message}"
     );
 }
 
@@ -534,9 +534,7 @@ async fn test_model_load_failure_recovery_for_a_corrupt_artifact() {
         .wait_for(&id, &["completed"], Duration::from_secs(60))
         .await;
     let run_id = done["run_id"].as_str().unwrap();
-    let path = server
-        .data_dir
-        .join(format!("artifacts/runs/{run_id}/model.tym"));
+    let path = crate::support::model_file(&server.data_dir, run_id);
     let mut bytes = std::fs::read(&path).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x10;

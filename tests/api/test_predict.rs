@@ -89,12 +89,7 @@ async fn a_regressor_predicts_values_and_a_missing_artifact_is_a_clear_error() {
         .wait_for(&other, &["completed"], Duration::from_secs(60))
         .await;
     let other_run = other_status["run_id"].as_str().unwrap();
-    std::fs::remove_file(
-        server
-            .data_dir
-            .join(format!("artifacts/runs/{other_run}/model.tym")),
-    )
-    .unwrap();
+    std::fs::remove_file(crate::support::model_file(&server.data_dir, other_run)).unwrap();
     let (code, err) = server
         .post(
             &format!("/api/models/{other}/predict"),
@@ -110,4 +105,53 @@ async fn a_regressor_predicts_values_and_a_missing_artifact_is_a_clear_error() {
         "{err}"
     );
     assert_ne!(run_id, other_run);
+}
+
+/// Issue 8, defect 9: a forest answers any input with predictions or a 4xx, never a 500.
+#[tokio::test]
+async fn a_forest_never_answers_a_server_error() {
+    let server = Server::start().await;
+    let id = server
+        .create_model("iris", "random_forest", json!({"n_estimators": 7}))
+        .await;
+    server.train(&id).await;
+    server
+        .wait_for(&id, &["completed"], Duration::from_secs(60))
+        .await;
+    let path = format!("/api/models/{id}/predict");
+    let (status, body) = server
+        .post(
+            &path,
+            json!({"inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for p in body["predictions"].as_array().unwrap() {
+        let votes: Vec<f64> = p["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(votes.len(), 3, "{p}");
+        assert!((votes.iter().sum::<f64>() - 1.0).abs() < 1e-6, "{p}");
+    }
+    for inputs in [
+        json!([[1e300, 0.0, 0.0, 0.0]]),
+        json!([[-1e39, 1.0, 1.0, 1.0]]),
+        json!([]),
+        json!([[1.0, 2.0, 3.0]]),
+        json!([[1.0, 2.0, 3.0, 4.0, 5.0]]),
+    ] {
+        let (status, err) = server.post(&path, json!({ "inputs": inputs })).await;
+        assert_eq!(status, 400, "{inputs}: {err}");
+        assert_eq!(err["error"]["field"], "inputs", "{err}");
+    }
+    let (status, body) = server
+        .post(&path, json!({"inputs": [[3.0e38, -3.0e38, 0.0, 1e-45]]}))
+        .await;
+    assert_eq!(
+        status, 200,
+        "extreme but representable values predict: {body}"
+    );
 }

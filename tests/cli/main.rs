@@ -6,6 +6,8 @@
 mod support;
 
 mod client;
+mod doctor;
+mod hardening;
 
 use std::path::Path;
 use std::process::{Command, Output};

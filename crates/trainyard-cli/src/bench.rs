@@ -1,5 +1,6 @@
-//! `trainyard bench`: the speed and quality of default training runs on this machine, next to the
-//! targets and to the PyTorch reference measured on the same machine (DESIGN.md).
+//! `trainyard bench`: the speed and quality of default training runs on this machine, next to
+//! their targets. It prints only what it measured in this run: comparisons with PyTorch and other
+//! peers belong to the side-by-side harness in `benches/peers`, which measures both.
 
 use std::time::Instant;
 
@@ -26,8 +27,6 @@ struct Case {
     metric: &'static str,
     bar: f64,
 }
-
-const PYTORCH_MLP_SAMPLES_PER_SECOND: f64 = 86_800.0;
 
 fn run_case(case: &Case) -> anyhow::Result<Value> {
     let dataset = load_builtin(case.dataset)?;
@@ -190,13 +189,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &json!({"cases": results, "mlp_784_256_10_adamw_b128_samples_per_second": reference, "pytorch_samples_per_second": PYTORCH_MLP_SAMPLES_PER_SECOND})
+                &json!({"cases": results, "mlp_784_256_10_adamw_b128_samples_per_second": reference})
             )?
         );
     } else {
         println!(
-            "MLP 784-256-10 AdamW batch 128: {reference:.0} samples/s; PyTorch on this machine: {PYTORCH_MLP_SAMPLES_PER_SECOND:.0} ({:.0}%)",
-            100.0 * reference / PYTORCH_MLP_SAMPLES_PER_SECOND
+            "MLP 784-256-10 AdamW batch 128: {reference:.0} samples/s (compare with a peer measured in the same run: benches/peers)"
         );
     }
     Ok(())

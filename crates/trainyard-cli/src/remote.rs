@@ -260,25 +260,70 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<Vec<f64>>> {
         return serde_json::from_value(rows)
             .with_context(|| format!("{}: expected [[numbers, ...], ...]", path.display()));
     }
+    parse_csv_rows(&text).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Rows of numbers from CSV text (quoted cells allowed); a first row that is not numeric is a
+/// header and skipped.
+fn parse_csv_rows(text: &str) -> anyhow::Result<Vec<Vec<f64>>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
     let mut rows = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let parsed: Result<Vec<f64>, _> =
-            line.split(',').map(|c| c.trim().parse::<f64>()).collect();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("record {}", i + 1))?;
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let parsed: Result<Vec<f64>, _> = record.iter().map(str::parse::<f64>).collect();
         match parsed {
             Ok(row) => rows.push(row),
-            Err(_) if i == 0 => continue, // header
-            Err(_) => bail!(
-                "{} line {}: every cell must be a number",
-                path.display(),
-                i + 1
-            ),
+            Err(_) if i == 0 => continue,
+            Err(_) => {
+                let line = record.position().map_or(i as u64 + 1, |p| p.line());
+                bail!("line {line}: every cell must be a number")
+            }
         }
     }
     Ok(rows)
+}
+
+/// One URL path segment, percent-encoded (a name may hold spaces, slashes or `?`).
+pub(crate) fn segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A query string, each name and value form-encoded.
+fn query(pairs: &[(&str, &str)]) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        out.append_pair(k, v);
+    }
+    out.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_csv_cells_and_headers_parse() {
+        let rows = parse_csv_rows("\"a,b\",c\n\"1.5\", 2\n\n3,\"4\"\n").unwrap();
+        assert_eq!(rows, vec![vec![1.5, 2.0], vec![3.0, 4.0]]);
+        let err = parse_csv_rows("1,2\n3,x\n").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn names_and_query_values_are_encoded() {
+        assert_eq!(segment("a b/c?"), "a%20b%2Fc%3F");
+        assert_eq!(
+            query(&[("name", "my data"), ("target", "a&b=c")]),
+            "name=my+data&target=a%26b%3Dc"
+        );
+    }
 }
 
 pub async fn models(conn: &Connection, command: ModelsCommand) -> Result<ExitCode, ClientError> {
@@ -307,18 +352,19 @@ pub async fn models(conn: &Connection, command: ModelsCommand) -> Result<ExitCod
             algorithm,
             limit,
         } => {
-            let mut query = format!("?limit={limit}");
+            let limit = limit.to_string();
+            let mut pairs = vec![("limit", limit.as_str())];
             for (key, value) in [
-                ("status", status),
-                ("dataset", dataset),
-                ("algorithm", algorithm),
+                ("status", &status),
+                ("dataset", &dataset),
+                ("algorithm", &algorithm),
             ] {
                 if let Some(v) = value {
-                    query.push_str(&format!("&{key}={v}"));
+                    pairs.push((key, v.as_str()));
                 }
             }
             let list = client
-                .request(Method::GET, &format!("/api/models{query}"), None)
+                .request(Method::GET, &format!("/api/models?{}", query(&pairs)), None)
                 .await?;
             print(out, &list, |l| {
                 for m in l["models"].as_array().into_iter().flatten() {
@@ -333,7 +379,11 @@ pub async fn models(conn: &Connection, command: ModelsCommand) -> Result<ExitCod
         }
         ModelsCommand::Show { model } => {
             let m = client
-                .request(Method::GET, &format!("/api/models/{model}"), None)
+                .request(
+                    Method::GET,
+                    &format!("/api/models/{}", segment(&model)),
+                    None,
+                )
                 .await?;
             print(out, &m, |m| {
                 println!("{}", serde_json::to_string_pretty(m).unwrap_or_default())
@@ -341,7 +391,11 @@ pub async fn models(conn: &Connection, command: ModelsCommand) -> Result<ExitCod
         }
         ModelsCommand::Delete { model } => {
             client
-                .request(Method::DELETE, &format!("/api/models/{model}"), None)
+                .request(
+                    Method::DELETE,
+                    &format!("/api/models/{}", segment(&model)),
+                    None,
+                )
                 .await?;
             print(out, &json!({"deleted": model}), |_| {
                 println!("deleted model {model}")
@@ -356,7 +410,7 @@ pub async fn models(conn: &Connection, command: ModelsCommand) -> Result<ExitCod
             let run = client
                 .request(
                     Method::POST,
-                    &format!("/api/models/{model}/train"),
+                    &format!("/api/models/{}/train", segment(&model)),
                     Some(json!({"hyperparameters": hp})),
                 )
                 .await?;
@@ -374,7 +428,11 @@ pub async fn models(conn: &Connection, command: ModelsCommand) -> Result<ExitCod
         ModelsCommand::Watch { model } => return watch::follow(&client, &model, out).await,
         ModelsCommand::Status { model } => {
             let s = client
-                .request(Method::GET, &format!("/api/models/{model}/status"), None)
+                .request(
+                    Method::GET,
+                    &format!("/api/models/{}/status", segment(&model)),
+                    None,
+                )
                 .await?;
             print(out, &s, print_status);
         }
@@ -386,7 +444,7 @@ pub async fn models(conn: &Connection, command: ModelsCommand) -> Result<ExitCod
             let result = client
                 .request(
                     Method::POST,
-                    &format!("/api/models/{model}/predict"),
+                    &format!("/api/models/{}/predict", segment(&model)),
                     Some(json!({"inputs": rows})),
                 )
                 .await?;
@@ -407,7 +465,7 @@ async fn steer(client: &Client, out: &str, model: &str, action: &str) -> Result<
     let s = client
         .request(
             Method::POST,
-            &format!("/api/models/{model}/{action}"),
+            &format!("/api/models/{}/{action}", segment(&model)),
             Some(json!({})),
         )
         .await?;
@@ -443,7 +501,11 @@ pub async fn datasets(
         }
         DatasetsCommand::Show { name } => {
             let d = client
-                .request(Method::GET, &format!("/api/datasets/{name}"), None)
+                .request(
+                    Method::GET,
+                    &format!("/api/datasets/{}", segment(&name)),
+                    None,
+                )
                 .await?;
             print(out, &d, |d| {
                 println!("{}", serde_json::to_string_pretty(d).unwrap_or_default())
@@ -457,10 +519,11 @@ pub async fn datasets(
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let mut path = format!("/api/datasets?name={name}&target={target}");
-            if let Some(task) = task {
-                path.push_str(&format!("&task={task}"));
+            let mut pairs = vec![("name", name.as_str()), ("target", target.as_str())];
+            if let Some(task) = &task {
+                pairs.push(("task", task.as_str()));
             }
+            let path = format!("/api/datasets?{}", query(&pairs));
             let d = client.send_raw(&path, "text/csv", bytes).await?;
             print(out, &d, |d| {
                 println!(
@@ -474,7 +537,11 @@ pub async fn datasets(
         }
         DatasetsCommand::Delete { name } => {
             client
-                .request(Method::DELETE, &format!("/api/datasets/{name}"), None)
+                .request(
+                    Method::DELETE,
+                    &format!("/api/datasets/{}", segment(&name)),
+                    None,
+                )
                 .await?;
             print(out, &json!({"deleted": name}), |_| {
                 println!("deleted dataset {name}")

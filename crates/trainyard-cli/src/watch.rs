@@ -71,7 +71,11 @@ impl View {
 /// Follows the latest run of `model` until it ends. Exit 0 when it completes, 1 otherwise.
 pub async fn follow(client: &Client, model: &str, output: &str) -> Result<ExitCode, ClientError> {
     let status = client
-        .request(Method::GET, &format!("/api/models/{model}/status"), None)
+        .request(
+            Method::GET,
+            &format!("/api/models/{}/status", crate::remote::segment(model)),
+            None,
+        )
         .await?;
     let run_id = status["run_id"].clone();
     let bar = (output == "table").then(|| {
@@ -88,18 +92,32 @@ pub async fn follow(client: &Client, model: &str, output: &str) -> Result<ExitCo
     };
     let mut last_seq = 0i64;
     let mut final_status: Option<Value> = None;
-    for _attempt in 0..20 {
-        let url = format!("{}/api/models/{model}/events?after={last_seq}", client.base);
-        let response =
-            client.http().get(url).send().await.map_err(|e| {
-                ClientError::Unreachable(format!("cannot reach {}: {e}", client.base))
-            })?;
-        if !response.status().is_success() {
-            return Err(ClientError::Refused {
-                status: response.status(),
-                message: response.text().await.unwrap_or_default(),
-            });
-        }
+    let mut backoff = Backoff::new();
+    while final_status.is_none() {
+        let url = format!(
+            "{}/api/models/{}/events?after={last_seq}",
+            client.base,
+            crate::remote::segment(model)
+        );
+        let response = match client.http().get(url).send().await {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) if !r.status().is_server_error() => {
+                return Err(ClientError::Refused {
+                    status: r.status(),
+                    message: r.text().await.unwrap_or_default(),
+                });
+            }
+            // Away (restarting, unreachable) or unwell: wait and pick up after the last event.
+            failed => {
+                let why = match failed {
+                    Ok(r) => format!("the server answered {}", r.status()),
+                    Err(e) => format!("cannot reach {}: {e}", client.base),
+                };
+                backoff.wait(&why, &view).await?;
+                continue;
+            }
+        };
+        backoff.reset();
         let mut body = response.bytes_stream();
         let mut buffer = String::new();
         while let Some(chunk) = body.next().await {
@@ -129,19 +147,15 @@ pub async fn follow(client: &Client, model: &str, output: &str) -> Result<ExitCo
                 }
             }
         }
-        if final_status.is_some() {
-            break;
+        if final_status.is_none() {
+            // The stream ended early (dropped as too slow, or the server stopping).
+            backoff.wait("the event stream closed", &view).await?;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await; // dropped: reconnect after last_seq
     }
     if let Some(bar) = &view.bar {
         bar.finish_and_clear();
     }
-    let Some(final_status) = final_status else {
-        return Err(ClientError::Other(anyhow::anyhow!(
-            "the event stream kept dropping; try `trainyard models status {model}`"
-        )));
-    };
+    let final_status = final_status.expect("the loop ends with a final status");
     if output == "table" {
         println!(
             "final status: {}",
@@ -158,4 +172,42 @@ pub async fn follow(client: &Client, model: &str, output: &str) -> Result<ExitCo
     } else {
         ExitCode::from(EXIT_REFUSED)
     })
+}
+
+/// Reconnection delays: 0.5 s doubling to 8 s; gives up after five minutes without a stream.
+struct Backoff {
+    delay: Duration,
+    away_since: Option<std::time::Instant>,
+}
+
+const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            delay: Duration::from_millis(500),
+            away_since: None,
+        }
+    }
+
+    fn reset(&mut self) {
+        *self = Backoff::new();
+    }
+
+    async fn wait(&mut self, why: &str, view: &View) -> Result<(), ClientError> {
+        let since = *self.away_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() > GIVE_UP_AFTER {
+            return Err(ClientError::Unreachable(format!(
+                "{why}; gave up after {GIVE_UP_AFTER:?}. Is the server running? `trainyard models watch` picks up where it left off"
+            )));
+        }
+        let message = format!("{why}; reconnecting in {:.1}s", self.delay.as_secs_f64());
+        match &view.bar {
+            Some(bar) if !bar.is_hidden() => bar.set_message(message),
+            _ => eprintln!("{message}"),
+        }
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(8));
+        Ok(())
+    }
 }

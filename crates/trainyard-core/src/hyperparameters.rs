@@ -113,7 +113,13 @@ impl Hyperparameters {
     pub fn allowed_keys(algorithm: Algorithm) -> Vec<&'static str> {
         let mut keys: Vec<&'static str> = match algorithm {
             Algorithm::RandomForest => {
-                vec!["n_estimators", "max_depth", "seed", "validation_split"]
+                vec![
+                    "n_estimators",
+                    "max_depth",
+                    "seed",
+                    "validation_split",
+                    "checkpoint_seconds",
+                ]
             }
             _ => GRADIENT_KEYS.to_vec(),
         };

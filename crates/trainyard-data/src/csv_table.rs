@@ -192,6 +192,10 @@ fn infer_task(numeric: Option<&[f64]>) -> Task {
     }
 }
 
+/// The most classes a target column may have: the output layer, the probabilities in every
+/// prediction and the metrics all grow with it.
+pub const MAX_CLASSES: usize = 1_000;
+
 /// Maps labels to class indices in sorted order (numerically when the labels are numbers).
 fn encode_classes(
     raw: &[String],
@@ -210,6 +214,16 @@ fn encode_classes(
                 .unwrap()
                 .total_cmp(&b.parse::<f64>().unwrap())
         });
+    }
+    if labels.len() > MAX_CLASSES {
+        return Err(DataError::csv(
+            None,
+            Some(target_name),
+            format!(
+                "{} distinct classes, over the limit of {MAX_CLASSES}; is this column a continuous value? upload it with task=regression",
+                labels.len()
+            ),
+        ));
     }
     if labels.len() < 2 {
         return Err(DataError::csv(

@@ -26,6 +26,7 @@ pub struct LoopState {
     /// Running train-loss sum and batch count of the interrupted epoch.
     pub epoch_loss_sum: f64,
     pub epoch_batches: u32,
+    /// The newest epochs' metrics, at most `HISTORY_KEPT` of them.
     pub history: Vec<EpochMetrics>,
     pub best_value: Option<f64>,
     pub best_epoch: u32,

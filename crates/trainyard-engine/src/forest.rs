@@ -1,5 +1,10 @@
-//! Random forests (smartcore): a model family with no epochs and no gradients. It is fitted in
-//! one go, so it reports a start, its metrics and its finish, and has nothing to pause.
+//! Random forests (smartcore trees): grown one tree at a time, so a forest obeys `Control`
+//! between trees, reports progress per tree, and checkpoints the trees built so far.
+//!
+//! Each tree is a one-tree smartcore forest seeded by `(seed, tree index)`: that keeps smartcore's
+//! per-split feature sampling (its public single-tree fit considers every feature at every
+//! split) while making tree `i` a pure function of the seed and `i`. A forest resumed from a
+//! checkpoint is therefore identical to one grown without interruption.
 
 use serde::{Deserialize, Serialize};
 use smartcore::ensemble::random_forest_classifier::{
@@ -10,69 +15,174 @@ use smartcore::ensemble::random_forest_regressor::{
 };
 use smartcore::linalg::basic::matrix::DenseMatrix;
 use trainyard_core::{Hyperparameters, Task};
-use trainyard_data::Table;
+use trainyard_data::{SeededRng, Table};
 
 type Classifier = RandomForestClassifier<f32, u32, DenseMatrix<f32>, Vec<u32>>;
 type Regressor = RandomForestRegressor<f32, f32, DenseMatrix<f32>, Vec<f32>>;
 
+/// One tree of a grown forest.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Tree {
+    Class(Classifier),
+    Value(Regressor),
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Forest {
+    /// Model files written before forests grew tree by tree.
     Classifier { model: Classifier, n_classes: usize },
+    /// Model files written before forests grew tree by tree.
     Regressor(Regressor),
+    /// Each tree is kept as the JSON it was first written as: JSON floats do not round-trip
+    /// bit for bit, so a tree read back from a checkpoint and written again would differ in the
+    /// last digit from one never checkpointed. Keeping the text keeps resumed forests identical.
+    Grown {
+        trees: Vec<String>,
+        n_classes: usize,
+        #[serde(skip)]
+        parsed: Vec<Tree>,
+    },
 }
 
 fn matrix(x: &[f32], d: usize) -> Result<DenseMatrix<f32>, String> {
+    if d == 0 || !x.len().is_multiple_of(d) {
+        return Err(format!(
+            "{} values do not form rows of {d} features",
+            x.len()
+        ));
+    }
     DenseMatrix::new(x.len() / d, d, x.to_vec(), false).map_err(|e| e.to_string())
 }
 
-impl Forest {
-    pub fn fit(
-        train: &Table,
-        task: Task,
-        n_classes: usize,
-        hp: &Hyperparameters,
-    ) -> Result<Self, String> {
+/// The seed of tree `index`: independent of how many trees were grown before a restart.
+fn tree_seed(seed: u64, index: usize) -> u64 {
+    SeededRng::derive(seed, 3 << 40 | index as u64).next_u64()
+}
+
+/// The training rows as smartcore wants them, built once per fit.
+pub struct TreeGrower {
+    x: DenseMatrix<f32>,
+    classes: Option<Vec<u32>>,
+    values: Vec<f32>,
+    depth: u16,
+    seed: u64,
+}
+
+impl TreeGrower {
+    pub fn new(train: &Table, task: Task, hp: &Hyperparameters) -> Result<Self, String> {
         let x = matrix(&train.x, train.n_features)?;
-        let depth = hp.max_depth.min(u16::MAX as u32) as u16;
-        let trees = hp.n_estimators as u16;
-        match task {
-            Task::Classification => {
-                let y: Vec<u32> = train.y.iter().map(|v| *v as u32).collect();
+        let classes =
+            (task == Task::Classification).then(|| train.y.iter().map(|v| *v as u32).collect());
+        Ok(TreeGrower {
+            x,
+            classes,
+            values: train.y.clone(),
+            depth: hp.max_depth.min(u16::MAX as u32) as u16,
+            seed: hp.seed,
+        })
+    }
+
+    /// Grows tree `index` on its own bootstrap sample.
+    pub fn grow(&self, index: usize) -> Result<Tree, String> {
+        let seed = tree_seed(self.seed, index);
+        match &self.classes {
+            Some(y) => {
                 let params = RandomForestClassifierParameters::default()
-                    .with_n_trees(trees)
-                    .with_seed(hp.seed)
-                    .with_max_depth(depth);
-                let model = Classifier::fit(&x, &y, params).map_err(|e| e.to_string())?;
-                Ok(Forest::Classifier { model, n_classes })
+                    .with_n_trees(1)
+                    .with_seed(seed)
+                    .with_max_depth(self.depth);
+                Classifier::fit(&self.x, y, params)
+                    .map(Tree::Class)
+                    .map_err(|e| e.to_string())
             }
-            Task::Regression => {
+            None => {
                 let params = RandomForestRegressorParameters {
-                    n_trees: trees as usize,
-                    seed: hp.seed,
-                    max_depth: Some(depth),
+                    n_trees: 1,
+                    seed,
+                    max_depth: Some(self.depth),
                     ..Default::default()
                 };
-                Regressor::fit(&x, &train.y, params)
-                    .map(Forest::Regressor)
+                Regressor::fit(&self.x, &self.values, params)
+                    .map(Tree::Value)
                     .map_err(|e| e.to_string())
             }
         }
     }
+}
 
-    /// Per-row outputs in the network's layout: one-hot votes per class, or the value.
-    pub fn predict_outputs(&self, x: &[f32], d: usize) -> Vec<f32> {
-        let Ok(m) = matrix(x, d) else { return vec![] };
+impl Tree {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a tree serializes")
+    }
+}
+
+fn parse_trees(trees: &[String]) -> Result<Vec<Tree>, String> {
+    trees
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::from_str(t).map_err(|e| format!("random forest tree {i}: {e}")))
+        .collect()
+}
+
+impl Forest {
+    /// Per-row outputs in the network's layout: the share of trees voting for each class, or
+    /// the mean value. Fails (never panics) on input a model cannot score.
+    pub fn predict_outputs(&self, x: &[f32], d: usize) -> Result<Vec<f32>, String> {
+        let m = matrix(x, d)?;
+        let rows = x.len() / d;
+        if rows == 0 {
+            return Ok(vec![]);
+        }
         match self {
             Forest::Classifier { model, n_classes } => {
-                let classes = model.predict(&m).unwrap_or_default();
-                let mut out = vec![0.0; classes.len() * n_classes];
-                for (i, c) in classes.iter().enumerate() {
-                    out[i * n_classes + *c as usize] = 1.0;
-                }
-                out
+                let classes = model.predict(&m).map_err(|e| e.to_string())?;
+                one_hot(&classes, *n_classes)
             }
-            Forest::Regressor(model) => model.predict(&m).unwrap_or_default(),
+            Forest::Regressor(model) => model.predict(&m).map_err(|e| e.to_string()),
+            Forest::Grown {
+                parsed: trees,
+                n_classes,
+                ..
+            } => {
+                if trees.is_empty() {
+                    return Err("the forest has no trees".into());
+                }
+                let width = if *n_classes > 0 { *n_classes } else { 1 };
+                let mut out = vec![0.0f32; rows * width];
+                for tree in trees {
+                    match tree {
+                        Tree::Class(t) => {
+                            let votes = t.predict(&m).map_err(|e| e.to_string())?;
+                            for (i, c) in votes.iter().enumerate() {
+                                let slot = out
+                                    .get_mut(i * width + *c as usize)
+                                    .ok_or_else(|| format!("tree voted for unknown class {c}"))?;
+                                *slot += 1.0;
+                            }
+                        }
+                        Tree::Value(t) => {
+                            let values = t.predict(&m).map_err(|e| e.to_string())?;
+                            for (o, v) in out.iter_mut().zip(values) {
+                                *o += v;
+                            }
+                        }
+                    }
+                }
+                let n = trees.len() as f32;
+                out.iter_mut().for_each(|o| *o /= n);
+                Ok(out)
+            }
         }
+    }
+
+    /// A forest of trees in their JSON text (see [`Tree::to_json`]).
+    pub fn grown(trees: Vec<String>, n_classes: usize) -> Result<Self, String> {
+        let parsed = parse_trees(&trees)?;
+        Ok(Forest::Grown {
+            trees,
+            n_classes,
+            parsed,
+        })
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -80,6 +190,24 @@ impl Forest {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("random forest weights: {e}"))
+        let forest: Forest =
+            serde_json::from_slice(bytes).map_err(|e| format!("random forest weights: {e}"))?;
+        Ok(match forest {
+            Forest::Grown {
+                trees, n_classes, ..
+            } => Forest::grown(trees, n_classes)?,
+            legacy => legacy,
+        })
     }
+}
+
+fn one_hot(classes: &[u32], n_classes: usize) -> Result<Vec<f32>, String> {
+    let mut out = vec![0.0; classes.len() * n_classes];
+    for (i, c) in classes.iter().enumerate() {
+        let slot = out
+            .get_mut(i * n_classes + *c as usize)
+            .ok_or_else(|| format!("the forest predicted unknown class {c}"))?;
+        *slot = 1.0;
+    }
+    Ok(out)
 }

@@ -7,6 +7,8 @@
 mod checkpoint;
 mod container;
 mod forest;
+mod forest_training;
+mod memory;
 mod metrics;
 mod model;
 mod network;
@@ -15,13 +17,13 @@ mod neural;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Instant;
 
-use trainyard_core::{Algorithm, EpochMetrics, Hyperparameters, Task, TrainingEvent};
-use trainyard_data::{Dataset, DatasetInfo, Scaler, prepare};
+use trainyard_core::{Algorithm, EpochMetrics, Hyperparameters, TrainingEvent};
+use trainyard_data::{Dataset, DatasetInfo, Scaler};
 
 pub use checkpoint::{Checkpoint, LoopState};
 pub use container::ContainerError;
+pub use memory::{MemoryEstimate, estimate as estimate_memory};
 pub use model::{ModelHeader, PredictError, Prediction, Predictor, TrainedModel};
 pub use network::Architecture;
 pub use neural::learning_rate;
@@ -57,7 +59,7 @@ pub enum TrainError {
         rollbacks: u32,
     },
     #[error(
-        "the model needs about {needed_mb:.0} MB even at batch size 1, over the memory budget of {budget_mb} MB; raise memory_budget_mb or use a smaller model"
+        "the job needs about {needed_mb:.0} MB even at batch size 1, over the memory budget of {budget_mb} MB; use a smaller model or raise the budget (memory_budget_mb, or the server's --job-memory-mb)"
     )]
     OutOfMemory { needed_mb: f64, budget_mb: u32 },
     #[error("writing a checkpoint failed: {0}")]
@@ -155,7 +157,7 @@ pub fn train(
     let result = if request.algorithm.is_gradient_based() {
         neural::train_network(request, control, observer)
     } else {
-        train_forest(request, observer)
+        forest_training::train_forest(request, control, observer)
     };
     match &result {
         Ok(Outcome::Completed(model)) => observer.event(TrainingEvent::Finished {
@@ -187,52 +189,4 @@ pub(crate) fn final_metrics_header(
         scaler,
         metrics: BTreeMap::new(),
     }
-}
-
-fn train_forest(req: TrainRequest, observer: &mut dyn Observer) -> Result<Outcome, TrainError> {
-    let hp = &req.hyperparameters;
-    let info = &req.dataset.info;
-    let prepared = prepare(&req.dataset, hp.validation_split, hp.seed);
-    observer.event(TrainingEvent::Started {
-        total_epochs: 1,
-        start_epoch: 0,
-        train_samples: prepared.train.len(),
-        validation_samples: prepared.validation.len(),
-    });
-    let started = Instant::now();
-    let forest = forest::Forest::fit(&prepared.train, info.task, info.n_classes(), hp)
-        .map_err(TrainError::Fit)?;
-    let d = prepared.train.n_features;
-    let score = |table: &trainyard_data::Table| {
-        metrics::task_metrics(
-            info.task,
-            &forest.predict_outputs(&table.x, d),
-            &table.y,
-            &prepared.scaler,
-        )
-    };
-    let mut metrics = score(&prepared.validation);
-    let train_metrics = score(&prepared.train);
-    let key = if info.task == Task::Classification {
-        "accuracy"
-    } else {
-        "r2"
-    };
-    metrics.insert(format!("train_{key}"), train_metrics[key]);
-    if let Some(test) = &prepared.test {
-        metrics.extend(
-            score(test)
-                .into_iter()
-                .map(|(k, v)| (format!("test_{k}"), v)),
-        );
-    }
-    metrics.insert("fit_seconds".into(), started.elapsed().as_secs_f64());
-    let header = ModelHeader {
-        metrics,
-        ..final_metrics_header(info, req.algorithm, hp, prepared.scaler)
-    };
-    Ok(Outcome::Completed(TrainedModel {
-        header,
-        weights: forest.to_bytes(),
-    }))
 }

@@ -46,7 +46,7 @@ pub enum PredictError {
         row: usize,
         names: String,
     },
-    #[error("row {row}, feature {feature}: {value} is not a finite number")]
+    #[error("row {row}, feature {feature}: {value} is not a finite 32-bit number")]
     NotFinite {
         row: usize,
         feature: usize,
@@ -186,7 +186,8 @@ impl Predictor {
                 });
             }
             for (f, v) in row.iter().enumerate() {
-                if !v.is_finite() {
+                // A finite f64 beyond f32's range would become infinite inside the model.
+                if !v.is_finite() || (*v as f32).is_infinite() {
                     return Err(PredictError::NotFinite {
                         row: r,
                         feature: f,
@@ -214,13 +215,25 @@ impl Predictor {
                     .try_to_vec::<f32>()
                     .map_err(|e| PredictError::Artifact(format!("{e:?}")))?
             }
-            Inner::Forest(forest) => forest.predict_outputs(&x, d),
+            Inner::Forest(forest) => forest
+                .predict_outputs(&x, d)
+                .map_err(PredictError::Artifact)?,
         };
-        Ok(self.decode(&outputs, rows.len()))
+        self.decode(&outputs, rows.len())
     }
 
-    fn decode(&self, outputs: &[f32], n: usize) -> Vec<Prediction> {
-        match &self.header.classes {
+    fn decode(&self, outputs: &[f32], n: usize) -> Result<Vec<Prediction>, PredictError> {
+        let width = match &self.header.classes {
+            Some(classes) if self.header.task == Task::Classification => classes.len(),
+            _ => 1,
+        };
+        if outputs.len() != n * width {
+            return Err(PredictError::Artifact(format!(
+                "the model produced {} outputs for {n} rows of {width}",
+                outputs.len()
+            )));
+        }
+        Ok(match &self.header.classes {
             Some(classes) if self.header.task == Task::Classification => outputs
                 .chunks_exact(outputs.len() / n)
                 .map(|probs| {
@@ -238,7 +251,7 @@ impl Predictor {
                     value: self.header.scaler.inverse_target(*y) as f64,
                 })
                 .collect(),
-        }
+        })
     }
 }
 

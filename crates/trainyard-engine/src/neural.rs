@@ -17,6 +17,7 @@ use trainyard_core::{EpochMetrics, Hyperparameters, Task, TrainingEvent};
 use trainyard_data::{Prepared, SeededRng, Table, prepare};
 
 use crate::checkpoint::{Checkpoint, LoopState};
+use crate::memory::MemoryEstimate;
 use crate::metrics::task_metrics;
 use crate::model::{ModelHeader, TrainedModel};
 use crate::network::{Architecture, DropoutMasks, Network};
@@ -193,7 +194,8 @@ pub(crate) fn train_network(
         validation_samples: prepared.validation.len(),
     });
     let n_train = prepared.train.len();
-    let batch = fit_batch_size(&arch, hp, observer)?.min(n_train).max(1);
+    let memory = crate::memory::estimate(req.algorithm, hp, info);
+    let batch = fit_batch_size(&memory, hp, observer)?.min(n_train).max(1);
     let n_batches = n_train.div_ceil(batch) as u32;
     let mut last_progress = Instant::now();
     // Where a non-finite loss rolls back to: the newest checkpoint, or the start.
@@ -292,6 +294,9 @@ pub(crate) fn train_network(
             values,
         };
         state.history.push(metrics.clone());
+        if state.history.len() > HISTORY_KEPT {
+            state.history.remove(0);
+        }
         state.epoch += 1;
         state.next_batch = 0;
         state.epoch_loss_sum = 0.0;
@@ -381,7 +386,15 @@ fn snapshot(
     })
 }
 
-fn write_checkpoint(observer: &mut dyn Observer, ckpt: &Checkpoint) -> Result<(), TrainError> {
+/// Epochs of metric history a checkpoint carries (the newest): every checkpoint holds it, so an
+/// unbounded one would make checkpoints of long runs grow without end. The full history is in
+/// the store; the engine only needs the latest epoch.
+pub const HISTORY_KEPT: usize = 1_000;
+
+pub(crate) fn write_checkpoint(
+    observer: &mut dyn Observer,
+    ckpt: &Checkpoint,
+) -> Result<(), TrainError> {
     let bytes = observer.checkpoint(ckpt).map_err(TrainError::Checkpoint)?;
     observer.event(TrainingEvent::CheckpointWritten {
         epoch: ckpt.state.epoch,
@@ -393,7 +406,7 @@ fn write_checkpoint(observer: &mut dyn Observer, ckpt: &Checkpoint) -> Result<()
 
 /// Halves the batch size until the memory estimate fits `memory_budget_mb` (0: no budget).
 fn fit_batch_size(
-    arch: &Architecture,
+    estimate: &MemoryEstimate,
     hp: &Hyperparameters,
     observer: &mut dyn Observer,
 ) -> Result<usize, TrainError> {
@@ -401,23 +414,17 @@ fn fit_batch_size(
     if hp.memory_budget_mb == 0 {
         return Ok(requested);
     }
-    let budget = hp.memory_budget_mb as f64 * 1024.0 * 1024.0;
-    let mut batch = requested;
-    while arch.estimated_bytes(batch) > budget && batch > 1 {
-        batch /= 2;
-    }
-    let needed = arch.estimated_bytes(batch);
-    if needed > budget {
+    let Some(batch) = estimate.fitting_batch(requested, hp.memory_budget_mb as u64) else {
         return Err(TrainError::OutOfMemory {
-            needed_mb: needed / 1048576.0,
+            needed_mb: estimate.mb_at(1),
             budget_mb: hp.memory_budget_mb,
         });
-    }
+    };
     if batch != requested {
         observer.event(TrainingEvent::BatchSizeReduced {
             from: requested as u32,
             to: batch as u32,
-            estimated_mb: arch.estimated_bytes(requested) / 1048576.0,
+            estimated_mb: estimate.mb_at(requested),
             budget_mb: hp.memory_budget_mb,
         });
     }
@@ -426,7 +433,7 @@ fn fit_batch_size(
 
 /// A checkpoint may only resume the run it came from: same algorithm, shape, preprocessing and
 /// hyperparameters (apart from the epoch budget, which may grow).
-fn check_resumable(saved: &LoopState, fresh: &LoopState) -> Result<(), TrainError> {
+pub(crate) fn check_resumable(saved: &LoopState, fresh: &LoopState) -> Result<(), TrainError> {
     let mismatch = |what: &str| {
         Err(TrainError::Resume(format!(
             "the checkpoint's {what} differs from this run's"
@@ -441,8 +448,10 @@ fn check_resumable(saved: &LoopState, fresh: &LoopState) -> Result<(), TrainErro
     if saved.scaler != fresh.scaler {
         return mismatch("data preprocessing (dataset, validation_split or seed)");
     }
+    // The epoch budget may grow, and the memory budget is the server's, not the model's.
     let mut saved_hp = saved.hyperparameters.clone();
     saved_hp.epochs = fresh.hyperparameters.epochs;
+    saved_hp.memory_budget_mb = fresh.hyperparameters.memory_budget_mb;
     if saved_hp != fresh.hyperparameters {
         return mismatch("hyperparameters");
     }

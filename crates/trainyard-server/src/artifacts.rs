@@ -83,8 +83,10 @@ pub fn run_prefix(run_id: &str) -> String {
     format!("runs/{run_id}")
 }
 
-pub fn model_key(run_id: &str) -> String {
-    format!("runs/{run_id}/model.tym")
+/// Per attempt: an attempt that lost its lease writes its own file, which the fenced finish
+/// then refuses and removes, so it can never replace its successor's model.
+pub fn model_key(run_id: &str, attempt: i64) -> String {
+    format!("runs/{run_id}/model-a{attempt:03}.tym")
 }
 
 /// Unique per checkpoint: an epoch-end checkpoint and a pause at the same step are two files,

@@ -1,5 +1,6 @@
 //! Resolving a dataset name: a built-in, or a CSV a user uploaded (stored as an artifact and
-//! parsed with the same checks as the built-ins). Parsed uploads are cached by content hash.
+//! parsed with the same checks as the built-ins). Parsed uploads are cached per stored file,
+//! bounded by bytes.
 
 use std::sync::Arc;
 
@@ -65,8 +66,11 @@ pub async fn load(state: &SharedState, name: &str) -> Result<Arc<Dataset>, Strin
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("dataset '{name}' was deleted"))?;
-    if let Some(ds) = state.uploaded.lock().unwrap().get(&row.sha256) {
-        return Ok(ds.clone());
+    // Everything that shapes the parse: the stored file (unique per upload, so per name,
+    // target and task) and its content.
+    let cache_key = upload_cache_key(&row);
+    if let Some(ds) = state.uploaded.get(&cache_key) {
+        return Ok(ds);
     }
     let info: DatasetInfo = serde_json::from_value(row.info.clone()).map_err(|e| e.to_string())?;
     let artifacts = state.artifacts.clone();
@@ -80,11 +84,17 @@ pub async fn load(state: &SharedState, name: &str) -> Result<Arc<Dataset>, Strin
     })
     .await
     .map_err(|e| e.to_string())??;
+    let bytes = dataset_bytes(&dataset);
     let dataset = Arc::new(dataset);
-    state
-        .uploaded
-        .lock()
-        .unwrap()
-        .insert(row.sha256, dataset.clone());
+    state.uploaded.insert(cache_key, dataset.clone(), bytes);
     Ok(dataset)
+}
+
+pub fn upload_cache_key(row: &DatasetRow) -> String {
+    format!("{}#{}", row.path, row.sha256)
+}
+
+fn dataset_bytes(ds: &Dataset) -> usize {
+    let table = |t: &trainyard_data::Table| (t.x.len() + t.y.len()) * 4;
+    table(&ds.table) + ds.test.as_ref().map_or(0, table)
 }

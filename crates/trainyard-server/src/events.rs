@@ -44,6 +44,22 @@ pub async fn publish(
     }
 }
 
+/// Appends an event for a worker's attempt and broadcasts it; `Fenced` when the attempt no
+/// longer owns the run (nothing is written or sent).
+pub async fn publish_for_attempt(
+    state: &SharedState,
+    job: &trainyard_store::ClaimedJob,
+    kind: &str,
+    data: Value,
+) -> Result<(), trainyard_store::StoreError> {
+    let row = state
+        .store
+        .append_attempt_event(&job.model_id, &job.run_id, job.attempt, kind, &data)
+        .await?;
+    let _ = state.events.send(Arc::new(row));
+    Ok(())
+}
+
 /// Publishes a run's current status and stage (after any transition).
 pub async fn publish_status(state: &SharedState, run: &RunRow) {
     let data = json!({
@@ -70,6 +86,24 @@ pub fn is_terminal(event: &EventRow) -> bool {
             event.data["status"].as_str(),
             Some("completed" | "failed" | "cancelled")
         )
+}
+
+/// The last message of a stream closed by a server shutdown. It is not stored: its position is
+/// the last one the client received, so a reconnect continues exactly where this stream ended.
+fn shutdown_event(scope: &Scope, last: i64) -> EventRow {
+    let model_id = match scope {
+        Scope::Model(id) => id.clone(),
+        Scope::All => String::new(),
+    };
+    EventRow {
+        id: last,
+        model_id,
+        seq: last,
+        run_id: None,
+        kind: "shutdown".into(),
+        data: json!({"message": "the server is shutting down; reconnect with Last-Event-ID (or ?after=) to continue where this stream ended"}),
+        created_at: trainyard_store::now_ms(),
+    }
 }
 
 /// The JSON a client receives for one event.
@@ -135,13 +169,23 @@ enum Sent {
     Stop,
 }
 
-/// Sends one event unless already sent; stops on a full buffer, a gone client or the end.
+/// How a subscriber that is not keeping up is treated.
+#[derive(Clone, Copy, PartialEq)]
+enum Pace {
+    /// Replay reads the database and holds back no one: wait for the client.
+    Wait,
+    /// Live events: a client whose buffer is full is dropped (it reconnects from its position).
+    Drop,
+}
+
+/// Sends one event unless already sent; stops on a full live buffer, a gone client or the end.
 async fn deliver(
     state: &SharedState,
     scope: &Scope,
     event: Arc<EventRow>,
     last: &mut i64,
     tx: &mpsc::Sender<Arc<EventRow>>,
+    pace: Pace,
 ) -> Sent {
     let position = scope.position(&event);
     if position <= *last {
@@ -149,8 +193,12 @@ async fn deliver(
     }
     *last = position;
     let terminal = matches!(scope, Scope::Model(_)) && is_terminal(&event);
-    if tx.try_send(event).is_err() {
-        return Sent::Stop; // buffer full (stalled client, dropped) or client gone
+    let sent = match pace {
+        Pace::Wait => tx.send(event).await.is_ok(),
+        Pace::Drop => tx.try_send(event).is_ok(),
+    };
+    if !sent {
+        return Sent::Stop;
     }
     if terminal {
         // End only if nothing newer exists (a model trained again continues).
@@ -168,6 +216,7 @@ async fn catch_up(
     scope: &Scope,
     last: &mut i64,
     tx: &mpsc::Sender<Arc<EventRow>>,
+    pace: Pace,
 ) -> Sent {
     loop {
         let page = match scope.page(state, *last).await {
@@ -179,7 +228,7 @@ async fn catch_up(
         };
         let full = page.len() as i64 == REPLAY_PAGE;
         for event in page {
-            if let Sent::Stop = deliver(state, scope, Arc::new(event), last, tx).await {
+            if let Sent::Stop = deliver(state, scope, Arc::new(event), last, tx, pace).await {
                 return Sent::Stop;
             }
         }
@@ -197,24 +246,31 @@ async fn follow(
     tx: mpsc::Sender<Arc<EventRow>>,
 ) {
     let mut last = after;
-    if let Sent::Stop = catch_up(&state, &scope, &mut last, &tx).await {
+    // The first replay waits on the client however long the history; once live, a gap read
+    // back from the store is live traffic and a client too slow for it is dropped.
+    if let Sent::Stop = catch_up(&state, &scope, &mut last, &tx, Pace::Wait).await {
         return;
     }
+    let mut shutdown = state.shutdown.subscribe();
     loop {
         let event = tokio::select! {
             received = live.recv() => received,
             _ = tx.closed() => return,
+            _ = shutdown.wait_for(|s| *s) => {
+                let _ = tx.try_send(Arc::new(shutdown_event(&scope, last)));
+                return;
+            }
         };
         let sent = match event {
             Ok(event) if !scope.matches(&event) => Sent::Continue,
             // In order: deliver directly. Ahead (a concurrent writer published out of order):
             // read the gap from the store, which has every event.
             Ok(event) if scope.position(&event) == last + 1 => {
-                deliver(&state, &scope, event, &mut last, &tx).await
+                deliver(&state, &scope, event, &mut last, &tx, Pace::Drop).await
             }
             Ok(event) if scope.position(&event) <= last => Sent::Continue,
             Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                catch_up(&state, &scope, &mut last, &tx).await
+                catch_up(&state, &scope, &mut last, &tx, Pace::Drop).await
             }
             Err(broadcast::error::RecvError::Closed) => Sent::Stop,
         };
@@ -281,5 +337,51 @@ mod tests {
             rest,
             (SUBSCRIBER_BUFFER as i64 + 1..=total).collect::<Vec<_>>()
         );
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use serde_json::json;
+    use trainyard_store::{NewModel, Store};
+
+    use super::*;
+    use crate::ServerConfig;
+    use crate::artifacts::LocalArtifacts;
+
+    #[tokio::test]
+    async fn a_long_replay_reaches_a_slow_reader_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        let store = Store::open(&config.database_url).await.unwrap();
+        let artifacts = LocalArtifacts::new(dir.path().join("artifacts")).unwrap();
+        let state = crate::app_state(config, store, artifacts).unwrap();
+        let model = state
+            .store
+            .insert_model(NewModel {
+                project_id: "default".into(),
+                name: "m".into(),
+                dataset: "iris".into(),
+                algorithm: "mlp".into(),
+                hyperparameters: json!({}),
+            })
+            .await
+            .unwrap();
+        for i in 0..5_000 {
+            publish(&state, &model.id, None, "progress", json!({ "i": i })).await;
+        }
+        let mut reader = subscribe(state.clone(), Scope::Model(model.id.clone()), 0);
+        let mut received = Vec::new();
+        while received.len() < 5_000 {
+            if received.len() % 500 == 0 {
+                // A reader slower than the replay: the replay must wait, not drop it.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            match reader.recv().await {
+                Some(event) => received.push(event.seq),
+                None => panic!("the replay was cut off after {} events", received.len()),
+            }
+        }
+        assert_eq!(received, (1..=5_000).collect::<Vec<_>>());
     }
 }

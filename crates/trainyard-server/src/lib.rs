@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod artifacts;
+pub mod cache;
 pub mod datasets;
 pub mod error;
 pub mod events;
@@ -11,8 +12,8 @@ pub mod views;
 pub mod worker;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -23,15 +24,18 @@ use crate::artifacts::LocalArtifacts;
 pub use crate::state::ServerConfig;
 use crate::state::{AppState, SharedState};
 
+/// The process-wide metrics recorder, installed once even when states are built concurrently.
 fn prometheus() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(h) = HANDLE.get() {
+    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+    let mut handle = HANDLE.lock().unwrap();
+    if let Some(h) = handle.as_ref() {
         return Ok(h.clone());
     }
-    let handle = PrometheusBuilder::new()
+    let installed = PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    *handle = Some(installed.clone());
+    Ok(installed)
 }
 
 /// The shared state of one server process.
@@ -40,18 +44,20 @@ pub(crate) fn app_state(
     store: Store,
     artifacts: LocalArtifacts,
 ) -> anyhow::Result<SharedState> {
+    let cache_bytes = config.cache_mb << 20;
     Ok(Arc::new(AppState {
         config,
         store,
         artifacts: Arc::new(artifacts),
         controls: Default::default(),
         job_queued: Notify::new(),
-        predictors: Default::default(),
+        predictors: cache::ByteLru::new(cache_bytes),
         prometheus: prometheus()?,
         shutting_down: AtomicBool::new(false),
+        shutdown: watch::channel(false).0,
         idempotency_locks: Default::default(),
         events: events::bus(),
-        uploaded: Default::default(),
+        uploaded: cache::ByteLru::new(cache_bytes),
     }))
 }
 
@@ -83,7 +89,7 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     let state = app_state(config.clone(), store, artifacts)?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx = state.shutdown.subscribe();
     let worker_prefix = format!(
         "{}-{}",
         std::process::id(),
@@ -98,23 +104,47 @@ pub async fn serve(
             ))
         })
         .collect();
+    let janitor = tokio::spawn(maintenance_loop(state.clone(), stop_rx.clone()));
 
     tracing::info!(%addr, workers = config.workers, data_dir = %config.data_dir.display(), "trainyard ready");
     println!("trainyard listening on http://{addr}");
     let app = api::router(state.clone());
     let stopping = state.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new jobs; pausing running training");
-            stopping.shutting_down.store(true, Ordering::SeqCst);
-            let _ = stop_tx.send(true);
-        })
-        .await
-        .context("serving HTTP")?;
-
-    let drain = futures_join(workers);
-    if tokio::time::timeout(config.shutdown_grace, drain)
+    let mut serving = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!(
+                    "shutting down: no new jobs; pausing running training; closing streams"
+                );
+                stopping.begin_shutdown();
+            })
+            .await
+    });
+    let mut stop = state.shutdown.subscribe();
+    let served = tokio::select! {
+        served = &mut serving => Some(served),
+        _ = stop.wait_for(|stopping| *stopping) => None,
+    };
+    state.begin_shutdown();
+    // Everything after the signal (open requests and streams, training reaching a checkpoint)
+    // shares one grace period.
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+    let served = match served {
+        Some(served) => Some(served),
+        None => match tokio::time::timeout_at(deadline, &mut serving).await {
+            Ok(served) => Some(served),
+            Err(_) => {
+                tracing::warn!(
+                    "open requests did not finish within the grace period; closing them"
+                );
+                serving.abort();
+                None
+            }
+        },
+    };
+    let _ = janitor.await;
+    if tokio::time::timeout_at(deadline, futures_join(workers))
         .await
         .is_err()
     {
@@ -122,11 +152,50 @@ pub async fn serve(
     }
     state.store.close().await;
     tracing::info!("stopped");
+    if let Some(served) = served {
+        served
+            .context("the HTTP server task")?
+            .context("serving HTTP")?;
+    }
     Ok(())
 }
 
 async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
     for h in handles {
         let _ = h.await;
+    }
+}
+
+/// Periodic housekeeping: expired idempotency keys go, and finished runs' progress events are
+/// compacted.
+async fn maintenance_loop(state: SharedState, mut stop: watch::Receiver<bool>) {
+    let config = &state.config;
+    let every = (config.idempotency_ttl / 4)
+        .min(config.compact_events_after / 2)
+        .clamp(
+            std::time::Duration::from_millis(250),
+            std::time::Duration::from_secs(600),
+        );
+    loop {
+        if let Err(e) = state
+            .store
+            .expire_idempotency_keys(config.idempotency_ttl)
+            .await
+        {
+            tracing::warn!(error = %e, "expiring idempotency keys failed");
+        }
+        match state
+            .store
+            .compact_finished_runs(config.compact_events_after)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(events = n, "compacted finished runs' progress events"),
+            Err(e) => tracing::warn!(error = %e, "compacting events failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
     }
 }

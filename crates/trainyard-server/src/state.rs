@@ -11,6 +11,7 @@ use trainyard_engine::{Control, Predictor};
 use trainyard_store::Store;
 
 use crate::artifacts::ArtifactStore;
+use crate::cache::ByteLru;
 
 /// How the server runs; every field has a flag and an environment variable in the CLI.
 #[derive(Debug, Clone)]
@@ -33,6 +34,15 @@ pub struct ServerConfig {
     pub keep_checkpoints: usize,
     /// Largest dataset upload, in MB (larger answers 413).
     pub max_upload_mb: usize,
+    /// Memory one training job may use, in MB: larger jobs train at a smaller batch size or
+    /// are refused at create/train time.
+    pub job_memory_mb: u64,
+    /// Memory for decoded models and for parsed uploads, in MB each.
+    pub cache_mb: usize,
+    /// How long a stored `Idempotency-Key` response is replayed.
+    pub idempotency_ttl: Duration,
+    /// How long after a run ends its progress events are compacted away.
+    pub compact_events_after: Duration,
 }
 
 impl ServerConfig {
@@ -51,6 +61,10 @@ impl ServerConfig {
             retry_backoff: Duration::from_secs(1),
             keep_checkpoints: 3,
             max_upload_mb: 100,
+            job_memory_mb: default_job_memory_mb(),
+            cache_mb: 256,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            compact_events_after: Duration::from_secs(60),
         }
     }
 }
@@ -65,12 +79,14 @@ pub struct AppState {
     /// Wakes an idle worker as soon as a job is queued.
     pub job_queued: Notify,
     /// Decoded models by run id, so predictions do not reload weights.
-    pub predictors: Mutex<HashMap<String, Arc<Predictor>>>,
+    pub predictors: ByteLru<Arc<Predictor>>,
     pub prometheus: PrometheusHandle,
     pub shutting_down: AtomicBool,
+    /// Becomes true when shutdown begins: workers pause their runs, streams close.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
     pub idempotency_locks: crate::api::KeyLocks,
-    /// Parsed uploaded datasets by content hash.
-    pub uploaded: Mutex<HashMap<String, Arc<trainyard_data::Dataset>>>,
+    /// Parsed uploaded datasets by stored file and content hash.
+    pub uploaded: ByteLru<Arc<trainyard_data::Dataset>>,
     /// In-process fan-out of newly recorded events.
     pub events: tokio::sync::broadcast::Sender<std::sync::Arc<trainyard_store::EventRow>>,
 }
@@ -78,7 +94,26 @@ pub struct AppState {
 pub type SharedState = Arc<AppState>;
 
 impl AppState {
+    /// Starts a graceful shutdown (idempotent).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shutdown.send_replace(true);
+    }
+
     pub fn control(&self, run_id: &str) -> Option<Arc<Control>> {
         self.controls.lock().unwrap().get(run_id).cloned()
     }
+}
+
+/// Half of the machine's memory (MemTotal in /proc/meminfo), or 4 GB where it cannot be read.
+pub fn default_job_memory_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(4096, |kb| kb / 1024 / 2)
 }

@@ -232,3 +232,103 @@ impl From<CheckpointRow> for CheckpointView {
         }
     }
 }
+
+/// `GET /api/models/{id}/runs`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunList {
+    pub model_id: String,
+    /// Newest first.
+    pub runs: Vec<RunView>,
+}
+
+/// `GET /api/models/{id}/checkpoints`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CheckpointList {
+    pub model_id: String,
+    /// The run the checkpoints belong to (the latest); null before the first training.
+    pub run_id: Option<String>,
+    /// Newest first.
+    pub checkpoints: Vec<CheckpointView>,
+}
+
+/// One prediction: `label`, `class_index` and `probabilities` for a classifier; `value` for
+/// a regressor.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PredictionView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probabilities: Option<Vec<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+}
+
+impl From<trainyard_engine::Prediction> for PredictionView {
+    fn from(p: trainyard_engine::Prediction) -> Self {
+        match p {
+            trainyard_engine::Prediction::Class {
+                label,
+                class_index,
+                probabilities,
+            } => PredictionView {
+                label: Some(label),
+                class_index: Some(class_index),
+                probabilities: Some(probabilities),
+                value: None,
+            },
+            trainyard_engine::Prediction::Value { value } => PredictionView {
+                label: None,
+                class_index: None,
+                probabilities: None,
+                value: Some(value),
+            },
+        }
+    }
+}
+
+/// `POST /api/models/{id}/predict`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Predictions {
+    pub model_id: String,
+    /// The completed run whose model answered.
+    pub run_id: String,
+    /// One per input row, in order.
+    pub predictions: Vec<PredictionView>,
+}
+
+/// A dataset as the API shows it: the dataset's description, whether it is built in and, for
+/// uploads, the stored file's size and hash. (The handlers build this JSON from the dataset's
+/// description; this type documents it.)
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DatasetView {
+    pub name: String,
+    pub description: String,
+    /// classification or regression.
+    pub task: String,
+    pub n_rows: usize,
+    pub n_features: usize,
+    /// Feature names in column order (a summary string in listings of wide datasets).
+    #[schema(value_type = Value)]
+    pub feature_names: Value,
+    pub target_name: String,
+    /// Class labels in index order, for classification.
+    pub classes: Option<Vec<String>>,
+    /// `[channels, height, width]` for image datasets.
+    pub image_shape: Option<Vec<usize>>,
+    /// Rows of a held-out test split shipped with the dataset.
+    pub test_rows: Option<usize>,
+    pub license: String,
+    pub builtin: bool,
+    /// Uploads only: the stored file's size.
+    pub bytes: Option<i64>,
+    /// Uploads only: the stored file's sha256.
+    pub sha256: Option<String>,
+}
+
+/// `GET /api/datasets`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DatasetList {
+    pub datasets: Vec<DatasetView>,
+}

@@ -1,5 +1,7 @@
 //! The per-model event log behind the SSE and WebSocket streams.
 
+use std::time::Duration;
+
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -61,6 +63,39 @@ impl Store {
         row.as_ref().map(EventRow::from_row).transpose()
     }
 
+    /// Appends an event for a worker's attempt: refused with `Fenced` unless `attempt` still
+    /// owns the run, so a worker that lost its lease cannot add to the run's history.
+    pub async fn append_attempt_event(
+        &self,
+        model_id: &str,
+        run_id: &str,
+        attempt: i64,
+        kind: &str,
+        data: &Value,
+    ) -> Result<EventRow> {
+        let row = sqlx::query(
+            "INSERT INTO events (model_id, seq, run_id, kind, data, created_at) \
+             SELECT ?1, COALESCE((SELECT MAX(seq) FROM events WHERE model_id = ?1), 0) + 1, ?2, ?3, ?4, ?5 \
+             WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?2 AND model_id = ?1 AND attempt = ?6) \
+             RETURNING id, model_id, seq, run_id, kind, data, created_at",
+        )
+        .bind(model_id)
+        .bind(run_id)
+        .bind(kind)
+        .bind(data.to_string())
+        .bind(now_ms())
+        .bind(attempt)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => EventRow::from_row(&row),
+            None => Err(StoreError::Fenced {
+                run_id: run_id.to_string(),
+                attempt,
+            }),
+        }
+    }
+
     /// A model's events after `after_seq`, oldest first.
     pub async fn model_events(
         &self,
@@ -91,6 +126,21 @@ impl Store {
 }
 
 impl Store {
+    /// Deletes the progress events of runs that finished more than `older_than` ago. Progress
+    /// (about ten a second while a run trains) says nothing its epochs, statuses, checkpoints
+    /// and notes do not, so a finished run's log is bounded by its epochs, not by how long it
+    /// trained. The delay lets a watcher that reconnects just after the end replay everything.
+    pub async fn compact_finished_runs(&self, older_than: Duration) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM events WHERE kind = 'progress' AND run_id IN \
+             (SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at <= ?)",
+        )
+        .bind(now_ms() - older_than.as_millis() as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// The newest global event id (0 when there are none): where a live-only stream starts.
     pub async fn latest_event_id(&self) -> Result<i64> {
         let row: (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM events")

@@ -1,5 +1,7 @@
 //! Stored responses for `Idempotency-Key` replays.
 
+use std::time::Duration;
+
 use sqlx::Row;
 
 use crate::{Result, Store, now_ms};
@@ -12,16 +14,19 @@ pub struct StoredResponse {
 }
 
 impl Store {
+    /// The response stored for a key within the last `ttl` (an older one has expired).
     pub async fn idempotent_response(
         &self,
         scope: &str,
         key: &str,
+        ttl: Duration,
     ) -> Result<Option<StoredResponse>> {
         let row = sqlx::query(
-            "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = ? AND key = ?",
+            "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = ? AND key = ? AND created_at >= ?",
         )
         .bind(scope)
         .bind(key)
+        .bind(now_ms() - ttl.as_millis() as i64)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
@@ -40,9 +45,13 @@ impl Store {
         scope: &str,
         key: &str,
         response: &StoredResponse,
+        ttl: Duration,
     ) -> Result<()> {
+        // An expired key is replaced; a live one keeps its first response.
         sqlx::query(
-            "INSERT OR IGNORE INTO idempotency_keys (scope, key, request_hash, status, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO idempotency_keys (scope, key, request_hash, status, body, created_at) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash, status = excluded.status, \
+             body = excluded.body, created_at = excluded.created_at WHERE idempotency_keys.created_at < ?",
         )
         .bind(scope)
         .bind(key)
@@ -50,8 +59,18 @@ impl Store {
         .bind(response.status as i64)
         .bind(&response.body)
         .bind(now_ms())
+        .bind(now_ms() - ttl.as_millis() as i64)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Forgets keys older than `ttl`; returns how many.
+    pub async fn expire_idempotency_keys(&self, ttl: Duration) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+            .bind(now_ms() - ttl.as_millis() as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 }

@@ -23,7 +23,7 @@ pub use idempotency::StoredResponse;
 pub use models::{ModelFilter, NewModel};
 pub use queue::{ClaimedJob, JobFlags};
 pub use rows::{AttemptRow, CheckpointRow, ModelRow, RunRow};
-pub use runs::{RunProgress, StatusCounts};
+pub use runs::{RunProgress, RunStart, StatusCounts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,6 +45,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (3, include_str!("../migrations/sqlite/0003_events.sql")),
     (4, include_str!("../migrations/sqlite/0004_datasets.sql")),
+    (5, include_str!("../migrations/sqlite/0005_retention.sql")),
 ];
 
 #[derive(Clone)]
@@ -68,8 +69,19 @@ impl Store {
     /// Opens (creating if needed) the database at `url`, e.g. `sqlite://./trainyard-data/trainyard.db`,
     /// and applies pending migrations.
     pub async fn open(url: &str) -> Result<Self> {
+        let store = Self::connect(url, true).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens an existing database as it is: nothing is created or migrated (for `doctor`).
+    pub async fn open_existing(url: &str) -> Result<Self> {
+        Self::connect(url, false).await
+    }
+
+    async fn connect(url: &str, create: bool) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
@@ -78,9 +90,16 @@ impl Store {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        let store = Store { pool };
-        store.migrate().await?;
-        Ok(store)
+        Ok(Store { pool })
+    }
+
+    /// The newest migration applied to this database, and the newest this build knows.
+    pub async fn schema_versions(&self) -> Result<(i64, i64)> {
+        let applied: (Option<i64>,) = sqlx::query_as("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await?;
+        let latest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        Ok((applied.0.unwrap_or(0), latest))
     }
 
     async fn migrate(&self) -> Result<()> {

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use sqlx::Row;
+use sqlx::sqlite::SqliteConnection;
 
 use crate::runs::{close_job_and_attempt, end_attempt, fenced};
 use crate::{Result, Store, now_ms};
@@ -161,37 +162,15 @@ impl Store {
     /// Asks for a run to be cancelled. A run waiting in the queue or paused is cancelled at once
     /// (returns true); a leased one gets the flag its worker reads (returns false).
     pub async fn request_cancel(&self, run_id: &str) -> Result<bool> {
-        let now = now_ms();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let queued = sqlx::query(
-            "UPDATE jobs SET state = 'done' WHERE run_id = ? AND state IN ('queued', 'paused')",
-        )
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
-        if queued {
-            sqlx::query(
-                "UPDATE runs SET status = 'cancelled', stage = 'done', finished_at = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'paused')",
-            )
-            .bind(now)
-            .bind(now)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-            let attempt: (i64,) = sqlx::query_as("SELECT attempt FROM runs WHERE id = ?")
+        let queued: Option<(i64,)> =
+            sqlx::query_as("SELECT 1 FROM jobs WHERE run_id = ? AND state IN ('queued', 'paused')")
                 .bind(run_id)
-                .fetch_one(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
-            close_job_and_attempt(
-                &mut tx,
-                run_id,
-                attempt.0,
-                "cancelled",
-                Some("cancelled by request"),
-            )
-            .await?;
+        let queued = queued.is_some();
+        if queued {
+            cancel_waiting_run(&mut tx, run_id, "cancelled by request").await?;
         } else {
             sqlx::query(
                 "UPDATE jobs SET cancel_requested = 1 WHERE run_id = ? AND state = 'leased'",
@@ -203,6 +182,29 @@ impl Store {
         tx.commit().await?;
         Ok(queued)
     }
+}
+
+/// Cancels a run no worker holds (queued or paused): the run ends `cancelled`, its job closes
+/// and its last attempt records `reason`.
+pub(crate) async fn cancel_waiting_run(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+    reason: &str,
+) -> Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "UPDATE runs SET status = 'cancelled', stage = 'done', finished_at = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'paused')",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(run_id)
+    .execute(&mut *conn)
+    .await?;
+    let attempt: (i64,) = sqlx::query_as("SELECT attempt FROM runs WHERE id = ?")
+        .bind(run_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    close_job_and_attempt(conn, run_id, attempt.0, "cancelled", Some(reason)).await
 }
 
 #[cfg(test)]

@@ -36,27 +36,59 @@ pub(crate) fn fenced(affected: u64, run_id: &str, attempt: i64) -> Result<()> {
     }
 }
 
+/// What a train request found and did.
+#[derive(Debug, Clone)]
+pub enum RunStart {
+    /// A new run was queued.
+    Created(RunRow),
+    /// The paused run was cancelled and a new run queued.
+    Restarted {
+        run: RunRow,
+        cancelled_run_id: String,
+    },
+    /// A run is already pending or training; nothing changed.
+    Active(RunRow),
+    /// The latest run is paused; nothing changed. Resume it, or restart (which cancels it).
+    Paused(RunRow),
+}
+
 impl Store {
-    /// Starts a run of a model unless one is already pending or training: returns the run and
-    /// whether it was created. The check and the insert happen in one write transaction, so two
-    /// concurrent requests cannot both create a run.
+    /// Starts a run of a model unless one is already pending or training, or one is paused and
+    /// `restart` is false. The checks, the cancel of a paused run on restart and the insert
+    /// happen in one write transaction, so two concurrent requests cannot both create a run.
     pub async fn create_run(
         &self,
         model_id: &str,
         project_id: &str,
         hyperparameters: &Value,
         total_epochs: i64,
-    ) -> Result<(RunRow, bool)> {
+        restart: bool,
+    ) -> Result<RunStart> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let active = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE model_id = ? AND status IN ('pending', 'training') ORDER BY created_at DESC LIMIT 1"
+        let open = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE model_id = ? AND status IN ('pending', 'training', 'paused') ORDER BY created_at DESC LIMIT 1"
         )))
         .bind(model_id)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(row) = active {
-            tx.commit().await?;
-            return Ok((RunRow::from_row(&row)?, false));
+        let mut cancelled = None;
+        if let Some(row) = open {
+            let row = RunRow::from_row(&row)?;
+            if row.status != "paused" {
+                tx.commit().await?;
+                return Ok(RunStart::Active(row));
+            }
+            if !restart {
+                tx.commit().await?;
+                return Ok(RunStart::Paused(row));
+            }
+            crate::queue::cancel_waiting_run(
+                &mut tx,
+                &row.id,
+                "cancelled: the model was restarted",
+            )
+            .await?;
+            cancelled = Some(row.id);
         }
         let now = now_ms();
         let run_id = new_id();
@@ -88,7 +120,13 @@ impl Store {
             .await?;
         let row = fetch_run(&mut tx, &run_id).await?.expect("inserted run");
         tx.commit().await?;
-        Ok((row, true))
+        Ok(match cancelled {
+            Some(cancelled_run_id) => RunStart::Restarted {
+                run: row,
+                cancelled_run_id,
+            },
+            None => RunStart::Created(row),
+        })
     }
 
     pub async fn get_run(&self, project_id: &str, run_id: &str) -> Result<Option<RunRow>> {
@@ -295,16 +333,18 @@ impl Store {
     }
 
     /// Adds a note to the current attempt (what it resumed from, rollbacks, batch-size cuts).
+    /// Fenced: only the attempt that owns the run may add to its note.
     pub async fn add_attempt_note(&self, run_id: &str, attempt: i64, note: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE run_attempts SET note = COALESCE(note || '; ', '') || ? WHERE run_id = ? AND attempt = ?",
+        let done = sqlx::query(
+            "UPDATE run_attempts SET note = COALESCE(note || '; ', '') || ?1 WHERE run_id = ?2 AND attempt = ?3 \
+             AND EXISTS (SELECT 1 FROM runs WHERE id = ?2 AND attempt = ?3)",
         )
         .bind(note)
         .bind(run_id)
         .bind(attempt)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        fenced(done.rows_affected(), run_id, attempt)
     }
 
     /// Forgets checkpoints (rows) by id, after their files were removed.

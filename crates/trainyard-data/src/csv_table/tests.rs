@@ -121,3 +121,16 @@ fn non_numeric_regression_target_names_the_line() {
         "line 3, column 'y': 'high' is not a number; a regression target must be numeric"
     );
 }
+
+#[test]
+fn a_target_with_too_many_classes_names_the_limit() {
+    let mut csv = String::from("a,y\n");
+    for i in 0..=MAX_CLASSES {
+        csv.push_str(&format!("{i},c{i}\n"));
+    }
+    let err = error(&csv);
+    assert!(
+        err.contains("1001 distinct classes") && err.contains("limit of 1000"),
+        "{err}"
+    );
+}

@@ -5,31 +5,32 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 
 use crate::api::models::find_model;
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
-use crate::views::CheckpointView;
+use crate::views::{CheckpointList, CheckpointView};
 
-#[utoipa::path(get, path = "/api/models/{id}/checkpoints", tag = "models",
-    responses((status = 200, description = "the latest run's checkpoints, newest first"), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/models/{id}/checkpoints", params(("id" = String, Path, description = "the model's id")), tag = "models",
+    responses((status = 200, description = "the latest run's checkpoints, newest first", body = CheckpointList), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn list_checkpoints(
     State(state): State<SharedState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CheckpointList>> {
     let model = find_model(&state, &id).await?;
     let rows = match &model.latest_run_id {
         Some(run) => state.store.checkpoints(run).await?,
         None => vec![],
     };
     let checkpoints: Vec<CheckpointView> = rows.into_iter().map(CheckpointView::from).collect();
-    Ok(Json(
-        json!({ "model_id": model.id, "run_id": model.latest_run_id, "checkpoints": checkpoints }),
-    ))
+    Ok(Json(CheckpointList {
+        model_id: model.id,
+        run_id: model.latest_run_id,
+        checkpoints,
+    }))
 }
 
-#[utoipa::path(get, path = "/api/models/{id}/checkpoints/{checkpoint_id}", tag = "models",
+#[utoipa::path(get, path = "/api/models/{id}/checkpoints/{checkpoint_id}", params(("id" = String, Path, description = "the model's id"), ("checkpoint_id" = String, Path, description = "the checkpoint's id")), tag = "models",
     responses((status = 200, description = "the checkpoint file", content_type = "application/octet-stream"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn download_checkpoint(
     State(state): State<SharedState>,

@@ -26,7 +26,7 @@ async fn current_status(
     Ok((StatusCode::ACCEPTED, Json(StatusView::new(model, run))))
 }
 
-#[utoipa::path(post, path = "/api/models/{id}/cancel", tag = "models",
+#[utoipa::path(post, path = "/api/models/{id}/cancel", params(("id" = String, Path, description = "the model's id")), tag = "models",
     responses((status = 202, body = StatusView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn cancel_model(
     State(state): State<SharedState>,
@@ -53,7 +53,7 @@ pub async fn cancel_model(
     current_status(&state, &model).await
 }
 
-#[utoipa::path(post, path = "/api/models/{id}/pause", tag = "models",
+#[utoipa::path(post, path = "/api/models/{id}/pause", params(("id" = String, Path, description = "the model's id")), tag = "models",
     responses((status = 202, description = "the run checkpoints at the next batch boundary and becomes paused", body = StatusView),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn pause_model(
@@ -82,7 +82,7 @@ pub async fn pause_model(
     current_status(&state, &model).await
 }
 
-#[utoipa::path(post, path = "/api/models/{id}/resume", tag = "models",
+#[utoipa::path(post, path = "/api/models/{id}/resume", params(("id" = String, Path, description = "the model's id")), tag = "models",
     responses((status = 202, description = "the paused run is queued and continues from its checkpoint", body = StatusView),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn resume_model(

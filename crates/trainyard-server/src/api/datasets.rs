@@ -31,7 +31,7 @@ fn summary(info: &DatasetInfo, builtin: bool) -> Value {
     v
 }
 
-#[utoipa::path(get, path = "/api/datasets", tag = "datasets", responses((status = 200, description = "built-in and uploaded datasets")))]
+#[utoipa::path(get, path = "/api/datasets", tag = "datasets", responses((status = 200, description = "built-in and uploaded datasets", body = crate::views::DatasetList)))]
 pub async fn list_datasets(State(state): State<SharedState>) -> ApiResult<Json<Value>> {
     let builtins = tokio::task::spawn_blocking(|| {
         BUILTIN_NAMES
@@ -50,27 +50,43 @@ pub async fn list_datasets(State(state): State<SharedState>) -> ApiResult<Json<V
     Ok(Json(json!({ "datasets": datasets })))
 }
 
-#[utoipa::path(get, path = "/api/datasets/{name}", tag = "datasets",
-    responses((status = 200, description = "one dataset with its task, shape and features"), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/datasets/{name}", params(("name" = String, Path, description = "the dataset's name")), tag = "datasets",
+    responses((status = 200, description = "one dataset with its task, shape and features", body = crate::views::DatasetView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_dataset(
     State(state): State<SharedState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    if !BUILTIN_NAMES.contains(&name.as_str()) && state.store.get_dataset(&name).await?.is_none() {
-        return Err(ApiError::not_found("dataset", &name));
-    }
+    let builtin = BUILTIN_NAMES.contains(&name.as_str());
+    let upload = match builtin {
+        true => None,
+        false => Some(
+            state
+                .store
+                .get_dataset(&name)
+                .await?
+                .ok_or_else(|| ApiError::not_found("dataset", &name))?,
+        ),
+    };
     let info = crate::datasets::info(&state, &name, "name").await?;
     let mut v = serde_json::to_value(info).map_err(ApiError::internal)?;
-    v["builtin"] = json!(BUILTIN_NAMES.contains(&name.as_str()));
+    v["builtin"] = json!(builtin);
+    if let Some(row) = upload {
+        v["bytes"] = json!(row.bytes);
+        v["sha256"] = json!(row.sha256);
+    }
     Ok(Json(v))
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
-    /// 1-64 characters: lowercase letters, digits, `_`, `-`, `.`; not a built-in name.
+    /// 1-64 characters: lowercase letters, digits, `_`, `-`, `.`; not a built-in name. (In
+    /// the form instead for multipart uploads.)
+    #[param(required = true, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
     pub name: Option<String>,
-    /// The target column's header.
+    /// The target column's header. (In the form instead for multipart uploads.)
+    #[param(required = true, min_length = 1)]
     pub target: Option<String>,
     /// classification or regression; inferred when absent.
     pub task: Option<String>,
@@ -178,7 +194,7 @@ async fn read_upload(
 
 #[utoipa::path(post, path = "/api/datasets", params(UploadQuery), tag = "datasets",
     request_body(content = String, content_type = "text/csv", description = "the CSV file (or multipart/form-data with name, target, task and file)"),
-    responses((status = 201, description = "the stored dataset"), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 201, description = "the stored dataset", body = crate::views::DatasetView), (status = 400, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody)))]
 pub async fn upload_dataset(
     State(state): State<SharedState>,
@@ -217,7 +233,9 @@ pub async fn upload_dataset(
         .map_err(ApiError::internal)?
         .map_err(|e| ApiError::bad_request("file", e.to_string()))?;
 
-    let key = format!("datasets/{name}.csv");
+    // A file per upload: a concurrent upload under the same name writes its own file, and only
+    // the one whose row is inserted keeps it.
+    let key = format!("datasets/{name}-{}.csv", uuid::Uuid::now_v7().simple());
     let artifacts = state.artifacts.clone();
     let put_key = key.clone();
     let stored = csv.clone();
@@ -236,6 +254,9 @@ pub async fn upload_dataset(
         created_at: 0,
     };
     if !state.store.insert_dataset(&row).await? {
+        if let Err(e) = state.artifacts.delete(&row.path) {
+            tracing::warn!(path = %row.path, error = %e, "could not remove a losing upload's file");
+        }
         return Err(ApiError::conflict(format!(
             "a dataset named '{name}' was uploaded concurrently"
         )));
@@ -247,7 +268,7 @@ pub async fn upload_dataset(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-#[utoipa::path(delete, path = "/api/datasets/{name}", tag = "datasets",
+#[utoipa::path(delete, path = "/api/datasets/{name}", params(("name" = String, Path, description = "the dataset's name")), tag = "datasets",
     responses((status = 204), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn delete_dataset(
     State(state): State<SharedState>,
@@ -270,6 +291,8 @@ pub async fn delete_dataset(
     if let Err(e) = state.artifacts.delete(&row.path) {
         tracing::warn!(path = %row.path, error = %e, "could not remove a deleted dataset's file");
     }
-    state.uploaded.lock().unwrap().remove(&row.sha256);
+    state
+        .uploaded
+        .remove(&crate::datasets::upload_cache_key(&row));
     Ok(StatusCode::NO_CONTENT)
 }

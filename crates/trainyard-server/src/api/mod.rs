@@ -172,7 +172,11 @@ async fn idempotency(State(state): State<SharedState>, req: Request, next: Next)
         locks.entry(format!("{scope} {key}")).or_default().clone()
     };
     let _held = lock.lock().await;
-    match state.store.idempotent_response(&scope, &key).await {
+    match state
+        .store
+        .idempotent_response(&scope, &key, state.config.idempotency_ttl)
+        .await
+    {
         Ok(Some(stored)) if stored.request_hash == hash => return replay(&stored),
         Ok(Some(_)) => {
             return ApiError::unprocessable(
@@ -200,7 +204,7 @@ async fn idempotency(State(state): State<SharedState>, req: Request, next: Next)
         };
         if let Err(e) = state
             .store
-            .save_idempotent_response(&scope, &key, &stored)
+            .save_idempotent_response(&scope, &key, &stored, state.config.idempotency_ttl)
             .await
         {
             tracing::warn!(error = %e, "could not store idempotent response");

@@ -22,6 +22,7 @@ use crate::state::SharedState;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Send events after this sequence number (per model) or event id (`/api/events`).
     pub after: Option<i64>,
@@ -58,7 +59,7 @@ fn sse_stream(
     })
 }
 
-#[utoipa::path(get, path = "/api/models/{id}/events", params(StreamQuery), tag = "events",
+#[utoipa::path(get, path = "/api/models/{id}/events", params(("id" = String, Path, description = "the model's id"), StreamQuery), tag = "events",
     responses((status = 200, description = "text/event-stream of the model's events", content_type = "text/event-stream"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn model_events(
     State(state): State<SharedState>,
@@ -93,7 +94,7 @@ pub async fn all_events(
         .into_response())
 }
 
-#[utoipa::path(get, path = "/api/models/{id}/ws", params(StreamQuery), tag = "events",
+#[utoipa::path(get, path = "/api/models/{id}/ws", params(("id" = String, Path, description = "the model's id"), StreamQuery), tag = "events",
     responses((status = 101, description = "WebSocket of the model's events, one JSON text message each"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn model_ws(
     State(state): State<SharedState>,

@@ -39,6 +39,41 @@ struct JobObserver {
 /// suite can prove that a crashing job fails alone and the worker survives.
 const FAILPOINT_PANIC_MODEL: &str = "TRAINYARD_FAILPOINT_PANIC_MODEL";
 
+/// The first attempt of a model with this name stalls after training, before saving its model,
+/// until another attempt has taken the run over and finished it: a worker paused past its
+/// lease. The test suite uses it to prove that a stale attempt cannot replace anything.
+const FAILPOINT_STALL_BEFORE_MODEL: &str = "TRAINYARD_FAILPOINT_STALL_BEFORE_MODEL";
+
+/// A run's `Control` in the shared map for as long as this value lives.
+struct RegisteredControl<'a> {
+    state: &'a SharedState,
+    run_id: String,
+}
+
+impl<'a> RegisteredControl<'a> {
+    fn new(state: &'a SharedState, run_id: &str, control: Arc<Control>) -> Self {
+        state
+            .controls
+            .lock()
+            .unwrap()
+            .insert(run_id.to_string(), control);
+        RegisteredControl {
+            state,
+            run_id: run_id.to_string(),
+        }
+    }
+}
+
+impl Drop for RegisteredControl<'_> {
+    fn drop(&mut self) {
+        self.state.controls.lock().unwrap().remove(&self.run_id);
+    }
+}
+
+fn failpoint_matches(failpoint: &str, model_name: &str) -> bool {
+    std::env::var(failpoint).is_ok_and(|name| name == model_name)
+}
+
 impl Observer for JobObserver {
     fn event(&mut self, event: TrainingEvent) {
         let epoch_done = matches!(event, TrainingEvent::Epoch(_));
@@ -82,20 +117,17 @@ pub async fn worker_loop(state: SharedState, name: String, mut shutdown: watch::
             Ok(Some(job)) => {
                 let run_id = job.run_id.clone();
                 tracing::info!(worker = %name, run_id = %run_id, attempt = job.attempt, "claimed job");
-                events::publish(
-                    &state,
-                    &job.model_id,
-                    Some(&run_id),
-                    "attempt",
-                    json!({"attempt": job.attempt, "worker": name}),
-                )
-                .await;
+                let announced = json!({"attempt": job.attempt, "worker": name});
+                if let Err(e) =
+                    events::publish_for_attempt(&state, &job, "attempt", announced).await
+                {
+                    tracing::warn!(run_id = %run_id, error = %e, "could not record the attempt");
+                }
                 events::publish_run_status(&state, &run_id).await;
                 let result = run_job(&state, job, shutdown.clone()).await;
-                // Whatever happened (completed, failed, paused, back in the queue), say so.
-                events::publish_run_status(&state, &run_id).await;
                 match result {
-                    Ok(()) => {}
+                    // Whatever happened (completed, failed, paused, back in the queue), say so.
+                    Ok(()) => events::publish_run_status(&state, &run_id).await,
                     // The model was deleted mid-run: remove what this attempt wrote after the delete swept.
                     Err(StoreError::Fenced { .. })
                         if matches!(
@@ -105,7 +137,14 @@ pub async fn worker_loop(state: SharedState, name: String, mut shutdown: watch::
                     {
                         remove_run_artifacts(&state, &run_id);
                     }
+                    // A successor owns the run: this attempt's writes were refused and its
+                    // files removed; it says nothing more about the run.
+                    Err(StoreError::Fenced { attempt, .. }) => {
+                        metrics::counter!("trainyard_fenced_attempts_total").increment(1);
+                        tracing::warn!(worker = %name, run_id = %run_id, attempt, "attempt lost its lease; its late writes were refused");
+                    }
                     Err(e) => {
+                        events::publish_run_status(&state, &run_id).await;
                         tracing::warn!(worker = %name, run_id = %run_id, error = %e, "job ended with a store error")
                     }
                 }
@@ -154,8 +193,11 @@ async fn prepare_request(state: &SharedState, job: &ClaimedJob) -> Result<Prepar
     let model_name = model.name.clone();
     let dataset = crate::datasets::load(state, &model.dataset).await?;
     let hp_map = run.hyperparameters.as_object().cloned().unwrap_or_default();
-    let hyperparameters = Hyperparameters::resolve(algorithm, &dataset.info.shape(), &hp_map)
+    let mut hyperparameters = Hyperparameters::resolve(algorithm, &dataset.info.shape(), &hp_map)
         .map_err(|e| e.to_string())?;
+    // Always within the server's job budget: the engine halves the batch size until it fits.
+    hyperparameters.memory_budget_mb =
+        crate::api::models::job_budget_mb(state, &hyperparameters).min(u32::MAX as u64) as u32;
     let request = TrainRequest {
         dataset,
         algorithm,
@@ -178,6 +220,10 @@ async fn run_job(
     if job.cancel_requested {
         return cancelled(state, &job).await;
     }
+    // Registered before the dataset loads, so a cancel while it loads reaches training at its
+    // first batch; removed whichever way this attempt ends.
+    let control = Control::new();
+    let _registered = RegisteredControl::new(state, &job.run_id, control.clone());
     if let Some(reason) = restart_budget_exhausted(state, &job).await? {
         return fail(state, &job, &reason).await;
     }
@@ -198,14 +244,7 @@ async fn run_job(
         store
             .add_attempt_note(&job.run_id, job.attempt, note)
             .await?;
-        events::publish(
-            state,
-            &job.model_id,
-            Some(&job.run_id),
-            "note",
-            json!({ "message": note }),
-        )
-        .await;
+        events::publish_for_attempt(state, &job, "note", json!({ "message": note })).await?;
     }
     // Keep the history the checkpoint covers; forget epochs an earlier attempt ran past it.
     let resume_epoch = checkpoint.as_ref().map_or(0, |c| c.state.epoch as i64);
@@ -217,20 +256,13 @@ async fn run_job(
         .set_stage(&job.run_id, job.attempt, "training")
         .await?;
 
-    let control = Control::new();
-    state
-        .controls
-        .lock()
-        .unwrap()
-        .insert(job.run_id.clone(), control.clone());
     let (tx, mut rx) = mpsc::unbounded_channel();
     let observer = JobObserver {
         state: state.clone(),
         run_id: job.run_id.clone(),
         attempt: job.attempt,
         tx,
-        panic_after_first_epoch: std::env::var(FAILPOINT_PANIC_MODEL)
-            .is_ok_and(|name| name == model_name),
+        panic_after_first_epoch: failpoint_matches(FAILPOINT_PANIC_MODEL, &model_name),
     };
     let heartbeat = tokio::spawn(heartbeat_loop(
         state.clone(),
@@ -258,7 +290,6 @@ async fn run_job(
     }
     let result = training.await;
     heartbeat.abort();
-    state.controls.lock().unwrap().remove(&job.run_id);
     if fenced {
         return Err(StoreError::Fenced {
             run_id: job.run_id,
@@ -285,7 +316,10 @@ async fn run_job(
     };
     match outcome {
         Ok(Outcome::Completed(model)) => {
-            let key = model_key(&job.run_id);
+            if job.attempt == 1 && failpoint_matches(FAILPOINT_STALL_BEFORE_MODEL, &model_name) {
+                recovery::wait_until_taken_over(state, &job).await;
+            }
+            let key = model_key(&job.run_id, job.attempt);
             let bytes = model.to_bytes();
             let artifacts = state.artifacts.clone();
             let put_key = key.clone();
@@ -294,7 +328,7 @@ async fn run_job(
                 Ok(Ok(())) => {
                     let metrics =
                         serde_json::to_value(&model.header.metrics).unwrap_or(Value::Null);
-                    store
+                    let finished = store
                         .finish_run(
                             &job.run_id,
                             job.attempt,
@@ -303,7 +337,15 @@ async fn run_job(
                             Some(&key),
                             None,
                         )
-                        .await
+                        .await;
+                    if finished.is_err() {
+                        // Refused (a successor owns the run) or unrecorded: the file is not the
+                        // run's model, so it must not stay.
+                        if let Err(e) = state.artifacts.delete(&key) {
+                            tracing::warn!(path = %key, error = %e, "could not remove an unpublished model file");
+                        }
+                    }
+                    finished
                 }
                 Ok(Err(e)) => {
                     let reason = format!(
@@ -341,12 +383,16 @@ async fn heartbeat_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(state.config.heartbeat);
+    let mut stopping = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.changed() => {}
+            // Once: after the signal the loop keeps to its tick (the lease must stay alive while
+            // training reaches a checkpoint) instead of waking on a settled channel.
+            _ = shutdown.wait_for(|s| *s), if !stopping => {}
         }
-        if *shutdown.borrow() {
+        if !stopping && *shutdown.borrow() {
+            stopping = true;
             control.pause();
         }
         match state.store.heartbeat(&job, state.config.lease).await {
@@ -385,5 +431,5 @@ pub fn remove_run_artifacts(state: &SharedState, run_id: &str) {
     if let Err(e) = state.artifacts.delete_prefix(&run_prefix(run_id)) {
         tracing::warn!(run_id, error = %e, "could not remove run artifacts");
     }
-    state.predictors.lock().unwrap().remove(run_id);
+    state.predictors.remove(run_id);
 }

@@ -110,3 +110,20 @@ pub(super) async fn retry_or_fail(
         fail(state, job, &message).await
     }
 }
+
+/// Failpoint support: waits (at most two minutes) until a later attempt has finished the run.
+pub(super) async fn wait_until_taken_over(state: &SharedState, job: &ClaimedJob) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Some(run)) = state
+            .store
+            .get_run(&state.config.project, &job.run_id)
+            .await
+            && run.attempt > job.attempt
+            && run.finished_at.is_some()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

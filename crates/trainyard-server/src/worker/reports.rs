@@ -26,7 +26,7 @@ pub(super) async fn persist(
     let started = matches!(report, Report::Event(TrainingEvent::Started { .. }, _));
     store_report(state, job, total_epochs, report).await?;
     if let Some((kind, data)) = published {
-        events::publish(state, &job.model_id, Some(&job.run_id), kind, data).await;
+        events::publish_for_attempt(state, job, kind, data).await?;
     }
     if started {
         events::publish_run_status(state, &job.run_id).await;
@@ -156,7 +156,13 @@ async fn store_report(
         }
         Report::Event(_, _) => Ok(()),
         Report::Checkpoint(row) => {
-            store.insert_checkpoint(&row).await?;
+            if let Err(e) = store.insert_checkpoint(&row).await {
+                // Not recorded, so not ours to keep: a stale attempt's file must not linger.
+                if let Err(io) = state.artifacts.delete(&row.path) {
+                    tracing::warn!(path = %row.path, error = %io, "could not remove a refused checkpoint");
+                }
+                return Err(e);
+            }
             prune_checkpoints(state, &job.run_id).await
         }
     }

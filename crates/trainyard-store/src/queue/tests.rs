@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::{NewModel, Store, StoreError};
+use crate::{NewModel, RunStart, Store, StoreError};
 
 async fn store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -22,11 +22,13 @@ async fn queued_run(store: &Store) -> String {
         })
         .await
         .unwrap();
-    let (run, created) = store
-        .create_run(&model.id, "default", &json!({}), 3)
+    let started = store
+        .create_run(&model.id, "default", &json!({}), 3, false)
         .await
         .unwrap();
-    assert!(created);
+    let RunStart::Created(run) = started else {
+        panic!("expected a new run, got {started:?}")
+    };
     run.id
 }
 
@@ -35,11 +37,13 @@ async fn a_second_train_request_returns_the_active_run() {
     let (store, _dir) = store().await;
     let run_id = queued_run(&store).await;
     let run = store.get_run("default", &run_id).await.unwrap().unwrap();
-    let (again, created) = store
-        .create_run(&run.model_id, "default", &json!({}), 3)
+    let again = store
+        .create_run(&run.model_id, "default", &json!({}), 3, false)
         .await
         .unwrap();
-    assert!(!created);
+    let RunStart::Active(again) = again else {
+        panic!("expected the active run, got {again:?}")
+    };
     assert_eq!(again.id, run_id);
 }
 
@@ -185,4 +189,51 @@ async fn cancelling_a_queued_run_is_immediate_and_a_running_one_is_flagged() {
             .unwrap()
             .cancel_requested
     );
+}
+
+#[tokio::test]
+async fn a_paused_run_blocks_a_new_run_until_restart_cancels_it() {
+    let (store, _dir) = store().await;
+    let run_id = queued_run(&store).await;
+    let job = store
+        .claim_job("w", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    store.pause_run(&job).await.unwrap();
+    let model_id = store
+        .get_run("default", &run_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .model_id;
+
+    let blocked = store
+        .create_run(&model_id, "default", &json!({}), 3, false)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&blocked, RunStart::Paused(r) if r.id == run_id),
+        "{blocked:?}"
+    );
+    let still = store.get_run("default", &run_id).await.unwrap().unwrap();
+    assert_eq!(still.status, "paused");
+
+    let restarted = store
+        .create_run(&model_id, "default", &json!({}), 3, true)
+        .await
+        .unwrap();
+    let RunStart::Restarted {
+        run: new_run,
+        cancelled_run_id,
+    } = restarted
+    else {
+        panic!("expected a restart, got {restarted:?}")
+    };
+    assert_eq!(cancelled_run_id, run_id);
+    assert_ne!(new_run.id, run_id);
+    let old = store.get_run("default", &run_id).await.unwrap().unwrap();
+    assert_eq!(old.status, "cancelled");
+    let attempts = store.attempts(&run_id).await.unwrap();
+    assert_eq!(attempts.last().unwrap().outcome.as_deref(), Some("paused"));
 }

@@ -1,0 +1,63 @@
+//! What a training job needs in memory, so a server can refuse or shrink a job before it runs
+//! instead of letting it exhaust the machine.
+
+use trainyard_core::{Algorithm, Hyperparameters};
+use trainyard_data::DatasetInfo;
+
+use crate::network::Architecture;
+
+const F32: f64 = 4.0;
+const MB: f64 = 1024.0 * 1024.0;
+
+/// Bytes a job needs: a fixed part (data, weights, optimiser state, trees) plus a part per
+/// sample in a batch (activations kept for the backward pass).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemoryEstimate {
+    pub fixed_bytes: f64,
+    pub per_sample_bytes: f64,
+}
+
+impl MemoryEstimate {
+    pub fn bytes_at(&self, batch: usize) -> f64 {
+        self.fixed_bytes + self.per_sample_bytes * batch as f64
+    }
+
+    pub fn mb_at(&self, batch: usize) -> f64 {
+        self.bytes_at(batch) / MB
+    }
+
+    /// The largest batch size reached by halving `requested` whose estimate fits `budget_mb`,
+    /// or None when not even a batch of one fits.
+    pub fn fitting_batch(&self, requested: usize, budget_mb: u64) -> Option<usize> {
+        let budget = budget_mb as f64 * MB;
+        let mut batch = requested.max(1);
+        while self.bytes_at(batch) > budget && batch > 1 {
+            batch /= 2;
+        }
+        (self.bytes_at(batch) <= budget).then_some(batch)
+    }
+}
+
+pub fn estimate(algorithm: Algorithm, hp: &Hyperparameters, info: &DatasetInfo) -> MemoryEstimate {
+    let rows = info.n_rows as f64;
+    let features = info.n_features as f64;
+    // The job's prepared (split, scaled) copy of the table; the parsed table itself is shared.
+    let data = rows * (features + 1.0) * F32;
+    if !algorithm.is_gradient_based() {
+        // smartcore sorts every column once per tree (usize indices) and copies the matrix;
+        // each tree holds at most one node per training row or per level of depth.
+        let sort_orders = rows * features * 8.0;
+        let nodes = (2.0 * rows).min(2f64.powi(hp.max_depth.min(30) as i32 + 1));
+        let trees = hp.n_estimators as f64 * nodes * 64.0;
+        return MemoryEstimate {
+            fixed_bytes: data + rows * features * F32 + sort_orders + trees,
+            per_sample_bytes: 0.0,
+        };
+    }
+    let arch = Architecture::new(algorithm, hp, info);
+    let model = arch.estimated_bytes(0);
+    MemoryEstimate {
+        fixed_bytes: data + model,
+        per_sample_bytes: arch.estimated_bytes(1) - model,
+    }
+}

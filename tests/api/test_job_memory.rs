@@ -1,0 +1,108 @@
+//! Issue 8, defect 2: every job is held to the server's memory budget, and the other sizes a
+//! user controls have limits that errors name.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{Options, Server};
+
+fn with_budget(mb: u64) -> Options {
+    Options {
+        extra_args: vec!["--job-memory-mb".into(), mb.to_string()],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn test_a_job_that_cannot_fit_is_refused_before_it_is_queued() {
+    let server = Server::start_with(with_budget(1000)).await;
+    let huge = json!({"hidden_layers": [4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096], "batch_size": 65536});
+    let (code, err) = server
+        .post(
+            "/api/models",
+            json!({"name": "huge", "dataset": "mnist", "algorithm": "mlp", "hyperparameters": huge}),
+        )
+        .await;
+    assert_eq!(code, 400, "{err}");
+    assert_eq!(err["error"]["field"], "hyperparameters");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("MB even at batch size 1"), "{message}");
+    assert!(message.contains("budget of 1000 MB"), "{message}");
+    let (_, list) = server.get("/api/models").await;
+    assert_eq!(list["total"], 0, "nothing was created: {list}");
+
+    // A model that fits may not be trained with overrides that do not.
+    let id = server
+        .create_model("mnist", "mlp", json!({"hidden_layers": [64]}))
+        .await;
+    let (code, err) = server
+        .post(
+            &format!("/api/models/{id}/train"),
+            json!({"hyperparameters": {"hidden_layers": [4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096]}}),
+        )
+        .await;
+    assert_eq!(code, 400, "{err}");
+    let (_, runs) = server.get(&format!("/api/models/{id}/runs")).await;
+    assert_eq!(runs["runs"], json!([]), "no run was queued");
+}
+
+#[tokio::test]
+async fn test_a_job_that_fits_at_a_smaller_batch_trains_at_it_and_says_so() {
+    // mnist and a 1,024-wide layer take about 200 MB before the batch; at 34 KB a sample,
+    // 300 MB fits a few thousand samples, not the 65,536 asked for.
+    let server = Server::start_with(with_budget(300)).await;
+    let id = server
+        .create_model(
+            "mnist",
+            "mlp",
+            json!({"hidden_layers": [1024], "batch_size": 65536, "epochs": 1}),
+        )
+        .await;
+    let run = server.train(&id).await;
+    let run_id = run["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let note = loop {
+        let (_, run) = server.get(&format!("/api/runs/{run_id}")).await;
+        if let Some(note) = run["attempts"][0]["note"].as_str() {
+            break note.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no note: {run}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        note.contains("batch size reduced from 65536 to") && note.contains("budget 300 MB"),
+        "{note}"
+    );
+    let (code, body) = server
+        .post(&format!("/api/models/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(code, 202, "{body}");
+}
+
+#[tokio::test]
+async fn test_predict_rows_have_a_named_limit() {
+    let server = Server::start().await;
+    let id = server
+        .create_model("iris", "random_forest", json!({"n_estimators": 3}))
+        .await;
+    server.train(&id).await;
+    server
+        .wait_for(&id, &["completed"], Duration::from_secs(60))
+        .await;
+    let rows = vec![json!([5.1, 3.5, 1.4, 0.2]); 10_001];
+    let (code, err) = server
+        .post(
+            &format!("/api/models/{id}/predict"),
+            json!({"inputs": rows}),
+        )
+        .await;
+    assert_eq!(code, 400, "{err}");
+    assert_eq!(err["error"]["field"], "inputs");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 10000 rows")
+    );
+}
