@@ -3,6 +3,7 @@
 
 mod bench;
 mod doctor;
+mod encoding;
 mod local_train;
 mod remote;
 mod serve;

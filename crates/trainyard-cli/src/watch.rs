@@ -73,7 +73,7 @@ pub async fn follow(client: &Client, model: &str, output: &str) -> Result<ExitCo
     let status = client
         .request(
             Method::GET,
-            &format!("/api/models/{}/status", crate::remote::segment(model)),
+            &format!("/api/models/{}/status", crate::encoding::segment(model)),
             None,
         )
         .await?;
@@ -97,7 +97,7 @@ pub async fn follow(client: &Client, model: &str, output: &str) -> Result<ExitCo
         let url = format!(
             "{}/api/models/{}/events?after={last_seq}",
             client.base,
-            crate::remote::segment(model)
+            crate::encoding::segment(model)
         );
         let response = match client.http().get(url).send().await {
             Ok(r) if r.status().is_success() => r,
