@@ -4,6 +4,7 @@
 //!
 //! The engine knows nothing of HTTP, SQL or files: callers decide where events and checkpoints go.
 
+pub mod anomaly;
 mod checkpoint;
 mod container;
 mod forest;

@@ -1,0 +1,50 @@
+//! Unsupervised anomaly detectors on numeric rows: isolation forest, ECOD and HBOS. Each fits on
+//! unlabeled rows and scores rows so that higher means more anomalous. They are the algorithmic
+//! core of the anomaly-detection family; the family's seam (datasets, hyperparameters, API) wires
+//! them in.
+
+mod ecod;
+mod hbos;
+mod isolation_forest;
+pub mod metrics;
+
+pub use ecod::Ecod;
+pub use hbos::Hbos;
+pub use isolation_forest::{IsolationForest, IsolationForestParams};
+
+/// Rows as a flat row-major slice with `d` columns.
+#[derive(Debug, Clone, Copy)]
+pub struct Rows<'a> {
+    pub x: &'a [f32],
+    pub d: usize,
+}
+
+impl<'a> Rows<'a> {
+    pub fn new(x: &'a [f32], d: usize) -> Self {
+        assert!(d > 0 && x.len().is_multiple_of(d), "rows of {d} columns");
+        Rows { x, d }
+    }
+
+    pub fn len(&self) -> usize {
+        self.x.len() / self.d
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.x.is_empty()
+    }
+
+    pub fn row(&self, i: usize) -> &'a [f32] {
+        &self.x[i * self.d..(i + 1) * self.d]
+    }
+
+    /// Column `j`'s values, in row order.
+    pub fn column(&self, j: usize) -> Vec<f32> {
+        (0..self.len()).map(|i| self.x[i * self.d + j]).collect()
+    }
+}
+
+/// A fitted detector.
+pub trait Detector {
+    /// One score per row; higher is more anomalous.
+    fn score(&self, rows: Rows<'_>) -> Vec<f64>;
+}
