@@ -17,6 +17,12 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Measure the isolation forest on shuttle's ODDS split instead (fit, score, quality).
+    #[arg(long)]
+    anomaly: bool,
+    /// With --anomaly: also write the split as CSV files here, for a peer to measure on.
+    #[arg(long, requires = "anomaly")]
+    export: Option<std::path::PathBuf>,
 }
 
 struct Case {
@@ -72,6 +78,9 @@ fn run_case(case: &Case) -> anyhow::Result<Value> {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.anomaly {
+        return crate::bench_anomaly::run(args.json, args.export.as_deref());
+    }
     let mut cases = vec![
         Case {
             dataset: "iris",

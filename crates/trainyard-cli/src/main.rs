@@ -2,6 +2,7 @@
 //! itself (`bench`).
 
 mod bench;
+mod bench_anomaly;
 mod doctor;
 mod encoding;
 mod local_train;

@@ -2,67 +2,27 @@
 //! but Rad.Flow an outlier; seeded 60/40 split, features standardised on the training part, fit
 //! on it unlabeled, scored on the rest), and the isolation forest's score conventions.
 
-use trainyard_data::{SeededRng, load_builtin};
+use trainyard_data::{OutlierSplit, SeededRng, shuttle_odds_split};
 use trainyard_engine::Control;
 use trainyard_engine::anomaly::metrics::{average_precision, precision_at_n, roc_auc};
 use trainyard_engine::anomaly::{
     Detector, Ecod, Hbos, IsolationForest, IsolationForestParams, Rows,
 };
 
-struct Split {
-    train: Vec<f32>,
-    test: Vec<f32>,
-    test_outlier: Vec<bool>,
-    d: usize,
+fn shuttle_odds() -> OutlierSplit {
+    let split = shuttle_odds_split(7, 0.6).unwrap();
+    let rows = split.train_outlier.len() + split.test_outlier.len();
+    let outliers = split
+        .train_outlier
+        .iter()
+        .chain(&split.test_outlier)
+        .filter(|o| **o)
+        .count();
+    assert_eq!((rows, outliers), (49_097, 3_511));
+    split
 }
 
-fn shuttle_odds() -> Split {
-    let ds = load_builtin("shuttle").unwrap();
-    let classes = ds.info.classes.clone().unwrap();
-    let high = classes.iter().position(|c| c == "High").unwrap() as f32;
-    let normal = classes.iter().position(|c| c == "Rad.Flow").unwrap() as f32;
-    let d = ds.info.n_features;
-    let mut rows: Vec<(Vec<f32>, bool)> = Vec::new();
-    for (i, y) in ds.table.y.iter().enumerate() {
-        if *y != high {
-            rows.push((ds.table.x[i * d..(i + 1) * d].to_vec(), *y != normal));
-        }
-    }
-    assert_eq!(rows.len(), 49_097);
-    assert_eq!(rows.iter().filter(|r| r.1).count(), 3_511);
-    SeededRng::new(7).shuffle(&mut rows);
-    let cut = rows.len() * 6 / 10;
-    let (train, test) = rows.split_at(cut);
-    let mut mean = vec![0f64; d];
-    let mut sq = vec![0f64; d];
-    for (x, _) in train {
-        for j in 0..d {
-            mean[j] += x[j] as f64;
-            sq[j] += (x[j] as f64).powi(2);
-        }
-    }
-    let n = train.len() as f64;
-    let std: Vec<f64> = (0..d)
-        .map(|j| {
-            let m = mean[j] / n;
-            let v = sq[j] / n - m * m;
-            if v > 0.0 { v.sqrt() } else { 1.0 }
-        })
-        .collect();
-    let scale = |x: &[f32]| -> Vec<f32> {
-        (0..d)
-            .map(|j| ((x[j] as f64 - mean[j] / n) / std[j]) as f32)
-            .collect()
-    };
-    Split {
-        train: train.iter().flat_map(|(x, _)| scale(x)).collect(),
-        test: test.iter().flat_map(|(x, _)| scale(x)).collect(),
-        test_outlier: test.iter().map(|(_, o)| *o).collect(),
-        d,
-    }
-}
-
-fn quality(name: &str, detector: &dyn Detector, split: &Split) -> (f64, f64, f64) {
+fn quality(name: &str, detector: &dyn Detector, split: &OutlierSplit) -> (f64, f64, f64) {
     let scores = detector.score(Rows::new(&split.test, split.d));
     let auc = roc_auc(&scores, &split.test_outlier).unwrap();
     let ap = average_precision(&scores, &split.test_outlier).unwrap();

@@ -30,18 +30,18 @@ impl Default for IsolationForestParams {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum Node {
-    Split {
-        feature: u32,
-        threshold: f32,
-        left: u32,
-        right: u32,
-    },
-    Leaf {
-        size: u32,
-    },
+/// A node, flat so that scoring walks plain arrays: a split sends rows with
+/// `row[feature] < value` to `left`, the rest to `right`; a leaf (`feature == LEAF`) holds in
+/// `value` the whole path length of a row that ends there (depth + c(size)).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Node {
+    feature: u32,
+    value: f32,
+    left: u32,
+    right: u32,
 }
+
+const LEAF: u32 = u32::MAX;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tree {
@@ -115,27 +115,17 @@ impl IsolationForest {
         self.trees.push(Tree { nodes });
     }
 
-    fn path_length(&self, tree: &Tree, row: &[f32]) -> f64 {
-        let mut at = 0usize;
-        let mut depth = 0.0;
-        loop {
-            match &tree.nodes[at] {
-                Node::Leaf { size } => return depth + c(*size as usize),
-                Node::Split {
-                    feature,
-                    threshold,
-                    left,
-                    right,
-                } => {
-                    at = if row[*feature as usize] < *threshold {
-                        *left as usize
-                    } else {
-                        *right as usize
-                    };
-                    depth += 1.0;
-                }
-            }
+    fn path_length(tree: &Tree, row: &[f32]) -> f32 {
+        let mut node = tree.nodes[0];
+        while node.feature != LEAF {
+            let next = if row[node.feature as usize] < node.value {
+                node.left
+            } else {
+                node.right
+            };
+            node = tree.nodes[next as usize];
         }
+        node.value
     }
 }
 
@@ -149,8 +139,11 @@ fn build(
     nodes: &mut Vec<Node>,
 ) -> u32 {
     let at = nodes.len() as u32;
-    nodes.push(Node::Leaf {
-        size: picked.len() as u32,
+    nodes.push(Node {
+        feature: LEAF,
+        value: (depth as f64 + c(picked.len())) as f32,
+        left: 0,
+        right: 0,
     });
     if picked.len() <= 1 || depth >= depth_limit {
         return at;
@@ -176,9 +169,9 @@ fn build(
         let (left_rows, right_rows) = picked.split_at_mut(split);
         let left = build(rows, left_rows, depth + 1, depth_limit, rng, nodes);
         let right = build(rows, right_rows, depth + 1, depth_limit, rng, nodes);
-        nodes[at as usize] = Node::Split {
+        nodes[at as usize] = Node {
             feature: feature as u32,
-            threshold,
+            value: threshold,
             left,
             right,
         };
@@ -202,21 +195,21 @@ fn partition(items: &mut [usize], left: impl Fn(usize) -> bool) -> usize {
 impl Detector for IsolationForest {
     fn score(&self, rows: Rows<'_>) -> Vec<f64> {
         let norm = c(self.samples);
-        (0..rows.len())
-            .map(|i| {
-                let row = rows.row(i);
-                if self.trees.is_empty() || norm == 0.0 {
-                    // One training row (or none) isolates nothing: no evidence either way.
-                    return 0.5;
-                }
-                let mean = self
-                    .trees
-                    .iter()
-                    .map(|t| self.path_length(t, row))
-                    .sum::<f64>()
-                    / self.trees.len() as f64;
-                2f64.powf(-mean / norm)
-            })
+        if self.trees.is_empty() || norm == 0.0 {
+            // One training row (or none) isolates nothing: no evidence either way.
+            return vec![0.5; rows.len()];
+        }
+        // Tree by tree, so each tree stays in cache while every row walks it.
+        let mut total = vec![0f64; rows.len()];
+        for tree in &self.trees {
+            for (i, sum) in total.iter_mut().enumerate() {
+                *sum += Self::path_length(tree, rows.row(i)) as f64;
+            }
+        }
+        let trees = self.trees.len() as f64;
+        total
+            .into_iter()
+            .map(|sum| 2f64.powf(-(sum / trees) / norm))
             .collect()
     }
 }
