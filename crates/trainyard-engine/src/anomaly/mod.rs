@@ -1,14 +1,17 @@
-//! Unsupervised anomaly detectors on numeric rows: isolation forest, ECOD and HBOS. Each fits on
+//! Unsupervised anomaly detectors on numeric rows: isolation forest, ECOD, HBOS and (for
+//! streams) half-space trees. Each fits on
 //! unlabeled rows and scores rows so that higher means more anomalous. They are the algorithmic
 //! core of the anomaly-detection family; the family's seam (datasets, hyperparameters, API) wires
 //! them in.
 
 mod ecod;
+mod half_space_trees;
 mod hbos;
 mod isolation_forest;
 pub mod metrics;
 
 pub use ecod::Ecod;
+pub use half_space_trees::{HalfSpaceTrees, HalfSpaceTreesParams};
 pub use hbos::Hbos;
 pub use isolation_forest::{IsolationForest, IsolationForestParams};
 
