@@ -83,7 +83,8 @@ mod tests {
         assert_eq!(roc_auc(&[0.9, 0.8, 0.2, 0.1], &labels), Some(0.0));
         assert_eq!(roc_auc(&[0.5; 4], &labels), Some(0.5));
         assert_eq!(roc_auc(&[0.5; 2], &[true, true]), None);
-        assert_eq!(precision_at_n(&[0.1, 0.9, 0.8, 0.2], &labels), Some(0.0));
+        assert_eq!(precision_at_n(&[0.9, 0.8, 0.1, 0.2], &labels), Some(0.0));
+        assert_eq!(precision_at_n(&[0.1, 0.9, 0.8, 0.2], &labels), Some(0.5));
         assert_eq!(precision_at_n(&[0.1, 0.2, 0.8, 0.9], &labels), Some(1.0));
         assert_eq!(average_precision(&[0.1, 0.2, 0.8, 0.9], &labels), Some(1.0));
         let ap = average_precision(&[0.9, 0.1, 0.8, 0.2], &labels).unwrap();
