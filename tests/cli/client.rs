@@ -6,7 +6,8 @@ use serde_json::Value;
 
 use crate::support::Server;
 
-fn cli(server: &Server, args: &[&str]) -> Output {
+/// Runs `trainyard` as a client of `server`.
+pub(crate) fn cli(server: &Server, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_trainyard"))
         .args(args)
         .env("TRAINYARD_SERVER", &server.base)

@@ -6,15 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::client::cli;
 use crate::support::{Options, Server};
-
-fn cli(base: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_trainyard"))
-        .args(args)
-        .env("TRAINYARD_SERVER", base)
-        .output()
-        .expect("running trainyard")
-}
 
 #[tokio::test]
 async fn watch_keeps_following_across_a_server_restart() {
@@ -82,7 +75,7 @@ async fn names_with_spaces_and_quoted_csv_cells_work() {
     }
     std::fs::write(&csv, text).unwrap();
     let up = cli(
-        &server.base,
+        &server,
         &[
             "datasets",
             "upload",
@@ -117,7 +110,7 @@ async fn names_with_spaces_and_quoted_csv_cells_work() {
     let rows = dir.path().join("rows.csv");
     std::fs::write(&rows, "\"tenure, months\",spend\n\"3\",\"6.0\"\n30, 81\n").unwrap();
     let out = cli(
-        &server.base,
+        &server,
         &[
             "models",
             "predict",

@@ -38,6 +38,34 @@ pub struct LoopState {
     pub nan_rollbacks: u32,
 }
 
+impl LoopState {
+    /// Where a fresh run starts: nothing trained, nothing remembered.
+    pub fn start(
+        algorithm: Algorithm,
+        hyperparameters: Hyperparameters,
+        architecture: Architecture,
+        scaler: Scaler,
+    ) -> Self {
+        LoopState {
+            algorithm,
+            hyperparameters,
+            architecture,
+            scaler,
+            epoch: 0,
+            next_batch: 0,
+            global_step: 0,
+            epoch_loss_sum: 0.0,
+            epoch_batches: 0,
+            history: vec![],
+            best_value: None,
+            best_epoch: 0,
+            epochs_without_improvement: 0,
+            lr_scale: 1.0,
+            nan_rollbacks: 0,
+        }
+    }
+}
+
 fn one() -> f64 {
     1.0
 }

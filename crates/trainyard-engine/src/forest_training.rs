@@ -33,23 +33,12 @@ pub(crate) fn train_forest(
     let info = &req.dataset.info;
     let prepared = prepare(&req.dataset, hp.validation_split, hp.seed);
     let n_trees = hp.n_estimators as usize;
-    let mut state = LoopState {
-        algorithm: req.algorithm,
-        hyperparameters: hp.clone(),
-        architecture: Architecture::new(req.algorithm, hp, info),
-        scaler: prepared.scaler.clone(),
-        epoch: 0,
-        next_batch: 0,
-        global_step: 0,
-        epoch_loss_sum: 0.0,
-        epoch_batches: 0,
-        history: vec![],
-        best_value: None,
-        best_epoch: 0,
-        epochs_without_improvement: 0,
-        lr_scale: 1.0,
-        nan_rollbacks: 0,
-    };
+    let mut state = LoopState::start(
+        req.algorithm,
+        hp.clone(),
+        Architecture::new(req.algorithm, hp, info),
+        prepared.scaler.clone(),
+    );
     // Each tree as JSON text, the form it is checkpointed and saved in (see `Forest::Grown`).
     let mut trees: Vec<String> = vec![];
     if let Some(ckpt) = req.resume {

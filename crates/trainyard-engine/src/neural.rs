@@ -159,23 +159,12 @@ pub(crate) fn train_network(
     let device = Device::flex().autodiff();
     let mut model = init_network(&arch, &device, hp.seed);
     let mut optimizer = build_optimizer(hp);
-    let mut state = LoopState {
-        algorithm: req.algorithm,
-        hyperparameters: hp.clone(),
-        architecture: arch.clone(),
-        scaler: prepared.scaler.clone(),
-        epoch: 0,
-        next_batch: 0,
-        global_step: 0,
-        epoch_loss_sum: 0.0,
-        epoch_batches: 0,
-        history: vec![],
-        best_value: None,
-        best_epoch: 0,
-        epochs_without_improvement: 0,
-        lr_scale: 1.0,
-        nan_rollbacks: 0,
-    };
+    let mut state = LoopState::start(
+        req.algorithm,
+        hp.clone(),
+        arch.clone(),
+        prepared.scaler.clone(),
+    );
     let mut best_model: Option<Vec<u8>> = None;
     if let Some(ckpt) = req.resume {
         check_resumable(&ckpt.state, &state)?;

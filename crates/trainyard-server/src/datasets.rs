@@ -22,23 +22,34 @@ pub async fn info(state: &SharedState, name: &str, field: &str) -> ApiResult<Dat
             .map_err(ApiError::internal);
     }
     match state.store.get_dataset(name).await? {
-        Some(row) => serde_json::from_value(row.info).map_err(ApiError::internal),
-        None => {
-            let uploaded: Vec<String> = state
-                .store
-                .list_datasets()
-                .await?
-                .into_iter()
-                .map(|d| d.name)
-                .collect();
-            let mut known: Vec<&str> = BUILTIN_NAMES.to_vec();
-            known.extend(uploaded.iter().map(String::as_str));
-            Err(ApiError::bad_request(
-                field,
-                format!("unknown dataset '{name}'; available: {}", known.join(", ")),
-            ))
-        }
+        Some(row) => upload_info(&row),
+        None => Err(ApiError::bad_request(
+            field,
+            format!(
+                "unknown dataset '{name}'; available: {}",
+                known_names(state).await?.join(", ")
+            ),
+        )),
     }
+}
+
+/// The description stored with an upload.
+pub fn upload_info(row: &DatasetRow) -> ApiResult<DatasetInfo> {
+    serde_json::from_value(row.info.clone()).map_err(ApiError::internal)
+}
+
+/// Every dataset a model may name: the built-ins, then the uploads.
+pub async fn known_names(state: &SharedState) -> ApiResult<Vec<String>> {
+    let mut names: Vec<String> = BUILTIN_NAMES.iter().map(|n| n.to_string()).collect();
+    names.extend(
+        state
+            .store
+            .list_datasets()
+            .await?
+            .into_iter()
+            .map(|d| d.name),
+    );
+    Ok(names)
 }
 
 pub fn csv_options(name: &str, target: &str, task: Option<trainyard_core::Task>) -> CsvOptions {

@@ -283,7 +283,7 @@ async fn follow(
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use trainyard_store::{NewModel, Store};
+    use trainyard_store::{ModelRow, NewModel, Store};
 
     use super::*;
     use crate::ServerConfig;
@@ -296,11 +296,8 @@ mod tests {
         crate::app_state(config, store, artifacts).unwrap()
     }
 
-    #[tokio::test]
-    async fn a_subscriber_that_stops_reading_is_dropped_and_can_reconnect() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = state(dir.path()).await;
-        let model = state
+    async fn model(state: &SharedState) -> ModelRow {
+        state
             .store
             .insert_model(NewModel {
                 project_id: "default".into(),
@@ -310,7 +307,14 @@ mod tests {
                 hyperparameters: json!({}),
             })
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_stops_reading_is_dropped_and_can_reconnect() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        let model = model(&state).await;
         let mut stalled = subscribe(state.clone(), Scope::Model(model.id.clone()), 0);
         let total = SUBSCRIBER_BUFFER as i64 + 200;
         for i in 0..total {
@@ -338,35 +342,12 @@ mod tests {
             (SUBSCRIBER_BUFFER as i64 + 1..=total).collect::<Vec<_>>()
         );
     }
-}
-
-#[cfg(test)]
-mod replay_tests {
-    use serde_json::json;
-    use trainyard_store::{NewModel, Store};
-
-    use super::*;
-    use crate::ServerConfig;
-    use crate::artifacts::LocalArtifacts;
 
     #[tokio::test]
     async fn a_long_replay_reaches_a_slow_reader_complete() {
         let dir = tempfile::tempdir().unwrap();
-        let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
-        let store = Store::open(&config.database_url).await.unwrap();
-        let artifacts = LocalArtifacts::new(dir.path().join("artifacts")).unwrap();
-        let state = crate::app_state(config, store, artifacts).unwrap();
-        let model = state
-            .store
-            .insert_model(NewModel {
-                project_id: "default".into(),
-                name: "m".into(),
-                dataset: "iris".into(),
-                algorithm: "mlp".into(),
-                hyperparameters: json!({}),
-            })
-            .await
-            .unwrap();
+        let state = state(dir.path()).await;
+        let model = model(&state).await;
         for i in 0..5_000 {
             publish(&state, &model.id, None, "progress", json!({ "i": i })).await;
         }

@@ -12,7 +12,6 @@ pub mod views;
 pub mod worker;
 
 use std::future::Future;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -53,7 +52,6 @@ pub(crate) fn app_state(
         job_queued: Notify::new(),
         predictors: cache::ByteLru::new(cache_bytes),
         prometheus: prometheus()?,
-        shutting_down: AtomicBool::new(false),
         shutdown: watch::channel(false).0,
         idempotency_locks: Default::default(),
         events: events::bus(),

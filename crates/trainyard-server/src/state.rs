@@ -1,7 +1,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,7 +80,6 @@ pub struct AppState {
     /// Decoded models by run id, so predictions do not reload weights.
     pub predictors: ByteLru<Arc<Predictor>>,
     pub prometheus: PrometheusHandle,
-    pub shutting_down: AtomicBool,
     /// Becomes true when shutdown begins: workers pause their runs, streams close.
     pub shutdown: tokio::sync::watch::Sender<bool>,
     pub idempotency_locks: crate::api::KeyLocks,
@@ -96,9 +94,11 @@ pub type SharedState = Arc<AppState>;
 impl AppState {
     /// Starts a graceful shutdown (idempotent).
     pub fn begin_shutdown(&self) {
-        self.shutting_down
-            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.shutdown.send_replace(true);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 
     pub fn control(&self, run_id: &str) -> Option<Arc<Control>> {

@@ -47,20 +47,7 @@ impl Store {
         kind: &str,
         data: &Value,
     ) -> Result<Option<EventRow>> {
-        let row = sqlx::query(
-            "INSERT INTO events (model_id, seq, run_id, kind, data, created_at) \
-             SELECT ?1, COALESCE((SELECT MAX(seq) FROM events WHERE model_id = ?1), 0) + 1, ?2, ?3, ?4, ?5 \
-             WHERE EXISTS (SELECT 1 FROM models WHERE id = ?1) \
-             RETURNING id, model_id, seq, run_id, kind, data, created_at",
-        )
-        .bind(model_id)
-        .bind(run_id)
-        .bind(kind)
-        .bind(data.to_string())
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(EventRow::from_row).transpose()
+        self.insert_event(model_id, run_id, None, kind, data).await
     }
 
     /// Appends an event for a worker's attempt: refused with `Fenced` unless `attempt` still
@@ -73,10 +60,29 @@ impl Store {
         kind: &str,
         data: &Value,
     ) -> Result<EventRow> {
+        self.insert_event(model_id, Some(run_id), Some(attempt), kind, data)
+            .await?
+            .ok_or_else(|| StoreError::Fenced {
+                run_id: run_id.to_string(),
+                attempt,
+            })
+    }
+
+    /// The insert behind both appends: nothing is written unless the model exists and, when
+    /// `attempt` is given, that attempt still owns the run.
+    async fn insert_event(
+        &self,
+        model_id: &str,
+        run_id: Option<&str>,
+        attempt: Option<i64>,
+        kind: &str,
+        data: &Value,
+    ) -> Result<Option<EventRow>> {
         let row = sqlx::query(
             "INSERT INTO events (model_id, seq, run_id, kind, data, created_at) \
              SELECT ?1, COALESCE((SELECT MAX(seq) FROM events WHERE model_id = ?1), 0) + 1, ?2, ?3, ?4, ?5 \
-             WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?2 AND model_id = ?1 AND attempt = ?6) \
+             WHERE EXISTS (SELECT 1 FROM models WHERE id = ?1) \
+             AND (?6 IS NULL OR EXISTS (SELECT 1 FROM runs WHERE id = ?2 AND model_id = ?1 AND attempt = ?6)) \
              RETURNING id, model_id, seq, run_id, kind, data, created_at",
         )
         .bind(model_id)
@@ -87,13 +93,7 @@ impl Store {
         .bind(attempt)
         .fetch_optional(&self.pool)
         .await?;
-        match row {
-            Some(row) => EventRow::from_row(&row),
-            None => Err(StoreError::Fenced {
-                run_id: run_id.to_string(),
-                attempt,
-            }),
-        }
+        row.as_ref().map(EventRow::from_row).transpose()
     }
 
     /// A model's events after `after_seq`, oldest first.

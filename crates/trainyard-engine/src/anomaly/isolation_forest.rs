@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use trainyard_data::SeededRng;
 
 use super::{Detector, Rows};
-use crate::{Control, Stop};
+use crate::Control;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsolationForestParams {
@@ -86,7 +86,7 @@ impl IsolationForest {
     pub fn fit(rows: Rows<'_>, params: IsolationForestParams, control: &Control) -> Option<Self> {
         let mut forest = IsolationForest::new(params, rows.len());
         while forest.trees.len() < forest.params.n_estimators {
-            if matches!(control.requested(), Some(Stop::Cancel | Stop::Pause)) {
+            if control.requested().is_some() {
                 return None;
             }
             forest.grow_tree(rows);

@@ -44,7 +44,7 @@ pub async fn list_datasets(State(state): State<SharedState>) -> ApiResult<Json<V
     .map_err(ApiError::internal)?;
     let mut datasets: Vec<Value> = builtins.iter().map(|i| summary(i, true)).collect();
     for row in state.store.list_datasets().await? {
-        let info: DatasetInfo = serde_json::from_value(row.info).map_err(ApiError::internal)?;
+        let info = crate::datasets::upload_info(&row)?;
         datasets.push(summary(&info, false));
     }
     Ok(Json(json!({ "datasets": datasets })))
@@ -56,24 +56,22 @@ pub async fn get_dataset(
     State(state): State<SharedState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let builtin = BUILTIN_NAMES.contains(&name.as_str());
-    let upload = match builtin {
-        true => None,
-        false => Some(
-            state
-                .store
-                .get_dataset(&name)
-                .await?
-                .ok_or_else(|| ApiError::not_found("dataset", &name))?,
-        ),
-    };
-    let info = crate::datasets::info(&state, &name, "name").await?;
-    let mut v = serde_json::to_value(info).map_err(ApiError::internal)?;
-    v["builtin"] = json!(builtin);
-    if let Some(row) = upload {
-        v["bytes"] = json!(row.bytes);
-        v["sha256"] = json!(row.sha256);
+    if BUILTIN_NAMES.contains(&name.as_str()) {
+        let info = crate::datasets::info(&state, &name, "name").await?;
+        let mut v = serde_json::to_value(info).map_err(ApiError::internal)?;
+        v["builtin"] = json!(true);
+        return Ok(Json(v));
     }
+    let row = state
+        .store
+        .get_dataset(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("dataset", &name))?;
+    let info = crate::datasets::upload_info(&row)?;
+    let mut v = serde_json::to_value(info).map_err(ApiError::internal)?;
+    v["builtin"] = json!(false);
+    v["bytes"] = json!(row.bytes);
+    v["sha256"] = json!(row.sha256);
     Ok(Json(v))
 }
 

@@ -305,17 +305,14 @@ pub async fn train_model(
             body.restart,
         )
         .await?;
+    if let RunStart::Restarted {
+        cancelled_run_id, ..
+    } = &started
+    {
+        crate::events::publish_run_status(&state, cancelled_run_id).await;
+    }
     let (status, run) = match started {
-        RunStart::Created(run) => {
-            crate::events::publish_status(&state, &run).await;
-            state.job_queued.notify_one();
-            (StatusCode::ACCEPTED, run)
-        }
-        RunStart::Restarted {
-            run,
-            cancelled_run_id,
-        } => {
-            crate::events::publish_run_status(&state, &cancelled_run_id).await;
+        RunStart::Created(run) | RunStart::Restarted { run, .. } => {
             crate::events::publish_status(&state, &run).await;
             state.job_queued.notify_one();
             (StatusCode::ACCEPTED, run)

@@ -84,18 +84,7 @@ pub struct ApiDoc;
 pub async fn openapi(State(state): State<SharedState>) -> ApiResult<Json<Value>> {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).map_err(ApiError::internal)?;
     // Which datasets a model may name is this server's data, not a static fact: list them.
-    let mut names: Vec<String> = trainyard_data::BUILTIN_NAMES
-        .iter()
-        .map(|n| n.to_string())
-        .collect();
-    names.extend(
-        state
-            .store
-            .list_datasets()
-            .await?
-            .into_iter()
-            .map(|d| d.name),
-    );
+    let names = crate::datasets::known_names(&state).await?;
     doc["components"]["schemas"]["CreateModel"]["properties"]["dataset"]["enum"] = json!(names);
     Ok(Json(doc))
 }

@@ -3,7 +3,6 @@
 //! worker that lost its lease cannot overwrite its successor.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -357,13 +356,13 @@ async fn run_job(
             }
         }
         Ok(Outcome::Cancelled) => {
-            if state.shutting_down.load(Ordering::SeqCst) {
+            if state.is_shutting_down() {
                 store.release_job(&job, "server shut down").await
             } else {
                 cancelled(state, &job).await
             }
         }
-        Ok(Outcome::Paused(_)) if state.shutting_down.load(Ordering::SeqCst) => {
+        Ok(Outcome::Paused(_)) if state.is_shutting_down() => {
             store
                 .release_job(&job, "server shut down; resumes from its checkpoint")
                 .await
