@@ -8,23 +8,46 @@ use utoipa::OpenApi;
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 
-#[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, description = "the process is up")))]
-pub async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+/// `GET /health`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+    pub version: &'static str,
+}
+
+/// `GET /ready`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Ready {
+    /// Always `ready`.
+    pub status: &'static str,
+    /// Always `ok`.
+    pub database: &'static str,
+}
+
+#[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, description = "the process is up", body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
 }
 
 #[utoipa::path(get, path = "/ready", tag = "system",
-    responses((status = 200, description = "the database answers"), (status = 503, body = crate::error::ErrorBody)))]
-pub async fn ready(State(state): State<SharedState>) -> ApiResult<Json<Value>> {
+    responses((status = 200, description = "the database answers", body = Ready), (status = 503, body = crate::error::ErrorBody)))]
+pub async fn ready(State(state): State<SharedState>) -> ApiResult<Json<Ready>> {
     state
         .store
         .ping()
         .await
         .map_err(|e| ApiError::unavailable(format!("database unreachable: {e}")))?;
-    Ok(Json(json!({ "status": "ready", "database": "ok" })))
+    Ok(Json(Ready {
+        status: "ready",
+        database: "ok",
+    }))
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format")))]
+#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn prometheus(State(state): State<SharedState>) -> ApiResult<impl IntoResponse> {
     let counts = state.store.status_counts().await?;
     metrics::gauge!("trainyard_jobs_queued").set(counts.jobs_queued as f64);
@@ -80,7 +103,7 @@ pub async fn prometheus(State(state): State<SharedState>) -> ApiResult<impl Into
 )]
 pub struct ApiDoc;
 
-#[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, description = "this document")))]
+#[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, description = "this document", body = Value)))]
 pub async fn openapi(State(state): State<SharedState>) -> ApiResult<Json<Value>> {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).map_err(ApiError::internal)?;
     // Which datasets a model may name is this server's data, not a static fact: list them.
