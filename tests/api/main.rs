@@ -3,12 +3,15 @@
 
 mod support;
 
+mod test_anomaly;
+mod test_anomaly_stream;
 mod test_cancel;
 mod test_concurrent_training;
 mod test_datasets;
 mod test_delete_cascade;
 mod test_error_recovery;
 mod test_error_scenarios;
+mod test_family_seam;
 mod test_fencing;
 mod test_idempotency;
 mod test_job_memory;

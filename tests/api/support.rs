@@ -151,6 +151,39 @@ impl Server {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .patch(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A server this test started some other way (in process), reached at `base`.
+    pub fn at(base: String, data_dir: PathBuf) -> Server {
+        Server {
+            child: None,
+            base,
+            data_dir,
+            _temp: None,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Uploads a CSV under `name` with extra query parameters (`&label=...`); returns the body.
+    pub async fn upload_csv(&self, name: &str, params: &str, csv: &str) -> (StatusCode, Value) {
+        self.post_bytes(
+            &format!("/api/datasets?name={name}{params}"),
+            "text/csv",
+            csv.as_bytes().to_vec(),
+        )
+        .await
+    }
+
     pub async fn delete(&self, path: &str) -> StatusCode {
         self.client
             .delete(self.url(path))

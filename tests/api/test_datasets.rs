@@ -159,7 +159,25 @@ async fn bad_uploads_are_refused_with_the_reason() {
             "a-z",
         ),
         ("target=label", "x1,label\n1,a\n2,b\n", "name", "required"),
-        ("name=ok", "x1,label\n1,a\n2,b\n", "target", "required"),
+        // Without a target every column is a feature (an unlabeled dataset); the error says so.
+        (
+            "name=ok",
+            "x1,label\n1,a\n2,b\n",
+            "file",
+            "column 'label': 'a' is not a number; features must be numeric; no target",
+        ),
+        (
+            "name=ok&label=x1&target=label",
+            "x1,label\n1,a\n2,b\n",
+            "label",
+            "not both",
+        ),
+        (
+            "name=ok&task=regression",
+            "x1,x2\n1,2\n2,3\n",
+            "task",
+            "target=",
+        ),
         (
             "name=ok&target=label&task=clustering",
             "x1,label\n1,a\n2,b\n",
@@ -228,4 +246,87 @@ async fn uploads_over_the_limit_are_413() {
         )
         .await;
     assert_eq!(code, 201);
+}
+
+/// A Parquet file of two DOUBLE columns, snappy-compressed, in two row groups.
+fn parquet_file(rows: &[(f64, f64)]) -> Vec<u8> {
+    use parquet::data_type::DoubleType;
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    let schema = parquet::schema::parser::parse_message_type(
+        "message m { REQUIRED DOUBLE temperature; REQUIRED DOUBLE pressure; }",
+    )
+    .unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
+    let mut bytes = Vec::new();
+    let mut writer = SerializedFileWriter::new(&mut bytes, schema.into(), props.into()).unwrap();
+    for half in rows.chunks(rows.len().div_ceil(2)) {
+        let mut group = writer.next_row_group().unwrap();
+        for column in 0..2 {
+            let values: Vec<f64> = half
+                .iter()
+                .map(|r| if column == 0 { r.0 } else { r.1 })
+                .collect();
+            let mut writer = group.next_column().unwrap().unwrap();
+            writer
+                .typed::<DoubleType>()
+                .write_batch(&values, None, None)
+                .unwrap();
+            writer.close().unwrap();
+        }
+        group.close().unwrap();
+    }
+    writer.close().unwrap();
+    bytes
+}
+
+#[tokio::test]
+async fn a_parquet_upload_trains_like_a_csv() {
+    let server = Server::start().await;
+    let rows: Vec<(f64, f64)> = (0..300)
+        .map(|i| (20.0 + (i % 7) as f64, 1000.0 + (i % 5) as f64))
+        .chain([(95.0, 400.0)])
+        .collect();
+    let (code, body) = server
+        .post_bytes(
+            "/api/datasets?name=plant",
+            "application/vnd.apache.parquet",
+            parquet_file(&rows),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        (body["n_rows"].as_u64(), body["task"].as_str()),
+        (Some(301), Some("unlabeled"))
+    );
+    assert_eq!(body["feature_names"], json!(["temperature", "pressure"]));
+    let id = server
+        .create_model("plant", "isolation_forest", json!({}))
+        .await;
+    server.train(&id).await;
+    server
+        .wait_for(&id, &["completed"], Duration::from_secs(60))
+        .await;
+    let (_, answer) = server
+        .post(
+            &format!("/api/models/{id}/predict"),
+            json!({"inputs": [[95.0, 400.0], [22.0, 1002.0]]}),
+        )
+        .await;
+    assert_eq!(answer["predictions"][0]["is_anomaly"], true, "{answer}");
+    assert_eq!(answer["predictions"][1]["is_anomaly"], false, "{answer}");
+
+    let mut broken = parquet_file(&rows);
+    broken.drain(10..200);
+    let (code, err) = server
+        .post_bytes(
+            "/api/datasets?name=broken",
+            "application/octet-stream",
+            broken,
+        )
+        .await;
+    assert_eq!(code, 400, "{err}");
+    assert_eq!(err["error"]["field"], "file");
 }

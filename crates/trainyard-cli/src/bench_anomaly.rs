@@ -1,4 +1,4 @@
-//! `trainyard bench --anomaly`: the isolation forest (100 trees) on shuttle's ODDS split
+//! `trainyard bench --anomaly`: the isolation forest (100 trees), ECOD and HBOS on shuttle's ODDS split
 //! (seeded 60/40, standardised): fit seconds, scoring throughput and ROC-AUC. `--export DIR`
 //! writes the same split as CSV so a peer (scikit-learn, PyOD) measures the same rows.
 
@@ -11,7 +11,9 @@ use serde_json::json;
 use trainyard_data::{OutlierSplit, shuttle_odds_split};
 use trainyard_engine::Control;
 use trainyard_engine::anomaly::metrics::{precision_at_n, roc_auc};
-use trainyard_engine::anomaly::{Detector, IsolationForest, IsolationForestParams, Rows};
+use trainyard_engine::anomaly::{
+    Detector, Ecod, Hbos, IsolationForest, IsolationForestParams, Rows,
+};
 
 pub fn run(json_output: bool, export: Option<&Path>) -> anyhow::Result<()> {
     let split = shuttle_odds_split(7, 0.6)?;
@@ -20,35 +22,43 @@ pub fn run(json_output: bool, export: Option<&Path>) -> anyhow::Result<()> {
     }
     let train = Rows::new(&split.train, split.d);
     let test = Rows::new(&split.test, split.d);
-    let started = Instant::now();
-    let forest = IsolationForest::fit(train, IsolationForestParams::default(), &Control::default())
-        .context("the fit was stopped")?;
-    let fit_seconds = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let scores = forest.score(test);
-    let score_seconds = started.elapsed().as_secs_f64();
-    let result = json!({
-        "workload": "isolation_forest_shuttle",
-        "train_rows": train.len(),
-        "test_rows": test.len(),
-        "fit_seconds": fit_seconds,
-        "score_seconds": score_seconds,
-        "rows_per_second": test.len() as f64 / score_seconds,
-        "roc_auc": roc_auc(&scores, &split.test_outlier),
-        "precision_at_n": precision_at_n(&scores, &split.test_outlier),
-    });
-    if json_output {
-        println!("{result}");
-    } else {
-        println!(
-            "isolation_forest on shuttle ({} train / {} test rows): fit {:.3} s, score {:.3} s ({:.0} rows/s), ROC-AUC {:.4}",
-            train.len(),
-            test.len(),
-            fit_seconds,
-            score_seconds,
-            result["rows_per_second"].as_f64().unwrap_or(0.0),
-            result["roc_auc"].as_f64().unwrap_or(f64::NAN)
-        );
+    for name in ["isolation_forest", "ecod", "hbos"] {
+        let started = Instant::now();
+        let detector: Box<dyn Detector> = match name {
+            "isolation_forest" => Box::new(
+                IsolationForest::fit(train, IsolationForestParams::default(), &Control::default())
+                    .context("the fit was stopped")?,
+            ),
+            "ecod" => Box::new(Ecod::fit(train)),
+            _ => Box::new(Hbos::fit(train, 10, 0.1, 0.5)),
+        };
+        let fit_seconds = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let scores = detector.score(test);
+        let score_seconds = started.elapsed().as_secs_f64();
+        let result = json!({
+            "workload": format!("{name}_shuttle"),
+            "train_rows": train.len(),
+            "test_rows": test.len(),
+            "fit_seconds": fit_seconds,
+            "score_seconds": score_seconds,
+            "rows_per_second": test.len() as f64 / score_seconds,
+            "roc_auc": roc_auc(&scores, &split.test_outlier),
+            "precision_at_n": precision_at_n(&scores, &split.test_outlier),
+        });
+        if json_output {
+            println!("{result}");
+        } else {
+            println!(
+                "{name} on shuttle ({} train / {} test rows): fit {:.3} s, score {:.3} s ({:.0} rows/s), ROC-AUC {:.4}",
+                train.len(),
+                test.len(),
+                fit_seconds,
+                score_seconds,
+                result["rows_per_second"].as_f64().unwrap_or(0.0),
+                result["roc_auc"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
     }
     Ok(())
 }

@@ -388,10 +388,7 @@ pub async fn models(conn: &Connection, command: ModelsCommand) -> Result<ExitCod
                 .await?;
             print(out, &result, |r| {
                 for p in r["predictions"].as_array().into_iter().flatten() {
-                    match p.get("label") {
-                        Some(label) => println!("{}", label.as_str().unwrap_or_default()),
-                        None => println!("{}", p["value"]),
-                    }
+                    println!("{}", prediction_line(p));
                 }
             });
         }
@@ -511,4 +508,20 @@ pub fn run(
             ExitCode::from(EXIT_REFUSED)
         }
     })
+}
+
+/// One prediction as a line: a class label, a value, or an anomaly score with its flag (any
+/// other family's answer as its JSON).
+fn prediction_line(p: &Value) -> String {
+    if let Some(label) = p.get("label").and_then(Value::as_str) {
+        return label.to_string();
+    }
+    if let Some(value) = p.get("value") {
+        return value.to_string();
+    }
+    match (p.get("score"), p.get("is_anomaly").and_then(Value::as_bool)) {
+        (Some(score), Some(true)) => format!("{score}\tanomaly"),
+        (Some(score), Some(false)) => format!("{score}\tnormal"),
+        _ => p.to_string(),
+    }
 }

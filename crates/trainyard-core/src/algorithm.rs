@@ -11,6 +11,8 @@ use crate::ValidationError;
 pub enum Task {
     Classification,
     Regression,
+    /// No target column: rows of features only (anomaly detection fits these).
+    Unlabeled,
 }
 
 impl fmt::Display for Task {
@@ -18,6 +20,7 @@ impl fmt::Display for Task {
         f.write_str(match self {
             Task::Classification => "classification",
             Task::Regression => "regression",
+            Task::Unlabeled => "unlabeled",
         })
     }
 }
@@ -81,6 +84,16 @@ impl Algorithm {
                 ),
             )
         };
+        if shape.task == Task::Unlabeled {
+            return Err(ValidationError::new(
+                "algorithm",
+                format!(
+                    "{} learns a target, but '{dataset}' has none; upload it with target=COLUMN, \
+                     or fit an anomaly detector (isolation_forest, ecod, hbos, half_space_trees)",
+                    self.name()
+                ),
+            ));
+        }
         match self {
             Algorithm::LinearRegression if shape.task != Task::Regression => {
                 Err(mismatch("regression"))

@@ -86,6 +86,15 @@ pub struct Hyperparameters {
     pub nan_rollbacks: u32,
     /// Memory the job may use; the batch size halves until the estimate fits. 0: no limit.
     pub memory_budget_mb: u32,
+    /// CNN training-image augmentation (0: off): a random shift of up to this many pixels,
+    /// a rotation of up to this many degrees, and the chance of erasing a random rectangle.
+    /// Defaulted when absent, so checkpoints written before they existed still load.
+    #[serde(default)]
+    pub augment_shift: u32,
+    #[serde(default)]
+    pub augment_rotate: f64,
+    #[serde(default)]
+    pub augment_erase: f64,
 }
 
 /// Keys every gradient-trained algorithm accepts.
@@ -125,7 +134,14 @@ impl Hyperparameters {
         };
         match algorithm {
             Algorithm::Mlp => keys.extend(["hidden_layers", "activation", "dropout"]),
-            Algorithm::Cnn => keys.extend(["conv_channels", "hidden_layers", "dropout"]),
+            Algorithm::Cnn => keys.extend([
+                "conv_channels",
+                "hidden_layers",
+                "dropout",
+                "augment_shift",
+                "augment_rotate",
+                "augment_erase",
+            ]),
             _ => {}
         }
         keys
@@ -190,6 +206,9 @@ impl Hyperparameters {
             checkpoint_seconds: 30,
             nan_rollbacks: 3,
             memory_budget_mb: 0,
+            augment_shift: 0,
+            augment_rotate: 0.0,
+            augment_erase: 0.0,
         }
     }
 
@@ -263,6 +282,9 @@ impl Hyperparameters {
             "checkpoint_seconds" => self.checkpoint_seconds = uint(key, value, 0, 86_400)? as u32,
             "nan_rollbacks" => self.nan_rollbacks = uint(key, value, 0, 10)? as u32,
             "memory_budget_mb" => self.memory_budget_mb = uint(key, value, 0, 1_000_000)? as u32,
+            "augment_shift" => self.augment_shift = uint(key, value, 0, 8)? as u32,
+            "augment_rotate" => self.augment_rotate = float(key, value, 0.0, 45.0)?,
+            "augment_erase" => self.augment_erase = float(key, value, 0.0, 1.0)?,
             other => unreachable!("key '{other}' is in allowed_keys but has no setter"),
         }
         Ok(())
@@ -279,11 +301,12 @@ impl Hyperparameters {
     }
 }
 
-fn type_error(key: &str, expected: &str, value: &Value) -> ValidationError {
+pub fn type_error(key: &str, expected: &str, value: &Value) -> ValidationError {
     ValidationError::new(key, format!("expected {expected}, got {value}"))
 }
 
-fn uint(key: &str, value: &Value, min: u64, max: u64) -> Result<u64, ValidationError> {
+/// An integer field in `[min, max]`; the error names `key` and the range.
+pub fn uint(key: &str, value: &Value, min: u64, max: u64) -> Result<u64, ValidationError> {
     let n = value
         .as_u64()
         .ok_or_else(|| type_error(key, &format!("an integer in [{min}, {max}]"), value))?;
@@ -296,7 +319,8 @@ fn uint(key: &str, value: &Value, min: u64, max: u64) -> Result<u64, ValidationE
     Ok(n)
 }
 
-fn float(key: &str, value: &Value, min: f64, max: f64) -> Result<f64, ValidationError> {
+/// A number field in `[min, max]`.
+pub fn float(key: &str, value: &Value, min: f64, max: f64) -> Result<f64, ValidationError> {
     let x = value
         .as_f64()
         .ok_or_else(|| type_error(key, &format!("a number in [{min}, {max}]"), value))?;
@@ -309,7 +333,12 @@ fn float(key: &str, value: &Value, min: f64, max: f64) -> Result<f64, Validation
     Ok(x)
 }
 
-fn choice<'a>(key: &str, value: &Value, options: &[&'a str]) -> Result<&'a str, ValidationError> {
+/// A string field that must be one of `options`.
+pub fn choice<'a>(
+    key: &str,
+    value: &Value,
+    options: &[&'a str],
+) -> Result<&'a str, ValidationError> {
     let expected = format!("one of {}", options.join(", "));
     let s = value
         .as_str()
@@ -321,7 +350,7 @@ fn choice<'a>(key: &str, value: &Value, options: &[&'a str]) -> Result<&'a str, 
         .ok_or_else(|| ValidationError::new(key, format!("must be {expected}, got '{s}'")))
 }
 
-fn uint_list(
+pub fn uint_list(
     key: &str,
     value: &Value,
     min_len: usize,
@@ -357,6 +386,7 @@ fn early_stopping(value: &Value, task: Task) -> Result<Option<EarlyStopping>, Va
     let monitors: &[&str] = match task {
         Task::Classification => &["val_loss", "val_accuracy"],
         Task::Regression => &["val_loss", "val_r2", "val_rmse", "val_mae"],
+        Task::Unlabeled => &["val_loss"],
     };
     let default = EarlyStopping {
         monitor: "val_loss".into(),

@@ -122,7 +122,7 @@ fn csv_builtin(
         &bytes,
         &CsvOptions {
             name: name.into(),
-            target: target.into(),
+            target: Some(target.into()),
             task: None,
             description: description.into(),
             license: license.into(),
@@ -159,17 +159,47 @@ fn decode(name: &str) -> Result<Dataset, DataError> {
             ds.info.task = Task::Regression;
             Ok(ds)
         }
-        "shuttle" => csv_builtin(
-            name,
-            "shuttle.csv.gz",
-            "Class",
-            "Statlog shuttle: 9 sensor features, 7 flight-state classes (Rad.Flow is normal)",
-            UCI,
-        ),
+        "shuttle" => shuttle_odds(),
         "mnist" => mnist(),
         "synthetic" => Ok(SyntheticSpec::default().generate()),
         other => Err(DataError::Unknown(other.to_string())),
     }
+}
+
+/// Shuttle as ODDS publishes it for outlier detection: class High dropped, every class but
+/// Rad.Flow an outlier (49,097 rows, 3,511 outliers), label column `outlier` (0 or 1).
+fn shuttle_odds() -> Result<Dataset, DataError> {
+    let statlog = csv_builtin("shuttle", "shuttle.csv.gz", "Class", "", UCI)?;
+    let classes = statlog.info.classes.clone().unwrap_or_default();
+    let index = |name: &str| classes.iter().position(|c| c == name).map(|i| i as f32);
+    let (Some(high), Some(normal)) = (index("High"), index("Rad.Flow")) else {
+        return Err(DataError::Unknown(
+            "shuttle without classes High and Rad.Flow".into(),
+        ));
+    };
+    let d = statlog.info.n_features;
+    let kept: Vec<usize> = (0..statlog.table.len())
+        .filter(|i| statlog.table.y[*i] != high)
+        .collect();
+    let mut table = statlog.table.select(&kept);
+    for y in &mut table.y {
+        *y = if *y == normal { 0.0 } else { 1.0 };
+    }
+    let info = DatasetInfo {
+        description: "Statlog shuttle as ODDS publishes it: 9 sensor features; class High dropped, \
+                      every flight state but Rad.Flow an outlier (label column 'outlier', 7.15% ones)"
+            .into(),
+        n_rows: table.len(),
+        n_features: d,
+        target_name: "outlier".into(),
+        classes: Some(vec!["0".into(), "1".into()]),
+        ..statlog.info
+    };
+    Ok(Dataset {
+        info,
+        table,
+        test: None,
+    })
 }
 
 fn mnist_split(images: &str, labels: &str) -> Result<Table, DataError> {

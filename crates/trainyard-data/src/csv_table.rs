@@ -11,7 +11,8 @@ use crate::{DataError, Dataset, DatasetInfo, Table};
 #[derive(Debug, Clone)]
 pub struct CsvOptions {
     pub name: String,
-    pub target: String,
+    /// The target column; `None` reads every column as a feature (an unlabeled dataset).
+    pub target: Option<String>,
     /// `None` infers: a non-numeric target, or an integer target with at most
     /// [`MAX_INFERRED_CLASSES`] distinct values, is classification.
     pub task: Option<Task>,
@@ -36,20 +37,21 @@ pub fn parse_csv(bytes: &[u8], options: &CsvOptions) -> Result<Dataset, DataErro
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
-    let target_col = header
-        .iter()
-        .position(|h| *h == options.target)
-        .ok_or_else(|| {
+    let target_col = match &options.target {
+        Some(target) => Some(header.iter().position(|h| h == target).ok_or_else(|| {
             DataError::csv(
                 Some(1),
-                Some(&options.target),
+                Some(target),
                 format!(
                     "target column not found; the header has: {}",
                     header.join(", ")
                 ),
             )
-        })?;
-    if header.len() < 2 {
+        })?),
+        None => None,
+    };
+    let n_features = header.len() - usize::from(target_col.is_some());
+    if n_features == 0 {
         return Err(DataError::csv(
             Some(1),
             None,
@@ -57,9 +59,9 @@ pub fn parse_csv(bytes: &[u8], options: &CsvOptions) -> Result<Dataset, DataErro
         ));
     }
 
-    let n_features = header.len() - 1;
     let mut x = Vec::new();
     let mut raw_targets: Vec<String> = Vec::new();
+    let mut rows = 0usize;
     for (i, record) in reader.records().enumerate() {
         let line = i + 2;
         let record = record.map_err(|e| DataError::csv(Some(line), None, e.to_string()))?;
@@ -78,20 +80,85 @@ pub fn parse_csv(bytes: &[u8], options: &CsvOptions) -> Result<Dataset, DataErro
             ));
         }
         for (col, cell) in record.iter().enumerate() {
-            if col == target_col {
+            if Some(col) == target_col {
                 raw_targets.push(cell.trim().to_string());
             } else {
                 x.push(parse_number(cell, line, &header[col])?);
             }
         }
+        rows += 1;
     }
-    if raw_targets.len() < 2 {
+    if rows < 2 {
         return Err(DataError::csv(
             None,
             None,
-            format!("need at least 2 data rows, got {}", raw_targets.len()),
+            format!("need at least 2 data rows, got {rows}"),
         ));
     }
+    let raw = RawTable {
+        header,
+        target_col,
+        x,
+        raw_targets,
+        rows,
+    };
+    assemble(raw, options, &|row, column, message| {
+        DataError::csv(Some(row + 2), Some(column), message)
+    })
+}
+
+/// Rows as a reader found them: numeric features, the target column's cells as text.
+pub(crate) struct RawTable {
+    pub header: Vec<String>,
+    pub target_col: Option<usize>,
+    pub x: Vec<f32>,
+    pub raw_targets: Vec<String>,
+    pub rows: usize,
+}
+
+/// Where a cell sits, for errors: data row (0-based), column, message.
+pub(crate) type Locate<'a> = &'a dyn Fn(usize, &str, String) -> DataError;
+
+/// Turns read rows into a dataset: infers or checks the task and encodes the target; with no
+/// target column the dataset is unlabeled.
+pub(crate) fn assemble(
+    raw: RawTable,
+    options: &CsvOptions,
+    locate: Locate<'_>,
+) -> Result<Dataset, DataError> {
+    let RawTable {
+        header,
+        target_col,
+        x,
+        raw_targets,
+        rows,
+    } = raw;
+    let n_features = header.len() - usize::from(target_col.is_some());
+    let Some(target_col) = target_col else {
+        let info = DatasetInfo {
+            name: options.name.clone(),
+            description: options.description.clone(),
+            task: Task::Unlabeled,
+            n_rows: rows,
+            n_features,
+            feature_names: header,
+            target_name: String::new(),
+            classes: None,
+            image_shape: None,
+            test_rows: None,
+            license: options.license.clone(),
+        };
+        let table = Table {
+            x,
+            y: vec![],
+            n_features,
+        };
+        return Ok(Dataset {
+            info,
+            table,
+            test: None,
+        });
+    };
 
     let target_name = &header[target_col];
     let numeric: Option<Vec<f64>> = raw_targets.iter().map(|t| t.parse::<f64>().ok()).collect();
@@ -101,24 +168,26 @@ pub fn parse_csv(bytes: &[u8], options: &CsvOptions) -> Result<Dataset, DataErro
     let (y, classes) = match task {
         Task::Regression => {
             let values = numeric.ok_or_else(|| {
-                let (line, bad) = raw_targets
+                let (row, bad) = raw_targets
                     .iter()
                     .enumerate()
                     .find(|(_, t)| t.parse::<f64>().is_err())
-                    .map(|(i, t)| (i + 2, t.clone()))
+                    .map(|(i, t)| (i, t.clone()))
                     .unwrap_or_default();
-                DataError::csv(
-                    Some(line),
-                    Some(target_name),
+                locate(
+                    row,
+                    target_name,
                     format!("'{bad}' is not a number; a regression target must be numeric"),
                 )
             })?;
-            for (i, v) in values.iter().enumerate() {
-                check_finite(*v, i + 2, target_name)?;
+            if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                let message = format!("{v} is not allowed; values must be finite");
+                return Err(locate(i, target_name, message));
             }
             (values.iter().map(|v| *v as f32).collect(), None)
         }
         Task::Classification => encode_classes(&raw_targets, numeric.is_some(), target_name)?,
+        Task::Unlabeled => unreachable!("a target column was named"),
     };
 
     let feature_names: Vec<String> = header

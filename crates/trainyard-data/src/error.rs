@@ -8,6 +8,13 @@ pub enum DataError {
         column: Option<String>,
         message: String,
     },
+    #[error("{}", parquet_message(*.row_group, *.row, .column, .message))]
+    Parquet {
+        row_group: Option<usize>,
+        row: Option<usize>,
+        column: Option<String>,
+        message: String,
+    },
     #[error("unknown dataset '{0}'; built-in datasets are: {names}", names = crate::BUILTIN_NAMES.join(", "))]
     Unknown(String),
     #[error(
@@ -30,6 +37,29 @@ fn csv_message(line: &Option<usize>, column: &Option<String>, message: &str) -> 
         (Some(l), None) => format!("line {l}: {message}"),
         (None, Some(c)) => format!("column '{c}': {message}"),
         (None, None) => message.to_string(),
+    }
+}
+
+fn parquet_message(
+    row_group: Option<usize>,
+    row: Option<usize>,
+    column: &Option<String>,
+    message: &str,
+) -> String {
+    let mut place = vec![];
+    if let Some(g) = row_group {
+        place.push(format!("row group {g}"));
+    }
+    if let Some(r) = row {
+        place.push(format!("row {r}"));
+    }
+    if let Some(c) = column {
+        place.push(format!("column '{c}'"));
+    }
+    if place.is_empty() {
+        message.to_string()
+    } else {
+        format!("{}: {message}", place.join(", "))
     }
 }
 

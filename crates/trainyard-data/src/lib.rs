@@ -1,5 +1,5 @@
 //! Datasets for Trainyard: the built-in ones embedded in the binary (verified by sha256 at load),
-//! user CSV files read through the same path, a seeded synthetic generator, and the seeded
+//! user CSV and Parquet files read through the same path, a seeded synthetic generator, and the seeded
 //! train/validation split with scaling fitted on the training part only.
 
 mod builtin;
@@ -7,6 +7,7 @@ mod csv_table;
 mod error;
 mod idx;
 mod outliers;
+mod parquet_table;
 mod prepare;
 mod rng;
 mod synthetic;
@@ -15,8 +16,18 @@ mod table;
 pub use builtin::{BUILTIN_NAMES, builtin_info, load_builtin, raw_builtin_bytes};
 pub use csv_table::{CsvOptions, parse_csv};
 pub use error::DataError;
-pub use outliers::{OutlierSplit, shuttle_odds_split};
+pub use outliers::{OutlierSplit, outlier_split, shuttle_odds_split};
+pub use parquet_table::{is_parquet, parse_parquet};
 pub use prepare::{Prepared, Scaler, prepare};
 pub use rng::SeededRng;
 pub use synthetic::SyntheticSpec;
 pub use table::{Dataset, DatasetInfo, Table};
+
+/// Reads an uploaded table: Parquet when the bytes are a Parquet file, CSV otherwise.
+pub fn parse_table(bytes: &[u8], options: &CsvOptions) -> Result<Dataset, DataError> {
+    if is_parquet(bytes) {
+        parse_parquet(bytes, options)
+    } else {
+        parse_csv(bytes, options)
+    }
+}

@@ -11,44 +11,64 @@ pub struct OutlierSplit {
     pub train_outlier: Vec<bool>,
     pub test: Vec<f32>,
     pub test_outlier: Vec<bool>,
+    /// The standardisation fitted on the training rows, per column.
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
 }
 
-/// Shuttle as ODDS publishes it: class High dropped, every class but Rad.Flow an outlier
-/// (49,097 rows, 3,511 outliers), split `train_fraction`/rest after a shuffle seeded by `seed`.
+/// Shuttle's ODDS variant (the built-in `shuttle`) split `train_fraction`/rest after a shuffle
+/// seeded by `seed`.
 pub fn shuttle_odds_split(seed: u64, train_fraction: f64) -> Result<OutlierSplit, DataError> {
     let ds = load_builtin("shuttle")?;
-    let classes = ds.info.classes.clone().unwrap_or_default();
-    let index = |name: &str| classes.iter().position(|c| c == name).map(|i| i as f32);
-    let (Some(high), Some(normal)) = (index("High"), index("Rad.Flow")) else {
-        return Err(DataError::Unknown(
-            "shuttle without classes High and Rad.Flow".into(),
-        ));
+    let outlier: Vec<bool> = ds.table.y.iter().map(|y| *y == 1.0).collect();
+    Ok(outlier_split(
+        &ds.table.x,
+        ds.info.n_features,
+        &outlier,
+        seed,
+        train_fraction,
+    ))
+}
+
+/// Shuffles rows with a generator seeded by `seed`, keeps the first `train_fraction` for
+/// fitting and standardises every row with the fitting part's statistics.
+pub fn outlier_split(
+    x: &[f32],
+    d: usize,
+    outlier: &[bool],
+    seed: u64,
+    train_fraction: f64,
+) -> OutlierSplit {
+    let n = x.len() / d;
+    let mut order: Vec<usize> = (0..n).collect();
+    SeededRng::new(seed).shuffle(&mut order);
+    let cut = ((n as f64 * train_fraction) as usize).clamp(1, n);
+    let (train, test) = order.split_at(cut);
+    let row = |i: usize| &x[i * d..(i + 1) * d];
+    let (mean, std) = moments(train.iter().map(|i| row(*i)), d);
+    let scaled = |rows: &[usize]| -> Vec<f32> {
+        let mut out = Vec::with_capacity(rows.len() * d);
+        for i in rows {
+            out.extend((0..d).map(|j| ((row(*i)[j] as f64 - mean[j]) / std[j]) as f32));
+        }
+        out
     };
-    let d = ds.info.n_features;
-    let mut rows: Vec<(&[f32], bool)> = ds
-        .table
-        .y
-        .iter()
-        .enumerate()
-        .filter(|(_, y)| **y != high)
-        .map(|(i, y)| (&ds.table.x[i * d..(i + 1) * d], *y != normal))
-        .collect();
-    SeededRng::new(seed).shuffle(&mut rows);
-    let cut = (rows.len() as f64 * train_fraction) as usize;
-    let (train, test) = rows.split_at(cut);
-    let (mean, std) = moments(train.iter().map(|(x, _)| *x), d);
-    let scale = |x: &[f32]| -> Vec<f32> {
-        (0..d)
-            .map(|j| ((x[j] as f64 - mean[j]) / std[j]) as f32)
-            .collect::<Vec<_>>()
+    let labels = |rows: &[usize]| -> Vec<bool> {
+        if outlier.is_empty() {
+            vec![]
+        } else {
+            rows.iter().map(|i| outlier[*i]).collect()
+        }
     };
-    Ok(OutlierSplit {
+    OutlierSplit {
         d,
-        train: train.iter().flat_map(|(x, _)| scale(x)).collect(),
-        train_outlier: train.iter().map(|(_, o)| *o).collect(),
-        test: test.iter().flat_map(|(x, _)| scale(x)).collect(),
-        test_outlier: test.iter().map(|(_, o)| *o).collect(),
-    })
+        train: scaled(train),
+        train_outlier: labels(train),
+        test: scaled(test),
+        test_outlier: labels(test),
+        mean,
+        std,
+    }
 }
 
 /// Per-column mean and standard deviation (1 for a constant column).

@@ -139,6 +139,7 @@ impl SyntheticSpec {
                     x.extend(row.iter().map(|v| *v as f32));
                 }
             }
+            Task::Unlabeled => unreachable!("options parse only classification or regression"),
         }
         Dataset {
             info: self.info(),

@@ -1,8 +1,8 @@
 use serde::{Deserialize, Serialize};
 use trainyard_core::{DatasetShape, Task};
 
-/// Rows of numeric features with one target each, stored row-major for fast batching.
-/// Classification targets hold the class index as a float.
+/// Rows of numeric features with one target each (none for an unlabeled dataset), stored
+/// row-major for fast batching. Classification targets hold the class index as a float.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Table {
     pub x: Vec<f32>,
@@ -12,11 +12,14 @@ pub struct Table {
 
 impl Table {
     pub fn len(&self) -> usize {
-        self.y.len()
+        match self.n_features {
+            0 => self.y.len(),
+            d => self.x.len() / d,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.y.is_empty()
+        self.len() == 0
     }
 
     pub fn row(&self, i: usize) -> &[f32] {
@@ -29,7 +32,9 @@ impl Table {
         let mut y = Vec::with_capacity(indices.len());
         for &i in indices {
             x.extend_from_slice(self.row(i));
-            y.push(self.y[i]);
+            if let Some(target) = self.y.get(i) {
+                y.push(*target);
+            }
         }
         Table {
             x,

@@ -5,8 +5,10 @@
 //! The engine knows nothing of HTTP, SQL or files: callers decide where events and checkpoints go.
 
 pub mod anomaly;
+mod augment;
 mod checkpoint;
 mod container;
+pub mod family;
 mod forest;
 mod forest_training;
 mod memory;

@@ -172,31 +172,7 @@ impl Predictor {
 
     pub fn predict(&self, rows: &[Vec<f64>]) -> Result<Vec<Prediction>, PredictError> {
         let d = self.header.scaler.n_features();
-        if rows.is_empty() {
-            return Err(PredictError::Empty);
-        }
-        let mut x = Vec::with_capacity(rows.len() * d);
-        for (r, row) in rows.iter().enumerate() {
-            if row.len() != d {
-                return Err(PredictError::FeatureCount {
-                    expected: d,
-                    given: row.len(),
-                    row: r,
-                    names: summarize(&self.header.feature_names),
-                });
-            }
-            for (f, v) in row.iter().enumerate() {
-                // A finite f64 beyond f32's range would become infinite inside the model.
-                if !v.is_finite() || (*v as f32).is_infinite() {
-                    return Err(PredictError::NotFinite {
-                        row: r,
-                        feature: f,
-                        value: *v,
-                    });
-                }
-                x.push(*v as f32);
-            }
-        }
+        let mut x = crate::family::check_rows(rows, &self.header.feature_names)?;
         self.header.scaler.transform(&mut x);
         let outputs = match &self.inner {
             Inner::Network {
@@ -255,7 +231,7 @@ impl Predictor {
     }
 }
 
-fn summarize(names: &[String]) -> String {
+pub(crate) fn summarize(names: &[String]) -> String {
     if names.len() <= 12 {
         names.join(", ")
     } else {

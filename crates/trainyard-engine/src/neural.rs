@@ -16,6 +16,7 @@ use trainyard_core::hyperparameters::{LrSchedule, OptimizerKind};
 use trainyard_core::{EpochMetrics, Hyperparameters, Task, TrainingEvent};
 use trainyard_data::{Prepared, SeededRng, Table, prepare};
 
+use crate::augment::Augment;
 use crate::checkpoint::{Checkpoint, LoopState};
 use crate::memory::MemoryEstimate;
 use crate::metrics::task_metrics;
@@ -74,12 +75,22 @@ fn epoch_order(n: usize, seed: u64, epoch: u32) -> Vec<usize> {
     order
 }
 
-fn gather(table: &Table, rows: &[usize], device: &Device) -> (Tensor<2>, Vec<f32>) {
+/// The rows as a batch; training batches are augmented when `augment` says so.
+fn gather(
+    table: &Table,
+    rows: &[usize],
+    device: &Device,
+    augment: Option<(&Augment, u32)>,
+) -> (Tensor<2>, Vec<f32>) {
     let d = table.n_features;
     let mut x = Vec::with_capacity(rows.len() * d);
     let mut y = Vec::with_capacity(rows.len());
     for &r in rows {
         x.extend_from_slice(table.row(r));
+        if let Some((augment, epoch)) = augment {
+            let start = x.len() - d;
+            augment.apply(&mut x[start..], epoch, r);
+        }
         y.push(table.y[r]);
     }
     (
@@ -96,7 +107,8 @@ fn loss(task: Task, out: Tensor<2>, y: Vec<f32>, device: &Device) -> Tensor<1> {
             let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), device);
             CrossEntropyLoss::new(None, device).forward(out, targets)
         }
-        Task::Regression => {
+        // `Algorithm::check_fits` keeps unlabeled datasets away from gradient training.
+        Task::Regression | Task::Unlabeled => {
             let targets = Tensor::<2>::from_data(TensorData::new(y, [n, 1]), device);
             (out - targets).powi_scalar(2).mean()
         }
@@ -120,7 +132,7 @@ fn evaluate(
     let mut loss_sum = 0.0;
     let rows: Vec<usize> = (0..table.len()).collect();
     for chunk in rows.chunks(EVAL_BATCH) {
-        let (x, y) = gather(table, chunk, &device);
+        let (x, y) = gather(table, chunk, &device, None);
         let out = network.forward(arch, x, None);
         loss_sum += scalar(loss(task, out.clone(), y, &device)) * chunk.len() as f64;
         outputs.extend(out.into_data().try_to_vec::<f32>().expect("f32 outputs"));
@@ -156,6 +168,7 @@ pub(crate) fn train_network(
     let task = info.task;
     let prepared = prepare(&req.dataset, hp.validation_split, hp.seed);
     let arch = Architecture::new(req.algorithm, hp, info);
+    let augment = Augment::new(hp, info.image_shape);
     let device = Device::flex().autodiff();
     let mut model = init_network(&arch, &device, hp.seed);
     let mut optimizer = build_optimizer(hp);
@@ -211,7 +224,8 @@ pub(crate) fn train_network(
                 };
             }
             let rows = &order[b as usize * batch..((b as usize + 1) * batch).min(n_train)];
-            let (x, y) = gather(&prepared.train, rows, &device);
+            let augmented = augment.as_ref().map(|a| (a, epoch));
+            let (x, y) = gather(&prepared.train, rows, &device, augmented);
             let mut masks = DropoutMasks {
                 rng: SeededRng::derive(hp.seed, 1 << 40 | state.global_step),
             };

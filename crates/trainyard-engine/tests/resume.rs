@@ -123,6 +123,22 @@ fn cnn_resumes_exactly() {
 }
 
 #[test]
+fn an_augmented_cnn_resumes_exactly_and_augmentation_changes_training() {
+    let spec = json!({"epochs": 2, "conv_channels": [4], "hidden_layers": [16],
+        "augment_shift": 2, "augment_rotate": 10.0, "augment_erase": 0.5});
+    let req = request_on(small_mnist(600), Algorithm::Cnn, spec.clone());
+    assert_exact_resume(req.clone(), 1);
+    let mut plain_spec = spec;
+    for key in ["augment_shift", "augment_rotate", "augment_erase"] {
+        plain_spec[key] = json!(0);
+    }
+    let plain = request_on(small_mnist(600), Algorithm::Cnn, plain_spec);
+    let (augmented, _) = train_to_completion(req);
+    let (plain, _) = train_to_completion(plain);
+    assert_ne!(weights_fingerprint(&augmented), weights_fingerprint(&plain));
+}
+
+#[test]
 fn pause_writes_a_checkpoint_that_resumes_exactly() {
     let req = request("iris", Algorithm::Mlp, json!({"epochs": 6}));
     let (straight, straight_rec) = train_to_completion(req.clone());

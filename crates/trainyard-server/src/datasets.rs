@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use trainyard_data::{
-    BUILTIN_NAMES, CsvOptions, Dataset, DatasetInfo, builtin_info, load_builtin, parse_csv,
+    BUILTIN_NAMES, CsvOptions, Dataset, DatasetInfo, builtin_info, load_builtin, parse_table,
 };
 use trainyard_store::DatasetRow;
 
@@ -52,12 +52,22 @@ pub async fn known_names(state: &SharedState) -> ApiResult<Vec<String>> {
     Ok(names)
 }
 
-pub fn csv_options(name: &str, target: &str, task: Option<trainyard_core::Task>) -> CsvOptions {
+/// How an upload is read: with its target column, or unlabeled (every column a feature) when
+/// `target` is None.
+pub fn csv_options(
+    name: &str,
+    target: Option<&str>,
+    task: Option<trainyard_core::Task>,
+) -> CsvOptions {
+    let description = match target {
+        Some(target) => format!("uploaded CSV, target column '{target}'"),
+        None => "uploaded CSV, unlabeled (every column a feature)".to_string(),
+    };
     CsvOptions {
         name: name.to_string(),
-        target: target.to_string(),
-        task,
-        description: format!("uploaded CSV, target column '{target}'"),
+        target: target.map(str::to_string),
+        task: task.filter(|t| *t != trainyard_core::Task::Unlabeled),
+        description,
         license: "provided by the uploader".into(),
     }
 }
@@ -86,12 +96,14 @@ pub async fn load(state: &SharedState, name: &str) -> Result<Arc<Dataset>, Strin
     let info: DatasetInfo = serde_json::from_value(row.info.clone()).map_err(|e| e.to_string())?;
     let artifacts = state.artifacts.clone();
     let path = row.path.clone();
-    let options = csv_options(&row.name, &info.target_name, Some(info.task));
+    let target =
+        (info.task != trainyard_core::Task::Unlabeled).then_some(info.target_name.as_str());
+    let options = csv_options(&row.name, target, Some(info.task));
     let dataset = tokio::task::spawn_blocking(move || {
         let bytes = artifacts
             .get(&path)
             .map_err(|e| format!("dataset file {path}: {e}"))?;
-        parse_csv(&bytes, &options).map_err(|e| format!("dataset '{}': {e}", options.name))
+        parse_table(&bytes, &options).map_err(|e| format!("dataset '{}': {e}", options.name))
     })
     .await
     .map_err(|e| e.to_string())??;

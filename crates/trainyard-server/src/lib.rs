@@ -55,6 +55,7 @@ pub(crate) fn app_state(
         shutdown: watch::channel(false).0,
         idempotency_locks: Default::default(),
         events: events::bus(),
+        open_streams: Default::default(),
         uploaded: cache::ByteLru::new(cache_bytes),
     }))
 }
@@ -86,6 +87,14 @@ pub async fn serve(
         })?;
     let addr = listener.local_addr()?;
     let state = app_state(config.clone(), store, artifacts)?;
+    match state.store.fail_interrupted_score_jobs().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            jobs = n,
+            "score jobs interrupted by the last stop were marked failed"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not check for interrupted score jobs"),
+    }
 
     let stop_rx = state.shutdown.subscribe();
     let worker_prefix = format!(

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Notify;
-use trainyard_engine::{Control, Predictor};
+use trainyard_engine::Control;
+use trainyard_engine::family::{Families, Limits, Served};
 use trainyard_store::Store;
 
 use crate::artifacts::ArtifactStore;
@@ -42,6 +43,8 @@ pub struct ServerConfig {
     pub idempotency_ttl: Duration,
     /// How long after a run ends its progress events are compacted away.
     pub compact_events_after: Duration,
+    /// The model families this server trains and serves.
+    pub families: Families,
 }
 
 impl ServerConfig {
@@ -64,6 +67,14 @@ impl ServerConfig {
             cache_mb: 256,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             compact_events_after: Duration::from_secs(60),
+            families: Families::builtin(),
+        }
+    }
+
+    /// What every job may use, whatever its family.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            job_memory_mb: self.job_memory_mb,
         }
     }
 }
@@ -78,13 +89,15 @@ pub struct AppState {
     /// Wakes an idle worker as soon as a job is queued.
     pub job_queued: Notify,
     /// Decoded models by run id, so predictions do not reload weights.
-    pub predictors: ByteLru<Arc<Predictor>>,
+    pub predictors: ByteLru<Arc<dyn Served>>,
     pub prometheus: PrometheusHandle,
     /// Becomes true when shutdown begins: workers pause their runs, streams close.
     pub shutdown: tokio::sync::watch::Sender<bool>,
     pub idempotency_locks: crate::api::KeyLocks,
     /// Parsed uploaded datasets by stored file and content hash.
     pub uploaded: ByteLru<Arc<trainyard_data::Dataset>>,
+    /// Stream sessions open on this process (a session serves one connection at a time).
+    pub open_streams: Mutex<std::collections::HashSet<String>>,
     /// In-process fan-out of newly recorded events.
     pub events: tokio::sync::broadcast::Sender<std::sync::Arc<trainyard_store::EventRow>>,
 }

@@ -251,51 +251,56 @@ pub struct CheckpointList {
     pub checkpoints: Vec<CheckpointView>,
 }
 
-/// One prediction: `label`, `class_index` and `probabilities` for a classifier; `value` for
-/// a regressor.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct PredictionView {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub class_index: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub probabilities: Option<Vec<f64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<f64>,
-}
-
-impl From<trainyard_engine::Prediction> for PredictionView {
-    fn from(p: trainyard_engine::Prediction) -> Self {
-        match p {
-            trainyard_engine::Prediction::Class {
-                label,
-                class_index,
-                probabilities,
-            } => PredictionView {
-                label: Some(label),
-                class_index: Some(class_index),
-                probabilities: Some(probabilities),
-                value: None,
-            },
-            trainyard_engine::Prediction::Value { value } => PredictionView {
-                label: None,
-                class_index: None,
-                probabilities: None,
-                value: Some(value),
-            },
-        }
-    }
-}
-
 /// `POST /api/models/{id}/predict`.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Predictions {
     pub model_id: String,
     /// The completed run whose model answered.
     pub run_id: String,
-    /// One per input row, in order.
-    pub predictions: Vec<PredictionView>,
+    /// One per input row, in order. A classifier answers `label`, `class_index` and
+    /// `probabilities`; a regressor `value`; an anomaly detector `score` (higher is more
+    /// anomalous) and `is_anomaly`.
+    #[schema(value_type = Vec<Object>)]
+    pub predictions: Vec<serde_json::Value>,
+}
+
+/// A batch scoring job: `POST /api/models/{id}/score`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ScoreJobView {
+    pub id: String,
+    pub model_id: String,
+    pub run_id: String,
+    pub dataset: String,
+    /// running, completed or failed.
+    pub status: String,
+    pub rows: i64,
+    pub rows_done: i64,
+    /// Where to download the CSV once completed.
+    pub csv_url: Option<String>,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+impl ScoreJobView {
+    pub fn new(row: trainyard_store::ScoreJobRow) -> Self {
+        ScoreJobView {
+            csv_url: row
+                .artifact
+                .as_ref()
+                .map(|_| format!("/api/models/{}/score/{}/csv", row.model_id, row.id)),
+            id: row.id,
+            model_id: row.model_id,
+            run_id: row.run_id,
+            dataset: row.dataset,
+            status: row.status,
+            rows: row.rows,
+            rows_done: row.rows_done,
+            error: row.error,
+            created_at: timestamp(row.created_at),
+            finished_at: row.finished_at.map(timestamp),
+        }
+    }
 }
 
 /// A dataset as the API shows it: the dataset's description, whether it is built in and, for

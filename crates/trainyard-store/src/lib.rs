@@ -9,6 +9,7 @@ mod models;
 mod queue;
 mod rows;
 mod runs;
+mod serving;
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +25,7 @@ pub use models::{ModelFilter, NewModel};
 pub use queue::{ClaimedJob, JobFlags};
 pub use rows::{AttemptRow, CheckpointRow, ModelRow, RunRow};
 pub use runs::{RunProgress, RunStart, StatusCounts};
+pub use serving::{ScoreJobRow, StreamSessionRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,6 +48,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_events.sql")),
     (4, include_str!("../migrations/sqlite/0004_datasets.sql")),
     (5, include_str!("../migrations/sqlite/0005_retention.sql")),
+    (6, include_str!("../migrations/sqlite/0006_serving.sql")),
 ];
 
 #[derive(Clone)]

@@ -192,3 +192,21 @@ fn unknown_algorithm_lists_the_known_ones() {
             .contains("linear_regression, logistic_regression, mlp, cnn, random_forest")
     );
 }
+
+#[test]
+fn specs_saved_before_augmentation_existed_still_load() {
+    let shape = DatasetShape {
+        task: Task::Classification,
+        n_features: 784,
+        n_classes: Some(10),
+        image_shape: Some([1, 28, 28]),
+        n_rows: 60_000,
+    };
+    let hp = Hyperparameters::defaults(Algorithm::Cnn, &shape);
+    let mut saved = serde_json::to_value(&hp).unwrap();
+    for key in ["augment_shift", "augment_rotate", "augment_erase"] {
+        saved.as_object_mut().unwrap().remove(key);
+    }
+    let loaded: Hyperparameters = serde_json::from_value(saved).unwrap();
+    assert_eq!(loaded, hp);
+}

@@ -41,7 +41,12 @@ fn tabular_shapes() {
     assert_eq!(wine.info.classes.as_ref().unwrap().first().unwrap(), "3");
     let housing = check("california_housing", Task::Regression, 20640, 8, 0);
     assert_eq!(housing.info.target_name, "MedHouseVal");
-    check("shuttle", Task::Classification, 58000, 9, 7);
+    let shuttle = check("shuttle", Task::Classification, 49_097, 9, 2);
+    let outliers = shuttle.table.y.iter().filter(|y| **y == 1.0).count();
+    assert_eq!(
+        (shuttle.info.target_name.as_str(), outliers),
+        ("outlier", 3_511)
+    );
     check("synthetic", Task::Classification, 2000, 10, 3);
 }
 

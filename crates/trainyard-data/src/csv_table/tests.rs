@@ -3,7 +3,7 @@ use super::*;
 fn options(target: &str) -> CsvOptions {
     CsvOptions {
         name: "test".into(),
-        target: target.into(),
+        target: Some(target.into()),
         task: None,
         description: String::new(),
         license: String::new(),
@@ -133,4 +133,15 @@ fn a_target_with_too_many_classes_names_the_limit() {
         err.contains("1001 distinct classes") && err.contains("limit of 1000"),
         "{err}"
     );
+}
+
+#[test]
+fn without_a_target_every_column_is_a_feature() {
+    let mut opts = options("y");
+    opts.target = None;
+    let ds = parse_csv(b"a,b\n1,2\n3,4\n5,6\n", &opts).unwrap();
+    assert_eq!(ds.info.task, Task::Unlabeled);
+    assert_eq!(ds.info.feature_names, vec!["a", "b"]);
+    assert_eq!((ds.table.len(), ds.table.x.len()), (3, 6));
+    assert!(ds.table.y.is_empty());
 }

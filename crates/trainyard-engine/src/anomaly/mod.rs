@@ -1,14 +1,17 @@
 //! Unsupervised anomaly detectors on numeric rows: isolation forest, ECOD, HBOS and (for
 //! streams) half-space trees. Each fits on
-//! unlabeled rows and scores rows so that higher means more anomalous. They are the algorithmic
-//! core of the anomaly-detection family; the family's seam (datasets, hyperparameters, API) wires
-//! them in.
+//! unlabeled rows and scores rows so that higher means more anomalous. [`family`] serves them
+//! through the model-family seam: hyperparameters ([`spec`]), training, the model file and
+//! serving ([`model`]).
 
 mod ecod;
+pub mod family;
 mod half_space_trees;
 mod hbos;
 mod isolation_forest;
 pub mod metrics;
+pub mod model;
+pub mod spec;
 
 pub use ecod::Ecod;
 pub use half_space_trees::{HalfSpaceTrees, HalfSpaceTreesParams};

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use trainyard_core::Task;
-use trainyard_data::{BUILTIN_NAMES, DatasetInfo, builtin_info, parse_csv};
+use trainyard_data::{BUILTIN_NAMES, DatasetInfo, builtin_info, is_parquet, parse_table};
 use trainyard_store::DatasetRow;
 
 use crate::datasets::csv_options;
@@ -83,9 +83,14 @@ pub struct UploadQuery {
     /// the form instead for multipart uploads.)
     #[param(required = true, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
     pub name: Option<String>,
-    /// The target column's header. (In the form instead for multipart uploads.)
-    #[param(required = true, min_length = 1)]
+    /// The target column's header. Leave it (and `label`) out for an unlabeled dataset,
+    /// which anomaly detectors fit. (In the form instead for multipart uploads.)
+    #[param(min_length = 1)]
     pub target: Option<String>,
+    /// A label column used only to evaluate anomaly detectors (two classes, e.g. 0/1): the
+    /// same as `target` with `task=classification`; fitting never sees it.
+    #[param(min_length = 1)]
+    pub label: Option<String>,
     /// classification or regression; inferred when absent.
     pub task: Option<String>,
 }
@@ -175,11 +180,12 @@ async fn read_upload(
             "file" => file = Some(bytes.clone()),
             "name" => query.name = Some(text()),
             "target" => query.target = Some(text()),
+            "label" => query.label = Some(text()),
             "task" => query.task = Some(text()),
             other => {
                 return Err(ApiError::bad_request(
                     other,
-                    "unknown form field; expected name, target, task, file",
+                    "unknown form field; expected name, target, label, task, file",
                 ));
             }
         }
@@ -191,7 +197,7 @@ async fn read_upload(
 }
 
 #[utoipa::path(post, path = "/api/datasets", params(UploadQuery), tag = "datasets",
-    request_body(content = String, content_type = "text/csv", description = "the CSV file (or multipart/form-data with name, target, task and file)"),
+    request_body(content = String, content_type = "text/csv", description = "the CSV or Parquet file (or multipart/form-data with name, target, label, task and file)"),
     responses((status = 201, description = "the stored dataset", body = crate::views::DatasetView), (status = 400, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody)))]
 pub async fn upload_dataset(
@@ -203,11 +209,59 @@ pub async fn upload_dataset(
     let (form, csv) = read_upload(&state, query, req).await?;
     let name = form
         .name
+        .clone()
         .ok_or_else(|| ApiError::bad_request("name", "required: the dataset's name"))?;
     validate_name(&name)?;
-    let target = form
-        .target
-        .ok_or_else(|| ApiError::bad_request("target", "required: the target column's header"))?;
+    let (target, task) = upload_target(&form)?;
+    if state.store.get_dataset(&name).await?.is_some() {
+        return Err(ApiError::conflict(format!(
+            "a dataset named '{name}' exists; delete it first or choose another name"
+        )));
+    }
+    let options = csv_options(&name, target.as_deref(), task);
+    let parse_input = csv.clone();
+    let dataset = tokio::task::spawn_blocking(move || parse_table(&parse_input, &options))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| {
+            let hint = if target.is_none() {
+                "; no target column was named, so every column is read as a feature \
+                 (name one with target= or label=)"
+            } else {
+                ""
+            };
+            ApiError::bad_request("file", format!("{e}{hint}"))
+        })?;
+    if form.label.is_some() && dataset.info.n_classes() != 2 {
+        return Err(ApiError::bad_request(
+            "label",
+            format!(
+                "a label column has two classes (such as 0 and 1); '{}' has {}",
+                dataset.info.target_name,
+                dataset.info.n_classes()
+            ),
+        ));
+    }
+    store_upload(&state, name, csv, dataset).await
+}
+
+/// The column to learn (or evaluate with) and its task; neither for an unlabeled upload.
+fn upload_target(form: &UploadQuery) -> ApiResult<(Option<String>, Option<Task>)> {
+    if let Some(label) = &form.label {
+        if form.target.is_some() {
+            return Err(ApiError::bad_request(
+                "label",
+                "name a target or a label column, not both",
+            ));
+        }
+        if form.task.as_deref().is_some_and(|t| t != "classification") {
+            return Err(ApiError::bad_request(
+                "task",
+                "a label column is a two-class classification target; leave task out",
+            ));
+        }
+        return Ok((Some(label.clone()), Some(Task::Classification)));
+    }
     let task = match form.task.as_deref() {
         None | Some("") => None,
         Some("classification") => Some(Task::Classification),
@@ -219,21 +273,29 @@ pub async fn upload_dataset(
             ));
         }
     };
-    if state.store.get_dataset(&name).await?.is_some() {
-        return Err(ApiError::conflict(format!(
-            "a dataset named '{name}' exists; delete it first or choose another name"
-        )));
+    if task.is_some() && form.target.is_none() {
+        return Err(ApiError::bad_request(
+            "task",
+            "applies to a target column; name one with target=",
+        ));
     }
-    let options = csv_options(&name, &target, task);
-    let parse_input = csv.clone();
-    let dataset = tokio::task::spawn_blocking(move || parse_csv(&parse_input, &options))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::bad_request("file", e.to_string()))?;
+    Ok((form.target.clone(), task))
+}
 
+/// Stores a parsed upload's file and row.
+async fn store_upload(
+    state: &SharedState,
+    name: String,
+    csv: Bytes,
+    dataset: trainyard_data::Dataset,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     // A file per upload: a concurrent upload under the same name writes its own file, and only
     // the one whose row is inserted keeps it.
-    let key = format!("datasets/{name}-{}.csv", uuid::Uuid::now_v7().simple());
+    let extension = if is_parquet(&csv) { "parquet" } else { "csv" };
+    let key = format!(
+        "datasets/{name}-{}.{extension}",
+        uuid::Uuid::now_v7().simple()
+    );
     let artifacts = state.artifacts.clone();
     let put_key = key.clone();
     let stored = csv.clone();

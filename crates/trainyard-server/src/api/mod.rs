@@ -4,7 +4,9 @@
 pub mod checkpoints;
 pub mod control;
 pub mod datasets;
+pub mod model_stream;
 pub mod models;
+pub mod serving;
 pub mod streams;
 pub mod system;
 
@@ -54,7 +56,9 @@ pub fn router(state: SharedState) -> Router {
         )
         .route(
             "/api/models/{id}",
-            get(models::get_model).delete(models::delete_model),
+            get(models::get_model)
+                .delete(models::delete_model)
+                .patch(serving::adjust_model),
         )
         .route("/api/models/{id}/train", post(models::train_model))
         .route("/api/models/{id}/status", get(models::model_status))
@@ -71,7 +75,14 @@ pub fn router(state: SharedState) -> Router {
             "/api/models/{id}/checkpoints/{checkpoint_id}",
             get(checkpoints::download_checkpoint),
         )
-        .route("/api/models/{id}/predict", post(models::predict))
+        .route("/api/models/{id}/predict", post(serving::predict))
+        .route("/api/models/{id}/score", post(serving::start_score))
+        .route("/api/models/{id}/score/{job_id}", get(serving::get_score))
+        .route(
+            "/api/models/{id}/score/{job_id}/csv",
+            get(serving::download_scores),
+        )
+        .route("/api/models/{id}/stream", get(model_stream::model_stream))
         .route("/api/runs/{id}", get(models::get_run))
         .route("/api/models/{id}/events", get(streams::model_events))
         .route("/api/models/{id}/ws", get(streams::model_ws))

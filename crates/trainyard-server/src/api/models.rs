@@ -1,22 +1,17 @@
 //! The model lifecycle: create, list, show, delete, train, status, metrics, runs, predict.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use trainyard_core::{Algorithm, Hyperparameters};
-use trainyard_engine::{PredictError, Prediction, Predictor, TrainedModel};
+use trainyard_engine::family::Plan;
 use trainyard_store::{ModelFilter, ModelRow, NewModel, RunRow, RunStart};
 
 use crate::api::ApiJson;
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
-use crate::views::{
-    MetricsHistory, ModelList, ModelView, Predictions, RunList, RunView, StatusView,
-};
+use crate::views::{MetricsHistory, ModelList, ModelView, RunList, RunView, StatusView};
 use crate::worker::remove_run_artifacts;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -27,8 +22,8 @@ pub struct CreateModel {
     pub name: String,
     /// A built-in dataset: iris, wine_quality, california_housing, mnist, synthetic, shuttle.
     pub dataset: String,
-    /// linear_regression, logistic_regression, mlp, cnn or random_forest.
-    #[schema(pattern = "^(linear_regression|logistic_regression|mlp|cnn|random_forest)$")]
+    /// linear_regression, logistic_regression, mlp, cnn, random_forest (tabular);
+    /// isolation_forest, ecod, hbos, half_space_trees (anomaly detection).
     pub algorithm: String,
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -62,71 +57,20 @@ pub struct ListQuery {
     pub offset: Option<i64>,
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PredictBody {
-    /// Rows of raw feature values, in the dataset's feature order.
-    pub inputs: Vec<Vec<f64>>,
-}
-
 const MAX_NAME: usize = 200;
-const MAX_PREDICT_ROWS: usize = 10_000;
 const MAX_OFFSET: i64 = 1_000_000_000;
 
+/// Checks a model spec against its family: the algorithm, the dataset's fit and every
+/// hyperparameter; returns the complete spec to store.
 async fn validate_spec(
     state: &SharedState,
     dataset: &str,
     algorithm: &str,
     hp: &Map<String, Value>,
-) -> ApiResult<(Algorithm, Hyperparameters)> {
+) -> ApiResult<Plan> {
+    let family = state.config.families.for_algorithm(algorithm)?.clone();
     let info = crate::datasets::info(state, dataset, "dataset").await?;
-    let algorithm: Algorithm = algorithm.parse()?;
-    let shape = info.shape();
-    algorithm.check_fits(dataset, &shape)?;
-    let hp = Hyperparameters::resolve(algorithm, &shape, hp)
-        .map_err(|e| ApiError::from(e.within("hyperparameters")))?;
-    check_memory(state, algorithm, &hp, &info)?;
-    Ok((algorithm, hp))
-}
-
-/// The memory a job may use: the server's budget, or the model's own when that is smaller.
-pub(crate) fn job_budget_mb(state: &SharedState, hp: &Hyperparameters) -> u64 {
-    let server = state.config.job_memory_mb;
-    match hp.memory_budget_mb as u64 {
-        0 => server,
-        own => own.min(server),
-    }
-}
-
-/// Refuses a job that cannot fit its memory budget even at batch size 1, before it is queued.
-fn check_memory(
-    state: &SharedState,
-    algorithm: Algorithm,
-    hp: &Hyperparameters,
-    info: &trainyard_data::DatasetInfo,
-) -> ApiResult<()> {
-    let budget = job_budget_mb(state, hp);
-    let estimate = trainyard_engine::estimate_memory(algorithm, hp, info);
-    if estimate
-        .fitting_batch(hp.batch_size as usize, budget)
-        .is_none()
-    {
-        let smallest = if algorithm.is_gradient_based() {
-            " even at batch size 1"
-        } else {
-            ""
-        };
-        return Err(ApiError::bad_request(
-            "hyperparameters",
-            format!(
-                "the job needs about {:.0} MB{smallest}, over the job memory budget of {budget} MB; \
-                 use a smaller model (fewer or narrower layers, fewer or shallower trees) or raise the \
-                 server's --job-memory-mb",
-                estimate.mb_at(1)
-            ),
-        ));
-    }
-    Ok(())
+    Ok(family.plan(algorithm, &info, hp, &state.config.limits())?)
 }
 
 pub(crate) async fn find_model(state: &SharedState, id: &str) -> ApiResult<ModelRow> {
@@ -157,7 +101,7 @@ pub async fn create_model(
             format!("must be 1 to {MAX_NAME} characters"),
         ));
     }
-    let (algorithm, hp) = validate_spec(
+    let plan = validate_spec(
         &state,
         &body.dataset,
         &body.algorithm,
@@ -170,8 +114,8 @@ pub async fn create_model(
             project_id: state.config.project.clone(),
             name: name.to_string(),
             dataset: body.dataset,
-            algorithm: algorithm.name().to_string(),
-            hyperparameters: hp.to_json(algorithm),
+            algorithm: body.algorithm,
+            hyperparameters: plan.hyperparameters,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(ModelView::new(row, None))))
@@ -289,19 +233,14 @@ pub async fn train_model(
         .cloned()
         .unwrap_or_default();
     merged.extend(overrides);
-    let (algorithm, hp) = validate_spec(&state, &model.dataset, &model.algorithm, &merged).await?;
-    let epochs = if algorithm.is_gradient_based() {
-        hp.epochs as i64
-    } else {
-        1
-    };
+    let plan = validate_spec(&state, &model.dataset, &model.algorithm, &merged).await?;
     let started = state
         .store
         .create_run(
             &model.id,
             &model.project_id,
-            &hp.to_json(algorithm),
-            epochs,
+            &plan.hyperparameters,
+            plan.epochs as i64,
             body.restart,
         )
         .await?;
@@ -391,81 +330,4 @@ pub async fn get_run(
         .ok_or_else(|| ApiError::not_found("run", &id))?;
     let attempts = state.store.attempts(&run.id).await?;
     Ok(Json(RunView::new(run, Some(attempts))))
-}
-
-#[utoipa::path(post, path = "/api/models/{id}/predict", params(("id" = String, Path, description = "the model's id")), request_body = PredictBody, tag = "models",
-    responses((status = 200, description = "predictions, one per input row", body = Predictions), (status = 400, body = crate::error::ErrorBody),
-              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
-pub async fn predict(
-    State(state): State<SharedState>,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<PredictBody>,
-) -> ApiResult<Json<Predictions>> {
-    let model = find_model(&state, &id).await?;
-    if body.inputs.len() > MAX_PREDICT_ROWS {
-        return Err(ApiError::bad_request(
-            "inputs",
-            format!(
-                "at most {MAX_PREDICT_ROWS} rows per request, got {}",
-                body.inputs.len()
-            ),
-        ));
-    }
-    let runs = state.store.list_runs(&model.id).await?;
-    let Some(run) = runs.into_iter().find(|r| r.status == "completed") else {
-        return Err(ApiError::conflict(
-            "model has no completed run yet; train it and wait for status 'completed'",
-        ));
-    };
-    let predictor = load_predictor(&state, &run).await?;
-    let inputs = body.inputs;
-    let predictions: Vec<Prediction> =
-        tokio::task::spawn_blocking(move || predictor.predict(&inputs))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| match e {
-                PredictError::Artifact(_) => {
-                    ApiError::unprocessable("model_unavailable", format!("{e}; retrain the model"))
-                }
-                _ => ApiError::bad_request("inputs", e.to_string()),
-            })?;
-    Ok(Json(Predictions {
-        model_id: model.id,
-        run_id: run.id,
-        predictions: predictions.into_iter().map(Into::into).collect(),
-    }))
-}
-
-async fn load_predictor(state: &SharedState, run: &RunRow) -> ApiResult<Arc<Predictor>> {
-    if let Some(p) = state.predictors.get(&run.id) {
-        return Ok(p);
-    }
-    let key = run.artifact.clone().ok_or_else(|| {
-        ApiError::unprocessable(
-            "model_unavailable",
-            "the completed run recorded no model file",
-        )
-    })?;
-    let artifacts = state.artifacts.clone();
-    let predictor = tokio::task::spawn_blocking(move || {
-        let bytes = artifacts
-            .get(&key)
-            .map_err(|e| format!("model file {key} cannot be read ({e}); retrain the model"))?;
-        let model = TrainedModel::from_bytes(&bytes)
-            .map_err(|e| format!("model file {key}: {e}; retrain the model"))?;
-        let predictor = model
-            .predictor()
-            .map_err(|e| format!("{e}; retrain the model"))?;
-        // The decoded model holds about as much as its file.
-        Ok::<_, String>((predictor, bytes.len()))
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(|e| ApiError::unprocessable("model_unavailable", e))?;
-    let (predictor, bytes) = predictor;
-    let predictor = Arc::new(predictor);
-    state
-        .predictors
-        .insert(run.id.clone(), predictor.clone(), bytes);
-    Ok(predictor)
 }

@@ -86,7 +86,12 @@ pub async fn prometheus(State(state): State<SharedState>) -> ApiResult<impl Into
         crate::api::control::resume_model,
         crate::api::checkpoints::list_checkpoints,
         crate::api::checkpoints::download_checkpoint,
-        crate::api::models::predict,
+        crate::api::serving::predict,
+        crate::api::serving::adjust_model,
+        crate::api::serving::start_score,
+        crate::api::serving::get_score,
+        crate::api::serving::download_scores,
+        crate::api::model_stream::model_stream,
         crate::api::models::get_run,
         crate::api::streams::model_events,
         crate::api::streams::model_ws,
@@ -108,6 +113,9 @@ pub async fn openapi(State(state): State<SharedState>) -> ApiResult<Json<Value>>
     let mut doc = serde_json::to_value(ApiDoc::openapi()).map_err(ApiError::internal)?;
     // Which datasets a model may name is this server's data, not a static fact: list them.
     let names = crate::datasets::known_names(&state).await?;
-    doc["components"]["schemas"]["CreateModel"]["properties"]["dataset"]["enum"] = json!(names);
+    let create = &mut doc["components"]["schemas"]["CreateModel"]["properties"];
+    create["dataset"]["enum"] = json!(names);
+    // Likewise the algorithms: those of the families this server registered.
+    create["algorithm"]["enum"] = json!(state.config.families.algorithms());
     Ok(Json(doc))
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
-use trainyard_core::{Algorithm, Hyperparameters, TrainingEvent};
-use trainyard_engine::{Checkpoint, Control, Observer, Outcome, TrainError, TrainRequest};
+use trainyard_core::TrainingEvent;
+use trainyard_engine::family::{Family, Finished, Job, Reporter, SavedCheckpoint};
+use trainyard_engine::{Control, TrainError};
 use trainyard_store::{CheckpointRow, ClaimedJob, StoreError};
 
 use crate::artifacts::{checkpoint_key, model_key, run_prefix};
@@ -73,7 +74,7 @@ fn failpoint_matches(failpoint: &str, model_name: &str) -> bool {
     std::env::var(failpoint).is_ok_and(|name| name == model_name)
 }
 
-impl Observer for JobObserver {
+impl Reporter for JobObserver {
     fn event(&mut self, event: TrainingEvent) {
         let epoch_done = matches!(event, TrainingEvent::Epoch(_));
         let _ = self
@@ -84,21 +85,21 @@ impl Observer for JobObserver {
         }
     }
 
-    fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<u64, String> {
-        let bytes = checkpoint.to_bytes();
-        let key = checkpoint_key(&self.run_id, self.attempt, checkpoint.state.global_step);
+    fn checkpoint(&mut self, checkpoint: &SavedCheckpoint) -> Result<u64, String> {
+        let bytes = &checkpoint.bytes;
+        let key = checkpoint_key(&self.run_id, self.attempt, checkpoint.step);
         self.state
             .artifacts
-            .put(&key, &bytes)
+            .put(&key, bytes)
             .map_err(|e| format!("{key}: {e}"))?;
         let row = CheckpointRow {
             id: uuid::Uuid::now_v7().to_string(),
             run_id: self.run_id.clone(),
             attempt: self.attempt,
-            epoch: checkpoint.state.epoch as i64,
-            step: checkpoint.state.global_step as i64,
+            epoch: checkpoint.epoch as i64,
+            step: checkpoint.step as i64,
             path: key,
-            sha256: hex::encode(Sha256::digest(&bytes)),
+            sha256: hex::encode(Sha256::digest(bytes)),
             bytes: bytes.len() as i64,
             created_at: trainyard_store::now_ms(),
         };
@@ -165,47 +166,45 @@ pub async fn worker_loop(state: SharedState, name: String, mut shutdown: watch::
 
 /// What a claimed job needs before training starts.
 struct PreparedJob {
-    request: TrainRequest,
+    family: Arc<dyn Family>,
+    job: Job,
     model_name: String,
     total_epochs: i64,
 }
 
-/// Builds the engine request from the stored model and run, or says why it cannot be trained.
-async fn prepare_request(state: &SharedState, job: &ClaimedJob) -> Result<PreparedJob, String> {
+/// Builds the family's job from the stored model and run, or says why it cannot be trained.
+async fn prepare_job(state: &SharedState, claimed: &ClaimedJob) -> Result<PreparedJob, String> {
     let project = &state.config.project;
     let model = state
         .store
-        .get_model(project, &job.model_id)
+        .get_model(project, &claimed.model_id)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("model was deleted")?;
     let run = state
         .store
-        .get_run(project, &job.run_id)
+        .get_run(project, &claimed.run_id)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("run was deleted")?;
-    let algorithm: Algorithm = model
-        .algorithm
-        .parse()
-        .map_err(|e: trainyard_core::ValidationError| e.message)?;
-    let model_name = model.name.clone();
+    let family = state
+        .config
+        .families
+        .for_algorithm(&model.algorithm)
+        .map_err(|e| format!("{e}; this server does not train it"))?
+        .clone();
     let dataset = crate::datasets::load(state, &model.dataset).await?;
-    let hp_map = run.hyperparameters.as_object().cloned().unwrap_or_default();
-    let mut hyperparameters = Hyperparameters::resolve(algorithm, &dataset.info.shape(), &hp_map)
-        .map_err(|e| e.to_string())?;
-    // Always within the server's job budget: the engine halves the batch size until it fits.
-    hyperparameters.memory_budget_mb =
-        crate::api::models::job_budget_mb(state, &hyperparameters).min(u32::MAX as u64) as u32;
-    let request = TrainRequest {
+    let job = Job {
         dataset,
-        algorithm,
-        hyperparameters,
+        algorithm: model.algorithm.clone(),
+        hyperparameters: run.hyperparameters.as_object().cloned().unwrap_or_default(),
+        limits: state.config.limits(),
         resume: None,
     };
     Ok(PreparedJob {
-        request,
-        model_name,
+        family,
+        job,
+        model_name: model.name,
         total_epochs: run.total_epochs,
     })
 }
@@ -227,14 +226,15 @@ async fn run_job(
         return fail(state, &job, &reason).await;
     }
     let PreparedJob {
-        mut request,
+        family,
+        job: mut request,
         model_name,
         total_epochs,
-    } = match prepare_request(state, &job).await {
+    } = match prepare_job(state, &job).await {
         Ok(r) => r,
         Err(reason) => return fail(state, &job, &reason).await,
     };
-    let (checkpoint, mut note) = newest_valid_checkpoint(state, &job.run_id).await?;
+    let (checkpoint, mut note) = newest_valid_checkpoint(state, &family, &job.run_id).await?;
     if note.is_none() && job.attempt > 1 {
         note = Some("started over: no checkpoint had been written yet".to_string());
     }
@@ -246,8 +246,8 @@ async fn run_job(
         events::publish_for_attempt(state, &job, "note", json!({ "message": note })).await?;
     }
     // Keep the history the checkpoint covers; forget epochs an earlier attempt ran past it.
-    let resume_epoch = checkpoint.as_ref().map_or(0, |c| c.state.epoch as i64);
-    request.resume = checkpoint;
+    let resume_epoch = checkpoint.as_ref().map_or(0, |c| c.epoch as i64);
+    request.resume = checkpoint.map(|c| c.bytes);
     store
         .truncate_history(&job.run_id, job.attempt, resume_epoch)
         .await?;
@@ -272,7 +272,7 @@ async fn run_job(
     let train_control = control.clone();
     let training = tokio::task::spawn_blocking(move || {
         let mut observer = observer;
-        trainyard_engine::train(request, &train_control, &mut observer)
+        trainyard_engine::family::run(family.as_ref(), request, &train_control, &mut observer)
     });
 
     let mut fenced = false;
@@ -314,19 +314,18 @@ async fn run_job(
         }
     };
     match outcome {
-        Ok(Outcome::Completed(model)) => {
+        Ok(Finished::Completed(model)) => {
             if job.attempt == 1 && failpoint_matches(FAILPOINT_STALL_BEFORE_MODEL, &model_name) {
                 recovery::wait_until_taken_over(state, &job).await;
             }
             let key = model_key(&job.run_id, job.attempt);
-            let bytes = model.to_bytes();
+            let bytes = model.bytes;
             let artifacts = state.artifacts.clone();
             let put_key = key.clone();
             let saved = tokio::task::spawn_blocking(move || artifacts.put(&put_key, &bytes)).await;
             match saved {
                 Ok(Ok(())) => {
-                    let metrics =
-                        serde_json::to_value(&model.header.metrics).unwrap_or(Value::Null);
+                    let metrics = serde_json::to_value(&model.metrics).unwrap_or(Value::Null);
                     let finished = store
                         .finish_run(
                             &job.run_id,
@@ -355,19 +354,19 @@ async fn run_job(
                 Err(e) => fail(state, &job, &e.to_string()).await,
             }
         }
-        Ok(Outcome::Cancelled) => {
+        Ok(Finished::Cancelled) => {
             if state.is_shutting_down() {
                 store.release_job(&job, "server shut down").await
             } else {
                 cancelled(state, &job).await
             }
         }
-        Ok(Outcome::Paused(_)) if state.is_shutting_down() => {
+        Ok(Finished::Paused) if state.is_shutting_down() => {
             store
                 .release_job(&job, "server shut down; resumes from its checkpoint")
                 .await
         }
-        Ok(Outcome::Paused(_)) => store.pause_run(&job).await,
+        Ok(Finished::Paused) => store.pause_run(&job).await,
         Err(e @ TrainError::Checkpoint(_)) => retry_or_fail(state, &job, &e.to_string()).await,
         Err(e) => fail(state, &job, &e.to_string()).await,
     }

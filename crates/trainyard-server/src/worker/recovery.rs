@@ -1,7 +1,9 @@
 //! How a job survives failures: where it resumes from, which failures it retries and when it
 //! gives up.
 
-use trainyard_engine::Checkpoint;
+use std::sync::Arc;
+
+use trainyard_engine::family::{Family, SavedCheckpoint};
 use trainyard_store::{ClaimedJob, StoreError};
 
 use crate::state::SharedState;
@@ -35,16 +37,19 @@ pub(super) async fn fail(
 /// skipped. A damaged file (truncated, bit-flipped, missing) is skipped for the one before it.
 pub(super) async fn newest_valid_checkpoint(
     state: &SharedState,
+    family: &Arc<dyn Family>,
     run_id: &str,
-) -> Result<(Option<Checkpoint>, Option<String>), StoreError> {
+) -> Result<(Option<SavedCheckpoint>, Option<String>), StoreError> {
     let rows = state.store.checkpoints(run_id).await?;
     let mut skipped = Vec::new();
     for row in rows {
         let artifacts = state.artifacts.clone();
         let path = row.path.clone();
+        let family = family.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let bytes = artifacts.get(&path).map_err(|e| e.to_string())?;
-            Checkpoint::from_bytes(&bytes).map_err(|e| e.to_string())
+            let (epoch, step) = family.checkpoint_position(&bytes)?;
+            Ok::<_, String>(SavedCheckpoint { epoch, step, bytes })
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
@@ -52,7 +57,7 @@ pub(super) async fn newest_valid_checkpoint(
             Ok(ckpt) => {
                 let mut note = format!(
                     "resumed from the checkpoint at epoch {}, step {}",
-                    ckpt.state.epoch, ckpt.state.global_step
+                    ckpt.epoch, ckpt.step
                 );
                 if !skipped.is_empty() {
                     note.push_str(&format!(

@@ -1,0 +1,234 @@
+//! The model-family seam. A family owns everything that differs between kinds of models: which
+//! datasets it accepts, its typed hyperparameters, its trainer (which obeys [`Control`], reports
+//! events and checkpoints, and resumes), its metrics, its artifact and what serving it means
+//! (`predict`, threshold changes, streaming). The server, queue, store and streams only ever
+//! see the trait objects here, so a new family is a new module registered in [`Families`].
+
+mod registry;
+pub mod tabular;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use trainyard_core::{TrainingEvent, ValidationError};
+use trainyard_data::{Dataset, DatasetInfo};
+
+use crate::{Control, PredictError, TrainError};
+
+pub use registry::Families;
+
+/// What the server allows every job, whatever its family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory one job may use, in MB.
+    pub job_memory_mb: u64,
+}
+
+/// A validated model spec, ready to be stored with the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The complete hyperparameters (defaults filled in), as users see them.
+    pub hyperparameters: Value,
+    /// Epochs the run reports progress over (1 for one-pass fits).
+    pub epochs: u32,
+}
+
+/// One training job as the family receives it.
+#[derive(Clone)]
+pub struct Job {
+    pub dataset: Arc<Dataset>,
+    pub algorithm: String,
+    /// The user's hyperparameters as stored with the run (the family resolves them again).
+    pub hyperparameters: Map<String, Value>,
+    pub limits: Limits,
+    /// A checkpoint this family wrote earlier for the same run: continue from it.
+    pub resume: Option<Vec<u8>>,
+}
+
+/// A checkpoint as its family serialised it, with where training stood.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedCheckpoint {
+    pub epoch: u32,
+    pub step: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// Where a family's trainer reports to. `checkpoint` persists one and returns its size in
+/// bytes; an error there fails the run.
+pub trait Reporter: Send {
+    fn event(&mut self, event: TrainingEvent);
+    fn checkpoint(&mut self, checkpoint: &SavedCheckpoint) -> Result<u64, String>;
+}
+
+/// A trained model file and its final metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Artifact {
+    pub bytes: Vec<u8>,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// How a family's training ended, when it did not fail.
+#[derive(Debug)]
+pub enum Finished {
+    Completed(Artifact),
+    Cancelled,
+    /// Stopped after writing a checkpoint through the reporter.
+    Paused,
+}
+
+/// A kind of model. Implementations are plain values registered in [`Families`].
+pub trait Family: Send + Sync {
+    /// Shown in errors and listings: "tabular", "anomaly".
+    fn name(&self) -> &'static str;
+
+    /// The algorithm names this family trains; each belongs to exactly one family.
+    fn algorithms(&self) -> Vec<&'static str>;
+
+    /// Checks that `algorithm` can learn `dataset` and resolves the user's hyperparameters:
+    /// unknown keys, wrong types and out-of-range values are errors naming the field
+    /// (relative to `hyperparameters`, or `algorithm`/`dataset`).
+    fn plan(
+        &self,
+        algorithm: &str,
+        dataset: &DatasetInfo,
+        hyperparameters: &Map<String, Value>,
+        limits: &Limits,
+    ) -> Result<Plan, ValidationError>;
+
+    /// Trains to completion, cancellation or pause, checking `control` often enough that a
+    /// stop takes effect within a fraction of a second.
+    fn train(
+        &self,
+        job: Job,
+        control: &Control,
+        reporter: &mut dyn Reporter,
+    ) -> Result<Finished, TrainError>;
+
+    /// Reads a checkpoint back (a damaged one is an error, so resume skips it) and says
+    /// where it stood: `(epoch, step)`.
+    fn checkpoint_position(&self, bytes: &[u8]) -> Result<(u32, u64), String>;
+
+    /// Decodes a model file this family wrote, ready to serve.
+    fn load(&self, bytes: &[u8]) -> Result<Arc<dyn Served>, PredictError>;
+}
+
+/// Why a change to a served model was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AdjustError {
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A served model after an adjustment: its new file, metrics and what changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adjusted {
+    pub artifact: Artifact,
+    /// What the change did, for the response (e.g. the new fraction flagged).
+    pub summary: Value,
+}
+
+/// A trained model, decoded once and shared by concurrent requests.
+pub trait Served: Send + Sync + 'static {
+    /// One JSON answer per input row, in order.
+    fn predict(&self, rows: &[Vec<f64>]) -> Result<Vec<Value>, PredictError>;
+
+    /// The names of the columns `predict` answers, flattened for CSV (`score`, `is_anomaly`).
+    fn output_columns(&self) -> Vec<String>;
+
+    /// The inputs' feature names, in order.
+    fn feature_names(&self) -> Vec<String>;
+
+    /// Changes how the model answers without refitting it (an anomaly threshold).
+    fn adjust(&self, changes: &Map<String, Value>) -> Result<Adjusted, AdjustError> {
+        let _ = changes;
+        Err(AdjustError::Unsupported(
+            "this model has no settings that change after training".into(),
+        ))
+    }
+
+    /// Opens a streaming session, continuing from `state` when a session saved one. The
+    /// default session answers each message with `predict` and keeps no state.
+    fn open_stream(
+        self: Arc<Self>,
+        state: Option<&[u8]>,
+    ) -> Result<Box<dyn StreamSession>, String> {
+        let _ = state;
+        Ok(Box::new(StatelessSession(self)))
+    }
+}
+
+/// One client's stream: rows in, answers out, in order.
+pub trait StreamSession: Send {
+    fn process(&mut self, rows: &[Vec<f64>]) -> Result<Vec<Value>, PredictError>;
+
+    /// The session's learned state to checkpoint; None when it learns nothing.
+    fn state(&self) -> Option<Vec<u8>>;
+}
+
+pub(crate) struct StatelessSession<S: ?Sized>(pub(crate) Arc<S>);
+
+impl<S: Served + ?Sized> StreamSession for StatelessSession<S> {
+    fn process(&mut self, rows: &[Vec<f64>]) -> Result<Vec<Value>, PredictError> {
+        self.0.predict(rows)
+    }
+
+    fn state(&self) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// Trains `job` with `family`, then reports how it ended (`Finished` with the metrics, or
+/// `Failed` with the reason), as every trainer's stream ends.
+pub fn run(
+    family: &dyn Family,
+    job: Job,
+    control: &Control,
+    reporter: &mut dyn Reporter,
+) -> Result<Finished, TrainError> {
+    let result = family.train(job, control, reporter);
+    match &result {
+        Ok(Finished::Completed(artifact)) => reporter.event(TrainingEvent::Finished {
+            metrics: artifact.metrics.clone(),
+        }),
+        Err(e) => reporter.event(TrainingEvent::Failed {
+            reason: e.to_string(),
+        }),
+        Ok(_) => {}
+    }
+    result
+}
+
+/// Checks rows before they reach a model: at least one, `d` values each, all finite as f32.
+/// Returns them flattened, row-major.
+pub fn check_rows(rows: &[Vec<f64>], names: &[String]) -> Result<Vec<f32>, PredictError> {
+    let d = names.len();
+    if rows.is_empty() {
+        return Err(PredictError::Empty);
+    }
+    let mut x = Vec::with_capacity(rows.len() * d);
+    for (r, row) in rows.iter().enumerate() {
+        if row.len() != d {
+            return Err(PredictError::FeatureCount {
+                expected: d,
+                given: row.len(),
+                row: r,
+                names: crate::model::summarize(names),
+            });
+        }
+        for (f, v) in row.iter().enumerate() {
+            // A finite f64 beyond f32's range would become infinite inside the model.
+            if !v.is_finite() || (*v as f32).is_infinite() {
+                return Err(PredictError::NotFinite {
+                    row: r,
+                    feature: f,
+                    value: *v,
+                });
+            }
+            x.push(*v as f32);
+        }
+    }
+    Ok(x)
+}
