@@ -72,6 +72,42 @@ fn trains_and_reports_json() {
 }
 
 #[test]
+fn every_family_trains_locally() {
+    let report = json_run(&[
+        "train",
+        "--dataset",
+        "shuttle",
+        "--algorithm",
+        "ecod",
+        "--set",
+        "seed=7",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(report["algorithm"], "ecod");
+    assert_eq!(report["hyperparameters"]["holdout"], 0.4);
+    assert!(
+        report["metrics"]["roc_auc"].as_f64().unwrap() >= 0.99,
+        "{report}"
+    );
+    let out = trainyard(&[
+        "train",
+        "--dataset",
+        "shuttle",
+        "--algorithm",
+        "hbos",
+        "--set",
+        "n_bins=1",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--set n_bins: must be in [2, 1000]"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn table_output_shows_a_row_per_epoch_and_the_final_metrics() {
     let out = trainyard(&[
         "train",

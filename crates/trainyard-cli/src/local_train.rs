@@ -8,16 +8,20 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
-use trainyard_core::{Algorithm, EpochMetrics, Hyperparameters, TrainingEvent};
+use trainyard_core::{EpochMetrics, TrainingEvent};
 use trainyard_data::load_builtin;
-use trainyard_engine::{Checkpoint, Control, Observer, Outcome, TrainRequest};
+use trainyard_engine::Control;
+use trainyard_engine::family::{
+    Families, Family, Finished, Job, Limits, Reporter, SavedCheckpoint,
+};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
     /// A built-in dataset: iris, wine_quality, california_housing, mnist, synthetic, shuttle.
     #[arg(long)]
     dataset: String,
-    /// linear_regression, logistic_regression, mlp, cnn or random_forest.
+    /// linear_regression, logistic_regression, mlp, cnn, random_forest; isolation_forest, ecod,
+    /// hbos, half_space_trees.
     #[arg(long)]
     algorithm: String,
     /// A hyperparameter, KEY=VALUE; VALUE is read as JSON when it parses (e.g. hidden_layers=[64,32]).
@@ -50,7 +54,7 @@ pub fn parse_sets(sets: &[String]) -> anyhow::Result<Map<String, Value>> {
 }
 
 /// The newest checkpoint in `dir` that reads back intact; damaged ones are reported and skipped.
-fn newest_valid_checkpoint(dir: &Path) -> anyhow::Result<Checkpoint> {
+fn newest_valid_checkpoint(family: &dyn Family, dir: &Path) -> anyhow::Result<Vec<u8>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading checkpoint directory {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -58,11 +62,9 @@ fn newest_valid_checkpoint(dir: &Path) -> anyhow::Result<Checkpoint> {
         .collect();
     files.sort();
     for file in files.iter().rev() {
-        match std::fs::read(file)
-            .map_err(|e| e.to_string())
-            .and_then(|b| Checkpoint::from_bytes(&b).map_err(|e| e.to_string()))
-        {
-            Ok(ckpt) => return Ok(ckpt),
+        let read = std::fs::read(file).map_err(|e| e.to_string());
+        match read.and_then(|b| family.checkpoint_position(&b).map(|_| b)) {
+            Ok(bytes) => return Ok(bytes),
             Err(e) => eprintln!("warning: skipping {}: {e}", file.display()),
         }
     }
@@ -78,6 +80,8 @@ struct CliObserver {
     table: bool,
     epochs: Vec<EpochMetrics>,
     regression: bool,
+    /// The epoch of the newest checkpoint written, for the message after an interrupt.
+    last_checkpoint_epoch: Option<u32>,
 }
 
 impl CliObserver {
@@ -102,7 +106,7 @@ impl CliObserver {
     }
 }
 
-impl Observer for CliObserver {
+impl Reporter for CliObserver {
     fn event(&mut self, event: TrainingEvent) {
         match event {
             TrainingEvent::Started {
@@ -125,7 +129,6 @@ impl Observer for CliObserver {
                     );
                     bar.set_position(start_epoch as u64 * 1000);
                     self.bar = Some(bar);
-                    self.print_header();
                 }
             }
             TrainingEvent::Progress {
@@ -141,6 +144,9 @@ impl Observer for CliObserver {
             }
             TrainingEvent::Epoch(m) => {
                 if self.table {
+                    if self.epochs.is_empty() {
+                        self.print_header();
+                    }
                     let values = if self.regression {
                         format!(
                             "{:>10.4}{:>10.4}{:>10.4}",
@@ -192,48 +198,54 @@ impl Observer for CliObserver {
         }
     }
 
-    fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<u64, String> {
+    fn checkpoint(&mut self, checkpoint: &SavedCheckpoint) -> Result<u64, String> {
         let Some(dir) = &self.checkpoint_dir else {
             return Ok(0);
         };
-        let bytes = checkpoint.to_bytes();
         let name = format!(
             "checkpoint-e{:05}-s{:010}.tyck",
-            checkpoint.state.epoch, checkpoint.state.global_step
+            checkpoint.epoch, checkpoint.step
         );
         let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, &bytes)
+        std::fs::write(&tmp, &checkpoint.bytes)
             .and_then(|_| std::fs::rename(&tmp, dir.join(&name)))
             .map_err(|e| format!("{}: {e}", dir.join(&name).display()))?;
-        Ok(bytes.len() as u64)
+        self.last_checkpoint_epoch = Some(checkpoint.epoch);
+        Ok(checkpoint.bytes.len() as u64)
     }
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let algorithm: Algorithm = args
-        .algorithm
-        .parse()
-        .map_err(|e: trainyard_core::ValidationError| anyhow::anyhow!(e.message))?;
+    let families = Families::builtin();
+    let family = families
+        .for_algorithm(&args.algorithm)
+        .map_err(|e| anyhow::anyhow!(e.message))?
+        .clone();
     let dataset = load_builtin(&args.dataset)?;
-    let shape = dataset.info.shape();
-    algorithm
-        .check_fits(&args.dataset, &shape)
-        .map_err(|e| anyhow::anyhow!(e.message))?;
-    let hyperparameters = Hyperparameters::resolve(algorithm, &shape, &parse_sets(&args.set)?)
-        .map_err(|e| anyhow::anyhow!("--set {e}"))?;
+    let limits = Limits {
+        job_memory_mb: trainyard_server::state::default_job_memory_mb(),
+    };
+    let hyperparameters = parse_sets(&args.set)?;
+    let plan = family
+        .plan(&args.algorithm, &dataset.info, &hyperparameters, &limits)
+        .map_err(|e| {
+            let field = e.field.strip_prefix("hyperparameters.").unwrap_or(&e.field);
+            anyhow::anyhow!("--set {field}: {}", e.message)
+        })?;
     let resume = args
         .resume
         .as_deref()
-        .map(newest_valid_checkpoint)
+        .map(|dir| newest_valid_checkpoint(family.as_ref(), dir))
         .transpose()?;
     if let Some(dir) = &args.checkpoint_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let table = args.output == "table";
-    let request = TrainRequest {
+    let job = Job {
         dataset: dataset.clone(),
-        algorithm,
-        hyperparameters: hyperparameters.clone(),
+        algorithm: args.algorithm.clone(),
+        hyperparameters,
+        limits,
         resume,
     };
     let mut observer = CliObserver {
@@ -242,48 +254,49 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         table,
         epochs: vec![],
         regression: dataset.info.task == trainyard_core::Task::Regression,
+        last_checkpoint_epoch: None,
     };
     let control = Control::new();
     watch_ctrl_c(control.clone(), args.checkpoint_dir.is_some());
     let started = std::time::Instant::now();
-    let outcome = trainyard_engine::train(request, &control, &mut observer);
+    let outcome = trainyard_engine::family::run(family.as_ref(), job, &control, &mut observer);
     if let Some(bar) = &observer.bar {
         bar.finish_and_clear();
     }
     let seconds = started.elapsed().as_secs_f64();
     match outcome {
-        Ok(Outcome::Completed(model)) => {
+        Ok(Finished::Completed(model)) => {
             if let Some(path) = &args.save_model {
-                std::fs::write(path, model.to_bytes())
+                std::fs::write(path, &model.bytes)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
             if table {
                 println!("finished in {seconds:.2}s");
-                for (k, v) in &model.header.metrics {
+                for (k, v) in &model.metrics {
                     println!("  {k:<16} {v:.6}");
                 }
             } else {
                 let out = json!({
                     "dataset": args.dataset,
-                    "algorithm": algorithm.name(),
-                    "hyperparameters": hyperparameters.to_json(algorithm),
+                    "algorithm": args.algorithm,
+                    "hyperparameters": plan.hyperparameters,
                     "seconds": seconds,
                     "epochs": observer.epochs,
-                    "metrics": model.header.metrics,
+                    "metrics": model.metrics,
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             }
             Ok(ExitCode::SUCCESS)
         }
-        Ok(Outcome::Paused(ckpt)) => {
+        Ok(Finished::Paused) => {
             eprintln!(
                 "interrupted: checkpoint written at epoch {}; continue with --resume {}",
-                ckpt.state.epoch,
+                observer.last_checkpoint_epoch.unwrap_or_default(),
                 args.checkpoint_dir.unwrap_or_default().display()
             );
             Ok(ExitCode::from(130))
         }
-        Ok(Outcome::Cancelled) => {
+        Ok(Finished::Cancelled) => {
             eprintln!("interrupted; pass --checkpoint-dir to be able to resume");
             Ok(ExitCode::from(130))
         }
