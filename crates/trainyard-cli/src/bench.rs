@@ -23,6 +23,50 @@ pub struct BenchArgs {
     /// With --anomaly: also write the split as CSV files here, for a peer to measure on.
     #[arg(long, requires = "anomaly")]
     export: Option<std::path::PathBuf>,
+    /// Measure one peer workload (one epoch of MNIST) and print a JSON line: mlp_b128,
+    /// mlp_b512 (MLP 784-256-10, AdamW) or cnn (the default CNN). `benches/peers/run` runs these
+    /// alternately with PyTorch.
+    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn"])]
+    workload: Option<String>,
+}
+
+/// One epoch of a peer workload; the training throughput of that epoch, as a JSON line.
+fn run_workload(name: &str) -> anyhow::Result<Value> {
+    let (algorithm, overrides) = match name {
+        "mlp_b128" | "mlp_b512" => (
+            Algorithm::Mlp,
+            json!({"epochs": 1, "optimizer": "adamw", "hidden_layers": [256],
+                   "batch_size": if name == "mlp_b128" { 128 } else { 512 },
+                   "validation_split": 0.05, "checkpoint_seconds": 0}),
+        ),
+        _ => (
+            Algorithm::Cnn,
+            json!({"epochs": 1, "batch_size": 128, "validation_split": 0.05, "checkpoint_seconds": 0}),
+        ),
+    };
+    let dataset = load_builtin("mnist")?;
+    let overrides: Map<String, Value> = overrides.as_object().cloned().unwrap_or_default();
+    let hp = Hyperparameters::resolve(algorithm, &dataset.info.shape(), &overrides)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let request = TrainRequest {
+        dataset,
+        algorithm,
+        hyperparameters: hp,
+        resume: None,
+    };
+    let mut recorder = Recorder::default();
+    trainyard_engine::train(request, &Control::default(), &mut recorder)?;
+    let epoch = recorder
+        .epochs()
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("{name}: no epoch finished"))?;
+    Ok(json!({
+        "workload": name,
+        "samples_per_second": epoch.samples_per_second,
+        "epoch_seconds": epoch.epoch_seconds,
+        "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }))
 }
 
 struct Case {
@@ -80,6 +124,10 @@ fn run_case(case: &Case) -> anyhow::Result<Value> {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.anomaly {
         return crate::bench_anomaly::run(args.json, args.export.as_deref());
+    }
+    if let Some(workload) = &args.workload {
+        println!("{}", run_workload(workload)?);
+        return Ok(());
     }
     let mut cases = vec![
         Case {
