@@ -25,3 +25,4 @@ mod test_system;
 mod test_training_happy_path;
 mod test_training_metrics;
 mod test_upload_races;
+mod test_worker_process;

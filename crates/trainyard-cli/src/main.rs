@@ -1,5 +1,5 @@
-//! `trainyard`: one binary that serves the API (`serve`), trains locally (`train`) and measures
-//! itself (`bench`).
+//! `trainyard`: one binary that serves the API (`serve`), runs training jobs beside it
+//! (`worker`), trains locally (`train`) and measures itself (`bench`).
 
 mod bench;
 mod bench_anomaly;
@@ -9,6 +9,7 @@ mod local_train;
 mod remote;
 mod serve;
 mod watch;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run the HTTP API and the training workers.
     Serve(serve::ServeArgs),
+    /// Run training jobs from the shared queue (no HTTP): scale out beside `serve`.
+    Worker(worker::WorkerArgs),
     /// Train a model locally, without a server.
     Train(local_train::TrainArgs),
     /// Measure training speed on the built-in datasets against the documented targets.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).map(|_| ExitCode::SUCCESS),
+        Command::Worker(args) => worker::run(args).map(|_| ExitCode::SUCCESS),
         Command::Train(args) => local_train::run(args),
         Command::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
         Command::Doctor(args) => doctor::run(args),

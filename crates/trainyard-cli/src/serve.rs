@@ -14,7 +14,8 @@ pub struct ServeArgs {
     /// Holds the SQLite database, artifacts and logs.
     #[arg(long, env = "TRAINYARD_DATA_DIR", default_value = "./trainyard-data")]
     data_dir: PathBuf,
-    /// Training jobs run at once.
+    /// Training jobs run at once in this process; 0 runs the API alone (with `trainyard worker`
+    /// processes on the same database and data directory doing the training).
     #[arg(long, env = "TRAINYARD_WORKERS", default_value_t = 2)]
     workers: usize,
     /// Database URL; defaults to SQLite in the data directory.
@@ -66,7 +67,7 @@ pub struct ServeArgs {
     log_json: bool,
 }
 
-fn init_logging(json: bool) {
+pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRAINYARD_LOG")
         .unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
@@ -79,7 +80,7 @@ fn init_logging(json: bool) {
     }
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

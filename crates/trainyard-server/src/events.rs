@@ -36,9 +36,7 @@ pub async fn publish(
         .append_event(model_id, run_id, kind, &data)
         .await
     {
-        Ok(Some(row)) => {
-            let _ = state.events.send(Arc::new(row));
-        }
+        Ok(Some(row)) => broadcast_local(state, row),
         Ok(None) => {} // the model was deleted
         Err(e) => tracing::warn!(model_id, kind, error = %e, "could not record an event"),
     }
@@ -56,8 +54,59 @@ pub async fn publish_for_attempt(
         .store
         .append_attempt_event(&job.model_id, &job.run_id, job.attempt, kind, &data)
         .await?;
-    let _ = state.events.send(Arc::new(row));
+    broadcast_local(state, row);
     Ok(())
+}
+
+/// Broadcasts an event this process wrote, remembering it so the tailer does not send it again.
+fn broadcast_local(state: &SharedState, row: EventRow) {
+    if let Some(here) = &state.published_here {
+        here.lock().unwrap().insert(row.id);
+    }
+    let _ = state.events.send(Arc::new(row));
+}
+
+/// How often the API looks for events written by other processes (worker processes, other API
+/// nodes sharing the database).
+const TAIL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Broadcasts events other processes wrote to the shared database, so subscribers here see a
+/// worker process's training like this process's own. Subscribers skip what they already have,
+/// so an event seen twice is harmless; one this process wrote is not sent again.
+pub async fn tail_other_processes(
+    state: SharedState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(published_here) = &state.published_here else {
+        return;
+    };
+    let mut last = match state.store.latest_event_id().await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot tail events from other processes");
+            return;
+        }
+    };
+    loop {
+        match state.store.all_events(last, REPLAY_PAGE).await {
+            Ok(rows) => {
+                for row in rows {
+                    last = last.max(row.id);
+                    if !published_here.lock().unwrap().remove(&row.id) {
+                        let _ = state.events.send(Arc::new(row));
+                    }
+                }
+                // Forget local ids the tail has passed (their rows were deleted or compacted).
+                let mut here = published_here.lock().unwrap();
+                *here = here.split_off(&(last + 1));
+            }
+            Err(e) => tracing::warn!(error = %e, "reading events from other processes failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TAIL_INTERVAL) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Publishes a run's current status and stage (after any transition).
@@ -293,7 +342,7 @@ mod tests {
         let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.to_path_buf());
         let store = Store::open(&config.database_url).await.unwrap();
         let artifacts = LocalArtifacts::new(dir.join("artifacts")).unwrap();
-        crate::app_state(config, store, artifacts).unwrap()
+        crate::app_state(config, store, artifacts, true).unwrap()
     }
 
     async fn model(state: &SharedState) -> ModelRow {

@@ -42,6 +42,7 @@ pub(crate) fn app_state(
     config: ServerConfig,
     store: Store,
     artifacts: LocalArtifacts,
+    tails_events: bool,
 ) -> anyhow::Result<SharedState> {
     let cache_bytes = config.cache_mb << 20;
     Ok(Arc::new(AppState {
@@ -56,17 +57,13 @@ pub(crate) fn app_state(
         idempotency_locks: Default::default(),
         events: events::bus(),
         open_streams: Default::default(),
+        published_here: tails_events.then(Default::default),
         uploaded: cache::ByteLru::new(cache_bytes),
     }))
 }
 
-/// Opens the database, starts the workers and serves HTTP until `shutdown` resolves. Then it
-/// stops taking jobs, lets in-flight requests finish, pauses running training at a batch
-/// boundary (checkpointing it) and puts those jobs back in the queue.
-pub async fn serve(
-    config: ServerConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+/// Opens the data directory, the database and the artifact store a process works on.
+async fn open_state(config: &ServerConfig, tails_events: bool) -> anyhow::Result<SharedState> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let store = Store::open(&config.database_url).await.with_context(|| {
@@ -77,6 +74,71 @@ pub async fn serve(
     })?;
     let artifacts = LocalArtifacts::new(config.data_dir.join("artifacts"))
         .context("creating the artifact directory")?;
+    app_state(config.clone(), store, artifacts, tails_events)
+}
+
+/// Starts `config.workers` worker loops named after this process.
+fn spawn_workers(state: &SharedState, label: &str) -> Vec<tokio::task::JoinHandle<()>> {
+    let stop_rx = state.shutdown.subscribe();
+    let prefix = format!(
+        "{label}-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    );
+    (0..state.config.workers)
+        .map(|i| {
+            tokio::spawn(worker::worker_loop(
+                state.clone(),
+                format!("{prefix}-w{i}"),
+                stop_rx.clone(),
+            ))
+        })
+        .collect()
+}
+
+/// Waits for the workers until `deadline`: training reaches a checkpoint and its jobs go back
+/// to the queue; a worker still busy then leaves its lease to expire.
+async fn stop_workers(
+    state: &SharedState,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    deadline: tokio::time::Instant,
+) {
+    if tokio::time::timeout_at(deadline, futures_join(workers))
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?state.config.shutdown_grace, "training did not stop in time; its leases will expire and it will run again");
+    }
+}
+
+/// `trainyard worker`: runs jobs from the shared queue and nothing else, until `shutdown`
+/// resolves; then it pauses running training at a batch boundary (checkpointing it) and puts
+/// those jobs back in the queue, as `serve` does.
+pub async fn work(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = open_state(&config, false).await?;
+    let workers = spawn_workers(&state, "worker");
+    tracing::info!(slots = config.workers, database = %config.database_url, "trainyard worker ready");
+    println!("trainyard worker ready with {} slots", config.workers);
+    shutdown.await;
+    tracing::info!("shutting down: no new jobs; pausing running training");
+    state.begin_shutdown();
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+    stop_workers(&state, workers, deadline).await;
+    state.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Opens the database, starts the workers and serves HTTP until `shutdown` resolves. Then it
+/// stops taking jobs, lets in-flight requests finish, pauses running training at a batch
+/// boundary (checkpointing it) and puts those jobs back in the queue.
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .with_context(|| {
@@ -86,7 +148,7 @@ pub async fn serve(
             )
         })?;
     let addr = listener.local_addr()?;
-    let state = app_state(config.clone(), store, artifacts)?;
+    let state = open_state(&config, true).await?;
     match state.store.fail_interrupted_score_jobs().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
@@ -95,23 +157,10 @@ pub async fn serve(
         ),
         Err(e) => tracing::warn!(error = %e, "could not check for interrupted score jobs"),
     }
-
     let stop_rx = state.shutdown.subscribe();
-    let worker_prefix = format!(
-        "{}-{}",
-        std::process::id(),
-        &uuid::Uuid::now_v7().simple().to_string()[24..]
-    );
-    let workers: Vec<_> = (0..config.workers)
-        .map(|i| {
-            tokio::spawn(worker::worker_loop(
-                state.clone(),
-                format!("{worker_prefix}-w{i}"),
-                stop_rx.clone(),
-            ))
-        })
-        .collect();
+    let workers = spawn_workers(&state, "serve");
     let janitor = tokio::spawn(maintenance_loop(state.clone(), stop_rx.clone()));
+    let tailer = tokio::spawn(events::tail_other_processes(state.clone(), stop_rx.clone()));
 
     tracing::info!(%addr, workers = config.workers, data_dir = %config.data_dir.display(), "trainyard ready");
     println!("trainyard listening on http://{addr}");
@@ -151,12 +200,8 @@ pub async fn serve(
         },
     };
     let _ = janitor.await;
-    if tokio::time::timeout_at(deadline, futures_join(workers))
-        .await
-        .is_err()
-    {
-        tracing::warn!(grace = ?config.shutdown_grace, "training did not stop in time; its leases will expire and it will run again");
-    }
+    let _ = tailer.await;
+    stop_workers(&state, workers, deadline).await;
     state.store.close().await;
     tracing::info!("stopped");
     if let Some(served) = served {

@@ -98,6 +98,9 @@ pub struct AppState {
     pub uploaded: ByteLru<Arc<trainyard_data::Dataset>>,
     /// Stream sessions open on this process (a session serves one connection at a time).
     pub open_streams: Mutex<std::collections::HashSet<String>>,
+    /// Ids of events this process wrote and broadcast, not yet passed by the tailer of
+    /// events from other processes (None in a worker process, which tails nothing).
+    pub published_here: Option<Mutex<std::collections::BTreeSet<i64>>>,
     /// In-process fan-out of newly recorded events.
     pub events: tokio::sync::broadcast::Sender<std::sync::Arc<trainyard_store::EventRow>>,
 }

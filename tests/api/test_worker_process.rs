@@ -1,0 +1,125 @@
+//! Training in `trainyard worker` processes beside `serve --workers 0`: the API trains nothing
+//! itself, a worker process on the same database and data directory picks the job up, the
+//! API's streams show its events, and a worker killed with SIGKILL loses no work: another
+//! worker takes the job over after the lease and finishes it from the checkpoint, every epoch
+//! recorded exactly once.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{Options, Server, read_sse};
+
+/// A worker process on `dir`, returned once it says it is ready.
+fn worker(dir: &Path, lease_seconds: u64) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trainyard"))
+        .args(["worker", "--slots", "1", "--data-dir"])
+        .arg(dir)
+        .args(["--lease-seconds", &lease_seconds.to_string()])
+        .env("TRAINYARD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting a worker");
+    let stdout = child.stdout.take().unwrap();
+    let line = BufReader::new(stdout)
+        .lines()
+        .next()
+        .expect("the worker exited before it was ready")
+        .unwrap();
+    assert!(line.contains("ready with 1 slots"), "{line}");
+    child
+}
+
+#[tokio::test]
+async fn a_worker_process_trains_what_the_api_queues() {
+    let server = Server::start_with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let id = server
+        .create_model("iris", "mlp", json!({"epochs": 20}))
+        .await;
+    server.train(&id).await;
+    // No worker yet: the run waits in the queue.
+    let (_, status) = server.get(&format!("/api/models/{id}/status")).await;
+    assert_eq!(status["status"], "pending");
+
+    let events = tokio::spawn(read_sse(
+        server.url(&format!("/api/models/{id}/events")),
+        None,
+        Duration::from_secs(60),
+    ));
+    let mut process = worker(&server.data_dir, 30);
+    server
+        .wait_for(&id, &["completed"], Duration::from_secs(60))
+        .await;
+    let events = events.await.unwrap();
+    let epochs: Vec<i64> = events
+        .iter()
+        .filter(|e| e.kind == "epoch")
+        .map(|e| e.data["data"]["epoch"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        epochs,
+        (1..=20).collect::<Vec<_>>(),
+        "the API streamed the worker's epochs"
+    );
+    assert_eq!(events.last().unwrap().data["data"]["status"], "completed");
+    let (status, body) = server
+        .post(
+            &format!("/api/models/{id}/predict"),
+            json!({"inputs": [[5.1, 3.5, 1.4, 0.2]]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    process.kill().unwrap();
+    process.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_killed_worker_loses_no_work() {
+    let lease = 2;
+    let server = Server::start_with(Options {
+        workers: 0,
+        lease_seconds: lease,
+        ..Options::default()
+    })
+    .await;
+    let id = server
+        .create_model("iris", "mlp", json!({"epochs": 400, "checkpoint_every": 1}))
+        .await;
+    server.train(&id).await;
+    let mut first = worker(&server.data_dir, lease);
+    server.wait_for_epoch(&id, 5, Duration::from_secs(60)).await;
+    first.kill().unwrap(); // SIGKILL: no checkpoint on the way out, no release of the lease
+    first.wait().unwrap();
+    let mut second = worker(&server.data_dir, lease);
+    let done = server
+        .wait_for(&id, &["completed", "failed"], Duration::from_secs(120))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (_, run) = server
+        .get(&format!("/api/runs/{}", done["run_id"].as_str().unwrap()))
+        .await;
+    let attempts = run["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{run}");
+    let (_, metrics) = server.get(&format!("/api/models/{id}/metrics")).await;
+    let epochs: Vec<i64> = metrics["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["epoch"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        epochs,
+        (1..=400).collect::<Vec<_>>(),
+        "every epoch exactly once"
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
