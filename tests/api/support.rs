@@ -285,6 +285,7 @@ fn spawn(dir: &Path, options: &Options) -> (Child, String) {
         .env("RUST_BACKTRACE", "0")
         .env("TRAINYARD_FAILPOINT_PANIC_MODEL", "crash-test-dummy")
         .env("TRAINYARD_FAILPOINT_STALL_BEFORE_MODEL", "stale-writer")
+        .env("TRAINYARD_FAILPOINT_ABORT_MODEL", "hard-crash")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -123,3 +123,50 @@ async fn a_killed_worker_loses_no_work() {
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+#[tokio::test]
+async fn a_job_that_kills_its_worker_process_takes_down_only_that_worker() {
+    let server = Server::start_with(Options {
+        workers: 0,
+        extra_args: vec![
+            "--worker-processes".into(),
+            "1".into(),
+            "--max-restarts".into(),
+            "1".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    // This model's training aborts its process after the first epoch (a failpoint).
+    let (status, body) = server
+        .post("/api/models", json!({"name": "hard-crash", "dataset": "iris", "algorithm": "mlp", "hyperparameters": {"epochs": 30}}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let crashing = body["id"].as_str().unwrap().to_string();
+    server.train(&crashing).await;
+    let done = server
+        .wait_for(&crashing, &["failed"], Duration::from_secs(60))
+        .await;
+    let (_, run) = server
+        .get(&format!("/api/runs/{}", done["run_id"].as_str().unwrap()))
+        .await;
+    let attempts = run["attempts"].as_array().unwrap();
+    assert!(attempts.len() >= 2, "{run}");
+    for attempt in &attempts[..2] {
+        assert_eq!(attempt["outcome"], "lost", "{run}");
+        let reason = attempt["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("SIGABRT"),
+            "the attempt says why its worker died: {reason}"
+        );
+    }
+
+    // The API never went down, and the restarted worker trains the next job.
+    let id = server
+        .create_model("iris", "mlp", json!({"epochs": 5}))
+        .await;
+    server.train(&id).await;
+    server
+        .wait_for(&id, &["completed"], Duration::from_secs(60))
+        .await;
+}

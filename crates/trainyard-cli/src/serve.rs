@@ -18,6 +18,10 @@ pub struct ServeArgs {
     /// processes on the same database and data directory doing the training).
     #[arg(long, env = "TRAINYARD_WORKERS", default_value_t = 2)]
     workers: usize,
+    /// Train in this many supervised child worker processes instead of (or beside) `--workers`:
+    /// a job that crashes its process takes down only its worker, which is restarted.
+    #[arg(long, env = "TRAINYARD_WORKER_PROCESSES", default_value_t = 0)]
+    worker_processes: usize,
     /// Database URL; defaults to SQLite in the data directory.
     #[arg(long, env = "TRAINYARD_DATABASE_URL")]
     database_url: Option<String>,
@@ -105,6 +109,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_json);
     let mut config = ServerConfig::new(args.addr, args.data_dir);
     config.workers = args.workers;
+    config.worker_processes = args.worker_processes;
+    if args.worker_processes > 0 {
+        config.worker_program = Some(
+            std::env::current_exe().map_err(|e| anyhow::anyhow!("locating this program: {e}"))?,
+        );
+    }
     if let Some(url) = args.database_url {
         config.database_url = url;
     }

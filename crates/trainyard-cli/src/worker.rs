@@ -14,6 +14,9 @@ pub struct WorkerArgs {
     /// Database URL; defaults to the SQLite database in the data directory.
     #[arg(long, env = "TRAINYARD_DATABASE_URL")]
     database_url: Option<String>,
+    /// This worker's name in job leases and run attempts (default: worker-PID-RANDOM).
+    #[arg(long, env = "TRAINYARD_WORKER_NAME")]
+    name: Option<String>,
     /// Jobs this process trains at once.
     #[arg(long, env = "TRAINYARD_SLOTS", default_value_t = 1)]
     slots: usize,
@@ -54,6 +57,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(trainyard_server::work(
         config,
+        args.name,
         crate::serve::shutdown_signal(),
     ))
 }

@@ -8,6 +8,7 @@ pub mod datasets;
 pub mod error;
 pub mod events;
 pub mod state;
+pub mod supervisor;
 pub mod views;
 pub mod worker;
 
@@ -77,14 +78,18 @@ async fn open_state(config: &ServerConfig, tails_events: bool) -> anyhow::Result
     app_state(config.clone(), store, artifacts, tails_events)
 }
 
-/// Starts `config.workers` worker loops named after this process.
-fn spawn_workers(state: &SharedState, label: &str) -> Vec<tokio::task::JoinHandle<()>> {
-    let stop_rx = state.shutdown.subscribe();
-    let prefix = format!(
+/// A name unique to this process for its workers' leases.
+fn process_name(label: &str) -> String {
+    format!(
         "{label}-{}-{}",
         std::process::id(),
         &uuid::Uuid::now_v7().simple().to_string()[24..]
-    );
+    )
+}
+
+/// Starts `config.workers` worker loops, leasing jobs as `{prefix}-w{i}`.
+fn spawn_workers(state: &SharedState, prefix: &str) -> Vec<tokio::task::JoinHandle<()>> {
+    let stop_rx = state.shutdown.subscribe();
     (0..state.config.workers)
         .map(|i| {
             tokio::spawn(worker::worker_loop(
@@ -113,13 +118,15 @@ async fn stop_workers(
 
 /// `trainyard worker`: runs jobs from the shared queue and nothing else, until `shutdown`
 /// resolves; then it pauses running training at a batch boundary (checkpointing it) and puts
-/// those jobs back in the queue, as `serve` does.
+/// those jobs back in the queue, as `serve` does. Its jobs are leased as `{name}-w{i}`.
 pub async fn work(
     config: ServerConfig,
+    name: Option<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = open_state(&config, false).await?;
-    let workers = spawn_workers(&state, "worker");
+    let name = name.unwrap_or_else(|| process_name("worker"));
+    let workers = spawn_workers(&state, &name);
     tracing::info!(slots = config.workers, database = %config.database_url, "trainyard worker ready");
     println!("trainyard worker ready with {} slots", config.workers);
     shutdown.await;
@@ -158,7 +165,16 @@ pub async fn serve(
         Err(e) => tracing::warn!(error = %e, "could not check for interrupted score jobs"),
     }
     let stop_rx = state.shutdown.subscribe();
-    let workers = spawn_workers(&state, "serve");
+    let workers = spawn_workers(&state, &process_name("serve"));
+    let children = match (&config.worker_program, config.worker_processes) {
+        (Some(program), n) if n > 0 => Some(tokio::spawn(supervisor::supervise(
+            state.clone(),
+            program.clone(),
+            n,
+            stop_rx.clone(),
+        ))),
+        _ => None,
+    };
     let janitor = tokio::spawn(maintenance_loop(state.clone(), stop_rx.clone()));
     let tailer = tokio::spawn(events::tail_other_processes(state.clone(), stop_rx.clone()));
 
@@ -202,6 +218,9 @@ pub async fn serve(
     let _ = janitor.await;
     let _ = tailer.await;
     stop_workers(&state, workers, deadline).await;
+    if let Some(children) = children {
+        let _ = children.await;
+    }
     state.store.close().await;
     tracing::info!("stopped");
     if let Some(served) = served {

@@ -45,6 +45,10 @@ pub struct ServerConfig {
     pub compact_events_after: Duration,
     /// The model families this server trains and serves.
     pub families: Families,
+    /// Child worker processes `serve` runs and supervises (0: none), and the program they run
+    /// (`trainyard` itself, whose `worker` command they are).
+    pub worker_processes: usize,
+    pub worker_program: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -68,6 +72,8 @@ impl ServerConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             compact_events_after: Duration::from_secs(60),
             families: Families::builtin(),
+            worker_processes: 0,
+            worker_program: None,
         }
     }
 

@@ -9,7 +9,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 
 use crate::runs::{close_job_and_attempt, end_attempt, fenced};
-use crate::{Result, Store, now_ms};
+use crate::{Result, Store, StoreError, now_ms};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedJob {
@@ -121,6 +121,40 @@ impl Store {
     pub async fn release_job(&self, job: &ClaimedJob, reason: &str) -> Result<()> {
         self.requeue(job, now_ms(), None, "interrupted", reason)
             .await
+    }
+
+    /// A worker process died (its supervisor saw it exit): its leased jobs go back to the queue
+    /// at once instead of waiting for their leases, each attempt recorded as `lost` with
+    /// `reason`. Returns the runs requeued.
+    pub async fn requeue_dead_worker(&self, owner: &str, reason: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT j.id, j.run_id, j.attempt, r.model_id FROM jobs j JOIN runs r ON r.id = j.run_id \
+             WHERE j.state = 'leased' AND j.lease_owner = ?",
+        )
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut requeued = Vec::new();
+        for row in rows {
+            let job = ClaimedJob {
+                job_id: row.try_get("id")?,
+                run_id: row.try_get("run_id")?,
+                model_id: row.try_get("model_id")?,
+                attempt: row.try_get("attempt")?,
+                cancel_requested: false,
+                pause_requested: false,
+            };
+            match self
+                .requeue(&job, now_ms(), Some(reason.to_string()), "lost", reason)
+                .await
+            {
+                Ok(()) => requeued.push(job.run_id),
+                // Claimed again meanwhile (its lease had expired): nothing left to do.
+                Err(StoreError::Fenced { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(requeued)
     }
 
     /// Ends an attempt and puts its job back in the queue, available from `available_at`: the

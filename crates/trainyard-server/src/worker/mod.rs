@@ -33,7 +33,13 @@ struct JobObserver {
     tx: mpsc::UnboundedSender<Report>,
     /// Failpoint for the crash-isolation test: panic inside the training thread.
     panic_after_first_epoch: bool,
+    /// Failpoint for the worker-process test: abort the whole process after the first epoch.
+    abort_after_first_epoch: bool,
 }
+
+/// Models with this name abort their worker process after their first epoch; it exists so the
+/// test suite can prove that a crash that takes down a process takes down only a worker.
+const FAILPOINT_ABORT_MODEL: &str = "TRAINYARD_FAILPOINT_ABORT_MODEL";
 
 /// Models with this name panic inside training after their first epoch; it exists so the test
 /// suite can prove that a crashing job fails alone and the worker survives.
@@ -82,6 +88,9 @@ impl Reporter for JobObserver {
             .send(Report::Event(event, trainyard_store::now_ms()));
         if epoch_done && self.panic_after_first_epoch {
             panic!("injected failure ({FAILPOINT_PANIC_MODEL})");
+        }
+        if epoch_done && self.abort_after_first_epoch {
+            std::process::abort();
         }
     }
 
@@ -262,6 +271,7 @@ async fn run_job(
         attempt: job.attempt,
         tx,
         panic_after_first_epoch: failpoint_matches(FAILPOINT_PANIC_MODEL, &model_name),
+        abort_after_first_epoch: failpoint_matches(FAILPOINT_ABORT_MODEL, &model_name),
     };
     let heartbeat = tokio::spawn(heartbeat_loop(
         state.clone(),
