@@ -3,40 +3,17 @@
 1. delay from an epoch ending (the training thread emitting it) to its SSE event reaching a subscriber,
 2. events/s one server fans out to 50 concurrent SSE subscribers of one run.
 Usage: benches/streams.py [path/to/trainyard]"""
-import http.client, json, statistics, subprocess, sys, tempfile, threading, time, urllib.request
+import os, statistics, subprocess, sys, tempfile, threading, time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from streams_client import call, listening, stream  # noqa: E402
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/trainyard"
 
 def start():
     p = subprocess.Popen([BIN, "serve", "--addr", "127.0.0.1:0", "--data-dir", tempfile.mkdtemp()],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    while True:
-        line = p.stdout.readline()
-        if line.startswith("trainyard listening on "):
-            return p, line.split()[-1]
-
-def call(base, method, path, body=None):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode() if body is not None else None,
-                                 method=method, headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req) as r:
-        return json.loads(r.read() or b"null")
-
-def stream(base, model_id, on_event):
-    host = base.split("//")[1]
-    conn = http.client.HTTPConnection(host)
-    conn.request("GET", f"/api/models/{model_id}/events")
-    resp = conn.getresponse()
-    buf = b""
-    while True:
-        chunk = resp.read1(65536)
-        if not chunk:
-            return
-        buf += chunk
-        while b"\n\n" in buf:
-            block, buf = buf.split(b"\n\n", 1)
-            for line in block.split(b"\n"):
-                if line.startswith(b"data:"):
-                    on_event(json.loads(line[5:]), time.time() * 1000)
+    return p, listening(p)
 
 p, base = start()
 # 1. epoch-end -> subscriber delay
