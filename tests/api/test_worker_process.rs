@@ -170,3 +170,43 @@ async fn a_job_that_kills_its_worker_process_takes_down_only_that_worker() {
         .wait_for(&id, &["completed"], Duration::from_secs(60))
         .await;
 }
+
+#[tokio::test]
+async fn cancel_and_pause_reach_a_worker_process() {
+    let server = Server::start_with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let mut process = worker(&server.data_dir, 30);
+    let id = server
+        .create_model("iris", "mlp", json!({"epochs": 5000}))
+        .await;
+    server.train(&id).await;
+    server.wait_for_epoch(&id, 2, Duration::from_secs(60)).await;
+    let (status, body) = server
+        .post(&format!("/api/models/{id}/pause"), json!({}))
+        .await;
+    assert!(status.is_success(), "{body}");
+    server
+        .wait_for(&id, &["paused"], Duration::from_secs(30))
+        .await;
+    let (status, body) = server
+        .post(&format!("/api/models/{id}/resume"), json!({}))
+        .await;
+    assert!(status.is_success(), "{body}");
+    server
+        .wait_for(&id, &["training"], Duration::from_secs(30))
+        .await;
+    let asked = std::time::Instant::now();
+    let (status, body) = server
+        .post(&format!("/api/models/{id}/cancel"), json!({}))
+        .await;
+    assert!(status.is_success(), "{body}");
+    server
+        .wait_for(&id, &["cancelled"], Duration::from_secs(30))
+        .await;
+    eprintln!("cancel through a worker process took {:?}", asked.elapsed());
+    process.kill().unwrap();
+    process.wait().unwrap();
+}

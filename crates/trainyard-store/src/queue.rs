@@ -92,6 +92,28 @@ impl Store {
         }))
     }
 
+    /// The flags the API set on a leased job, without touching the lease (cheap enough to poll
+    /// between heartbeats). Fails with `Fenced` when this attempt no longer holds the job.
+    pub async fn job_flags(&self, job: &ClaimedJob) -> Result<JobFlags> {
+        let row = sqlx::query(
+            "SELECT cancel_requested, pause_requested FROM jobs WHERE id = ? AND attempt = ? AND state = 'leased'",
+        )
+        .bind(&job.job_id)
+        .bind(job.attempt)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Err(crate::StoreError::Fenced {
+                run_id: job.run_id.clone(),
+                attempt: job.attempt,
+            });
+        };
+        Ok(JobFlags {
+            cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+            pause_requested: row.try_get::<i64, _>("pause_requested")? != 0,
+        })
+    }
+
     /// Extends the lease and returns the flags the API set. Fails with `Fenced` when this
     /// attempt no longer holds the job.
     pub async fn heartbeat(&self, job: &ClaimedJob, lease: Duration) -> Result<JobFlags> {

@@ -382,6 +382,10 @@ async fn run_job(
     }
 }
 
+/// How often a worker reads its job's cancel/pause flags between heartbeats, so a request made
+/// through another process (an API node, when training runs in a worker process) lands fast.
+const FLAG_POLL: Duration = Duration::from_millis(100);
+
 /// Keeps the lease alive and relays cancel/pause flags set through the database (by this or
 /// another server process). Shutdown pauses the run so it checkpoints before the job is released.
 async fn heartbeat_loop(
@@ -390,7 +394,8 @@ async fn heartbeat_loop(
     control: Arc<Control>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(state.config.heartbeat);
+    let mut tick = tokio::time::interval(FLAG_POLL.min(state.config.heartbeat));
+    let mut last_heartbeat = tokio::time::Instant::now();
     let mut stopping = false;
     loop {
         tokio::select! {
@@ -403,7 +408,14 @@ async fn heartbeat_loop(
             stopping = true;
             control.pause();
         }
-        match state.store.heartbeat(&job, state.config.lease).await {
+        let lease_due = last_heartbeat.elapsed() >= state.config.heartbeat;
+        let flags = if lease_due {
+            last_heartbeat = tokio::time::Instant::now();
+            state.store.heartbeat(&job, state.config.lease).await
+        } else {
+            state.store.job_flags(&job).await
+        };
+        match flags {
             Ok(flags) => {
                 if flags.cancel_requested {
                     control.cancel();
