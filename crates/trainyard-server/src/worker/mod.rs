@@ -23,7 +23,9 @@ mod reports;
 use recovery::{cancelled, fail, newest_valid_checkpoint, restart_budget_exhausted, retry_or_fail};
 use reports::{Report, persist};
 
-const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How often an idle worker looks for a job (an in-process one is also woken when a job is
+/// queued); short, so a worker process picks up a job within about this long.
+const IDLE_POLL: Duration = Duration::from_millis(100);
 
 /// Runs on the training thread: forwards events and writes checkpoints to the artifact store.
 struct JobObserver {
