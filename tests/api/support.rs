@@ -264,6 +264,48 @@ impl Drop for Server {
     }
 }
 
+/// With `TRAINYARD_TEST_DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432`), each data
+/// directory gets a fresh PostgreSQL database of its own (kept across restarts in that
+/// directory); without it, the server's embedded SQLite.
+pub fn database_args(dir: &Path) -> Vec<String> {
+    let Ok(base) = std::env::var("TRAINYARD_TEST_DATABASE_URL") else {
+        return vec![];
+    };
+    let marker = dir.join(".test-database-url");
+    if let Ok(url) = std::fs::read_to_string(&marker) {
+        return vec!["--database-url".into(), url];
+    }
+    let name = format!("ty_{}", uuid_like());
+    let created = Command::new("psql")
+        .arg(&base)
+        .args(["-q", "-c", &format!("CREATE DATABASE {name}")])
+        .status()
+        .expect("running psql to create a test database");
+    assert!(
+        created.success(),
+        "could not create database {name} at {base}"
+    );
+    let url = format!("{}/{name}", base.trim_end_matches('/'));
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&marker, &url).unwrap();
+    vec!["--database-url".into(), url]
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 fn spawn(dir: &Path, options: &Options) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_trainyard"))
         .args(["serve", "--addr"])
@@ -281,6 +323,7 @@ fn spawn(dir: &Path, options: &Options) -> (Child, String) {
             &options.max_upload_mb.to_string(),
         ])
         .args(&options.extra_args)
+        .args(database_args(dir))
         .env("TRAINYARD_LOG", "warn")
         .env("RUST_BACKTRACE", "0")
         .env("TRAINYARD_FAILPOINT_PANIC_MODEL", "crash-test-dummy")

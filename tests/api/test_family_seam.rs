@@ -207,6 +207,9 @@ async fn start_with_test_family() -> (Server, tempfile::TempDir) {
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut config = trainyard_server::ServerConfig::new(addr, dir.path().to_path_buf());
     config.families = Families::builtin().with(Arc::new(ColumnMeans));
+    if let [_, url] = crate::support::database_args(dir.path()).as_slice() {
+        config.database_url = url.clone();
+    }
     tokio::spawn(trainyard_server::serve(config, std::future::pending()));
     let server = Server::at(format!("http://{addr}"), dir.path().to_path_buf());
     for _ in 0..500 {

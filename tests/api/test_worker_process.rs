@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Options, Server, read_sse};
+use crate::support::{Options, Server, database_args, read_sse};
 
 /// A worker process on `dir`, returned once it says it is ready.
 fn worker(dir: &Path, lease_seconds: u64) -> Child {
@@ -19,6 +19,7 @@ fn worker(dir: &Path, lease_seconds: u64) -> Child {
         .args(["worker", "--slots", "1", "--data-dir"])
         .arg(dir)
         .args(["--lease-seconds", &lease_seconds.to_string()])
+        .args(database_args(dir))
         .env("TRAINYARD_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -166,8 +166,19 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     (rc == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
+/// The URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 async fn database(url: &str) -> Check {
     const NAME: &str = "database";
+    let shown = redacted(url);
     if let Some(path) = url.strip_prefix("sqlite://")
         && !Path::new(path).exists()
     {
@@ -182,17 +193,18 @@ async fn database(url: &str) -> Check {
             return problem(
                 NAME,
                 Level::Fail,
-                format!("cannot open {url}: {e}"),
-                "check --database-url and the file's permissions",
+                format!("cannot open {shown}: {e}"),
+                "check --database-url, the server's reachability and the file's permissions",
             );
         }
     };
     let result = store.schema_versions().await;
     store.close().await;
     match result {
-        Ok((applied, latest)) if applied == latest => {
-            ok(NAME, format!("{url} answers; schema at version {applied}"))
-        }
+        Ok((applied, latest)) if applied == latest => ok(
+            NAME,
+            format!("{shown} answers; schema at version {applied}"),
+        ),
         Ok((applied, latest)) if applied < latest => problem(
             NAME,
             Level::Warn,
@@ -208,7 +220,7 @@ async fn database(url: &str) -> Check {
         Err(e) => problem(
             NAME,
             Level::Fail,
-            format!("{url} does not look like a Trainyard database: {e}"),
+            format!("{shown} does not look like a Trainyard database: {e}"),
             "point --database-url at the server's database",
         ),
     }

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{Result, Store, StoreError, now_ms};
 
@@ -19,7 +19,7 @@ pub struct DatasetRow {
 }
 
 impl DatasetRow {
-    fn from_row(row: &SqliteRow) -> Result<Self> {
+    fn from_row(row: &AnyRow) -> Result<Self> {
         let info: String = row.try_get("info")?;
         Ok(DatasetRow {
             name: row.try_get("name")?,
@@ -38,7 +38,8 @@ impl Store {
     /// Records an uploaded dataset; false when the name is taken.
     pub async fn insert_dataset(&self, row: &DatasetRow) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT OR IGNORE INTO datasets (name, project_id, info, path, bytes, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO datasets (name, project_id, info, path, bytes, sha256, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(&row.name)
         .bind(&row.project_id)
@@ -53,7 +54,7 @@ impl Store {
     }
 
     pub async fn get_dataset(&self, name: &str) -> Result<Option<DatasetRow>> {
-        let row = sqlx::query("SELECT name, project_id, info, path, bytes, sha256, created_at FROM datasets WHERE name = ?")
+        let row = sqlx::query("SELECT name, project_id, info, path, bytes, sha256, created_at FROM datasets WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -70,13 +71,13 @@ impl Store {
     /// Deletes a dataset unless a model uses it (checked in the same transaction). Returns the
     /// number of models using it; 0 means it was deleted.
     pub async fn delete_dataset_if_unused(&self, name: &str) -> Result<i64> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let (users,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM models WHERE dataset = ?")
+        let mut tx = self.write_tx().await?;
+        let (users,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM models WHERE dataset = $1")
             .bind(name)
             .fetch_one(&mut *tx)
             .await?;
         if users == 0 {
-            sqlx::query("DELETE FROM datasets WHERE name = ?")
+            sqlx::query("DELETE FROM datasets WHERE name = $1")
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;

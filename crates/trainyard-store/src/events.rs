@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{Result, Store, StoreError, now_ms};
 
@@ -22,7 +22,7 @@ pub struct EventRow {
 }
 
 impl EventRow {
-    fn from_row(row: &SqliteRow) -> Result<Self> {
+    fn from_row(row: &AnyRow) -> Result<Self> {
         let data: String = row.try_get("data")?;
         Ok(EventRow {
             id: row.try_get("id")?,
@@ -38,8 +38,8 @@ impl EventRow {
 }
 
 impl Store {
-    /// Appends an event with the model's next sequence number (one statement, so concurrent
-    /// writers never share or skip a number). Returns `None` when the model no longer exists.
+    /// Appends an event with the model's next sequence number (under the writers' lock, so
+    /// concurrent writers never share or skip a number). Returns `None` when the model no longer exists.
     pub async fn append_event(
         &self,
         model_id: &str,
@@ -78,11 +78,13 @@ impl Store {
         kind: &str,
         data: &Value,
     ) -> Result<Option<EventRow>> {
+        // Under the writers' lock, so the next sequence number is this writer's alone.
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "INSERT INTO events (model_id, seq, run_id, kind, data, created_at) \
-             SELECT ?1, COALESCE((SELECT MAX(seq) FROM events WHERE model_id = ?1), 0) + 1, ?2, ?3, ?4, ?5 \
-             WHERE EXISTS (SELECT 1 FROM models WHERE id = ?1) \
-             AND (?6 IS NULL OR EXISTS (SELECT 1 FROM runs WHERE id = ?2 AND model_id = ?1 AND attempt = ?6)) \
+             SELECT $1, COALESCE((SELECT MAX(seq) FROM events WHERE model_id = $1), 0) + 1, $2, $3, $4, $5 \
+             WHERE EXISTS (SELECT 1 FROM models WHERE id = $1) \
+             AND ($6 IS NULL OR EXISTS (SELECT 1 FROM runs WHERE id = $2 AND model_id = $1 AND attempt = $6)) \
              RETURNING id, model_id, seq, run_id, kind, data, created_at",
         )
         .bind(model_id)
@@ -91,8 +93,9 @@ impl Store {
         .bind(data.to_string())
         .bind(now_ms())
         .bind(attempt)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         row.as_ref().map(EventRow::from_row).transpose()
     }
 
@@ -104,7 +107,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
-            "SELECT id, model_id, seq, run_id, kind, data, created_at FROM events WHERE model_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT id, model_id, seq, run_id, kind, data, created_at FROM events WHERE model_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(model_id)
         .bind(after_seq)
@@ -116,7 +119,7 @@ impl Store {
 
     /// Events of every model after the global id `after_id`, oldest first.
     pub async fn all_events(&self, after_id: i64, limit: i64) -> Result<Vec<EventRow>> {
-        let rows = sqlx::query("SELECT id, model_id, seq, run_id, kind, data, created_at FROM events WHERE id > ? ORDER BY id LIMIT ?")
+        let rows = sqlx::query("SELECT id, model_id, seq, run_id, kind, data, created_at FROM events WHERE id > $1 ORDER BY id LIMIT $2")
             .bind(after_id)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -133,7 +136,7 @@ impl Store {
     pub async fn compact_finished_runs(&self, older_than: Duration) -> Result<u64> {
         let done = sqlx::query(
             "DELETE FROM events WHERE kind = 'progress' AND run_id IN \
-             (SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at <= ?)",
+             (SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at <= $1)",
         )
         .bind(now_ms() - older_than.as_millis() as i64)
         .execute(&self.pool)

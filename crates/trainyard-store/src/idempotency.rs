@@ -22,7 +22,7 @@ impl Store {
         ttl: Duration,
     ) -> Result<Option<StoredResponse>> {
         let row = sqlx::query(
-            "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = ? AND key = ? AND created_at >= ?",
+            "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at >= $3",
         )
         .bind(scope)
         .bind(key)
@@ -49,9 +49,9 @@ impl Store {
     ) -> Result<()> {
         // An expired key is replaced; a live one keeps its first response.
         sqlx::query(
-            "INSERT INTO idempotency_keys (scope, key, request_hash, status, body, created_at) VALUES (?, ?, ?, ?, ?, ?) \
+            "INSERT INTO idempotency_keys (scope, key, request_hash, status, body, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash, status = excluded.status, \
-             body = excluded.body, created_at = excluded.created_at WHERE idempotency_keys.created_at < ?",
+             body = excluded.body, created_at = excluded.created_at WHERE idempotency_keys.created_at < $7",
         )
         .bind(scope)
         .bind(key)
@@ -67,7 +67,7 @@ impl Store {
 
     /// Forgets keys older than `ttl`; returns how many.
     pub async fn expire_idempotency_keys(&self, ttl: Duration) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
             .bind(now_ms() - ttl.as_millis() as i64)
             .execute(&self.pool)
             .await?;

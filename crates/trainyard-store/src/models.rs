@@ -40,7 +40,7 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO models (id, project_id, name, dataset, algorithm, hyperparameters, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&row.id)
         .bind(&row.project_id)
@@ -57,7 +57,7 @@ impl Store {
 
     pub async fn get_model(&self, project_id: &str, id: &str) -> Result<Option<ModelRow>> {
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {MODEL_COLUMNS} FROM models m WHERE m.id = ? AND m.project_id = ?"
+            "SELECT {MODEL_COLUMNS} FROM models m WHERE m.id = $1 AND m.project_id = $2"
         )))
         .bind(id)
         .bind(project_id)
@@ -69,10 +69,10 @@ impl Store {
     /// Models matching `filter`, newest first, with the total count before pagination.
     pub async fn list_models(&self, filter: &ModelFilter) -> Result<(Vec<ModelRow>, i64)> {
         let clause = "FROM models m LEFT JOIN runs r ON r.id = m.latest_run_id \
-             WHERE m.project_id = ?1 \
-             AND (?2 IS NULL OR COALESCE(r.status, 'pending') = ?2) \
-             AND (?3 IS NULL OR m.dataset = ?3) \
-             AND (?4 IS NULL OR m.algorithm = ?4)";
+             WHERE m.project_id = $1 \
+             AND ($2 IS NULL OR COALESCE(r.status, 'pending') = $2) \
+             AND ($3 IS NULL OR m.dataset = $3) \
+             AND ($4 IS NULL OR m.algorithm = $4)";
         let total: i64 = sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) AS n {clause}")))
             .bind(&filter.project_id)
             .bind(&filter.status)
@@ -82,7 +82,7 @@ impl Store {
             .await?
             .try_get("n")?;
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {MODEL_COLUMNS} {clause} ORDER BY m.created_at DESC, m.id DESC LIMIT ?5 OFFSET ?6"
+            "SELECT {MODEL_COLUMNS} {clause} ORDER BY m.created_at DESC, m.id DESC LIMIT $5 OFFSET $6"
         )))
         .bind(&filter.project_id)
         .bind(&filter.status)
@@ -99,7 +99,7 @@ impl Store {
     /// Deletes a model with its runs, jobs, metrics and checkpoint rows (by cascade). Returns
     /// whether it existed.
     pub async fn delete_model(&self, project_id: &str, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM models WHERE id = ? AND project_id = ?")
+        let done = sqlx::query("DELETE FROM models WHERE id = $1 AND project_id = $2")
             .bind(id)
             .bind(project_id)
             .execute(&self.pool)
@@ -110,7 +110,7 @@ impl Store {
     /// How many models use a dataset (a dataset in use cannot be deleted).
     pub async fn models_using_dataset(&self, dataset: &str) -> Result<i64> {
         Ok(
-            sqlx::query("SELECT COUNT(*) AS n FROM models WHERE dataset = ?")
+            sqlx::query("SELECT COUNT(*) AS n FROM models WHERE dataset = $1")
                 .bind(dataset)
                 .fetch_one(&self.pool)
                 .await?

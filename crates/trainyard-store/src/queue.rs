@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use sqlx::AnyConnection;
 use sqlx::Row;
-use sqlx::sqlite::SqliteConnection;
 
 use crate::runs::{close_job_and_attempt, end_attempt, fenced};
 use crate::{Result, Store, StoreError, now_ms};
@@ -33,11 +33,11 @@ impl Store {
     /// (its worker died). Marks the run `training` under the new attempt number.
     pub async fn claim_job(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>> {
         let now = now_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query(
-            "UPDATE jobs SET state = 'leased', lease_owner = ?1, lease_expires_at = ?2 + ?3, attempt = attempt + 1 \
+            "UPDATE jobs SET state = 'leased', lease_owner = $1, lease_expires_at = $2 + $3, attempt = attempt + 1 \
              WHERE id = (SELECT id FROM jobs \
-                         WHERE (state = 'queued' AND available_at <= ?2) OR (state = 'leased' AND lease_expires_at < ?2) \
+                         WHERE (state = 'queued' AND available_at <= $2) OR (state = 'leased' AND lease_expires_at < $2) \
                          ORDER BY available_at, created_at LIMIT 1) \
              RETURNING id, run_id, attempt, cancel_requested, pause_requested",
         )
@@ -55,15 +55,15 @@ impl Store {
         let attempt: i64 = row.try_get("attempt")?;
         // A previous attempt that never ended lost its worker.
         sqlx::query(
-            "UPDATE run_attempts SET ended_at = ?, outcome = 'lost', reason = 'lease expired: the worker stopped heartbeating' \
-             WHERE run_id = ? AND ended_at IS NULL",
+            "UPDATE run_attempts SET ended_at = $1, outcome = 'lost', reason = 'lease expired: the worker stopped heartbeating' \
+             WHERE run_id = $2 AND ended_at IS NULL",
         )
         .bind(now)
         .bind(&run_id)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO run_attempts (run_id, attempt, worker, started_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO run_attempts (run_id, attempt, worker, started_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(&run_id)
         .bind(attempt)
@@ -72,8 +72,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let model: (String,) = sqlx::query_as(
-            "UPDATE runs SET status = 'training', stage = 'loading_data', attempt = ?, error = NULL, \
-             started_at = COALESCE(started_at, ?), updated_at = ? WHERE id = ? RETURNING model_id",
+            "UPDATE runs SET status = 'training', stage = 'loading_data', attempt = $1, error = NULL, \
+             started_at = COALESCE(started_at, $2), updated_at = $3 WHERE id = $4 RETURNING model_id",
         )
         .bind(attempt)
         .bind(now)
@@ -96,7 +96,7 @@ impl Store {
     /// between heartbeats). Fails with `Fenced` when this attempt no longer holds the job.
     pub async fn job_flags(&self, job: &ClaimedJob) -> Result<JobFlags> {
         let row = sqlx::query(
-            "SELECT cancel_requested, pause_requested FROM jobs WHERE id = ? AND attempt = ? AND state = 'leased'",
+            "SELECT cancel_requested, pause_requested FROM jobs WHERE id = $1 AND attempt = $2 AND state = 'leased'",
         )
         .bind(&job.job_id)
         .bind(job.attempt)
@@ -118,7 +118,7 @@ impl Store {
     /// attempt no longer holds the job.
     pub async fn heartbeat(&self, job: &ClaimedJob, lease: Duration) -> Result<JobFlags> {
         let row = sqlx::query(
-            "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND attempt = ? AND state = 'leased' \
+            "UPDATE jobs SET lease_expires_at = $1 WHERE id = $2 AND attempt = $3 AND state = 'leased' \
              RETURNING cancel_requested, pause_requested",
         )
         .bind(now_ms() + lease.as_millis() as i64)
@@ -151,7 +151,7 @@ impl Store {
     pub async fn requeue_dead_worker(&self, owner: &str, reason: &str) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT j.id, j.run_id, j.attempt, r.model_id FROM jobs j JOIN runs r ON r.id = j.run_id \
-             WHERE j.state = 'leased' AND j.lease_owner = ?",
+             WHERE j.state = 'leased' AND j.lease_owner = $1",
         )
         .bind(owner)
         .fetch_all(&self.pool)
@@ -190,10 +190,10 @@ impl Store {
         reason: &str,
     ) -> Result<()> {
         let now = now_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
-            "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, available_at = ? \
-             WHERE id = ? AND attempt = ? AND state = 'leased'",
+            "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, available_at = $1 \
+             WHERE id = $2 AND attempt = $3 AND state = 'leased'",
         )
         .bind(available_at)
         .bind(&job.job_id)
@@ -202,7 +202,7 @@ impl Store {
         .await?;
         fenced(done.rows_affected(), &job.run_id, job.attempt)?;
         sqlx::query(
-            "UPDATE runs SET status = 'pending', stage = 'queued', error = COALESCE(?, error), updated_at = ? WHERE id = ? AND attempt = ?",
+            "UPDATE runs SET status = 'pending', stage = 'queued', error = COALESCE($1, error), updated_at = $2 WHERE id = $3 AND attempt = $4",
         )
         .bind(run_error)
         .bind(now)
@@ -218,18 +218,19 @@ impl Store {
     /// Asks for a run to be cancelled. A run waiting in the queue or paused is cancelled at once
     /// (returns true); a leased one gets the flag its worker reads (returns false).
     pub async fn request_cancel(&self, run_id: &str) -> Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let queued: Option<(i64,)> =
-            sqlx::query_as("SELECT 1 FROM jobs WHERE run_id = ? AND state IN ('queued', 'paused')")
-                .bind(run_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let mut tx = self.write_tx().await?;
+        let queued: Option<(i64,)> = sqlx::query_as(
+            "SELECT 1 FROM jobs WHERE run_id = $1 AND state IN ('queued', 'paused')",
+        )
+        .bind(run_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let queued = queued.is_some();
         if queued {
             cancel_waiting_run(&mut tx, run_id, "cancelled by request").await?;
         } else {
             sqlx::query(
-                "UPDATE jobs SET cancel_requested = 1 WHERE run_id = ? AND state = 'leased'",
+                "UPDATE jobs SET cancel_requested = 1 WHERE run_id = $1 AND state = 'leased'",
             )
             .bind(run_id)
             .execute(&mut *tx)
@@ -243,20 +244,20 @@ impl Store {
 /// Cancels a run no worker holds (queued or paused): the run ends `cancelled`, its job closes
 /// and its last attempt records `reason`.
 pub(crate) async fn cancel_waiting_run(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     run_id: &str,
     reason: &str,
 ) -> Result<()> {
     let now = now_ms();
     sqlx::query(
-        "UPDATE runs SET status = 'cancelled', stage = 'done', finished_at = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'paused')",
+        "UPDATE runs SET status = 'cancelled', stage = 'done', finished_at = $1, updated_at = $2 WHERE id = $3 AND status IN ('pending', 'paused')",
     )
     .bind(now)
     .bind(now)
     .bind(run_id)
     .execute(&mut *conn)
     .await?;
-    let attempt: (i64,) = sqlx::query_as("SELECT attempt FROM runs WHERE id = ?")
+    let attempt: (i64,) = sqlx::query_as("SELECT attempt FROM runs WHERE id = $1")
         .bind(run_id)
         .fetch_one(&mut *conn)
         .await?;
@@ -271,7 +272,7 @@ impl Store {
     /// Returns false when no worker holds the job.
     pub async fn request_pause(&self, run_id: &str) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE jobs SET pause_requested = 1 WHERE run_id = ? AND state = 'leased'",
+            "UPDATE jobs SET pause_requested = 1 WHERE run_id = $1 AND state = 'leased'",
         )
         .bind(run_id)
         .execute(&self.pool)
@@ -283,17 +284,17 @@ impl Store {
     /// the job waits (not queued) until resumed, and the worker is free.
     pub async fn pause_run(&self, job: &ClaimedJob) -> Result<()> {
         let now = now_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE jobs SET state = 'paused', pause_requested = 0, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = ? AND attempt = ? AND state = 'leased'",
+             WHERE id = $1 AND attempt = $2 AND state = 'leased'",
         )
         .bind(&job.job_id)
         .bind(job.attempt)
         .execute(&mut *tx)
         .await?;
         fenced(done.rows_affected(), &job.run_id, job.attempt)?;
-        sqlx::query("UPDATE runs SET status = 'paused', stage = 'paused', updated_at = ? WHERE id = ? AND attempt = ?")
+        sqlx::query("UPDATE runs SET status = 'paused', stage = 'paused', updated_at = $1 WHERE id = $2 AND attempt = $3")
             .bind(now)
             .bind(&job.run_id)
             .bind(job.attempt)
@@ -314,8 +315,8 @@ impl Store {
     /// Queues a paused run again; it continues from its checkpoint. False if it was not paused.
     pub async fn resume_run(&self, run_id: &str) -> Result<bool> {
         let now = now_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query("UPDATE runs SET status = 'pending', stage = 'queued', updated_at = ? WHERE id = ? AND status = 'paused'")
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("UPDATE runs SET status = 'pending', stage = 'queued', updated_at = $1 WHERE id = $2 AND status = 'paused'")
             .bind(now)
             .bind(run_id)
             .execute(&mut *tx)
@@ -324,7 +325,7 @@ impl Store {
             tx.commit().await?;
             return Ok(false);
         }
-        sqlx::query("UPDATE jobs SET state = 'queued', available_at = ? WHERE run_id = ? AND state = 'paused'")
+        sqlx::query("UPDATE jobs SET state = 'queued', available_at = $1 WHERE run_id = $2 AND state = 'paused'")
             .bind(now)
             .bind(run_id)
             .execute(&mut *tx)

@@ -1,10 +1,10 @@
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{Result, StoreError};
 
-fn json(row: &SqliteRow, column: &str) -> Result<Option<Value>> {
+fn json(row: &AnyRow, column: &str) -> Result<Option<Value>> {
     let text: Option<String> = row.try_get(column)?;
     text.map(|t| {
         serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
@@ -26,7 +26,7 @@ pub struct ModelRow {
 }
 
 impl ModelRow {
-    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self> {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self> {
         Ok(ModelRow {
             id: row.try_get("id")?,
             project_id: row.try_get("project_id")?,
@@ -63,7 +63,7 @@ pub struct RunRow {
 }
 
 impl RunRow {
-    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self> {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self> {
         Ok(RunRow {
             id: row.try_get("id")?,
             model_id: row.try_get("model_id")?,
@@ -111,7 +111,7 @@ pub struct CheckpointRow {
 }
 
 impl AttemptRow {
-    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self> {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self> {
         Ok(AttemptRow {
             attempt: row.try_get("attempt")?,
             worker: row.try_get("worker")?,
@@ -125,7 +125,7 @@ impl AttemptRow {
 }
 
 impl CheckpointRow {
-    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self> {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self> {
         Ok(CheckpointRow {
             id: row.try_get("id")?,
             run_id: row.try_get("run_id")?,

@@ -1,5 +1,5 @@
 use serde_json::Value;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::{AttemptRow, CheckpointRow, Result, RunRow, Store, StoreError, new_id, now_ms};
@@ -64,9 +64,9 @@ impl Store {
         total_epochs: i64,
         restart: bool,
     ) -> Result<RunStart> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write_tx().await?;
         let open = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE model_id = ? AND status IN ('pending', 'training', 'paused') ORDER BY created_at DESC LIMIT 1"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE model_id = $1 AND status IN ('pending', 'training', 'paused') ORDER BY created_at DESC LIMIT 1"
         )))
         .bind(model_id)
         .fetch_optional(&mut *tx)
@@ -94,7 +94,7 @@ impl Store {
         let run_id = new_id();
         sqlx::query(
             "INSERT INTO runs (id, model_id, project_id, status, stage, hyperparameters, total_epochs, created_at, updated_at) \
-             VALUES (?, ?, ?, 'pending', 'queued', ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, 'pending', 'queued', $4, $5, $6, $7)",
         )
         .bind(&run_id)
         .bind(model_id)
@@ -105,14 +105,14 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("INSERT INTO jobs (id, run_id, state, available_at, created_at) VALUES (?, ?, 'queued', ?, ?)")
+        sqlx::query("INSERT INTO jobs (id, run_id, state, available_at, created_at) VALUES ($1, $2, 'queued', $3, $4)")
             .bind(new_id())
             .bind(&run_id)
             .bind(now)
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE models SET latest_run_id = ?, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE models SET latest_run_id = $1, updated_at = $2 WHERE id = $3")
             .bind(&run_id)
             .bind(now)
             .bind(model_id)
@@ -131,7 +131,7 @@ impl Store {
 
     pub async fn get_run(&self, project_id: &str, run_id: &str) -> Result<Option<RunRow>> {
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND project_id = ?"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND project_id = $2"
         )))
         .bind(run_id)
         .bind(project_id)
@@ -142,7 +142,7 @@ impl Store {
 
     pub async fn list_runs(&self, model_id: &str) -> Result<Vec<RunRow>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE model_id = ? ORDER BY created_at DESC, id DESC"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE model_id = $1 ORDER BY created_at DESC, id DESC"
         )))
         .bind(model_id)
         .fetch_all(&self.pool)
@@ -152,10 +152,11 @@ impl Store {
 
     /// Per-epoch metrics of a run, in epoch order.
     pub async fn epoch_metrics(&self, run_id: &str) -> Result<Vec<Value>> {
-        let rows = sqlx::query("SELECT metrics FROM epoch_metrics WHERE run_id = ? ORDER BY epoch")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT metrics FROM epoch_metrics WHERE run_id = $1 ORDER BY epoch")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 let text: String = r.try_get("metrics")?;
@@ -166,7 +167,7 @@ impl Store {
     }
 
     pub async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>> {
-        let rows = sqlx::query("SELECT attempt, worker, started_at, ended_at, outcome, reason, note FROM run_attempts WHERE run_id = ? ORDER BY attempt")
+        let rows = sqlx::query("SELECT attempt, worker, started_at, ended_at, outcome, reason, note FROM run_attempts WHERE run_id = $1 ORDER BY attempt")
             .bind(run_id)
             .fetch_all(&self.pool)
             .await?;
@@ -174,7 +175,7 @@ impl Store {
     }
 
     pub async fn set_stage(&self, run_id: &str, attempt: i64, stage: &str) -> Result<()> {
-        let done = sqlx::query("UPDATE runs SET stage = ?, updated_at = ? WHERE id = ? AND attempt = ? AND status = 'training'")
+        let done = sqlx::query("UPDATE runs SET stage = $1, updated_at = $2 WHERE id = $3 AND attempt = $4 AND status = 'training'")
             .bind(stage)
             .bind(now_ms())
             .bind(run_id)
@@ -186,8 +187,8 @@ impl Store {
 
     pub async fn record_progress(&self, run_id: &str, attempt: i64, p: &RunProgress) -> Result<()> {
         let done = sqlx::query(
-            "UPDATE runs SET stage = ?, epoch = ?, progress = ?, metrics = COALESCE(?, metrics), updated_at = ? \
-             WHERE id = ? AND attempt = ? AND status = 'training'",
+            "UPDATE runs SET stage = $1, epoch = $2, progress = $3, metrics = COALESCE($4, metrics), updated_at = $5 \
+             WHERE id = $6 AND attempt = $7 AND status = 'training'",
         )
         .bind(&p.stage)
         .bind(p.epoch)
@@ -211,9 +212,9 @@ impl Store {
         progress: f64,
         metrics: &Value,
     ) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
-            "UPDATE runs SET epoch = ?, progress = ?, metrics = ?, updated_at = ? WHERE id = ? AND attempt = ? AND status = 'training'",
+            "UPDATE runs SET epoch = $1, progress = $2, metrics = $3, updated_at = $4 WHERE id = $5 AND attempt = $6 AND status = 'training'",
         )
         .bind(epoch)
         .bind(progress)
@@ -225,7 +226,8 @@ impl Store {
         .await?;
         fenced(done.rows_affected(), run_id, attempt)?;
         sqlx::query(
-            "INSERT OR REPLACE INTO epoch_metrics (run_id, epoch, metrics) VALUES (?, ?, ?)",
+            "INSERT INTO epoch_metrics (run_id, epoch, metrics) VALUES ($1, $2, $3) \
+             ON CONFLICT (run_id, epoch) DO UPDATE SET metrics = excluded.metrics",
         )
         .bind(run_id)
         .bind(epoch)
@@ -243,17 +245,18 @@ impl Store {
         attempt: i64,
         after_epoch: i64,
     ) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done =
-            sqlx::query("UPDATE runs SET epoch = ?, updated_at = ? WHERE id = ? AND attempt = ?")
-                .bind(after_epoch)
-                .bind(now_ms())
-                .bind(run_id)
-                .bind(attempt)
-                .execute(&mut *tx)
-                .await?;
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE runs SET epoch = $1, updated_at = $2 WHERE id = $3 AND attempt = $4",
+        )
+        .bind(after_epoch)
+        .bind(now_ms())
+        .bind(run_id)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
         fenced(done.rows_affected(), run_id, attempt)?;
-        sqlx::query("DELETE FROM epoch_metrics WHERE run_id = ? AND epoch > ?")
+        sqlx::query("DELETE FROM epoch_metrics WHERE run_id = $1 AND epoch > $2")
             .bind(run_id)
             .bind(after_epoch)
             .execute(&mut *tx)
@@ -272,13 +275,13 @@ impl Store {
         artifact: Option<&str>,
         error: Option<&str>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write_tx().await?;
         let now = now_ms();
         let done = sqlx::query(
-            "UPDATE runs SET status = ?1, stage = 'done', progress = CASE WHEN ?1 = 'completed' THEN 1.0 ELSE progress END, \
-             epoch = CASE WHEN ?1 = 'completed' AND epoch = 0 THEN total_epochs ELSE epoch END, \
-             metrics = COALESCE(?2, metrics), artifact = COALESCE(?3, artifact), error = ?4, finished_at = ?5, updated_at = ?5 \
-             WHERE id = ?6 AND attempt = ?7 AND status = 'training'",
+            "UPDATE runs SET status = $1, stage = 'done', progress = CASE WHEN $1 = 'completed' THEN 1.0 ELSE progress END, \
+             epoch = CASE WHEN $1 = 'completed' AND epoch = 0 THEN total_epochs ELSE epoch END, \
+             metrics = COALESCE($2, metrics), artifact = COALESCE($3, artifact), error = $4, finished_at = $5, updated_at = $5 \
+             WHERE id = $6 AND attempt = $7 AND status = 'training'",
         )
         .bind(status)
         .bind(metrics.map(Value::to_string))
@@ -296,8 +299,8 @@ impl Store {
     }
 
     pub async fn insert_checkpoint(&self, row: &CheckpointRow) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let current: Option<(i64,)> = sqlx::query_as("SELECT attempt FROM runs WHERE id = ?")
+        let mut tx = self.write_tx().await?;
+        let current: Option<(i64,)> = sqlx::query_as("SELECT attempt FROM runs WHERE id = $1")
             .bind(&row.run_id)
             .fetch_optional(&mut *tx)
             .await?;
@@ -307,7 +310,7 @@ impl Store {
             row.attempt,
         )?;
         sqlx::query(
-            "INSERT INTO checkpoints (id, run_id, attempt, epoch, step, path, sha256, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO checkpoints (id, run_id, attempt, epoch, step, path, sha256, bytes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&row.id)
         .bind(&row.run_id)
@@ -325,7 +328,7 @@ impl Store {
     }
 
     pub async fn checkpoints(&self, run_id: &str) -> Result<Vec<CheckpointRow>> {
-        let rows = sqlx::query("SELECT id, run_id, attempt, epoch, step, path, sha256, bytes, created_at FROM checkpoints WHERE run_id = ? ORDER BY step DESC")
+        let rows = sqlx::query("SELECT id, run_id, attempt, epoch, step, path, sha256, bytes, created_at FROM checkpoints WHERE run_id = $1 ORDER BY step DESC")
             .bind(run_id)
             .fetch_all(&self.pool)
             .await?;
@@ -336,8 +339,8 @@ impl Store {
     /// Fenced: only the attempt that owns the run may add to its note.
     pub async fn add_attempt_note(&self, run_id: &str, attempt: i64, note: &str) -> Result<()> {
         let done = sqlx::query(
-            "UPDATE run_attempts SET note = COALESCE(note || '; ', '') || ?1 WHERE run_id = ?2 AND attempt = ?3 \
-             AND EXISTS (SELECT 1 FROM runs WHERE id = ?2 AND attempt = ?3)",
+            "UPDATE run_attempts SET note = COALESCE(note || '; ', '') || $1 WHERE run_id = $2 AND attempt = $3 \
+             AND EXISTS (SELECT 1 FROM runs WHERE id = $2 AND attempt = $3)",
         )
         .bind(note)
         .bind(run_id)
@@ -350,7 +353,7 @@ impl Store {
     /// Forgets checkpoints (rows) by id, after their files were removed.
     pub async fn delete_checkpoints(&self, ids: &[String]) -> Result<()> {
         for id in ids {
-            sqlx::query("DELETE FROM checkpoints WHERE id = ?")
+            sqlx::query("DELETE FROM checkpoints WHERE id = $1")
                 .bind(id)
                 .execute(&self.pool)
                 .await?;
@@ -378,9 +381,9 @@ impl Store {
     }
 }
 
-pub(crate) async fn fetch_run(conn: &mut SqliteConnection, run_id: &str) -> Result<Option<RunRow>> {
+pub(crate) async fn fetch_run(conn: &mut AnyConnection, run_id: &str) -> Result<Option<RunRow>> {
     let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
+        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"
     )))
     .bind(run_id)
     .fetch_optional(conn)
@@ -389,13 +392,13 @@ pub(crate) async fn fetch_run(conn: &mut SqliteConnection, run_id: &str) -> Resu
 }
 
 pub(crate) async fn close_job_and_attempt(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     run_id: &str,
     attempt: i64,
     outcome: &str,
     reason: Option<&str>,
 ) -> Result<()> {
-    sqlx::query("UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL WHERE run_id = ?")
+    sqlx::query("UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL WHERE run_id = $1")
         .bind(run_id)
         .execute(&mut *conn)
         .await?;
@@ -404,13 +407,13 @@ pub(crate) async fn close_job_and_attempt(
 
 /// Records how an attempt ended (once: an attempt that already ended keeps its outcome).
 pub(crate) async fn end_attempt(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     run_id: &str,
     attempt: i64,
     outcome: &str,
     reason: Option<&str>,
 ) -> Result<()> {
-    sqlx::query("UPDATE run_attempts SET ended_at = ?, outcome = ?, reason = ? WHERE run_id = ? AND attempt = ? AND ended_at IS NULL")
+    sqlx::query("UPDATE run_attempts SET ended_at = $1, outcome = $2, reason = $3 WHERE run_id = $4 AND attempt = $5 AND ended_at IS NULL")
         .bind(now_ms())
         .bind(outcome)
         .bind(reason)

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{Result, Store, new_id, now_ms};
 
@@ -34,7 +34,7 @@ pub struct ScoreJobRow {
 }
 
 impl ScoreJobRow {
-    fn from_row(row: &SqliteRow) -> Result<Self> {
+    fn from_row(row: &AnyRow) -> Result<Self> {
         Ok(ScoreJobRow {
             id: row.try_get("id")?,
             model_id: row.try_get("model_id")?,
@@ -59,7 +59,7 @@ impl Store {
     ) -> Result<StreamSessionRow> {
         let id = new_id();
         let now = now_ms();
-        sqlx::query("INSERT INTO stream_sessions (id, model_id, run_id, rows, created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?)")
+        sqlx::query("INSERT INTO stream_sessions (id, model_id, run_id, rows, created_at, updated_at) VALUES ($1, $2, $3, 0, $4, $5)")
             .bind(&id)
             .bind(model_id)
             .bind(run_id)
@@ -81,7 +81,7 @@ impl Store {
         model_id: &str,
         id: &str,
     ) -> Result<Option<StreamSessionRow>> {
-        let row = sqlx::query("SELECT id, model_id, run_id, rows, state FROM stream_sessions WHERE id = ? AND model_id = ?")
+        let row = sqlx::query("SELECT id, model_id, run_id, rows, state FROM stream_sessions WHERE id = $1 AND model_id = $2")
             .bind(id)
             .bind(model_id)
             .fetch_optional(&self.pool)
@@ -105,13 +105,15 @@ impl Store {
         rows: i64,
         state: Option<&[u8]>,
     ) -> Result<()> {
-        sqlx::query("UPDATE stream_sessions SET rows = ?, state = ?, updated_at = ? WHERE id = ?")
-            .bind(rows)
-            .bind(state)
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE stream_sessions SET rows = $1, state = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(rows)
+        .bind(state)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -123,7 +125,7 @@ impl Store {
         rows: i64,
     ) -> Result<ScoreJobRow> {
         let id = new_id();
-        sqlx::query("INSERT INTO score_jobs (id, model_id, run_id, dataset, status, rows, created_at) VALUES (?, ?, ?, ?, 'running', ?, ?)")
+        sqlx::query("INSERT INTO score_jobs (id, model_id, run_id, dataset, status, rows, created_at) VALUES ($1, $2, $3, $4, 'running', $5, $6)")
             .bind(&id)
             .bind(model_id)
             .bind(run_id)
@@ -136,7 +138,7 @@ impl Store {
     }
 
     pub async fn score_job(&self, model_id: &str, id: &str) -> Result<Option<ScoreJobRow>> {
-        sqlx::query("SELECT * FROM score_jobs WHERE id = ? AND model_id = ?")
+        sqlx::query("SELECT * FROM score_jobs WHERE id = $1 AND model_id = $2")
             .bind(id)
             .bind(model_id)
             .fetch_optional(&self.pool)
@@ -147,7 +149,7 @@ impl Store {
     }
 
     pub async fn score_job_progress(&self, id: &str, rows_done: i64) -> Result<()> {
-        sqlx::query("UPDATE score_jobs SET rows_done = ? WHERE id = ?")
+        sqlx::query("UPDATE score_jobs SET rows_done = $1 WHERE id = $2")
             .bind(rows_done)
             .bind(id)
             .execute(&self.pool)
@@ -167,7 +169,7 @@ impl Store {
         } else {
             "completed"
         };
-        sqlx::query("UPDATE score_jobs SET status = ?, artifact = ?, error = ?, finished_at = ?, rows_done = CASE WHEN ? IS NULL THEN rows ELSE rows_done END WHERE id = ?")
+        sqlx::query("UPDATE score_jobs SET status = $1, artifact = $2, error = $3, finished_at = $4, rows_done = CASE WHEN $5 IS NULL THEN rows ELSE rows_done END WHERE id = $6")
             .bind(status)
             .bind(artifact)
             .bind(error)
@@ -181,7 +183,7 @@ impl Store {
 
     /// Score jobs a stopped process left running fail, saying to submit them again.
     pub async fn fail_interrupted_score_jobs(&self) -> Result<u64> {
-        let done = sqlx::query("UPDATE score_jobs SET status = 'failed', error = 'the server stopped while scoring; submit the job again', finished_at = ? WHERE status = 'running'")
+        let done = sqlx::query("UPDATE score_jobs SET status = 'failed', error = 'the server stopped while scoring; submit the job again', finished_at = $1 WHERE status = 'running'")
             .bind(now_ms())
             .execute(&self.pool)
             .await?;
@@ -196,16 +198,16 @@ impl Store {
         artifact: &str,
         metrics: &Value,
     ) -> Result<Option<String>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write_tx().await?;
         let old: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT artifact FROM runs WHERE id = ? AND status = 'completed'")
+            sqlx::query_as("SELECT artifact FROM runs WHERE id = $1 AND status = 'completed'")
                 .bind(run_id)
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some((old,)) = old else {
             return Ok(None);
         };
-        sqlx::query("UPDATE runs SET artifact = ?, metrics = ?, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET artifact = $1, metrics = $2, updated_at = $3 WHERE id = $4")
             .bind(artifact)
             .bind(metrics.to_string())
             .bind(now_ms())

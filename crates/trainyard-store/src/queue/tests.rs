@@ -5,9 +5,25 @@ use serde_json::json;
 
 use crate::{NewModel, RunStart, Store, StoreError};
 
+/// A fresh store: SQLite in a temporary directory, or a new PostgreSQL database when
+/// `TRAINYARD_TEST_DATABASE_URL` names a server.
 async fn store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let url = match std::env::var("TRAINYARD_TEST_DATABASE_URL") {
+        Ok(base) => {
+            use sqlx::Connection;
+            sqlx::any::install_default_drivers();
+            let name = format!("ty_unit_{}", uuid::Uuid::now_v7().simple());
+            let mut admin = sqlx::AnyConnection::connect(&base).await.unwrap();
+            let create = format!("CREATE DATABASE {name}");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            format!("{}/{name}", base.trim_end_matches('/'))
+        }
+        Err(_) => format!("sqlite://{}", dir.path().join("t.db").display()),
+    };
     (Store::open(&url).await.unwrap(), dir)
 }
 
