@@ -6,6 +6,7 @@ mod support;
 mod test_anomaly;
 mod test_anomaly_stream;
 mod test_cancel;
+mod test_chaos;
 mod test_concurrent_training;
 mod test_datasets;
 mod test_delete_cascade;
