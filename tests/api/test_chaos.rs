@@ -109,12 +109,51 @@ async fn wait_all(server: &Server, ids: &[String], timeout: Duration) -> Vec<Val
     done
 }
 
+/// Files under each run's artifact folder that its rows do not account for.
+async fn orphaned_files(server: &Server, ids: &[String], finished: &[Value]) -> Vec<String> {
+    let mut orphans = Vec::new();
+    let all = crate::support::artifact_files(&server.data_dir);
+    for (id, status) in ids.iter().zip(finished) {
+        let run_id = status["run_id"].as_str().unwrap();
+        let (_, listed) = server.get(&format!("/api/models/{id}/checkpoints")).await;
+        let kept = listed["checkpoints"].as_array().map_or(0, Vec::len);
+        let files: Vec<_> = all
+            .iter()
+            .filter(|p| p.to_string_lossy().contains(run_id))
+            .collect();
+        let named = |ext: &str| {
+            files
+                .iter()
+                .filter(|p| p.extension().is_some_and(|x| x == ext))
+                .count()
+        };
+        let (models, checkpoints) = (named("tym"), named("tyck"));
+        if models != 1 || checkpoints != kept || files.len() != models + checkpoints {
+            orphans.push(format!(
+                "{run_id}: {models} models, {checkpoints} checkpoints for {kept} rows, {} files",
+                files.len()
+            ));
+        }
+    }
+    orphans
+}
+
 #[tokio::test]
 async fn thirty_jobs_survive_killed_workers_exactly_once() {
     let server = Server::start_with(Options {
         workers: 0,
         lease_seconds: LEASE_SECONDS,
-        extra_args: vec!["--max-restarts".into(), "50".into()],
+        // Housekeeping every half second; artifacts no row references go after 2 s.
+        extra_args: [
+            "--max-restarts",
+            "50",
+            "--compact-events-after-seconds",
+            "1",
+            "--gc-grace-seconds",
+            "2",
+        ]
+        .map(String::from)
+        .to_vec(),
         ..Options::default()
     })
     .await;
@@ -180,12 +219,86 @@ async fn thirty_jobs_survive_killed_workers_exactly_once() {
             .await;
         assert_eq!(code, 200, "job {i}: {answer}");
     }
+    // Files written by killed attempts and never recorded are collected: in the end every file
+    // is a row's (one model per run, the run's kept checkpoints, no temporary files).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut orphans = orphaned_files(&server, &ids, &finished).await;
+    let collected = orphans.len();
+    while !orphans.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "files no row references: {orphans:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        orphans = orphaned_files(&server, &ids, &finished).await;
+    }
     eprintln!(
-        "chaos: {KILLS} workers killed, {} jobs, {lost_attempts} attempts lost and taken over, 0 duplicates",
+        "chaos: {KILLS} workers killed, {} jobs, {lost_attempts} attempts lost and taken over, 0 duplicates; {collected} runs had files no row references when training ended, 0 after garbage collection",
         ids.len()
     );
     for mut w in workers {
         let _ = w.kill();
         let _ = w.wait();
+    }
+}
+
+#[tokio::test]
+async fn artifacts_no_row_references_are_collected_after_the_grace_period() {
+    let server = Server::start_with(Options {
+        extra_args: [
+            "--compact-events-after-seconds",
+            "1",
+            "--gc-grace-seconds",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Options::default()
+    })
+    .await;
+    let id = server
+        .create_model("iris", "mlp", json!({"epochs": 3}))
+        .await;
+    server.train(&id).await;
+    let status = server
+        .wait_for(&id, &["completed"], Duration::from_secs(60))
+        .await;
+    let run_dir = server.data_dir.join(format!(
+        "artifacts/runs/{}",
+        status["run_id"].as_str().unwrap()
+    ));
+    // What a killed worker leaves: a checkpoint never recorded, an interrupted write.
+    let orphans = [
+        run_dir.join("checkpoints/a001-s0000000099-deadbeef.tyck"),
+        run_dir.join(".model-a002.tym.tmp-1234"),
+    ];
+    for orphan in &orphans {
+        std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+        std::fs::write(orphan, b"left behind").unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while orphans.iter().any(|o| o.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the orphans were never collected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, body) = server
+        .post(
+            &format!("/api/models/{id}/predict"),
+            json!({"inputs": [[5.1, 3.5, 1.4, 0.2]]}),
+        )
+        .await;
+    assert_eq!(code, 200, "the run's own files stay: {body}");
+    let (_, listed) = server.get(&format!("/api/models/{id}/checkpoints")).await;
+    for checkpoint in listed["checkpoints"].as_array().unwrap() {
+        let (code, _) = server
+            .get(&format!(
+                "/api/models/{id}/checkpoints/{}",
+                checkpoint["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(code, 200);
     }
 }

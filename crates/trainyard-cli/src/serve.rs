@@ -66,6 +66,10 @@ pub struct ServeArgs {
         default_value_t = 60
     )]
     compact_events_after_seconds: u64,
+    /// Seconds an artifact no database row references must age before it is removed (files a
+    /// killed worker wrote but never recorded, interrupted writes).
+    #[arg(long, env = "TRAINYARD_GC_GRACE_SECONDS", default_value_t = 3600)]
+    gc_grace_seconds: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "TRAINYARD_LOG_JSON")]
     log_json: bool,
@@ -130,6 +134,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.cache_mb = args.cache_mb;
     config.idempotency_ttl = Duration::from_secs(args.idempotency_ttl_seconds.max(1));
     config.compact_events_after = Duration::from_secs(args.compact_events_after_seconds);
+    config.gc_grace = Duration::from_secs(args.gc_grace_seconds);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -12,6 +12,8 @@ pub trait ArtifactStore: Send + Sync {
     fn delete(&self, key: &str) -> std::io::Result<()>;
     /// Removes every artifact under `prefix`; a missing prefix is not an error.
     fn delete_prefix(&self, prefix: &str) -> std::io::Result<()>;
+    /// Every artifact under `prefix` with when it was last written (for garbage collection).
+    fn list(&self, prefix: &str) -> std::io::Result<Vec<(String, std::time::SystemTime)>>;
 }
 
 pub struct LocalArtifacts {
@@ -76,6 +78,33 @@ impl ArtifactStore for LocalArtifacts {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
+    }
+
+    fn list(&self, prefix: &str) -> std::io::Result<Vec<(String, std::time::SystemTime)>> {
+        fn walk(
+            root: &Path,
+            dir: &Path,
+            out: &mut Vec<(String, std::time::SystemTime)>,
+        ) -> std::io::Result<()> {
+            let entries = match std::fs::read_dir(dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                other => other?,
+            };
+            for entry in entries {
+                let entry = entry?;
+                let path = entry.path();
+                let meta = entry.metadata()?;
+                if meta.is_dir() {
+                    walk(root, &path, out)?;
+                } else if let Ok(rel) = path.strip_prefix(root) {
+                    out.push((rel.to_string_lossy().into_owned(), meta.modified()?));
+                }
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &self.path(prefix)?, &mut out)?;
+        Ok(out)
     }
 }
 

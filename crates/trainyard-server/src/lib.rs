@@ -7,6 +7,7 @@ pub mod cache;
 pub mod datasets;
 pub mod error;
 pub mod events;
+pub mod gc;
 pub mod state;
 pub mod supervisor;
 pub mod views;
@@ -237,8 +238,8 @@ async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
     }
 }
 
-/// Periodic housekeeping: expired idempotency keys go, and finished runs' progress events are
-/// compacted.
+/// Periodic housekeeping: expired idempotency keys go, finished runs' progress events are
+/// compacted, and artifacts no row references are collected.
 async fn maintenance_loop(state: SharedState, mut stop: watch::Receiver<bool>) {
     let config = &state.config;
     let every = (config.idempotency_ttl / 4)
@@ -263,6 +264,13 @@ async fn maintenance_loop(state: SharedState, mut stop: watch::Receiver<bool>) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(events = n, "compacted finished runs' progress events"),
             Err(e) => tracing::warn!(error = %e, "compacting events failed"),
+        }
+        match gc::collect(&state, config.gc_grace).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(files = n, "removed artifacts no row references"),
+            Err(e) => {
+                tracing::warn!(error = %e, "artifact garbage collection failed; it runs again")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

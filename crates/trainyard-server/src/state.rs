@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub idempotency_ttl: Duration,
     /// How long after a run ends its progress events are compacted away.
     pub compact_events_after: Duration,
+    /// How old an artifact no row references must be before garbage collection removes it.
+    pub gc_grace: Duration,
     /// The model families this server trains and serves.
     pub families: Families,
     /// Child worker processes `serve` runs and supervises (0: none), and the program they run
@@ -71,6 +73,7 @@ impl ServerConfig {
             cache_mb: 256,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             compact_events_after: Duration::from_secs(60),
+            gc_grace: Duration::from_secs(3600),
             families: Families::builtin(),
             worker_processes: 0,
             worker_program: None,

@@ -217,4 +217,19 @@ impl Store {
         tx.commit().await?;
         Ok(Some(old.unwrap_or_default()))
     }
+
+    /// Every artifact a row points at: checkpoints, run models, score CSVs, uploaded datasets.
+    pub async fn referenced_artifacts(&self) -> Result<std::collections::HashSet<String>> {
+        let rows = sqlx::query(
+            "SELECT path AS key FROM checkpoints \
+             UNION SELECT artifact FROM runs WHERE artifact IS NOT NULL \
+             UNION SELECT artifact FROM score_jobs WHERE artifact IS NOT NULL \
+             UNION SELECT path FROM datasets",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>(0)?))
+            .collect()
+    }
 }

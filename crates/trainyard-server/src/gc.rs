@@ -1,0 +1,49 @@
+//! Artifact garbage collection: files no database row references (a checkpoint or model written
+//! by a worker killed before it recorded it, a temporary file of an interrupted write, what a
+//! crash left between a row's delete and its files') are removed once older than a grace
+//! period. The grace period covers the moment between writing a file and recording its row.
+//! Each pass is independent, so an interrupted one is simply done again by the next.
+
+use std::time::{Duration, SystemTime};
+
+use crate::state::SharedState;
+
+/// The prefixes the server writes under.
+const PREFIXES: [&str; 2] = ["runs", "datasets"];
+
+/// Removes unreferenced artifacts older than `grace`; returns how many it removed.
+pub async fn collect(state: &SharedState, grace: Duration) -> anyhow::Result<usize> {
+    // Listed before the rows are read: a file written after the listing is not considered, and
+    // one listed but recorded meanwhile is found in the rows.
+    let artifacts = state.artifacts.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        let mut all = Vec::new();
+        for prefix in PREFIXES {
+            all.extend(artifacts.list(prefix)?);
+        }
+        Ok::<_, std::io::Error>(all)
+    })
+    .await??;
+    let referenced = state.store.referenced_artifacts().await?;
+    let now = SystemTime::now();
+    let doomed: Vec<String> = listed
+        .into_iter()
+        .filter(|(key, modified)| {
+            !referenced.contains(key) && now.duration_since(*modified).unwrap_or_default() >= grace
+        })
+        .map(|(key, _)| key)
+        .collect();
+    let artifacts = state.artifacts.clone();
+    let removed = tokio::task::spawn_blocking(move || {
+        let mut removed = 0;
+        for key in doomed {
+            match artifacts.delete(&key) {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!(%key, error = %e, "could not remove an orphaned artifact"),
+            }
+        }
+        removed
+    })
+    .await?;
+    Ok(removed)
+}
