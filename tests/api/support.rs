@@ -88,10 +88,11 @@ impl Server {
             .unwrap()
     }
 
-    /// SIGKILL: the process dies mid-whatever, as in a crash.
+    /// SIGKILL to the server and its worker processes (its process group): everything dies
+    /// mid-whatever, as when the machine crashes.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
+            kill_group(&child);
             let _ = tokio::task::spawn_blocking(move || child.wait()).await;
         }
     }
@@ -258,10 +259,18 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+            kill_group(&child);
             let _ = child.wait();
         }
     }
+}
+
+/// SIGKILL to the process group a server leads: the server and its worker processes.
+fn kill_group(child: &Child) {
+    let pid = i32::try_from(child.id()).expect("a pid fits in i32");
+    assert!(pid > 1, "refusing to signal process group {pid}");
+    // SAFETY: kill(2) with a negative pid signals that process group; the server leads its own.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
 }
 
 /// With `TRAINYARD_TEST_DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432`), each data
@@ -307,7 +316,10 @@ fn uuid_like() -> String {
 }
 
 fn spawn(dir: &Path, options: &Options) -> (Child, String) {
+    use std::os::unix::process::CommandExt;
     let mut child = Command::new(env!("CARGO_BIN_EXE_trainyard"))
+        // Its own process group, so `kill` can take the server and its workers down together.
+        .process_group(0)
         .args(["serve", "--addr"])
         .arg(options.addr.as_deref().unwrap_or("127.0.0.1:0"))
         .arg("--data-dir")

@@ -127,14 +127,10 @@ async fn a_killed_worker_loses_no_work() {
 
 #[tokio::test]
 async fn a_job_that_kills_its_worker_process_takes_down_only_that_worker() {
+    // The server's one worker runs in a process of its own (the default).
     let server = Server::start_with(Options {
-        workers: 0,
-        extra_args: vec![
-            "--worker-processes".into(),
-            "1".into(),
-            "--max-restarts".into(),
-            "1".into(),
-        ],
+        workers: 1,
+        extra_args: vec!["--max-restarts".into(), "1".into()],
         ..Options::default()
     })
     .await;

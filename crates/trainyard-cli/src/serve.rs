@@ -14,14 +14,14 @@ pub struct ServeArgs {
     /// Holds the SQLite database, artifacts and logs.
     #[arg(long, env = "TRAINYARD_DATA_DIR", default_value = "./trainyard-data")]
     data_dir: PathBuf,
-    /// Training jobs run at once in this process; 0 runs the API alone (with `trainyard worker`
-    /// processes on the same database and data directory doing the training).
+    /// Training jobs run at once, each in a worker process this server supervises (a job that
+    /// crashes its process takes down only its worker, which is restarted); 0 runs the API
+    /// alone, with `trainyard worker` processes on the same database doing the training.
     #[arg(long, env = "TRAINYARD_WORKERS", default_value_t = 2)]
     workers: usize,
-    /// Train in this many supervised child worker processes instead of (or beside) `--workers`:
-    /// a job that crashes its process takes down only its worker, which is restarted.
-    #[arg(long, env = "TRAINYARD_WORKER_PROCESSES", default_value_t = 0)]
-    worker_processes: usize,
+    /// Train inside the API process instead of in worker processes (no crash isolation).
+    #[arg(long, env = "TRAINYARD_IN_PROCESS")]
+    in_process: bool,
     /// Database URL; defaults to SQLite in the data directory.
     #[arg(long, env = "TRAINYARD_DATABASE_URL")]
     database_url: Option<String>,
@@ -112,12 +112,17 @@ pub async fn shutdown_signal() {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_json);
     let mut config = ServerConfig::new(args.addr, args.data_dir);
-    config.workers = args.workers;
-    config.worker_processes = args.worker_processes;
-    if args.worker_processes > 0 {
-        config.worker_program = Some(
-            std::env::current_exe().map_err(|e| anyhow::anyhow!("locating this program: {e}"))?,
-        );
+    if args.in_process {
+        config.workers = args.workers;
+    } else {
+        config.workers = 0;
+        config.worker_processes = args.workers;
+        if args.workers > 0 {
+            config.worker_program = Some(
+                std::env::current_exe()
+                    .map_err(|e| anyhow::anyhow!("locating this program: {e}"))?,
+            );
+        }
     }
     if let Some(url) = args.database_url {
         config.database_url = url;

@@ -52,6 +52,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/sqlite/0004_datasets.sql")),
     (5, include_str!("../migrations/sqlite/0005_retention.sql")),
     (6, include_str!("../migrations/sqlite/0006_serving.sql")),
+    (
+        7,
+        include_str!("../migrations/sqlite/0007_fenced_attempts.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -64,6 +68,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/postgres/0004_datasets.sql")),
     (5, include_str!("../migrations/postgres/0005_retention.sql")),
     (6, include_str!("../migrations/postgres/0006_serving.sql")),
+    (
+        7,
+        include_str!("../migrations/postgres/0007_fenced_attempts.sql"),
+    ),
 ];
 
 /// Which database a store talks to, from its URL's scheme.

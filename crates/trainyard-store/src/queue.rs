@@ -350,3 +350,27 @@ impl Store {
         .await
     }
 }
+
+impl Store {
+    /// Records that an attempt's late writes were refused (it lost the run to a successor).
+    pub async fn record_fenced(&self, run_id: &str, attempt: i64, worker: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO fenced_attempts (run_id, attempt, worker, at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(run_id)
+        .bind(attempt)
+        .bind(worker)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Attempts ever refused by fencing, by every process on this database.
+    pub async fn fenced_attempts_total(&self) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM fenced_attempts")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+}

@@ -52,6 +52,9 @@ pub async fn prometheus(State(state): State<SharedState>) -> ApiResult<impl Into
     let counts = state.store.status_counts().await?;
     metrics::gauge!("trainyard_jobs_queued").set(counts.jobs_queued as f64);
     metrics::gauge!("trainyard_jobs_running").set(counts.jobs_running as f64);
+    // Recorded in the database by whichever process (this one or a worker) was refused.
+    let fenced = state.store.fenced_attempts_total().await?;
+    metrics::gauge!("trainyard_fenced_attempts_total").set(fenced as f64);
     for status in trainyard_core::RunStatus::ALL {
         let n = counts
             .runs

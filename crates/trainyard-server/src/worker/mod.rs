@@ -151,7 +151,9 @@ pub async fn worker_loop(state: SharedState, name: String, mut shutdown: watch::
                     // A successor owns the run: this attempt's writes were refused and its
                     // files removed; it says nothing more about the run.
                     Err(StoreError::Fenced { attempt, .. }) => {
-                        metrics::counter!("trainyard_fenced_attempts_total").increment(1);
+                        if let Err(e) = state.store.record_fenced(&run_id, attempt, &name).await {
+                            tracing::warn!(error = %e, "could not record a fenced attempt");
+                        }
                         tracing::warn!(worker = %name, run_id = %run_id, attempt, "attempt lost its lease; its late writes were refused");
                     }
                     Err(e) => {

@@ -1,0 +1,8 @@
+-- Attempts whose late writes were refused because a successor owned the run (issue 8's
+-- fencing), recorded by whichever process saw it so /metrics can count them across processes.
+CREATE TABLE fenced_attempts (
+    run_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
