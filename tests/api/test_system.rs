@@ -72,3 +72,53 @@ async fn health_ready_metrics_openapi_and_datasets() {
     assert_eq!(iris["n_features"], 4);
     assert_eq!(iris["feature_names"][0], "sepal_length");
 }
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers_and_no_banner() {
+    let server = Server::start().await;
+    let client = reqwest::Client::new();
+    let responses = [
+        client.get(server.url("/health")).send().await.unwrap(),
+        client.get(server.url("/api/models")).send().await.unwrap(),
+        client
+            .get(server.url("/api/models/nope"))
+            .send()
+            .await
+            .unwrap(),
+        client
+            .post(server.url("/api/models"))
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap(),
+        client
+            .get(server.url("/no/such/route"))
+            .send()
+            .await
+            .unwrap(),
+    ];
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses, vec![200, 200, 404, 400, 404]);
+    for response in &responses {
+        let headers = response.headers();
+        for (name, value) in [
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+            ("cache-control", "no-store"),
+            ("cross-origin-opener-policy", "same-origin"),
+            ("cross-origin-resource-policy", "same-origin"),
+        ] {
+            assert_eq!(
+                headers.get(name).and_then(|v| v.to_str().ok()),
+                Some(value),
+                "{name} on {}",
+                response.url()
+            );
+        }
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+        assert!(headers.get("server").is_none(), "no server banner");
+    }
+}
