@@ -195,20 +195,28 @@ async fn test_checkpoint_corruption_falls_back_to_the_previous_one() {
     .await;
     let run_id = listing["run_id"].as_str().unwrap().to_string();
     let newest = &listing["checkpoints"][0];
-    let mut files: Vec<_> = std::fs::read_dir(
+    // Damage the newest checkpoint: every file holding it (a pause that lands right at an epoch
+    // boundary writes the same checkpoint twice).
+    let newest_hash = newest["sha256"].as_str().unwrap().to_string();
+    let files: Vec<_> = std::fs::read_dir(
         dir.path()
             .join(format!("artifacts/runs/{run_id}/checkpoints")),
     )
     .unwrap()
     .flatten()
     .map(|e| e.path())
+    .filter(|p| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap())) == newest_hash
+    })
     .collect();
-    files.sort();
-    let path = files.last().unwrap().clone();
-    let mut bytes = std::fs::read(&path).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    std::fs::write(&path, bytes).unwrap();
+    assert!(!files.is_empty(), "the newest checkpoint's file");
+    for path in files {
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+    }
 
     let second = Server::start_in(
         dir.path(),

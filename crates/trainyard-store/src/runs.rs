@@ -328,7 +328,7 @@ impl Store {
     }
 
     pub async fn checkpoints(&self, run_id: &str) -> Result<Vec<CheckpointRow>> {
-        let rows = sqlx::query("SELECT id, run_id, attempt, epoch, step, path, sha256, bytes, created_at FROM checkpoints WHERE run_id = $1 ORDER BY step DESC")
+        let rows = sqlx::query("SELECT id, run_id, attempt, epoch, step, path, sha256, bytes, created_at FROM checkpoints WHERE run_id = $1 ORDER BY step DESC, created_at DESC, id DESC")
             .bind(run_id)
             .fetch_all(&self.pool)
             .await?;
