@@ -65,7 +65,11 @@ fn run_workload(name: &str) -> anyhow::Result<Value> {
         "workload": name,
         "samples_per_second": epoch.samples_per_second,
         "epoch_seconds": epoch.epoch_seconds,
-        "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        // The training thread pool's size: RAYON_NUM_THREADS when set, else one per core.
+        "threads": std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     }))
 }
 
