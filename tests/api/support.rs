@@ -265,6 +265,29 @@ impl Drop for Server {
     }
 }
 
+/// A `trainyard worker` process (one slot) on the server data directory `dir` and its database,
+/// with `args` added, returned once it says it is ready.
+pub fn worker_process(dir: &Path, args: &[&str]) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trainyard"))
+        .args(["worker", "--slots", "1", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .args(database_args(dir))
+        .env("TRAINYARD_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting a worker");
+    let stdout = child.stdout.take().unwrap();
+    let line = BufReader::new(stdout)
+        .lines()
+        .next()
+        .expect("the worker exited before it was ready")
+        .unwrap();
+    assert!(line.contains("ready with 1 slots"), "{line}");
+    child
+}
+
 /// SIGKILL to the process group a server leads: the server and its worker processes.
 fn kill_group(child: &Child) {
     let pid = i32::try_from(child.id()).expect("a pid fits in i32");

@@ -5,39 +5,31 @@
 //! uninterrupted run with the same seed, and every completed run's model file exists and loads.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Options, Server, database_args};
+use crate::support::{Options, Server, worker_process};
 
 const LEASE_SECONDS: u64 = 2;
 const KILLS: usize = 6;
 
 fn worker(dir: &Path, n: usize) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trainyard"))
-        .args(["worker", "--slots", "1", "--name", &format!("chaos-{n}")])
-        .arg("--data-dir")
-        .arg(dir)
-        .args([
+    let lease = LEASE_SECONDS.to_string();
+    let name = format!("chaos-{n}");
+    worker_process(
+        dir,
+        &[
+            "--name",
+            &name,
             "--lease-seconds",
-            &LEASE_SECONDS.to_string(),
+            &lease,
             "--max-restarts",
             "50",
-        ])
-        .args(database_args(dir))
-        .env("TRAINYARD_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting a worker");
-    let stdout = child.stdout.take().unwrap();
-    let ready = BufReader::new(stdout).lines().next();
-    assert!(matches!(ready, Some(Ok(line)) if line.contains("ready")));
-    child
+        ],
+    )
 }
 
 /// Thirty specs: networks that checkpoint every epoch, forests grown tree by tree, isolation

@@ -4,35 +4,17 @@
 //! worker takes the job over after the lease and finishes it from the checkpoint, every epoch
 //! recorded exactly once.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Options, Server, database_args, read_sse};
+use crate::support::{Options, Server, read_sse, worker_process};
 
-/// A worker process on `dir`, returned once it says it is ready.
+/// A worker process on `dir` with the given lease.
 fn worker(dir: &Path, lease_seconds: u64) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trainyard"))
-        .args(["worker", "--slots", "1", "--data-dir"])
-        .arg(dir)
-        .args(["--lease-seconds", &lease_seconds.to_string()])
-        .args(database_args(dir))
-        .env("TRAINYARD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting a worker");
-    let stdout = child.stdout.take().unwrap();
-    let line = BufReader::new(stdout)
-        .lines()
-        .next()
-        .expect("the worker exited before it was ready")
-        .unwrap();
-    assert!(line.contains("ready with 1 slots"), "{line}");
-    child
+    worker_process(dir, &["--lease-seconds", &lease_seconds.to_string()])
 }
 
 #[tokio::test]

@@ -220,22 +220,12 @@ impl Hyperparameters {
         user: &Map<String, Value>,
     ) -> Result<Self, ValidationError> {
         let mut hp = Self::defaults(algorithm, shape);
-        let allowed = Self::allowed_keys(algorithm);
-        // Sorted so that the reported error does not depend on map order.
-        let mut keys: Vec<&String> = user.keys().collect();
-        keys.sort();
-        for key in keys {
-            if !allowed.contains(&key.as_str()) {
-                return Err(ValidationError::new(
-                    key.as_str(),
-                    format!(
-                        "not a hyperparameter of {algorithm}; allowed: {}",
-                        allowed.join(", ")
-                    ),
-                ));
-            }
-            hp.set(key, &user[key], shape.task)?;
-        }
+        apply_keys(
+            user,
+            algorithm.name(),
+            &Self::allowed_keys(algorithm),
+            |key, value| hp.set(key, value, shape.task),
+        )?;
         Ok(hp)
     }
 
@@ -299,6 +289,31 @@ impl Hyperparameters {
         }
         Value::Object(out)
     }
+}
+
+/// Applies each of the user's keys with `set`, in sorted order (so the reported error does not
+/// depend on map order); a key outside `allowed` is an error naming it and listing the allowed.
+pub fn apply_keys(
+    user: &Map<String, Value>,
+    algorithm: &str,
+    allowed: &[&str],
+    mut set: impl FnMut(&str, &Value) -> Result<(), ValidationError>,
+) -> Result<(), ValidationError> {
+    let mut keys: Vec<&String> = user.keys().collect();
+    keys.sort();
+    for key in keys {
+        if !allowed.contains(&key.as_str()) {
+            return Err(ValidationError::new(
+                key.as_str(),
+                format!(
+                    "not a hyperparameter of {algorithm}; allowed: {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        set(key, &user[key])?;
+    }
+    Ok(())
 }
 
 pub fn type_error(key: &str, expected: &str, value: &Value) -> ValidationError {

@@ -28,11 +28,37 @@ pub struct JobFlags {
     pub pause_requested: bool,
 }
 
+/// The flags of the job row a leased attempt read, or `Fenced` when there was none.
+fn flags_of(job: &ClaimedJob, row: Option<sqlx::any::AnyRow>) -> Result<JobFlags> {
+    let Some(row) = row else {
+        return Err(StoreError::Fenced {
+            run_id: job.run_id.clone(),
+            attempt: job.attempt,
+        });
+    };
+    Ok(JobFlags {
+        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+        pause_requested: row.try_get::<i64, _>("pause_requested")? != 0,
+    })
+}
+
 impl Store {
     /// Leases the oldest available job to `worker`: a queued one, or one whose lease expired
     /// (its worker died). Marks the run `training` under the new attempt number.
     pub async fn claim_job(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>> {
         let now = now_ms();
+        // Idle workers poll often: look before taking the writers' lock, so an empty queue
+        // costs a read, not a write transaction that every other writer waits behind.
+        let claimable: Option<(i64,)> = sqlx::query_as(
+            "SELECT 1 FROM jobs WHERE (state = 'queued' AND available_at <= $1) \
+             OR (state = 'leased' AND lease_expires_at < $1) LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if claimable.is_none() {
+            return Ok(None);
+        }
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "UPDATE jobs SET state = 'leased', lease_owner = $1, lease_expires_at = $2 + $3, attempt = attempt + 1 \
@@ -102,16 +128,7 @@ impl Store {
         .bind(job.attempt)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else {
-            return Err(crate::StoreError::Fenced {
-                run_id: job.run_id.clone(),
-                attempt: job.attempt,
-            });
-        };
-        Ok(JobFlags {
-            cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
-            pause_requested: row.try_get::<i64, _>("pause_requested")? != 0,
-        })
+        flags_of(job, row)
     }
 
     /// Extends the lease and returns the flags the API set. Fails with `Fenced` when this
@@ -126,16 +143,7 @@ impl Store {
         .bind(job.attempt)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else {
-            return Err(crate::StoreError::Fenced {
-                run_id: job.run_id.clone(),
-                attempt: job.attempt,
-            });
-        };
-        Ok(JobFlags {
-            cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
-            pause_requested: row.try_get::<i64, _>("pause_requested")? != 0,
-        })
+        flags_of(job, row)
     }
 
     /// Puts a leased job back in the queue (graceful shutdown): the run becomes `pending` again

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use trainyard_core::ValidationError;
-use trainyard_core::hyperparameters::{float, type_error, uint};
+use trainyard_core::hyperparameters::{apply_keys, float, type_error, uint};
 
 use super::{HalfSpaceTreesParams, IsolationForestParams};
 
@@ -141,21 +141,9 @@ impl AnomalySpec {
     ) -> Result<Self, ValidationError> {
         let mut spec = Self::defaults(algorithm, labeled);
         let allowed = Self::allowed_keys(algorithm);
-        let mut keys: Vec<&String> = user.keys().collect();
-        keys.sort();
-        for key in keys {
-            if !allowed.contains(&key.as_str()) {
-                return Err(ValidationError::new(
-                    key.as_str(),
-                    format!(
-                        "not a hyperparameter of {}; allowed: {}",
-                        algorithm.name(),
-                        allowed.join(", ")
-                    ),
-                ));
-            }
-            spec.set(key, &user[key])?;
-        }
+        apply_keys(user, algorithm.name(), &allowed, |key, value| {
+            spec.set(key, value)
+        })?;
         Ok(spec)
     }
 

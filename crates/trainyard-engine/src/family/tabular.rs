@@ -18,7 +18,7 @@ use crate::{
 pub struct Tabular;
 
 /// The memory a job may use: the server's budget, or the model's own when that is smaller.
-pub fn job_budget_mb(limits: &Limits, hp: &Hyperparameters) -> u64 {
+fn job_budget_mb(limits: &Limits, hp: &Hyperparameters) -> u64 {
     match hp.memory_budget_mb as u64 {
         0 => limits.job_memory_mb,
         own => own.min(limits.job_memory_mb),
