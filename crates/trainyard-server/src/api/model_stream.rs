@@ -44,7 +44,8 @@ struct RowsMessage {
 
 #[utoipa::path(get, path = "/api/models/{id}/stream", params(("id" = String, Path, description = "the model's id"), StreamSessionQuery), tag = "models",
     responses((status = 101, description = "WebSocket: send {\"rows\": [[...]]}, receive {\"type\":\"scores\",\"seq\",\"results\"} in order"),
-              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+              (status = 422, description = "the model file or the session's saved state is unusable", body = crate::error::ErrorBody)))]
 pub async fn model_stream(
     State(state): State<SharedState>,
     Path(id): Path<String>,

@@ -130,7 +130,8 @@ pub(crate) async fn load_served(
 #[utoipa::path(patch, path = "/api/models/{id}", params(("id" = String, Path, description = "the model's id")), tag = "models",
     request_body(content = Object, description = "settings that change without refitting: {\"contamination\": \"auto\" | fraction} or {\"threshold\": score} for anomaly detectors"),
     responses((status = 200, description = "what changed, e.g. the new threshold and the fraction of training rows it flags", body = Object),
-              (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+              (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+              (status = 422, description = "the model file is unusable", body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn adjust_model(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -181,7 +182,8 @@ pub async fn adjust_model(
 
 #[utoipa::path(post, path = "/api/models/{id}/score", params(("id" = String, Path, description = "the model's id")), request_body = ScoreBody, tag = "models",
     responses((status = 202, description = "scoring started", body = ScoreJobView), (status = 400, body = crate::error::ErrorBody),
-              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+              (status = 422, description = "the model file is unusable", body = crate::error::ErrorBody)))]
 pub async fn start_score(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -303,7 +305,7 @@ pub async fn get_score(
 
 #[utoipa::path(get, path = "/api/models/{id}/score/{job_id}/csv", params(("id" = String, Path, description = "the model's id"), ("job_id" = String, Path, description = "the score job's id")), tag = "models",
     responses((status = 200, description = "one row per dataset row: its index and the model's answer", content_type = "text/csv", body = String),
-              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn download_scores(
     State(state): State<SharedState>,
     Path((id, job_id)): Path<(String, String)>,
