@@ -16,12 +16,12 @@ create() {
     python3 -c "import json,sys; print(json.load(sys.stdin)['id'])"
 }
 IDLE=$(create '{"name":"idle","dataset":"iris","algorithm":"mlp","hyperparameters":{"epochs":5}}')
-curl -s -X POST "localhost:$PORT/api/models/$IDLE/train" > /dev/null
+curl -s -X POST "localhost:$PORT/api/models/$IDLE/train" -H "content-type: application/json" > /dev/null
 sleep 2
 echo "idle:"
 wrk -t2 -c64 -d10s --latency "http://127.0.0.1:$PORT/api/models/$IDLE/status" | grep -E "Requests/sec|50%|99%"
 BUSY=$(create '{"name":"busy","dataset":"mnist","algorithm":"mlp","hyperparameters":{"epochs":30}}')
-curl -s -X POST "localhost:$PORT/api/models/$BUSY/train" > /dev/null
+curl -s -X POST "localhost:$PORT/api/models/$BUSY/train" -H "content-type: application/json" > /dev/null
 sleep 3
 echo "one training job ($(curl -s "localhost:$PORT/api/models/$BUSY/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['status'])")):"
 wrk -t2 -c64 -d10s --latency "http://127.0.0.1:$PORT/api/models/$IDLE/status" | grep -E "Requests/sec|50%|99%"

@@ -3,8 +3,10 @@
 
 mod support;
 
+mod test_access;
 mod test_anomaly;
 mod test_anomaly_stream;
+mod test_auth;
 mod test_cancel;
 mod test_chaos;
 mod test_concurrent_training;
@@ -14,12 +16,14 @@ mod test_error_recovery;
 mod test_error_scenarios;
 mod test_family_seam;
 mod test_fencing;
+mod test_hardening;
 mod test_idempotency;
 mod test_job_memory;
 mod test_paused_train;
 mod test_predict;
 mod test_restart_survival;
 mod test_retention;
+mod test_s3;
 mod test_shutdown;
 mod test_streams;
 mod test_system;

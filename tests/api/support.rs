@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 
 pub struct Server {
     child: Option<Child>,
+    /// The S3 server holding this server's artifacts, when the suite runs on S3.
+    _s3: Option<S3Fs>,
     pub base: String,
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
@@ -27,6 +29,8 @@ pub struct Options {
     pub extra_args: Vec<String>,
     /// Where to listen; a free port when None.
     pub addr: Option<String>,
+    /// More environment variables for the server.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -38,6 +42,7 @@ impl Default for Options {
             max_upload_mb: 100,
             extra_args: vec![],
             addr: None,
+            env: vec![],
         }
     }
 }
@@ -57,13 +62,25 @@ impl Server {
 
     /// Starts a server on an existing data directory (for restart tests).
     pub async fn start_in(dir: &Path, options: Options) -> Server {
+        trainyard_server::install_tls_provider();
         let data_dir = dir.to_path_buf();
         let spawn_dir = data_dir.clone();
-        let (child, base) = tokio::task::spawn_blocking(move || spawn(&spawn_dir, &options))
-            .await
-            .unwrap();
+        let (child, base, s3) = tokio::task::spawn_blocking(move || {
+            // A test that picks its own artifact store keeps it.
+            let own_store = options.extra_args.iter().any(|a| a == "--artifacts");
+            let s3 = if own_store {
+                None
+            } else {
+                suite_s3(&spawn_dir)
+            };
+            let (child, base) = spawn(&spawn_dir, &options);
+            (child, base, s3)
+        })
+        .await
+        .unwrap();
         Server {
             child: Some(child),
+            _s3: s3,
             base,
             data_dir,
             _temp: None,
@@ -133,6 +150,64 @@ impl Server {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Any request, with an API key and a project when given: (status, headers, JSON body).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        project: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(project) = project {
+            req = req.header("x-trainyard-project", project);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let r = req.send().await.unwrap();
+        let (status, headers) = (r.status(), r.headers().clone());
+        // Streams never end: only a JSON answer is read.
+        let json = headers
+            .get("content-type")
+            .is_some_and(|t| t.to_str().unwrap_or("").starts_with("application/json"));
+        let body = if json {
+            r.json().await.unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        };
+        (status, headers, body)
+    }
+
+    /// Uploads a CSV with an API key; the upload must succeed.
+    pub async fn post_bytes_with_key(&self, path: &str, csv: &str, key: &str) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .header("content-type", "text/csv")
+            .body(csv.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        assert_eq!(
+            status,
+            201,
+            "{path}: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+
+    /// A new API key from `trainyard keys create` against this server's database.
+    pub fn create_key(&self, project: &str, role: &str) -> String {
+        create_key(&self.data_dir, project, role)
+    }
+
     /// POSTs raw bytes with a content type.
     pub async fn post_bytes(
         &self,
@@ -166,8 +241,10 @@ impl Server {
 
     /// A server this test started some other way (in process), reached at `base`.
     pub fn at(base: String, data_dir: PathBuf) -> Server {
+        trainyard_server::install_tls_provider();
         Server {
             child: None,
+            _s3: None,
             base,
             data_dir,
             _temp: None,
@@ -273,6 +350,8 @@ pub fn worker_process(dir: &Path, args: &[&str]) -> Child {
         .arg(dir)
         .args(args)
         .args(database_args(dir))
+        .args(s3_args(dir))
+        .envs(s3_env(dir))
         .env("TRAINYARD_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -286,6 +365,25 @@ pub fn worker_process(dir: &Path, args: &[&str]) -> Child {
         .unwrap();
     assert!(line.contains("ready with 1 slots"), "{line}");
     child
+}
+
+/// A new API key from `trainyard keys create` on the database of the data directory `dir`.
+pub fn create_key(dir: &Path, project: &str, role: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_trainyard"))
+        .args(["keys", "--data-dir"])
+        .arg(dir)
+        .args(database_args(dir))
+        .args(["create", "--project", project, "--role", role])
+        .output()
+        .expect("running trainyard keys create");
+    assert!(
+        out.status.success(),
+        "keys create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("ty_"), "{token}");
+    token
 }
 
 /// SIGKILL to the process group a server leads: the server and its worker processes.
@@ -321,6 +419,116 @@ pub fn database_args(dir: &Path) -> Vec<String> {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(&marker, &url).unwrap();
     vec!["--database-url".into(), url]
+}
+
+/// The `s3s-fs` binary: `TRAINYARD_TEST_S3FS`, else on PATH, else cargo's bin folder.
+pub fn s3fs_binary() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("TRAINYARD_TEST_S3FS") {
+        return Some(PathBuf::from(path));
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("s3s-fs"))
+        .find(|p| p.is_file())
+}
+
+/// A real S3-compatible server (s3s-fs) over a folder: each directory under `root` is a bucket
+/// and each object a file, so tests can look at (and damage) objects as files.
+pub struct S3Fs {
+    child: Child,
+    pub endpoint: String,
+}
+
+pub const S3_ACCESS_KEY: &str = "trainyard-test";
+pub const S3_SECRET_KEY: &str = "trainyard-test-secret";
+
+impl S3Fs {
+    /// Starts s3s-fs over `root` and waits until it accepts connections.
+    pub fn start(binary: &Path, root: &Path) -> S3Fs {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::create_dir_all(root).unwrap();
+        let child = Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs never listened on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        S3Fs {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// The environment a trainyard process needs to reach this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        aws_env(&self.endpoint)
+    }
+}
+
+impl Drop for S3Fs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// With `TRAINYARD_TEST_S3=1`, every server in the suite keeps its artifacts in S3: s3s-fs
+/// serves the data directory with the bucket `artifacts`, so objects lie where the local store
+/// would put its files and every test that inspects artifact files holds on S3 too.
+fn suite_s3(dir: &Path) -> Option<S3Fs> {
+    std::env::var("TRAINYARD_TEST_S3").ok()?;
+    let binary = s3fs_binary().expect(
+        "TRAINYARD_TEST_S3 is set but no s3s-fs was found: cargo install s3s-fs@0.14.1 --features binary",
+    );
+    std::fs::create_dir_all(dir.join("artifacts")).unwrap();
+    let s3 = S3Fs::start(&binary, dir);
+    std::fs::write(dir.join(".test-s3-endpoint"), &s3.endpoint).unwrap();
+    Some(s3)
+}
+
+fn suite_s3_endpoint(dir: &Path) -> Option<String> {
+    std::env::var("TRAINYARD_TEST_S3").ok()?;
+    std::fs::read_to_string(dir.join(".test-s3-endpoint")).ok()
+}
+
+fn s3_args(dir: &Path) -> Vec<String> {
+    match suite_s3_endpoint(dir) {
+        Some(_) => vec!["--artifacts".into(), "s3://artifacts".into()],
+        None => vec![],
+    }
+}
+
+fn s3_env(dir: &Path) -> Vec<(String, String)> {
+    suite_s3_endpoint(dir)
+        .map(|endpoint| aws_env(&endpoint))
+        .unwrap_or_default()
+}
+
+fn aws_env(endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", endpoint),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec()
 }
 
 fn uuid_like() -> String {
@@ -359,6 +567,9 @@ fn spawn(dir: &Path, options: &Options) -> (Child, String) {
         ])
         .args(&options.extra_args)
         .args(database_args(dir))
+        .args(s3_args(dir))
+        .envs(s3_env(dir))
+        .envs(options.env.iter().cloned())
         .env("TRAINYARD_LOG", "warn")
         .env("RUST_BACKTRACE", "0")
         .env("TRAINYARD_FAILPOINT_PANIC_MODEL", "crash-test-dummy")
@@ -425,6 +636,7 @@ pub struct SseEvent {
 
 /// Reads an SSE stream until the server ends it (or the timeout).
 pub async fn read_sse(url: String, last_event_id: Option<i64>, timeout: Duration) -> Vec<SseEvent> {
+    trainyard_server::install_tls_provider();
     let mut request = reqwest::Client::new().get(url);
     if let Some(id) = last_event_id {
         request = request.header("last-event-id", id.to_string());

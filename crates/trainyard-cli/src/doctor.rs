@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 use serde_json::json;
-use trainyard_server::artifacts::{ArtifactStore, LocalArtifacts};
+use trainyard_server::artifacts::ArtifactLocation;
 use trainyard_store::Store;
 
 #[derive(clap::Args)]
@@ -18,6 +18,9 @@ pub struct DoctorArgs {
     /// Database URL; defaults to SQLite in the data directory.
     #[arg(long, env = "TRAINYARD_DATABASE_URL")]
     database_url: Option<String>,
+    /// The artifact store `serve` would use: a local path or `s3://bucket/prefix`.
+    #[arg(long, env = "TRAINYARD_ARTIFACTS", value_parser = ArtifactLocation::parse)]
+    artifacts: Option<ArtifactLocation>,
     /// The job memory budget `serve` would use, in MB (default: half of the machine's memory).
     #[arg(long, env = "TRAINYARD_JOB_MEMORY_MB")]
     job_memory_mb: Option<u64>,
@@ -75,7 +78,11 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("trainyard.db").display()));
     checks.push(runtime.block_on(database(&url)));
-    checks.push(artifacts(&args.data_dir));
+    let location = args
+        .artifacts
+        .clone()
+        .unwrap_or_else(|| ArtifactLocation::Local(args.data_dir.join("artifacts")));
+    checks.push(artifacts(&location));
     checks.push(cpu_features());
     checks.push(threads());
     checks.push(memory(args.job_memory_mb));
@@ -226,18 +233,21 @@ async fn database(url: &str) -> Check {
     }
 }
 
-fn artifacts(dir: &Path) -> Check {
+fn artifacts(location: &ArtifactLocation) -> Check {
     const NAME: &str = "artifact store";
     let key = format!("doctor/{}.probe", std::process::id());
     let payload = b"trainyard doctor round trip";
-    let result = LocalArtifacts::new(dir.join("artifacts")).and_then(|store| {
+    let result = location.open().and_then(|store| {
         store.put(&key, payload)?;
         let back = store.get(&key)?;
         store.delete_prefix("doctor")?;
         Ok(back)
     });
     match result {
-        Ok(back) if back == payload => ok(NAME, "write, read and delete round trip"),
+        Ok(back) if back == payload => ok(
+            NAME,
+            format!("write, read and delete round trip in {location}"),
+        ),
         Ok(_) => problem(
             NAME,
             Level::Fail,
@@ -247,8 +257,8 @@ fn artifacts(dir: &Path) -> Check {
         Err(e) => problem(
             NAME,
             Level::Fail,
-            format!("round trip failed: {e}"),
-            "check permissions and free space under the data directory",
+            format!("round trip in {location} failed: {e}"),
+            "check permissions and free space (a folder), or the bucket, credentials and AWS_ENDPOINT_URL (S3)",
         ),
     }
 }

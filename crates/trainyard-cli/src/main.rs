@@ -5,6 +5,7 @@ mod bench;
 mod bench_anomaly;
 mod doctor;
 mod encoding;
+mod keys;
 mod local_train;
 mod remote;
 mod serve;
@@ -38,6 +39,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Check the environment (data dir, disk, database, artifacts, CPU, memory) and a server.
     Doctor(doctor::DoctorArgs),
+    /// Create, list and revoke API keys directly in the database.
+    Keys(keys::KeysArgs),
     /// Manage models on a running server.
     Models {
         #[command(flatten)]
@@ -56,12 +59,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    trainyard_server::install_tls_provider();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).map(|_| ExitCode::SUCCESS),
         Command::Worker(args) => worker::run(args).map(|_| ExitCode::SUCCESS),
         Command::Train(args) => local_train::run(args),
         Command::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
         Command::Doctor(args) => doctor::run(args),
+        Command::Keys(args) => keys::run(args),
         Command::Models {
             connection,
             command,

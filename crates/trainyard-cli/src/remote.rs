@@ -31,6 +31,12 @@ pub struct Connection {
     /// `table` for people, `json` for scripts.
     #[arg(long, global = true, default_value = "table", value_parser = ["table", "json"])]
     pub output: String,
+    /// The API key (`ty_...`) the server requires once keys exist or it listens beyond loopback.
+    #[arg(long, global = true, env = "TRAINYARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The project to act in (default: the key's only project, else `default`).
+    #[arg(long, global = true, env = "TRAINYARD_PROJECT")]
+    pub project: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -143,10 +149,31 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(server: &str) -> Self {
+    pub fn new(conn: &Connection) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        // Says "not a browser form", so POSTs without a JSON body pass the server's CSRF check.
+        headers.insert(
+            "x-trainyard-client",
+            reqwest::header::HeaderValue::from_static("cli"),
+        );
+        if let Some(key) = &conn.api_key
+            && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+        {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        if let Some(project) = &conn.project
+            && let Ok(value) = reqwest::header::HeaderValue::from_str(project)
+        {
+            headers.insert("x-trainyard-project", value);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap_or_default();
         Client {
-            base: server.trim_end_matches('/').to_string(),
-            http: reqwest::Client::new(),
+            base: conn.server.trim_end_matches('/').to_string(),
+            http,
         }
     }
 
@@ -265,7 +292,7 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<Vec<f64>>> {
 }
 
 pub async fn models(conn: &Connection, command: ModelsCommand) -> Result<ExitCode, ClientError> {
-    let client = Client::new(&conn.server);
+    let client = Client::new(conn);
     let out = conn.output.as_str();
     match command {
         ModelsCommand::Create {
@@ -412,7 +439,7 @@ pub async fn datasets(
     conn: &Connection,
     command: DatasetsCommand,
 ) -> Result<ExitCode, ClientError> {
-    let client = Client::new(&conn.server);
+    let client = Client::new(conn);
     let out = conn.output.as_str();
     match command {
         DatasetsCommand::List => {

@@ -14,6 +14,11 @@ pub struct ServeArgs {
     /// Holds the SQLite database, artifacts and logs.
     #[arg(long, env = "TRAINYARD_DATA_DIR", default_value = "./trainyard-data")]
     data_dir: PathBuf,
+    /// Where artifacts (models, checkpoints, uploads) live: a local path, or
+    /// `s3://bucket/prefix` with credentials and endpoint from the AWS_* environment variables
+    /// (default: the data directory's `artifacts` folder).
+    #[arg(long, env = "TRAINYARD_ARTIFACTS", value_parser = trainyard_server::artifacts::ArtifactLocation::parse)]
+    artifacts: Option<trainyard_server::artifacts::ArtifactLocation>,
     /// Training jobs run at once, each in a worker process this server supervises (a job that
     /// crashes its process takes down only its worker, which is restarted); 0 runs the API
     /// alone, with `trainyard worker` processes on the same database doing the training.
@@ -70,6 +75,24 @@ pub struct ServeArgs {
     /// killed worker wrote but never recorded, interrupted writes).
     #[arg(long, env = "TRAINYARD_GC_GRACE_SECONDS", default_value_t = 3600)]
     gc_grace_seconds: u64,
+    /// Require an API key on every request even before any key exists (always on when
+    /// listening beyond loopback; create the first key with `trainyard keys create`).
+    #[arg(long, env = "TRAINYARD_REQUIRE_AUTH")]
+    require_auth: bool,
+    /// A host name this server answers to (repeatable); requests naming another `Host` are
+    /// refused (DNS rebinding). Loopback names are always allowed on a loopback address.
+    #[arg(
+        long = "allowed-host",
+        env = "TRAINYARD_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+    /// Requests per minute one API key may make (0: unlimited); more answer 429.
+    #[arg(long, env = "TRAINYARD_RATE_LIMIT_PER_MINUTE", default_value_t = 6000)]
+    rate_limit_per_minute: u32,
+    /// Failed authentications per minute one address may make before it gets 429.
+    #[arg(long, env = "TRAINYARD_AUTH_FAILURES_PER_MINUTE", default_value_t = 30)]
+    auth_failures_per_minute: u32,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "TRAINYARD_LOG_JSON")]
     log_json: bool,
@@ -127,6 +150,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(url) = args.database_url {
         config.database_url = url;
     }
+    if let Some(location) = args.artifacts {
+        config.artifacts = location;
+    }
     config.lease = Duration::from_secs(args.lease_seconds.max(1));
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_seconds);
     config.max_restarts = args.max_restarts;
@@ -140,6 +166,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.idempotency_ttl = Duration::from_secs(args.idempotency_ttl_seconds.max(1));
     config.compact_events_after = Duration::from_secs(args.compact_events_after_seconds);
     config.gc_grace = Duration::from_secs(args.gc_grace_seconds);
+    config.require_auth = config.require_auth || args.require_auth;
+    config.allowed_hosts = args.allowed_hosts;
+    config.rate_limit_per_minute = args.rate_limit_per_minute;
+    config.auth_failures_per_minute = args.auth_failures_per_minute;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -11,6 +11,11 @@ pub struct WorkerArgs {
     /// The data directory shared with the API (artifacts live in its `artifacts` folder).
     #[arg(long, env = "TRAINYARD_DATA_DIR", default_value = "./trainyard-data")]
     data_dir: PathBuf,
+    /// Where artifacts (models, checkpoints, uploads) live: a local path, or
+    /// `s3://bucket/prefix` with credentials and endpoint from the AWS_* environment variables
+    /// (default: the data directory's `artifacts` folder).
+    #[arg(long, env = "TRAINYARD_ARTIFACTS", value_parser = trainyard_server::artifacts::ArtifactLocation::parse)]
+    artifacts: Option<trainyard_server::artifacts::ArtifactLocation>,
     /// Database URL; defaults to the SQLite database in the data directory.
     #[arg(long, env = "TRAINYARD_DATABASE_URL")]
     database_url: Option<String>,
@@ -44,6 +49,9 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     config.workers = args.slots.max(1);
     if let Some(url) = args.database_url {
         config.database_url = url;
+    }
+    if let Some(location) = args.artifacts {
+        config.artifacts = location;
     }
     if let Some(mb) = args.job_memory_mb {
         config.job_memory_mb = mb.max(1);

@@ -13,7 +13,12 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 
 /// The description of a dataset by name, or a 400 naming `field` that lists what exists.
-pub async fn info(state: &SharedState, name: &str, field: &str) -> ApiResult<DatasetInfo> {
+pub async fn info(
+    state: &SharedState,
+    project: &str,
+    name: &str,
+    field: &str,
+) -> ApiResult<DatasetInfo> {
     if BUILTIN_NAMES.contains(&name) {
         let name = name.to_string();
         return tokio::task::spawn_blocking(move || builtin_info(&name))
@@ -21,13 +26,13 @@ pub async fn info(state: &SharedState, name: &str, field: &str) -> ApiResult<Dat
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal);
     }
-    match state.store.get_dataset(name).await? {
+    match state.store.get_dataset(project, name).await? {
         Some(row) => upload_info(&row),
         None => Err(ApiError::bad_request(
             field,
             format!(
                 "unknown dataset '{name}'; available: {}",
-                known_names(state).await?.join(", ")
+                known_names(state, project).await?.join(", ")
             ),
         )),
     }
@@ -39,12 +44,12 @@ pub fn upload_info(row: &DatasetRow) -> ApiResult<DatasetInfo> {
 }
 
 /// Every dataset a model may name: the built-ins, then the uploads.
-pub async fn known_names(state: &SharedState) -> ApiResult<Vec<String>> {
+pub async fn known_names(state: &SharedState, project: &str) -> ApiResult<Vec<String>> {
     let mut names: Vec<String> = BUILTIN_NAMES.iter().map(|n| n.to_string()).collect();
     names.extend(
         state
             .store
-            .list_datasets()
+            .list_datasets(project)
             .await?
             .into_iter()
             .map(|d| d.name),
@@ -73,7 +78,7 @@ pub fn csv_options(
 }
 
 /// Loads a dataset's rows for training.
-pub async fn load(state: &SharedState, name: &str) -> Result<Arc<Dataset>, String> {
+pub async fn load(state: &SharedState, project: &str, name: &str) -> Result<Arc<Dataset>, String> {
     if BUILTIN_NAMES.contains(&name) {
         let name = name.to_string();
         return tokio::task::spawn_blocking(move || load_builtin(&name))
@@ -83,7 +88,7 @@ pub async fn load(state: &SharedState, name: &str) -> Result<Arc<Dataset>, Strin
     }
     let row: DatasetRow = state
         .store
-        .get_dataset(name)
+        .get_dataset(project, name)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("dataset '{name}' was deleted"))?;

@@ -124,7 +124,7 @@ pub async fn publish_status(state: &SharedState, run: &RunRow) {
 }
 
 pub async fn publish_run_status(state: &SharedState, run_id: &str) {
-    if let Ok(Some(run)) = state.store.get_run(&state.config.project, run_id).await {
+    if let Ok(Some(run)) = state.store.run_by_id(run_id).await {
         publish_status(state, &run).await;
     }
 }
@@ -140,13 +140,14 @@ pub fn is_terminal(event: &EventRow) -> bool {
 /// The last message of a stream closed by a server shutdown. It is not stored: its position is
 /// the last one the client received, so a reconnect continues exactly where this stream ended.
 fn shutdown_event(scope: &Scope, last: i64) -> EventRow {
-    let model_id = match scope {
-        Scope::Model(id) => id.clone(),
-        Scope::All => String::new(),
+    let (model_id, project_id) = match scope {
+        Scope::Model(id) => (id.clone(), String::new()),
+        Scope::Project(project) => (String::new(), project.clone()),
     };
     EventRow {
         id: last,
         model_id,
+        project_id,
         seq: last,
         run_id: None,
         kind: "shutdown".into(),
@@ -173,22 +174,22 @@ pub fn event_json(event: &EventRow) -> Value {
 pub enum Scope {
     /// One model, by per-model sequence number; ends after a terminal status.
     Model(String),
-    /// Every model, by global event id; never ends by itself.
-    All,
+    /// Every model of a project, by global event id; never ends by itself.
+    Project(String),
 }
 
 impl Scope {
     fn position(&self, event: &EventRow) -> i64 {
         match self {
             Scope::Model(_) => event.seq,
-            Scope::All => event.id,
+            Scope::Project(_) => event.id,
         }
     }
 
     fn matches(&self, event: &EventRow) -> bool {
         match self {
             Scope::Model(id) => &event.model_id == id,
-            Scope::All => true,
+            Scope::Project(project) => &event.project_id == project,
         }
     }
 
@@ -199,7 +200,12 @@ impl Scope {
     ) -> trainyard_store::Result<Vec<EventRow>> {
         match self {
             Scope::Model(id) => state.store.model_events(id, after, REPLAY_PAGE).await,
-            Scope::All => state.store.all_events(after, REPLAY_PAGE).await,
+            Scope::Project(project) => {
+                state
+                    .store
+                    .project_events(project, after, REPLAY_PAGE)
+                    .await
+            }
         }
     }
 }
@@ -341,7 +347,7 @@ mod tests {
     async fn state(dir: &std::path::Path) -> SharedState {
         let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.to_path_buf());
         let store = Store::open(&config.database_url).await.unwrap();
-        let artifacts = LocalArtifacts::new(dir.join("artifacts")).unwrap();
+        let artifacts = std::sync::Arc::new(LocalArtifacts::new(dir.join("artifacts")).unwrap());
         crate::app_state(config, store, artifacts, true).unwrap()
     }
 

@@ -1,6 +1,7 @@
 //! Trainyard's server: the HTTP API (axum) over the store, and the worker pool that trains
 //! queued runs with the engine. The server knows nothing of tensors; the engine nothing of HTTP.
 
+pub mod access;
 pub mod api;
 pub mod artifacts;
 pub mod cache;
@@ -21,7 +22,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::{Notify, watch};
 use trainyard_store::Store;
 
-use crate::artifacts::LocalArtifacts;
+use crate::artifacts::ArtifactStore;
+pub use crate::artifacts::install_crypto_provider as install_tls_provider;
 pub use crate::state::ServerConfig;
 use crate::state::{AppState, SharedState};
 
@@ -43,14 +45,16 @@ fn prometheus() -> anyhow::Result<PrometheusHandle> {
 pub(crate) fn app_state(
     config: ServerConfig,
     store: Store,
-    artifacts: LocalArtifacts,
+    artifacts: Arc<dyn ArtifactStore>,
     tails_events: bool,
 ) -> anyhow::Result<SharedState> {
     let cache_bytes = config.cache_mb << 20;
+    let access = state::AccessState::new(&config);
     Ok(Arc::new(AppState {
+        access,
         config,
         store,
-        artifacts: Arc::new(artifacts),
+        artifacts,
         controls: Default::default(),
         job_queued: Notify::new(),
         predictors: cache::ByteLru::new(cache_bytes),
@@ -74,8 +78,10 @@ async fn open_state(config: &ServerConfig, tails_events: bool) -> anyhow::Result
             config.database_url
         )
     })?;
-    let artifacts = LocalArtifacts::new(config.data_dir.join("artifacts"))
-        .context("creating the artifact directory")?;
+    let artifacts = config
+        .artifacts
+        .open()
+        .with_context(|| format!("opening the artifact store {}", config.artifacts))?;
     app_state(config.clone(), store, artifacts, tails_events)
 }
 
@@ -184,15 +190,16 @@ pub async fn serve(
     let app = api::router(state.clone());
     let stopping = state.clone();
     let mut serving = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!(
-                    "shutting down: no new jobs; pausing running training; closing streams"
-                );
-                stopping.begin_shutdown();
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new jobs; pausing running training; closing streams");
+            stopping.begin_shutdown();
+        })
+        .await
     });
     let mut stop = state.shutdown.subscribe();
     let served = tokio::select! {

@@ -10,7 +10,8 @@ use trainyard_engine::Control;
 use trainyard_engine::family::{Families, Limits, Served};
 use trainyard_store::Store;
 
-use crate::artifacts::ArtifactStore;
+use crate::access::limits::RateLimiter;
+use crate::artifacts::{ArtifactLocation, ArtifactStore};
 use crate::cache::ByteLru;
 
 /// How the server runs; every field has a flag and an environment variable in the CLI.
@@ -18,6 +19,8 @@ use crate::cache::ByteLru;
 pub struct ServerConfig {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where artifacts live: the data directory's `artifacts` folder unless told otherwise.
+    pub artifacts: ArtifactLocation,
     pub workers: usize,
     pub database_url: String,
     /// A job whose worker stops heartbeating for this long is run again.
@@ -51,6 +54,15 @@ pub struct ServerConfig {
     /// (`trainyard` itself, whose `worker` command they are).
     pub worker_processes: usize,
     pub worker_program: Option<PathBuf>,
+    /// Require an API key on every request even while no key exists (always true when the
+    /// server listens beyond loopback; once any key exists, keys are required anyway).
+    pub require_auth: bool,
+    /// Host names this server answers to beyond loopback names (DNS-rebinding defence).
+    pub allowed_hosts: Vec<String>,
+    /// Requests per minute one key may make (0: unlimited).
+    pub rate_limit_per_minute: u32,
+    /// Failed authentications per minute one address may make before it is refused.
+    pub auth_failures_per_minute: u32,
 }
 
 impl ServerConfig {
@@ -58,6 +70,7 @@ impl ServerConfig {
         let database_url = format!("sqlite://{}", data_dir.join("trainyard.db").display());
         ServerConfig {
             addr,
+            artifacts: ArtifactLocation::Local(data_dir.join("artifacts")),
             data_dir,
             workers: 2,
             database_url,
@@ -77,6 +90,10 @@ impl ServerConfig {
             families: Families::builtin(),
             worker_processes: 0,
             worker_program: None,
+            require_auth: !addr.ip().is_loopback(),
+            allowed_hosts: Vec::new(),
+            rate_limit_per_minute: 6000,
+            auth_failures_per_minute: 30,
         }
     }
 
@@ -112,6 +129,32 @@ pub struct AppState {
     pub published_here: Option<Mutex<std::collections::BTreeSet<i64>>>,
     /// In-process fan-out of newly recorded events.
     pub events: tokio::sync::broadcast::Sender<std::sync::Arc<trainyard_store::EventRow>>,
+    pub access: AccessState,
+}
+
+/// What access control remembers between requests.
+pub struct AccessState {
+    /// Verified keys by token hash, with when they were read from the database.
+    pub keys: Mutex<HashMap<String, (std::time::Instant, trainyard_store::KeyRow)>>,
+    /// Once a key exists, every request needs one (keys are revoked, never deleted).
+    pub keys_exist: std::sync::atomic::AtomicBool,
+    pub keys_checked: Mutex<Option<std::time::Instant>>,
+    /// Requests per key.
+    pub requests: RateLimiter,
+    /// Failed authentications per client address.
+    pub auth_failures: RateLimiter,
+}
+
+impl AccessState {
+    pub fn new(config: &ServerConfig) -> Self {
+        AccessState {
+            keys: Mutex::default(),
+            keys_exist: Default::default(),
+            keys_checked: Mutex::default(),
+            requests: RateLimiter::per_minute(config.rate_limit_per_minute),
+            auth_failures: RateLimiter::per_minute(config.auth_failures_per_minute),
+        }
+    }
 }
 
 pub type SharedState = Arc<AppState>;

@@ -51,6 +51,8 @@ fn spawn(state: &SharedState, program: &PathBuf, name: &str) -> std::io::Result<
         .arg("1")
         .arg("--data-dir")
         .arg(&config.data_dir)
+        .arg("--artifacts")
+        .arg(config.artifacts.to_string())
         .arg("--database-url")
         .arg(&config.database_url)
         .arg("--lease-seconds")

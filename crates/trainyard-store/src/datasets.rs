@@ -53,16 +53,18 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    pub async fn get_dataset(&self, name: &str) -> Result<Option<DatasetRow>> {
-        let row = sqlx::query("SELECT name, project_id, info, path, bytes, sha256, created_at FROM datasets WHERE name = $1")
+    pub async fn get_dataset(&self, project_id: &str, name: &str) -> Result<Option<DatasetRow>> {
+        let row = sqlx::query("SELECT name, project_id, info, path, bytes, sha256, created_at FROM datasets WHERE project_id = $1 AND name = $2")
+            .bind(project_id)
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(DatasetRow::from_row).transpose()
     }
 
-    pub async fn list_datasets(&self) -> Result<Vec<DatasetRow>> {
-        let rows = sqlx::query("SELECT name, project_id, info, path, bytes, sha256, created_at FROM datasets ORDER BY name")
+    pub async fn list_datasets(&self, project_id: &str) -> Result<Vec<DatasetRow>> {
+        let rows = sqlx::query("SELECT name, project_id, info, path, bytes, sha256, created_at FROM datasets WHERE project_id = $1 ORDER BY name")
+            .bind(project_id)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(DatasetRow::from_row).collect()
@@ -70,14 +72,17 @@ impl Store {
 
     /// Deletes a dataset unless a model uses it (checked in the same transaction). Returns the
     /// number of models using it; 0 means it was deleted.
-    pub async fn delete_dataset_if_unused(&self, name: &str) -> Result<i64> {
+    pub async fn delete_dataset_if_unused(&self, project_id: &str, name: &str) -> Result<i64> {
         let mut tx = self.write_tx().await?;
-        let (users,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM models WHERE dataset = $1")
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
+        let (users,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM models WHERE project_id = $1 AND dataset = $2")
+                .bind(project_id)
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
         if users == 0 {
-            sqlx::query("DELETE FROM datasets WHERE name = $1")
+            sqlx::query("DELETE FROM datasets WHERE project_id = $1 AND name = $2")
+                .bind(project_id)
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;

@@ -13,6 +13,7 @@ pub struct EventRow {
     /// Orders events across all models.
     pub id: i64,
     pub model_id: String,
+    pub project_id: String,
     /// Increases by one per event of a model.
     pub seq: i64,
     pub run_id: Option<String>,
@@ -27,6 +28,7 @@ impl EventRow {
         Ok(EventRow {
             id: row.try_get("id")?,
             model_id: row.try_get("model_id")?,
+            project_id: row.try_get("project_id")?,
             seq: row.try_get("seq")?,
             run_id: row.try_get("run_id")?,
             kind: row.try_get("kind")?,
@@ -81,11 +83,12 @@ impl Store {
         // Under the writers' lock, so the next sequence number is this writer's alone.
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(
-            "INSERT INTO events (model_id, seq, run_id, kind, data, created_at) \
-             SELECT $1, COALESCE((SELECT MAX(seq) FROM events WHERE model_id = $1), 0) + 1, $2, $3, $4, $5 \
+            "INSERT INTO events (model_id, project_id, seq, run_id, kind, data, created_at) \
+             SELECT $1, (SELECT project_id FROM models WHERE id = $1), \
+             COALESCE((SELECT MAX(seq) FROM events WHERE model_id = $1), 0) + 1, $2, $3, $4, $5 \
              WHERE EXISTS (SELECT 1 FROM models WHERE id = $1) \
              AND ($6 IS NULL OR EXISTS (SELECT 1 FROM runs WHERE id = $2 AND model_id = $1 AND attempt = $6)) \
-             RETURNING id, model_id, seq, run_id, kind, data, created_at",
+             RETURNING id, model_id, project_id, seq, run_id, kind, data, created_at",
         )
         .bind(model_id)
         .bind(run_id)
@@ -107,7 +110,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
-            "SELECT id, model_id, seq, run_id, kind, data, created_at FROM events WHERE model_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            "SELECT id, model_id, project_id, seq, run_id, kind, data, created_at FROM events WHERE model_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(model_id)
         .bind(after_seq)
@@ -117,9 +120,26 @@ impl Store {
         rows.iter().map(EventRow::from_row).collect()
     }
 
-    /// Events of every model after the global id `after_id`, oldest first.
+    /// Events of every model in every project after the global id `after_id`, oldest first
+    /// (for the process that relays other processes' events to its subscribers).
     pub async fn all_events(&self, after_id: i64, limit: i64) -> Result<Vec<EventRow>> {
-        let rows = sqlx::query("SELECT id, model_id, seq, run_id, kind, data, created_at FROM events WHERE id > $1 ORDER BY id LIMIT $2")
+        let rows = sqlx::query("SELECT id, model_id, project_id, seq, run_id, kind, data, created_at FROM events WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(EventRow::from_row).collect()
+    }
+
+    /// Events of every model of a project after the global id `after_id`, oldest first.
+    pub async fn project_events(
+        &self,
+        project_id: &str,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>> {
+        let rows = sqlx::query("SELECT id, model_id, project_id, seq, run_id, kind, data, created_at FROM events WHERE project_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+            .bind(project_id)
             .bind(after_id)
             .bind(limit)
             .fetch_all(&self.pool)

@@ -4,6 +4,7 @@
 //! migrations have a folder per backend. Every write a worker makes is fenced by the job's
 //! attempt number, so a worker that lost its lease cannot overwrite its successor's work.
 
+mod access;
 mod datasets;
 mod events;
 mod idempotency;
@@ -19,6 +20,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, Executor, Transaction};
 
+pub use access::{AuditFilter, AuditRow, KeyRow, NewAudit, NewKey};
 pub use datasets::DatasetRow;
 pub use events::EventRow;
 pub use idempotency::StoredResponse;
@@ -56,6 +58,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/sqlite/0007_fenced_attempts.sql"),
     ),
+    (8, include_str!("../migrations/sqlite/0008_access.sql")),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -72,6 +75,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/postgres/0007_fenced_attempts.sql"),
     ),
+    (8, include_str!("../migrations/postgres/0008_access.sql")),
 ];
 
 /// Which database a store talks to, from its URL's scheme.

@@ -55,6 +55,17 @@ impl Store {
         Ok(row)
     }
 
+    /// A model in whichever project it belongs to: for workers, which serve every project.
+    pub async fn model_by_id(&self, id: &str) -> Result<Option<ModelRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {MODEL_COLUMNS} FROM models m WHERE m.id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(ModelRow::from_row).transpose()
+    }
+
     pub async fn get_model(&self, project_id: &str, id: &str) -> Result<Option<ModelRow>> {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {MODEL_COLUMNS} FROM models m WHERE m.id = $1 AND m.project_id = $2"

@@ -140,6 +140,17 @@ impl Store {
         row.as_ref().map(RunRow::from_row).transpose()
     }
 
+    /// A run in whichever project it belongs to: for workers, which serve every project.
+    pub async fn run_by_id(&self, run_id: &str) -> Result<Option<RunRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"
+        )))
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(RunRow::from_row).transpose()
+    }
+
     pub async fn list_runs(&self, model_id: &str) -> Result<Vec<RunRow>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE model_id = $1 ORDER BY created_at DESC, id DESC"

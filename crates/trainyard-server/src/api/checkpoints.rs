@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use crate::access::Caller;
 use crate::api::models::find_model;
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
@@ -14,10 +15,11 @@ use crate::views::{CheckpointList, CheckpointView};
 #[utoipa::path(get, path = "/api/models/{id}/checkpoints", params(("id" = String, Path, description = "the model's id")), tag = "models",
     responses((status = 200, description = "the latest run's checkpoints, newest first", body = CheckpointList), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn list_checkpoints(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<CheckpointList>> {
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     let rows = match &model.latest_run_id {
         Some(run) => state.store.checkpoints(run).await?,
         None => vec![],
@@ -33,10 +35,11 @@ pub async fn list_checkpoints(
 #[utoipa::path(get, path = "/api/models/{id}/checkpoints/{checkpoint_id}", params(("id" = String, Path, description = "the model's id"), ("checkpoint_id" = String, Path, description = "the checkpoint's id")), tag = "models",
     responses((status = 200, description = "the checkpoint file", content_type = "application/octet-stream"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn download_checkpoint(
+    caller: Caller,
     State(state): State<SharedState>,
     Path((id, checkpoint_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     let run = model.latest_run_id.clone().unwrap_or_default();
     let row = state
         .store

@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use trainyard_core::RunStatus;
 
+use crate::access::Caller;
 use crate::api::models::{find_model, latest_run, parse_status};
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
@@ -29,10 +30,11 @@ async fn current_status(
 #[utoipa::path(post, path = "/api/models/{id}/cancel", params(("id" = String, Path, description = "the model's id")), tag = "models",
     responses((status = 202, body = StatusView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn cancel_model(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<StatusView>)> {
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     let run = latest_run(&state, &model).await?;
     let Some(run) = run
         .as_ref()
@@ -57,10 +59,11 @@ pub async fn cancel_model(
     responses((status = 202, description = "the run checkpoints at the next batch boundary and becomes paused", body = StatusView),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn pause_model(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<StatusView>)> {
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     let run = latest_run(&state, &model).await?;
     let Some(run) = run
         .as_ref()
@@ -86,10 +89,11 @@ pub async fn pause_model(
     responses((status = 202, description = "the paused run is queued and continues from its checkpoint", body = StatusView),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn resume_model(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<StatusView>)> {
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     let run = latest_run(&state, &model).await?;
     let resumed = match &run {
         Some(r) => state.store.resume_run(&r.id).await?,

@@ -12,6 +12,7 @@ use trainyard_core::Task;
 use trainyard_data::{BUILTIN_NAMES, DatasetInfo, builtin_info, is_parquet, parse_table};
 use trainyard_store::DatasetRow;
 
+use crate::access::Caller;
 use crate::datasets::csv_options;
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
@@ -32,7 +33,10 @@ fn summary(info: &DatasetInfo, builtin: bool) -> Value {
 }
 
 #[utoipa::path(get, path = "/api/datasets", tag = "datasets", responses((status = 200, description = "built-in and uploaded datasets", body = crate::views::DatasetList)))]
-pub async fn list_datasets(State(state): State<SharedState>) -> ApiResult<Json<Value>> {
+pub async fn list_datasets(
+    caller: Caller,
+    State(state): State<SharedState>,
+) -> ApiResult<Json<Value>> {
     let builtins = tokio::task::spawn_blocking(|| {
         BUILTIN_NAMES
             .iter()
@@ -43,7 +47,7 @@ pub async fn list_datasets(State(state): State<SharedState>) -> ApiResult<Json<V
     .map_err(ApiError::internal)?
     .map_err(ApiError::internal)?;
     let mut datasets: Vec<Value> = builtins.iter().map(|i| summary(i, true)).collect();
-    for row in state.store.list_datasets().await? {
+    for row in state.store.list_datasets(&caller.project).await? {
         let info = crate::datasets::upload_info(&row)?;
         datasets.push(summary(&info, false));
     }
@@ -53,18 +57,19 @@ pub async fn list_datasets(State(state): State<SharedState>) -> ApiResult<Json<V
 #[utoipa::path(get, path = "/api/datasets/{name}", params(("name" = String, Path, description = "the dataset's name")), tag = "datasets",
     responses((status = 200, description = "one dataset with its task, shape and features", body = crate::views::DatasetView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_dataset(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     if BUILTIN_NAMES.contains(&name.as_str()) {
-        let info = crate::datasets::info(&state, &name, "name").await?;
+        let info = crate::datasets::info(&state, &caller.project, &name, "name").await?;
         let mut v = serde_json::to_value(info).map_err(ApiError::internal)?;
         v["builtin"] = json!(true);
         return Ok(Json(v));
     }
     let row = state
         .store
-        .get_dataset(&name)
+        .get_dataset(&caller.project, &name)
         .await?
         .ok_or_else(|| ApiError::not_found("dataset", &name))?;
     let info = crate::datasets::upload_info(&row)?;
@@ -201,6 +206,7 @@ async fn read_upload(
     responses((status = 201, description = "the stored dataset", body = crate::views::DatasetView), (status = 400, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody)))]
 pub async fn upload_dataset(
+    caller: Caller,
     State(state): State<SharedState>,
     query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     req: Request,
@@ -213,7 +219,12 @@ pub async fn upload_dataset(
         .ok_or_else(|| ApiError::bad_request("name", "required: the dataset's name"))?;
     validate_name(&name)?;
     let (target, task) = upload_target(&form)?;
-    if state.store.get_dataset(&name).await?.is_some() {
+    if state
+        .store
+        .get_dataset(&caller.project, &name)
+        .await?
+        .is_some()
+    {
         return Err(ApiError::conflict(format!(
             "a dataset named '{name}' exists; delete it first or choose another name"
         )));
@@ -242,7 +253,7 @@ pub async fn upload_dataset(
             ),
         ));
     }
-    store_upload(&state, name, csv, dataset).await
+    store_upload(&state, &caller, name, csv, dataset).await
 }
 
 /// The column to learn (or evaluate with) and its task; neither for an unlabeled upload.
@@ -285,6 +296,7 @@ fn upload_target(form: &UploadQuery) -> ApiResult<(Option<String>, Option<Task>)
 /// Stores a parsed upload's file and row.
 async fn store_upload(
     state: &SharedState,
+    caller: &Caller,
     name: String,
     csv: Bytes,
     dataset: trainyard_data::Dataset,
@@ -306,7 +318,7 @@ async fn store_upload(
     let info = serde_json::to_value(&dataset.info).map_err(ApiError::internal)?;
     let row = DatasetRow {
         name: name.clone(),
-        project_id: state.config.project.clone(),
+        project_id: caller.project.clone(),
         info: info.clone(),
         path: key,
         bytes: csv.len() as i64,
@@ -331,6 +343,7 @@ async fn store_upload(
 #[utoipa::path(delete, path = "/api/datasets/{name}", params(("name" = String, Path, description = "the dataset's name")), tag = "datasets",
     responses((status = 204), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn delete_dataset(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
@@ -339,10 +352,13 @@ pub async fn delete_dataset(
             "'{name}' is built in and cannot be deleted"
         )));
     }
-    let Some(row) = state.store.get_dataset(&name).await? else {
+    let Some(row) = state.store.get_dataset(&caller.project, &name).await? else {
         return Err(ApiError::not_found("dataset", &name));
     };
-    let users = state.store.delete_dataset_if_unused(&name).await?;
+    let users = state
+        .store
+        .delete_dataset_if_unused(&caller.project, &name)
+        .await?;
     if users > 0 {
         return Err(ApiError::conflict(format!(
             "{users} model(s) use dataset '{name}'; delete them first"

@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, the JSON extractor with our error shape, request logging and
 //! metrics, and `Idempotency-Key` replay for every POST.
 
+pub mod access;
 pub mod checkpoints;
 pub mod control;
 pub mod datasets;
@@ -25,6 +26,7 @@ use sha2::{Digest, Sha256};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use trainyard_store::StoredResponse;
 
+use crate::access::Caller;
 use crate::error::ApiError;
 use crate::state::SharedState;
 
@@ -97,12 +99,24 @@ pub fn router(state: SharedState) -> Router {
             "/api/datasets/{name}",
             get(datasets::get_dataset).delete(datasets::delete_dataset),
         )
+        .route("/api/keys", post(access::create_key).get(access::list_keys))
+        .route("/api/keys/{id}", axum::routing::delete(access::revoke_key))
+        .route("/api/audit", get(access::list_audit))
+        .route("/api/projects", get(access::list_projects))
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))
         .route("/metrics", get(system::prometheus))
         .route("/openapi.json", get(system::openapi))
         .fallback(|| async { ApiError::not_found("route", "this path") });
     api.layer(middleware::from_fn_with_state(state.clone(), idempotency))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::access::middleware::authorize,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::access::middleware::guard,
+        ))
         .layer(middleware::from_fn(observe))
         .layer(middleware::from_fn(security_headers))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -195,13 +209,18 @@ async fn idempotency(State(state): State<SharedState>, req: Request, next: Next)
             .into_response();
         }
     };
+    // Keys are per project: two projects may use the same key for different requests.
+    let project = req
+        .extensions()
+        .get::<Caller>()
+        .map_or_else(String::new, |c| c.project.clone());
     let (parts, body) = req.into_parts();
     let limit = BODY_LIMIT.max(state.config.max_upload_mb * 1024 * 1024);
     let bytes = match to_bytes(body, limit).await {
         Ok(b) => b,
         Err(e) => return ApiError::bad_request("body", e.to_string()).into_response(),
     };
-    let scope = format!("{} {}", parts.method, parts.uri.path());
+    let scope = format!("{project} {} {}", parts.method, parts.uri.path());
     let hash = hex::encode(Sha256::digest(&bytes));
     let lock = {
         let mut locks = state.idempotency_locks.lock().unwrap();

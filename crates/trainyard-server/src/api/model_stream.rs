@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use trainyard_engine::family::StreamSession;
 use trainyard_store::StreamSessionRow;
 
+use crate::access::Caller;
 use crate::api::models::find_model;
 use crate::api::serving::{load_served, serving_run};
 use crate::error::{ApiError, ApiResult};
@@ -47,13 +48,14 @@ struct RowsMessage {
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
               (status = 422, description = "the model file or the session's saved state is unusable", body = crate::error::ErrorBody)))]
 pub async fn model_stream(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
     query: Result<Query<StreamSessionQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: WebSocketUpgrade,
 ) -> ApiResult<Response> {
     let Query(query) = query?;
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     let run = serving_run(&state, &model.id).await?;
     let row = match &query.session {
         Some(session) => state

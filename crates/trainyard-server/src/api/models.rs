@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use trainyard_engine::family::Plan;
 use trainyard_store::{ModelFilter, ModelRow, NewModel, RunRow, RunStart};
 
+use crate::access::Caller;
 use crate::api::ApiJson;
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
@@ -64,26 +65,32 @@ const MAX_OFFSET: i64 = 1_000_000_000;
 /// hyperparameter; returns the complete spec to store.
 async fn validate_spec(
     state: &SharedState,
+    project: &str,
     dataset: &str,
     algorithm: &str,
     hp: &Map<String, Value>,
 ) -> ApiResult<Plan> {
     let family = state.config.families.for_algorithm(algorithm)?.clone();
-    let info = crate::datasets::info(state, dataset, "dataset").await?;
+    let info = crate::datasets::info(state, project, dataset, "dataset").await?;
     Ok(family.plan(algorithm, &info, hp, &state.config.limits())?)
 }
 
-pub(crate) async fn find_model(state: &SharedState, id: &str) -> ApiResult<ModelRow> {
+/// A model of the caller's project; another project's is as absent as a missing one.
+pub(crate) async fn find_model(
+    state: &SharedState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<ModelRow> {
     state
         .store
-        .get_model(&state.config.project, id)
+        .get_model(&caller.project, id)
         .await?
         .ok_or_else(|| ApiError::not_found("model", id))
 }
 
 pub(crate) async fn latest_run(state: &SharedState, model: &ModelRow) -> ApiResult<Option<RunRow>> {
     match &model.latest_run_id {
-        Some(id) => Ok(state.store.get_run(&state.config.project, id).await?),
+        Some(id) => Ok(state.store.get_run(&model.project_id, id).await?),
         None => Ok(None),
     }
 }
@@ -91,6 +98,7 @@ pub(crate) async fn latest_run(state: &SharedState, model: &ModelRow) -> ApiResu
 #[utoipa::path(post, path = "/api/models", request_body = CreateModel, tag = "models",
     responses((status = 201, body = ModelView), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn create_model(
+    caller: Caller,
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<CreateModel>,
 ) -> ApiResult<(StatusCode, Json<ModelView>)> {
@@ -101,8 +109,15 @@ pub async fn create_model(
             format!("must be 1 to {MAX_NAME} characters"),
         ));
     }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "name",
+            "must not contain control characters",
+        ));
+    }
     let plan = validate_spec(
         &state,
+        &caller.project,
         &body.dataset,
         &body.algorithm,
         &body.hyperparameters,
@@ -111,7 +126,7 @@ pub async fn create_model(
     let row = state
         .store
         .insert_model(NewModel {
-            project_id: state.config.project.clone(),
+            project_id: caller.project.clone(),
             name: name.to_string(),
             dataset: body.dataset,
             algorithm: body.algorithm,
@@ -124,6 +139,7 @@ pub async fn create_model(
 #[utoipa::path(get, path = "/api/models", params(ListQuery), tag = "models",
     responses((status = 200, body = ModelList), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn list_models(
+    caller: Caller,
     State(state): State<SharedState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<ModelList>> {
@@ -148,7 +164,7 @@ pub async fn list_models(
         ));
     }
     let filter = ModelFilter {
-        project_id: state.config.project.clone(),
+        project_id: caller.project.clone(),
         status: q.status,
         dataset: q.dataset,
         algorithm: q.algorithm,
@@ -172,10 +188,11 @@ pub async fn list_models(
 #[utoipa::path(get, path = "/api/models/{id}", params(("id" = String, Path, description = "the model's id")), tag = "models",
     responses((status = 200, body = ModelView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_model(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ModelView>> {
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     let run = latest_run(&state, &model).await?;
     Ok(Json(ModelView::new(model, run.as_ref())))
 }
@@ -183,10 +200,11 @@ pub async fn get_model(
 #[utoipa::path(delete, path = "/api/models/{id}", params(("id" = String, Path, description = "the model's id")), tag = "models",
     responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn delete_model(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     let runs = state.store.list_runs(&model.id).await?;
     for run in runs
         .iter()
@@ -197,10 +215,7 @@ pub async fn delete_model(
             control.cancel();
         }
     }
-    state
-        .store
-        .delete_model(&state.config.project, &model.id)
-        .await?;
+    state.store.delete_model(&caller.project, &model.id).await?;
     for run in &runs {
         remove_run_artifacts(&state, &run.id);
     }
@@ -215,11 +230,12 @@ pub(crate) fn parse_status(s: &str) -> trainyard_core::RunStatus {
     responses((status = 202, description = "run queued", body = RunView), (status = 200, description = "a run is already active", body = RunView),
               (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn train_model(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<RunView>)> {
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     let body = if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
         TrainBody::default()
     } else {
@@ -233,7 +249,14 @@ pub async fn train_model(
         .cloned()
         .unwrap_or_default();
     merged.extend(overrides);
-    let plan = validate_spec(&state, &model.dataset, &model.algorithm, &merged).await?;
+    let plan = validate_spec(
+        &state,
+        &model.project_id,
+        &model.dataset,
+        &model.algorithm,
+        &merged,
+    )
+    .await?;
     let started = state
         .store
         .create_run(
@@ -271,10 +294,11 @@ pub async fn train_model(
 #[utoipa::path(get, path = "/api/models/{id}/status", params(("id" = String, Path, description = "the model's id")), tag = "models",
     responses((status = 200, body = StatusView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn model_status(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<StatusView>> {
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     let run = latest_run(&state, &model).await?;
     Ok(Json(StatusView::new(&model, run)))
 }
@@ -282,10 +306,11 @@ pub async fn model_status(
 #[utoipa::path(get, path = "/api/models/{id}/metrics", params(("id" = String, Path, description = "the model's id")), tag = "models",
     responses((status = 200, body = MetricsHistory), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn model_metrics(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<MetricsHistory>> {
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     let epochs = match &model.latest_run_id {
         Some(run) => state.store.epoch_metrics(run).await?,
         None => vec![],
@@ -300,10 +325,11 @@ pub async fn model_metrics(
 #[utoipa::path(get, path = "/api/models/{id}/runs", params(("id" = String, Path, description = "the model's id")), tag = "models",
     responses((status = 200, body = RunList), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn model_runs(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunList>> {
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     let runs: Vec<RunView> = state
         .store
         .list_runs(&model.id)
@@ -320,12 +346,13 @@ pub async fn model_runs(
 #[utoipa::path(get, path = "/api/runs/{id}", params(("id" = String, Path, description = "the run's id")), tag = "runs",
     responses((status = 200, body = RunView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_run(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunView>> {
     let run = state
         .store
-        .get_run(&state.config.project, &id)
+        .get_run(&caller.project, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("run", &id))?;
     let attempts = state.store.attempts(&run.id).await?;

@@ -14,6 +14,7 @@ use trainyard_engine::PredictError;
 use trainyard_engine::family::{AdjustError, Served};
 use trainyard_store::{RunRow, ScoreJobRow};
 
+use crate::access::Caller;
 use crate::api::ApiJson;
 use crate::api::models::find_model;
 use crate::error::{ApiError, ApiResult};
@@ -63,11 +64,12 @@ fn predict_error(e: PredictError) -> ApiError {
     responses((status = 200, description = "predictions, one per input row", body = Predictions), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn predict(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PredictBody>,
 ) -> ApiResult<Json<Predictions>> {
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     if body.inputs.len() > MAX_PREDICT_ROWS {
         return Err(ApiError::bad_request(
             "inputs",
@@ -133,11 +135,12 @@ pub(crate) async fn load_served(
               (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
               (status = 422, description = "the model file is unusable", body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn adjust_model(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
     ApiJson(changes): ApiJson<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     let run = serving_run(&state, &model.id).await?;
     let served = load_served(&state, &model.algorithm, &run).await?;
     let adjusted = tokio::task::spawn_blocking(move || served.adjust(&changes))
@@ -185,14 +188,15 @@ pub async fn adjust_model(
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
               (status = 422, description = "the model file is unusable", body = crate::error::ErrorBody)))]
 pub async fn start_score(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ScoreBody>,
 ) -> ApiResult<(StatusCode, Json<ScoreJobView>)> {
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     let run = serving_run(&state, &model.id).await?;
     let served = load_served(&state, &model.algorithm, &run).await?;
-    let info = crate::datasets::info(&state, &body.dataset, "dataset").await?;
+    let info = crate::datasets::info(&state, &caller.project, &body.dataset, "dataset").await?;
     if info.feature_names != served.feature_names() {
         return Err(ApiError::bad_request(
             "dataset",
@@ -208,12 +212,22 @@ pub async fn start_score(
         .store
         .create_score_job(&model.id, &run.id, &body.dataset, info.n_rows as i64)
         .await?;
-    tokio::spawn(run_score_job(state.clone(), job.clone(), served));
+    tokio::spawn(run_score_job(
+        state.clone(),
+        caller.project,
+        job.clone(),
+        served,
+    ));
     Ok((StatusCode::ACCEPTED, Json(ScoreJobView::new(job))))
 }
 
-async fn run_score_job(state: SharedState, job: ScoreJobRow, served: Arc<dyn Served>) {
-    let result = score_dataset(&state, &job, served).await;
+async fn run_score_job(
+    state: SharedState,
+    project: String,
+    job: ScoreJobRow,
+    served: Arc<dyn Served>,
+) {
+    let result = score_dataset(&state, &project, &job, served).await;
     let (artifact, error) = match &result {
         Ok(key) => (Some(key.as_str()), None),
         Err(e) => (None, Some(e.as_str())),
@@ -225,10 +239,11 @@ async fn run_score_job(state: SharedState, job: ScoreJobRow, served: Arc<dyn Ser
 
 async fn score_dataset(
     state: &SharedState,
+    project: &str,
     job: &ScoreJobRow,
     served: Arc<dyn Served>,
 ) -> Result<String, String> {
-    let dataset = crate::datasets::load(state, &job.dataset).await?;
+    let dataset = crate::datasets::load(state, project, &job.dataset).await?;
     let columns = served.output_columns();
     let mut csv = format!("row,{}\n", columns.join(","));
     let d = dataset.info.n_features;
@@ -294,10 +309,11 @@ async fn find_score_job(
 #[utoipa::path(get, path = "/api/models/{id}/score/{job_id}", params(("id" = String, Path, description = "the model's id"), ("job_id" = String, Path, description = "the score job's id")), tag = "models",
     responses((status = 200, body = ScoreJobView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_score(
+    caller: Caller,
     State(state): State<SharedState>,
     Path((id, job_id)): Path<(String, String)>,
 ) -> ApiResult<Json<ScoreJobView>> {
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     Ok(Json(ScoreJobView::new(
         find_score_job(&state, &model.id, &job_id).await?,
     )))
@@ -307,10 +323,11 @@ pub async fn get_score(
     responses((status = 200, description = "one row per dataset row: its index and the model's answer", content_type = "text/csv", body = String),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn download_scores(
+    caller: Caller,
     State(state): State<SharedState>,
     Path((id, job_id)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     let job = find_score_job(&state, &model.id, &job_id).await?;
     let Some(key) = job.artifact else {
         return Err(ApiError::conflict(format!(

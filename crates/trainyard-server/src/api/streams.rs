@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde::Deserialize;
 
+use crate::access::Caller;
 use crate::api::models::find_model;
 use crate::error::{ApiError, ApiResult};
 use crate::events::{Scope, event_json, subscribe};
@@ -62,6 +63,7 @@ fn sse_stream(
 #[utoipa::path(get, path = "/api/models/{id}/events", params(("id" = String, Path, description = "the model's id"), StreamQuery), tag = "events",
     responses((status = 200, description = "text/event-stream of the model's events", content_type = "text/event-stream"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn model_events(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -69,7 +71,7 @@ pub async fn model_events(
 ) -> ApiResult<Response> {
     let Query(query) = query?;
     let after = start_position(&headers, &query)?.unwrap_or(0);
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     let rx = subscribe(state, Scope::Model(model.id), after);
     Ok(Sse::new(sse_stream(rx, false))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
@@ -79,6 +81,7 @@ pub async fn model_events(
 #[utoipa::path(get, path = "/api/events", params(StreamQuery), tag = "events",
     responses((status = 200, description = "text/event-stream of every model's events", content_type = "text/event-stream")))]
 pub async fn all_events(
+    caller: Caller,
     State(state): State<SharedState>,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
@@ -88,7 +91,7 @@ pub async fn all_events(
         Some(after) => after,
         None => state.store.latest_event_id().await?,
     };
-    let rx = subscribe(state, Scope::All, after);
+    let rx = subscribe(state, Scope::Project(caller.project), after);
     Ok(Sse::new(sse_stream(rx, true))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
@@ -97,6 +100,7 @@ pub async fn all_events(
 #[utoipa::path(get, path = "/api/models/{id}/ws", params(("id" = String, Path, description = "the model's id"), StreamQuery), tag = "events",
     responses((status = 101, description = "WebSocket of the model's events, one JSON text message each"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn model_ws(
+    caller: Caller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -105,7 +109,7 @@ pub async fn model_ws(
 ) -> ApiResult<Response> {
     let Query(query) = query?;
     let after = start_position(&headers, &query)?.unwrap_or(0);
-    let model = find_model(&state, &id).await?;
+    let model = find_model(&state, &caller, &id).await?;
     Ok(upgrade.on_upgrade(move |socket| forward_to_socket(state, model.id, after, socket)))
 }
 

@@ -103,6 +103,11 @@ pub async fn prometheus(State(state): State<SharedState>) -> ApiResult<impl Into
         crate::api::datasets::get_dataset,
         crate::api::datasets::upload_dataset,
         crate::api::datasets::delete_dataset,
+        crate::api::access::create_key,
+        crate::api::access::list_keys,
+        crate::api::access::revoke_key,
+        crate::api::access::list_audit,
+        crate::api::access::list_projects,
         health,
         ready,
         prometheus,
@@ -115,7 +120,8 @@ pub struct ApiDoc;
 pub async fn openapi(State(state): State<SharedState>) -> ApiResult<Json<Value>> {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).map_err(ApiError::internal)?;
     // Which datasets a model may name is this server's data, not a static fact: list them.
-    let names = crate::datasets::known_names(&state).await?;
+    // Public, so it lists the default project's: a caller's own may differ.
+    let names = crate::datasets::known_names(&state, &state.config.project).await?;
     let create = &mut doc["components"]["schemas"]["CreateModel"]["properties"];
     create["dataset"]["enum"] = json!(names);
     // Likewise the algorithms: those of the families this server registered.

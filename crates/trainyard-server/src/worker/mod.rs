@@ -141,10 +141,7 @@ pub async fn worker_loop(state: SharedState, name: String, mut shutdown: watch::
                     Ok(()) => events::publish_run_status(&state, &run_id).await,
                     // The model was deleted mid-run: remove what this attempt wrote after the delete swept.
                     Err(StoreError::Fenced { .. })
-                        if matches!(
-                            state.store.get_run(&state.config.project, &run_id).await,
-                            Ok(None)
-                        ) =>
+                        if matches!(state.store.run_by_id(&run_id).await, Ok(None)) =>
                     {
                         remove_run_artifacts(&state, &run_id);
                     }
@@ -187,16 +184,15 @@ struct PreparedJob {
 
 /// Builds the family's job from the stored model and run, or says why it cannot be trained.
 async fn prepare_job(state: &SharedState, claimed: &ClaimedJob) -> Result<PreparedJob, String> {
-    let project = &state.config.project;
     let model = state
         .store
-        .get_model(project, &claimed.model_id)
+        .model_by_id(&claimed.model_id)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("model was deleted")?;
     let run = state
         .store
-        .get_run(project, &claimed.run_id)
+        .run_by_id(&claimed.run_id)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("run was deleted")?;
@@ -206,7 +202,7 @@ async fn prepare_job(state: &SharedState, claimed: &ClaimedJob) -> Result<Prepar
         .for_algorithm(&model.algorithm)
         .map_err(|e| format!("{e}; this server does not train it"))?
         .clone();
-    let dataset = crate::datasets::load(state, &model.dataset).await?;
+    let dataset = crate::datasets::load(state, &model.project_id, &model.dataset).await?;
     let job = Job {
         dataset,
         algorithm: model.algorithm.clone(),
@@ -361,7 +357,7 @@ async fn run_job(
                 }
                 Ok(Err(e)) => {
                     let reason = format!(
-                        "saving the trained model failed: {e}; check free space in the data directory"
+                        "saving the trained model failed: {e}; check the artifact store (free space in a folder, the bucket and its credentials for S3)"
                     );
                     fail(state, &job, &reason).await
                 }

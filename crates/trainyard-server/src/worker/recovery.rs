@@ -120,10 +120,7 @@ pub(super) async fn retry_or_fail(
 pub(super) async fn wait_until_taken_over(state: &SharedState, job: &ClaimedJob) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
     while tokio::time::Instant::now() < deadline {
-        if let Ok(Some(run)) = state
-            .store
-            .get_run(&state.config.project, &job.run_id)
-            .await
+        if let Ok(Some(run)) = state.store.run_by_id(&job.run_id).await
             && run.attempt > job.attempt
             && run.finished_at.is_some()
         {

@@ -204,7 +204,7 @@ async fn best_checkpoint_epoch(
     state: &SharedState,
     run_id: &str,
 ) -> Result<Option<i64>, StoreError> {
-    let Some(run) = state.store.get_run(&state.config.project, run_id).await? else {
+    let Some(run) = state.store.run_by_id(run_id).await? else {
         return Ok(None);
     };
     let monitor = run.hyperparameters["early_stopping"]["monitor"]

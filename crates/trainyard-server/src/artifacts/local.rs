@@ -1,20 +1,10 @@
-//! Where model files and checkpoints live. The local implementation writes atomically (a
-//! temporary file, fsync, then rename), so a crash never leaves a half-written artifact.
+//! Artifacts in a local folder. Writes are atomic (a temporary file, fsync, then rename), so a
+//! crash never leaves a half-written artifact.
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
-/// The seam an S3-compatible store will implement for scale-out.
-pub trait ArtifactStore: Send + Sync {
-    fn put(&self, key: &str, bytes: &[u8]) -> std::io::Result<()>;
-    fn get(&self, key: &str) -> std::io::Result<Vec<u8>>;
-    /// Removes one artifact; a missing one is not an error.
-    fn delete(&self, key: &str) -> std::io::Result<()>;
-    /// Removes every artifact under `prefix`; a missing prefix is not an error.
-    fn delete_prefix(&self, prefix: &str) -> std::io::Result<()>;
-    /// Every artifact under `prefix` with when it was last written (for garbage collection).
-    fn list(&self, prefix: &str) -> std::io::Result<Vec<(String, std::time::SystemTime)>>;
-}
+use super::ArtifactStore;
 
 pub struct LocalArtifacts {
     root: PathBuf,
@@ -108,26 +98,10 @@ impl ArtifactStore for LocalArtifacts {
     }
 }
 
-pub fn run_prefix(run_id: &str) -> String {
-    format!("runs/{run_id}")
-}
-
-/// Per attempt: an attempt that lost its lease writes its own file, which the fenced finish
-/// then refuses and removes, so it can never replace its successor's model.
-pub fn model_key(run_id: &str, attempt: i64) -> String {
-    format!("runs/{run_id}/model-a{attempt:03}.tym")
-}
-
-/// Unique per checkpoint: an epoch-end checkpoint and a pause at the same step are two files,
-/// so pruning one never removes the other. Names sort by attempt, then step.
-pub fn checkpoint_key(run_id: &str, attempt: i64, step: u64) -> String {
-    let unique = &uuid::Uuid::now_v7().simple().to_string()[20..];
-    format!("runs/{run_id}/checkpoints/a{attempt:03}-s{step:010}-{unique}.tyck")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::artifacts::ArtifactStore;
 
     #[test]
     fn keys_cannot_escape_the_root() {
