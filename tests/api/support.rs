@@ -641,6 +641,17 @@ pub async fn read_sse(url: String, last_event_id: Option<i64>, timeout: Duration
     if let Some(id) = last_event_id {
         request = request.header("last-event-id", id.to_string());
     }
+    read_sse_from(request, timeout).await
+}
+
+/// The events of a stream read with an API key, for `timeout`.
+pub async fn read_sse_as(url: String, key: &str, timeout: Duration) -> Vec<SseEvent> {
+    trainyard_server::install_tls_provider();
+    let request = reqwest::Client::new().get(url).bearer_auth(key);
+    read_sse_from(request, timeout).await
+}
+
+async fn read_sse_from(request: reqwest::RequestBuilder, timeout: Duration) -> Vec<SseEvent> {
     let response = request.send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::Server;
+use crate::support::{Server, read_sse_as};
 
 const ROLES: [&str; 3] = ["viewer", "editor", "admin"];
 
@@ -180,6 +180,25 @@ async fn another_projects_resources_are_404_and_stay_untouched() {
             &bob,
         )
         .await;
+
+    // The project-wide event stream replays beta's history only.
+    let events = read_sse_as(
+        server.url("/api/events?after=0"),
+        &bob,
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(
+        events.is_empty(),
+        "beta has no models, so none of alpha's events reach it: {events:?}"
+    );
+    let events = read_sse_as(
+        server.url("/api/events?after=0"),
+        &alice,
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(!events.is_empty(), "alpha sees its own model's events");
 
     let (code, _, still) = server
         .send(

@@ -182,3 +182,51 @@ async fn a_key_over_its_rate_gets_429_then_recovers() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test]
+async fn a_key_holds_a_bounded_number_of_open_streams() {
+    let server = Server::start_with(Options {
+        extra_args: ["--max-streams-per-key", "2"].map(String::from).to_vec(),
+        ..Options::default()
+    })
+    .await;
+    let key = server.create_key("default", "viewer");
+    let other = server.create_key("default", "viewer");
+    let open = |key: String| {
+        let url = server.url("/api/events");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first = open(key.clone()).await;
+    let second = open(key.clone()).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(second.status(), 200);
+    let third = open(key.clone()).await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        open(other.clone()).await.status(),
+        200,
+        "another key has its own slots"
+    );
+    drop(first);
+    // The slot frees when the server notices the closed connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = open(key.clone()).await;
+        if again.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's slot never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(second);
+}

@@ -457,6 +457,9 @@ async fn test_disk_space_exhaustion_fails_the_run_cleanly() {
         dir.path(),
         Options {
             retry_backoff_ms: 100,
+            // A full disk is a local folder's failure: this test keeps the folder store even
+            // when the suite runs on S3.
+            extra_args: vec!["--artifacts".into(), artifacts.display().to_string()],
             ..Default::default()
         },
     )

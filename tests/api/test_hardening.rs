@@ -182,3 +182,78 @@ async fn injection_payloads_are_stored_and_returned_inert() {
         .unwrap();
     assert_eq!(r.status(), 400, "a filter is validated, not interpolated");
 }
+
+#[tokio::test]
+async fn json_bombs_are_400s_that_change_nothing() {
+    let server = Server::start().await;
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let nested_body = format!(
+        r#"{{"name": "m", "dataset": "iris", "algorithm": "mlp", "hyperparameters": {{"epochs": {deep}}}}}"#
+    );
+    let cases = [
+        ("deep nesting", nested_body),
+        (
+            "a number beyond f64",
+            r#"{"name": "m", "dataset": "iris", "algorithm": "mlp", "hyperparameters": {"learning_rate": 1e999}}"#.to_string(),
+        ),
+        (
+            "a huge integer",
+            r#"{"name": "m", "dataset": "iris", "algorithm": "mlp", "hyperparameters": {"epochs": 123456789012345678901234567890}}"#.to_string(),
+        ),
+        (
+            "duplicate keys",
+            r#"{"name": "m", "name": "n", "dataset": "iris", "algorithm": "mlp"}"#.to_string(),
+        ),
+        ("not JSON at all", "\u{0}\u{1}\u{2}garbage".to_string()),
+    ];
+    for (what, body) in cases {
+        let (code, answer) = server.post_raw("/api/models", &body, None).await;
+        assert_eq!(code, 400, "{what}: {answer}");
+        assert!(
+            answer["error"]["field"].is_string(),
+            "{what}: the field is named: {answer}"
+        );
+    }
+    assert_eq!(models_total(&server).await, 0);
+}
+
+#[tokio::test]
+async fn hostile_uploads_are_refused_and_store_nothing() {
+    let server = Server::start_with(crate::support::Options {
+        max_upload_mb: 1,
+        ..Default::default()
+    })
+    .await;
+    let gzip_bomb_header = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0, 0xff];
+    let mut garbage = gzip_bomb_header.to_vec();
+    garbage.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    let long_row = format!("x,y\n{},1\n", "9".repeat(900_000));
+    // (Over the upload limit is a 413: test_datasets::uploads_over_the_limit_are_413.)
+    let cases: [(&str, &str, Vec<u8>, u16); 3] = [
+        ("compressed or binary garbage", "text/csv", garbage, 400),
+        (
+            "an image",
+            "image/png",
+            b"\x89PNG\r\n\x1a\n....".to_vec(),
+            400,
+        ),
+        ("one enormous cell", "text/csv", long_row.into_bytes(), 400),
+    ];
+    for (what, content_type, bytes, want) in cases {
+        let (code, answer) = server
+            .post_bytes("/api/datasets?name=hostile&target=y", content_type, bytes)
+            .await;
+        assert_eq!(code.as_u16(), want, "{what}: {answer}");
+    }
+    let (_, listed) = server.get("/api/datasets").await;
+    assert!(
+        !listed.to_string().contains("hostile"),
+        "nothing was stored"
+    );
+    assert!(
+        crate::support::artifact_files(&server.data_dir)
+            .iter()
+            .all(|f| !f.to_string_lossy().contains("hostile")),
+        "no file was left behind"
+    );
+}

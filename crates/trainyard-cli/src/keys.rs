@@ -56,10 +56,11 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        if let Some(parent) = url.strip_prefix("sqlite://").map(std::path::Path::new) {
-            if let Some(dir) = parent.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
+        if let Some(dir) = url
+            .strip_prefix("sqlite://")
+            .and_then(|path| std::path::Path::new(path).parent())
+        {
+            std::fs::create_dir_all(dir)?;
         }
         let store = Store::open(&url)
             .await

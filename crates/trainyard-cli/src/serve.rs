@@ -93,6 +93,9 @@ pub struct ServeArgs {
     /// Failed authentications per minute one address may make before it gets 429.
     #[arg(long, env = "TRAINYARD_AUTH_FAILURES_PER_MINUTE", default_value_t = 30)]
     auth_failures_per_minute: u32,
+    /// Event streams and WebSocket sessions one key (or the keyless local user) may hold open.
+    #[arg(long, env = "TRAINYARD_MAX_STREAMS_PER_KEY", default_value_t = 64)]
+    max_streams_per_key: usize,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "TRAINYARD_LOG_JSON")]
     log_json: bool,
@@ -170,6 +173,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.allowed_hosts = args.allowed_hosts;
     config.rate_limit_per_minute = args.rate_limit_per_minute;
     config.auth_failures_per_minute = args.auth_failures_per_minute;
+    config.max_streams_per_key = args.max_streams_per_key.max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub rate_limit_per_minute: u32,
     /// Failed authentications per minute one address may make before it is refused.
     pub auth_failures_per_minute: u32,
+    /// Event streams and WebSocket sessions one key may hold open at once.
+    pub max_streams_per_key: usize,
 }
 
 impl ServerConfig {
@@ -94,6 +96,7 @@ impl ServerConfig {
             allowed_hosts: Vec::new(),
             rate_limit_per_minute: 6000,
             auth_failures_per_minute: 30,
+            max_streams_per_key: 64,
         }
     }
 
@@ -143,6 +146,8 @@ pub struct AccessState {
     pub requests: RateLimiter,
     /// Failed authentications per client address.
     pub auth_failures: RateLimiter,
+    /// Open streams per key (`access::streams`).
+    pub streams: Mutex<HashMap<String, usize>>,
 }
 
 impl AccessState {
@@ -153,6 +158,7 @@ impl AccessState {
             keys_checked: Mutex::default(),
             requests: RateLimiter::per_minute(config.rate_limit_per_minute),
             auth_failures: RateLimiter::per_minute(config.auth_failures_per_minute),
+            streams: Mutex::default(),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod limits;
 pub mod middleware;
+pub mod streams;
 pub mod tokens;
 
 use axum::extract::FromRequestParts;

@@ -21,6 +21,7 @@ use trainyard_engine::family::StreamSession;
 use trainyard_store::StreamSessionRow;
 
 use crate::access::Caller;
+use crate::access::streams::open_stream;
 use crate::api::models::find_model;
 use crate::api::serving::{load_served, serving_run};
 use crate::error::{ApiError, ApiResult};
@@ -28,6 +29,7 @@ use crate::state::SharedState;
 
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 const MAX_ROWS_PER_MESSAGE: usize = 10_000;
+const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -92,7 +94,14 @@ pub async fn model_stream(
             row.id
         )));
     };
-    Ok(upgrade.on_upgrade(move |socket| serve_session(state, row, session, socket, claim)))
+    let permit = open_stream(&state, &caller)?;
+    // 10,000 rows of a few dozen numbers fit; anything larger is refused by the socket.
+    Ok(upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move {
+            serve_session(state, row, session, socket, claim).await;
+            drop(permit);
+        }))
 }
 
 /// Marks a session as open on this server for as long as it lives.

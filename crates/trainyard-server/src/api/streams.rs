@@ -16,6 +16,7 @@ use futures_util::Stream;
 use serde::Deserialize;
 
 use crate::access::Caller;
+use crate::access::streams::{StreamPermit, open_stream};
 use crate::api::models::find_model;
 use crate::error::{ApiError, ApiResult};
 use crate::events::{Scope, event_json, subscribe};
@@ -48,15 +49,16 @@ fn start_position(headers: &HeaderMap, query: &StreamQuery) -> ApiResult<Option<
 fn sse_stream(
     rx: tokio::sync::mpsc::Receiver<std::sync::Arc<trainyard_store::EventRow>>,
     global: bool,
+    permit: StreamPermit,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures_util::stream::unfold(rx, move |mut rx| async move {
+    futures_util::stream::unfold((rx, permit), move |(mut rx, permit)| async move {
         let event = rx.recv().await?;
         let id = if global { event.id } else { event.seq };
         let sse = Event::default()
             .id(id.to_string())
             .event(event.kind.clone())
             .data(event_json(&event).to_string());
-        Some((Ok(sse), rx))
+        Some((Ok(sse), (rx, permit)))
     })
 }
 
@@ -72,8 +74,9 @@ pub async fn model_events(
     let Query(query) = query?;
     let after = start_position(&headers, &query)?.unwrap_or(0);
     let model = find_model(&state, &caller, &id).await?;
+    let permit = open_stream(&state, &caller)?;
     let rx = subscribe(state, Scope::Model(model.id), after);
-    Ok(Sse::new(sse_stream(rx, false))
+    Ok(Sse::new(sse_stream(rx, false, permit))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
@@ -91,8 +94,9 @@ pub async fn all_events(
         Some(after) => after,
         None => state.store.latest_event_id().await?,
     };
+    let permit = open_stream(&state, &caller)?;
     let rx = subscribe(state, Scope::Project(caller.project), after);
-    Ok(Sse::new(sse_stream(rx, true))
+    Ok(Sse::new(sse_stream(rx, true, permit))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
@@ -110,7 +114,14 @@ pub async fn model_ws(
     let Query(query) = query?;
     let after = start_position(&headers, &query)?.unwrap_or(0);
     let model = find_model(&state, &caller, &id).await?;
-    Ok(upgrade.on_upgrade(move |socket| forward_to_socket(state, model.id, after, socket)))
+    let permit = open_stream(&state, &caller)?;
+    // Clients only listen here: anything they send is small.
+    Ok(upgrade
+        .max_message_size(64 << 10)
+        .on_upgrade(move |socket| async move {
+            forward_to_socket(state, model.id, after, socket).await;
+            drop(permit);
+        }))
 }
 
 async fn forward_to_socket(
