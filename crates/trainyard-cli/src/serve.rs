@@ -96,6 +96,10 @@ pub struct ServeArgs {
     /// Event streams and WebSocket sessions one key (or the keyless local user) may hold open.
     #[arg(long, env = "TRAINYARD_MAX_STREAMS_PER_KEY", default_value_t = 64)]
     max_streams_per_key: usize,
+    /// Seconds any request but an event stream or WebSocket may take before it is stopped
+    /// with a 503.
+    #[arg(long, env = "TRAINYARD_REQUEST_TIMEOUT_SECONDS", default_value_t = 120)]
+    request_timeout_seconds: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "TRAINYARD_LOG_JSON")]
     log_json: bool,
@@ -174,6 +178,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.rate_limit_per_minute = args.rate_limit_per_minute;
     config.auth_failures_per_minute = args.auth_failures_per_minute;
     config.max_streams_per_key = args.max_streams_per_key.max(1);
+    config.request_timeout = Duration::from_secs(args.request_timeout_seconds.max(1));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

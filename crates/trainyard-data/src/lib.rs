@@ -12,6 +12,7 @@ mod prepare;
 mod rng;
 mod synthetic;
 mod table;
+pub mod text;
 
 pub use builtin::{BUILTIN_NAMES, builtin_info, load_builtin, raw_builtin_bytes};
 pub use csv_table::{CsvOptions, parse_csv};

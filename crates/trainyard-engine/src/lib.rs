@@ -11,6 +11,7 @@ mod container;
 pub mod family;
 mod forest;
 mod forest_training;
+pub mod language;
 mod memory;
 mod metrics;
 mod model;

@@ -31,8 +31,13 @@ const EVAL_BATCH: usize = 2048;
 /// a fixed seed keeps concurrent runs from drawing from each other's stream.
 static INIT_LOCK: Mutex<()> = Mutex::new(());
 
+/// Held while a module's weights are drawn from the backend's seeded generator.
+pub(crate) fn init_lock() -> std::sync::MutexGuard<'static, ()> {
+    INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn init_network(arch: &Architecture, device: &Device, seed: u64) -> Network {
-    let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = init_lock();
     device.seed(seed);
     Network::new(arch, device)
 }

@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub auth_failures_per_minute: u32,
     /// Event streams and WebSocket sessions one key may hold open at once.
     pub max_streams_per_key: usize,
+    /// How long any request but a stream may take.
+    pub request_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -97,6 +99,7 @@ impl ServerConfig {
             rate_limit_per_minute: 6000,
             auth_failures_per_minute: 30,
             max_streams_per_key: 64,
+            request_timeout: Duration::from_secs(120),
         }
     }
 

@@ -117,6 +117,7 @@ pub fn router(state: SharedState) -> Router {
             state.clone(),
             crate::access::middleware::guard,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .layer(middleware::from_fn(observe))
         .layer(middleware::from_fn(security_headers))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -148,6 +149,27 @@ async fn security_headers(req: Request, next: Next) -> Response {
             .or_insert(HeaderValue::from_static(value));
     }
     response
+}
+
+/// Every request but a stream ends within `--request-timeout-seconds`: a 503 says so, and the
+/// handler is dropped (its transaction rolls back).
+async fn deadline(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let streams = req.extensions().get::<MatchedPath>().is_some_and(|p| {
+        let p = p.as_str();
+        p.ends_with("/events") || p.ends_with("/ws") || p.ends_with("/stream")
+    });
+    if streams {
+        return next.run(req).await;
+    }
+    let limit = state.config.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::unavailable(format!(
+            "the request took longer than {} s and was stopped; retry it, or raise --request-timeout-seconds",
+            limit.as_secs()
+        ))
+        .into_response(),
+    }
 }
 
 /// One log line and one latency sample per request.

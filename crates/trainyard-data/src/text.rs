@@ -1,0 +1,168 @@
+//! Text for language models: a corpus split into training and validation by contiguous blocks
+//! (so no validation text ever appears inside a training window), a character tokenizer, and
+//! fixed-length windows drawn at positions that are a pure function of (seed, step), so a
+//! resumed run sees exactly the batches an uninterrupted one would.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{DataError, SeededRng, raw_builtin_bytes};
+
+/// The built-in corpora by dataset name.
+pub const BUILTIN_CORPORA: [&str; 1] = ["shakespeare"];
+
+/// The text of a built-in corpus.
+pub fn builtin_corpus(name: &str) -> Result<String, DataError> {
+    let file = match name {
+        "shakespeare" => "shakespeare.txt.gz",
+        other => return Err(DataError::Unknown(other.to_string())),
+    };
+    let bytes = raw_builtin_bytes(file)?;
+    String::from_utf8(bytes).map_err(|e| DataError::Unknown(format!("{name}: not UTF-8 ({e})")))
+}
+
+/// A corpus cut once at a character boundary: the first `1 - validation_fraction` for
+/// training, the rest for validation.
+pub fn split_corpus(text: &str, validation_fraction: f64) -> (&str, &str) {
+    let chars = text.chars().count();
+    let train_chars = ((chars as f64) * (1.0 - validation_fraction)).round() as usize;
+    let cut = text
+        .char_indices()
+        .nth(train_chars)
+        .map_or(text.len(), |(i, _)| i);
+    text.split_at(cut)
+}
+
+/// Characters seen in the training text, plus an unknown token (id 0) for any other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CharTokenizer {
+    /// Sorted characters; token id = index + 1.
+    chars: Vec<char>,
+}
+
+impl CharTokenizer {
+    pub const UNKNOWN: u32 = 0;
+
+    pub fn fit(text: &str) -> Self {
+        let set: BTreeSet<char> = text.chars().collect();
+        CharTokenizer {
+            chars: set.into_iter().collect(),
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.chars.len() + 1
+    }
+
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        text.chars()
+            .map(|c| {
+                self.chars
+                    .binary_search(&c)
+                    .map_or(Self::UNKNOWN, |i| i as u32 + 1)
+            })
+            .collect()
+    }
+
+    /// Unknown and out-of-range ids decode to U+FFFD.
+    pub fn decode(&self, tokens: &[u32]) -> String {
+        tokens
+            .iter()
+            .map(|&t| match t {
+                0 => char::REPLACEMENT_CHARACTER,
+                t => self
+                    .chars
+                    .get(t as usize - 1)
+                    .copied()
+                    .unwrap_or(char::REPLACEMENT_CHARACTER),
+            })
+            .collect()
+    }
+}
+
+/// Inputs and next-token targets for one step: `batch` windows of `block` tokens each,
+/// flattened row by row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Windows {
+    pub inputs: Vec<u32>,
+    pub targets: Vec<u32>,
+}
+
+/// The windows of step `step`: start positions drawn from a generator derived from the seed
+/// and the step alone.
+pub fn windows(tokens: &[u32], block: usize, batch: usize, seed: u64, step: u64) -> Windows {
+    assert!(tokens.len() > block, "the text must be longer than a block");
+    let positions = tokens.len() - block;
+    let mut rng = SeededRng::derive(seed, 1_000_000 + step);
+    let mut inputs = Vec::with_capacity(batch * block);
+    let mut targets = Vec::with_capacity(batch * block);
+    for _ in 0..batch {
+        let start = rng.below(positions);
+        inputs.extend_from_slice(&tokens[start..start + block]);
+        targets.extend_from_slice(&tokens[start + 1..start + block + 1]);
+    }
+    Windows { inputs, targets }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn characters_round_trip_and_unknown_ones_are_marked() {
+        let tokenizer = CharTokenizer::fit("To be, or not to be — ünïcödé 🎭\n");
+        let text = "be not 🎭 ü\n";
+        assert_eq!(tokenizer.decode(&tokenizer.encode(text)), text);
+        let unseen = tokenizer.encode("bQz");
+        assert_eq!(unseen[1], CharTokenizer::UNKNOWN);
+        assert_eq!(tokenizer.decode(&unseen), "b\u{fffd}\u{fffd}");
+        assert_eq!(
+            tokenizer.vocab_size(),
+            "To be, or not to be — ünïcödé 🎭\n"
+                .chars()
+                .collect::<BTreeSet<_>>()
+                .len()
+                + 1
+        );
+    }
+
+    #[test]
+    fn the_split_is_contiguous_and_respects_character_boundaries() {
+        let text = "ééééééééééabcdefghij";
+        let (train, validation) = split_corpus(text, 0.25);
+        assert_eq!(format!("{train}{validation}"), text);
+        assert_eq!(validation.chars().count(), 5);
+        assert_eq!(split_corpus("abc", 0.0), ("abc", ""));
+    }
+
+    #[test]
+    fn windows_are_a_pure_function_of_seed_and_step() {
+        let tokens: Vec<u32> = (0..1000).collect();
+        let a = windows(&tokens, 8, 4, 7, 3);
+        assert_eq!(
+            a,
+            windows(&tokens, 8, 4, 7, 3),
+            "the same step repeats exactly"
+        );
+        assert_ne!(a, windows(&tokens, 8, 4, 7, 4), "the next step differs");
+        assert_ne!(a, windows(&tokens, 8, 4, 8, 3), "another seed differs");
+        for (x, y) in a.inputs.chunks(8).zip(a.targets.chunks(8)) {
+            assert!(
+                x.windows(2).all(|w| w[1] == w[0] + 1),
+                "a window is contiguous"
+            );
+            assert_eq!(y[0], x[0] + 1, "targets are the next tokens");
+        }
+    }
+
+    #[test]
+    fn the_shakespeare_corpus_loads() {
+        let text = builtin_corpus("shakespeare").unwrap();
+        assert!(text.len() > 1_000_000);
+        let (train, validation) = split_corpus(&text, 0.1);
+        let tokenizer = CharTokenizer::fit(train);
+        assert!(tokenizer.vocab_size() > 60 && tokenizer.vocab_size() < 120);
+        assert!(validation.len() > 100_000);
+    }
+}

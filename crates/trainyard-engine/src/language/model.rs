@@ -1,0 +1,128 @@
+//! A decoder-only transformer: token and position embeddings, pre-norm blocks of causal
+//! self-attention and a GELU MLP, a final norm, and an output head tied to the token embedding.
+
+use burn::module::Module;
+use burn::nn::attention::{
+    MhaInput, MultiHeadAttention, MultiHeadAttentionConfig, generate_autoregressive_mask,
+};
+use burn::nn::{
+    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
+use burn::tensor::{Device, Int, Tensor, TensorData, activation};
+use serde::{Deserialize, Serialize};
+
+/// Everything needed to rebuild the network; stored with checkpoints and models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GptConfig {
+    pub vocab_size: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    pub block_size: usize,
+    /// Biases in the linear layers and norms.
+    pub bias: bool,
+}
+
+impl GptConfig {
+    /// Trainable parameters (the head shares the token embedding's).
+    pub fn parameters(&self) -> usize {
+        let e = self.n_embd;
+        let bias = usize::from(self.bias);
+        let norm = e * (1 + bias);
+        let attention = 4 * (e * e + e * bias);
+        let mlp = e * 4 * e + 4 * e * bias + 4 * e * e + e * bias;
+        self.vocab_size * e
+            + self.block_size * e
+            + self.n_layer * (2 * norm + attention + mlp)
+            + norm
+    }
+}
+
+#[derive(Module, Debug)]
+struct Block {
+    ln_attention: LayerNorm,
+    attention: MultiHeadAttention,
+    ln_mlp: LayerNorm,
+    expand: Linear,
+    project: Linear,
+}
+
+#[derive(Module, Debug)]
+pub struct Gpt {
+    tokens: Embedding,
+    positions: Embedding,
+    blocks: Vec<Block>,
+    ln_final: LayerNorm,
+}
+
+impl Gpt {
+    pub fn new(config: &GptConfig, device: &Device) -> Self {
+        let e = config.n_embd;
+        let norm = || LayerNormConfig::new(e).with_bias(config.bias).init(device);
+        let blocks = (0..config.n_layer)
+            .map(|_| Block {
+                ln_attention: norm(),
+                attention: MultiHeadAttentionConfig::new(e, config.n_head)
+                    .with_dropout(0.0)
+                    .with_query_bias(config.bias)
+                    .with_key_bias(config.bias)
+                    .with_value_bias(config.bias)
+                    .with_output_bias(config.bias)
+                    .init(device),
+                ln_mlp: norm(),
+                expand: LinearConfig::new(e, 4 * e)
+                    .with_bias(config.bias)
+                    .init(device),
+                project: LinearConfig::new(4 * e, e)
+                    .with_bias(config.bias)
+                    .init(device),
+            })
+            .collect();
+        // Small embeddings (as GPT-2 does): the tied head starts with near-uniform predictions.
+        let small = Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
+        Gpt {
+            tokens: EmbeddingConfig::new(config.vocab_size, e)
+                .with_initializer(small.clone())
+                .init(device),
+            positions: EmbeddingConfig::new(config.block_size, e)
+                .with_initializer(small)
+                .init(device),
+            blocks,
+            ln_final: norm(),
+        }
+    }
+
+    /// Next-token logits for every position, `[batch * time, vocab]`, of `tokens` given as
+    /// `[batch, time]` with `time <= block_size`.
+    pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<2> {
+        let [batch, time] = tokens.dims();
+        let device = tokens.device();
+        let positions: Vec<i64> = (0..batch).flat_map(|_| 0..time as i64).collect();
+        let positions =
+            Tensor::<2, Int>::from_data(TensorData::new(positions, [batch, time]), &device);
+        let mut x = self.tokens.forward(tokens) + self.positions.forward(positions);
+        let mask = generate_autoregressive_mask(batch, time, &device);
+        for block in &self.blocks {
+            let attended = block.attention.forward(
+                MhaInput::self_attn(block.ln_attention.forward(x.clone())).mask_attn(mask.clone()),
+            );
+            x = x + attended.context;
+            let hidden = activation::gelu(block.expand.forward(block.ln_mlp.forward(x.clone())));
+            x = x + block.project.forward(hidden);
+        }
+        let x = self.ln_final.forward(x);
+        let [_, _, e] = x.dims();
+        let flat: Tensor<2> = x.reshape([batch * time, e]);
+        // The head is the token embedding's transpose (weight tying).
+        flat.matmul(self.tokens.weight.val().transpose())
+    }
+}
+
+/// Tokens as a `[rows, cols]` integer tensor.
+pub fn token_tensor(tokens: &[u32], rows: usize, cols: usize, device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+    Tensor::from_data(TensorData::new(data, [rows, cols]), device)
+}
