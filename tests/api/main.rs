@@ -19,6 +19,7 @@ mod test_fencing;
 mod test_hardening;
 mod test_idempotency;
 mod test_job_memory;
+mod test_language;
 mod test_paused_train;
 mod test_predict;
 mod test_restart_survival;

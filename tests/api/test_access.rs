@@ -19,7 +19,8 @@ fn least_role(method: &Method, path: &str) -> &'static str {
     if path == "/api/models/{id}/stream" {
         return "editor"; // a stream session learns
     }
-    let reads = path.ends_with("/predict") || path.ends_with("/score");
+    let reads =
+        path.ends_with("/predict") || path.ends_with("/score") || path.ends_with("/generate");
     if *method == Method::GET || reads {
         "viewer"
     } else {

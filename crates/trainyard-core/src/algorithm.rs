@@ -13,6 +13,8 @@ pub enum Task {
     Regression,
     /// No target column: rows of features only (anomaly detection fits these).
     Unlabeled,
+    /// A text corpus (language models learn these).
+    Text,
 }
 
 impl fmt::Display for Task {
@@ -21,6 +23,7 @@ impl fmt::Display for Task {
             Task::Classification => "classification",
             Task::Regression => "regression",
             Task::Unlabeled => "unlabeled",
+            Task::Text => "text",
         })
     }
 }
@@ -84,6 +87,15 @@ impl Algorithm {
                 ),
             )
         };
+        if shape.task == Task::Text {
+            return Err(ValidationError::new(
+                "algorithm",
+                format!(
+                    "{} learns from tables, but '{dataset}' is a text corpus; train transformer_lm on it",
+                    self.name()
+                ),
+            ));
+        }
         if shape.task == Task::Unlabeled {
             return Err(ValidationError::new(
                 "algorithm",

@@ -401,7 +401,7 @@ fn early_stopping(value: &Value, task: Task) -> Result<Option<EarlyStopping>, Va
     let monitors: &[&str] = match task {
         Task::Classification => &["val_loss", "val_accuracy"],
         Task::Regression => &["val_loss", "val_r2", "val_rmse", "val_mae"],
-        Task::Unlabeled => &["val_loss"],
+        Task::Unlabeled | Task::Text => &["val_loss"],
     };
     let default = EarlyStopping {
         monitor: "val_loss".into(),

@@ -13,13 +13,14 @@ use crate::idx::read_idx_u8;
 use crate::{DataError, Dataset, DatasetInfo, SyntheticSpec, Table};
 
 /// Names accepted wherever a dataset is named.
-pub const BUILTIN_NAMES: [&str; 6] = [
+pub const BUILTIN_NAMES: [&str; 7] = [
     "iris",
     "wine_quality",
     "california_housing",
     "mnist",
     "synthetic",
     "shuttle",
+    "shakespeare",
 ];
 
 struct EmbeddedFile {
@@ -134,6 +135,10 @@ const UCI: &str = "CC BY 4.0 (UCI Machine Learning Repository)";
 
 fn decode(name: &str) -> Result<Dataset, DataError> {
     match name {
+        "shakespeare" => text_builtin(
+            name,
+            "Shakespeare's plays as plain text (5 MB): a character-level language-modelling corpus",
+        ),
         "iris" => csv_builtin(
             name,
             "iris.csv.gz",
@@ -198,6 +203,33 @@ fn shuttle_odds() -> Result<Dataset, DataError> {
     Ok(Dataset {
         info,
         table,
+        test: None,
+    })
+}
+
+/// A text corpus: no table, its size in characters (language models read the text itself
+/// through `text::builtin_corpus`).
+fn text_builtin(name: &str, description: &str) -> Result<Dataset, DataError> {
+    let characters = crate::text::builtin_corpus(name)?.chars().count();
+    Ok(Dataset {
+        info: DatasetInfo {
+            name: name.into(),
+            description: description.into(),
+            task: Task::Text,
+            n_rows: characters,
+            n_features: 0,
+            feature_names: vec![],
+            target_name: String::new(),
+            classes: None,
+            image_shape: None,
+            test_rows: None,
+            license: "public domain".into(),
+        },
+        table: Table {
+            x: vec![],
+            y: vec![],
+            n_features: 0,
+        },
         test: None,
     })
 }

@@ -187,7 +187,7 @@ pub(crate) fn assemble(
             (values.iter().map(|v| *v as f32).collect(), None)
         }
         Task::Classification => encode_classes(&raw_targets, numeric.is_some(), target_name)?,
-        Task::Unlabeled => unreachable!("a target column was named"),
+        Task::Unlabeled | Task::Text => unreachable!("a target column was named"),
     };
 
     let feature_names: Vec<String> = header

@@ -47,7 +47,7 @@ impl Scaler {
                 let (m, s) = mean_std(train.y.iter().map(|v| *v as f64));
                 (m as f32, guard_std(s))
             }
-            Task::Classification | Task::Unlabeled => (0.0, 1.0),
+            Task::Classification | Task::Unlabeled | Task::Text => (0.0, 1.0),
         };
         Scaler {
             mean,

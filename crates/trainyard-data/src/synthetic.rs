@@ -139,7 +139,9 @@ impl SyntheticSpec {
                     x.extend(row.iter().map(|v| *v as f32));
                 }
             }
-            Task::Unlabeled => unreachable!("options parse only classification or regression"),
+            Task::Unlabeled | Task::Text => {
+                unreachable!("options parse only classification or regression")
+            }
         }
         Dataset {
             info: self.info(),

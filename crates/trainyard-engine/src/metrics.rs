@@ -27,7 +27,7 @@ pub fn task_metrics(
                 .count();
             m.insert("accuracy".into(), correct as f64 / n);
         }
-        Task::Unlabeled => {}
+        Task::Unlabeled | Task::Text => {}
         Task::Regression => {
             let pairs = outputs.iter().zip(targets).map(|(p, y)| {
                 (

@@ -56,6 +56,9 @@ pub enum PredictError {
     Empty,
     #[error("model artifact is unusable: {0}")]
     Artifact(String),
+    /// The request does not fit this kind of model (predict on a language model, say).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl From<ContainerError> for PredictError {

@@ -113,7 +113,7 @@ fn loss(task: Task, out: Tensor<2>, y: Vec<f32>, device: &Device) -> Tensor<1> {
             CrossEntropyLoss::new(None, device).forward(out, targets)
         }
         // `Algorithm::check_fits` keeps unlabeled datasets away from gradient training.
-        Task::Regression | Task::Unlabeled => {
+        Task::Regression | Task::Unlabeled | Task::Text => {
             let targets = Tensor::<2>::from_data(TensorData::new(y, [n, 1]), device);
             (out - targets).powi_scalar(2).mean()
         }

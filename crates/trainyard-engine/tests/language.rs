@@ -2,7 +2,31 @@
 
 use trainyard_data::text::{CharTokenizer, builtin_corpus, split_corpus};
 use trainyard_engine::Control;
-use trainyard_engine::language::{Gpt, LmData, LmHyperparameters, model::token_tensor, train};
+use trainyard_engine::language::{
+    Evaluation, Gpt, LmCheckpoint, LmData, LmHyperparameters, LmObserver, model::token_tensor,
+    train,
+};
+
+/// Collects evaluations; checkpoints are kept in memory.
+#[derive(Default)]
+struct Collect {
+    evaluations: Vec<Evaluation>,
+    checkpoints: Vec<LmCheckpoint>,
+}
+
+impl LmObserver for Collect {
+    fn evaluation(&mut self, evaluation: &Evaluation) {
+        self.evaluations.push(evaluation.clone());
+    }
+
+    fn checkpoint(
+        &mut self,
+        checkpoint: &LmCheckpoint,
+    ) -> Result<(), trainyard_engine::TrainError> {
+        self.checkpoints.push(checkpoint.clone());
+        Ok(())
+    }
+}
 
 fn tiny(max_steps: u64) -> LmHyperparameters {
     LmHyperparameters {
@@ -38,7 +62,7 @@ fn shakespeare() -> (Vec<u32>, Vec<u32>, usize) {
 }
 
 #[test]
-fn a_small_transformer_learns_shakespeare_and_is_seeded() {
+fn a_small_transformer_learns_shakespeare_and_resumes_exactly() {
     let (train_tokens, validation, vocab_size) = shakespeare();
     let data = LmData {
         train: &train_tokens,
@@ -46,12 +70,17 @@ fn a_small_transformer_learns_shakespeare_and_is_seeded() {
         vocab_size,
     };
     let hp = tiny(300);
-    let mut seen = Vec::new();
-    let run = train(&hp, &data, &Control::new(), &mut |e| seen.push(e.clone())).unwrap();
+    let mut seen = Collect::default();
+    let run = train(&hp, &data, None, &Control::new(), &mut seen).unwrap();
     assert_eq!(run.evaluations.len(), 3);
     assert_eq!(
-        seen, run.evaluations,
+        seen.evaluations, run.evaluations,
         "every evaluation is reported as it happens"
+    );
+    assert_eq!(
+        seen.checkpoints.len(),
+        2,
+        "a checkpoint after each evaluation but the last"
     );
     let first = &run.evaluations[0];
     let last = run.evaluations.last().unwrap();
@@ -64,19 +93,22 @@ fn a_small_transformer_learns_shakespeare_and_is_seeded() {
     );
     assert!(last.tokens_per_second > 0.0);
 
-    let losses = |run: trainyard_engine::language::LmRun| {
-        run.evaluations
+    // Resuming from the first checkpoint reproduces the uninterrupted run exactly.
+    let losses = |evaluations: &[Evaluation]| {
+        evaluations
             .iter()
             .map(|e| (e.step, e.train_loss, e.val_loss))
             .collect::<Vec<_>>()
     };
-    let once = train(&tiny(60), &data, &Control::new(), &mut |_| {}).unwrap();
-    let twice = train(&tiny(60), &data, &Control::new(), &mut |_| {}).unwrap();
-    assert_eq!(
-        losses(once),
-        losses(twice),
-        "the same seed gives the same run"
-    );
+    let resumed = train(
+        &hp,
+        &data,
+        Some(&seen.checkpoints[0]),
+        &Control::new(),
+        &mut Collect::default(),
+    )
+    .unwrap();
+    assert_eq!(losses(&resumed.evaluations), losses(&run.evaluations));
 }
 
 #[test]

@@ -232,6 +232,15 @@ impl Family for AnomalyFamily {
         hyperparameters: &Map<String, Value>,
         _limits: &Limits,
     ) -> Result<Plan, ValidationError> {
+        if dataset.task == trainyard_core::Task::Text {
+            return Err(ValidationError::new(
+                "dataset",
+                format!(
+                    "'{}' is a text corpus; anomaly detectors fit tables of numbers",
+                    dataset.name
+                ),
+            ));
+        }
         let spec = resolve(algorithm, dataset, hyperparameters)?;
         let fitted = dataset.n_rows - (dataset.n_rows as f64 * spec.holdout) as usize;
         if fitted < 1 {

@@ -130,6 +130,27 @@ pub struct Adjusted {
     pub summary: Value,
 }
 
+/// What a language model is asked to continue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateRequest {
+    pub prompt: String,
+    pub max_new_tokens: usize,
+    /// 0 picks the most likely token every time.
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub seed: u64,
+}
+
+/// Text a language model produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    pub text: String,
+    pub tokens: usize,
+    /// The prompt was longer than the context: only its last `block_size` tokens were used.
+    pub prompt_truncated: bool,
+    pub tokens_per_second: f64,
+}
+
 /// A trained model, decoded once and shared by concurrent requests.
 pub trait Served: Send + Sync + 'static {
     /// One JSON answer per input row, in order.
@@ -140,6 +161,14 @@ pub trait Served: Send + Sync + 'static {
 
     /// The inputs' feature names, in order.
     fn feature_names(&self) -> Vec<String>;
+
+    /// Continues a prompt (language models).
+    fn generate(&self, request: &GenerateRequest) -> Result<Generated, PredictError> {
+        let _ = request;
+        Err(PredictError::Unsupported(
+            "this model does not generate text; use predict".into(),
+        ))
+    }
 
     /// Changes how the model answers without refitting it (an anomaly threshold).
     fn adjust(&self, changes: &Map<String, Value>) -> Result<Adjusted, AdjustError> {

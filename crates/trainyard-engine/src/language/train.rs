@@ -8,7 +8,8 @@ use burn::nn::loss::CrossEntropyLoss;
 use burn::optim::{
     AdamWConfig, GradientsParams, ModuleOptimizer, grad_clipping::GradientClippingConfig,
 };
-use burn::tensor::{Device, Tensor};
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use trainyard_data::SeededRng;
 use trainyard_data::text::windows;
@@ -70,6 +71,8 @@ pub struct Evaluation {
     pub val_loss: f64,
     pub learning_rate: f64,
     pub tokens_per_second: f64,
+    /// Seconds of training since the previous evaluation.
+    pub seconds: f64,
 }
 
 /// Token streams to learn from: training and validation, already encoded.
@@ -86,12 +89,30 @@ pub struct LmRun {
     pub stopped: Option<Stop>,
 }
 
-/// Trains until `max_steps` or a stop from `control`; calls `on_eval` after each evaluation.
+/// Where a run stood: enough to continue exactly (batches and the learning rate are pure
+/// functions of the step; the weights and AdamW's moments are saved).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LmCheckpoint {
+    pub step: u64,
+    pub evaluations: Vec<Evaluation>,
+    pub model: Vec<u8>,
+    pub optimizer: Vec<u8>,
+}
+
+/// Where a run reports: each evaluation, and a checkpoint after each evaluation and on pause
+/// (an error there fails the run).
+pub trait LmObserver {
+    fn evaluation(&mut self, evaluation: &Evaluation);
+    fn checkpoint(&mut self, checkpoint: &LmCheckpoint) -> Result<(), TrainError>;
+}
+
+/// Trains from `resume` (or from scratch) until `max_steps` or a stop from `control`.
 pub fn train(
     hp: &LmHyperparameters,
     data: &LmData<'_>,
+    resume: Option<&LmCheckpoint>,
     control: &Control,
-    on_eval: &mut dyn FnMut(&Evaluation),
+    observer: &mut dyn LmObserver,
 ) -> Result<LmRun, TrainError> {
     if data.train.len() <= hp.block_size || data.validation.len() <= hp.block_size {
         return Err(TrainError::Fit(format!(
@@ -100,11 +121,10 @@ pub fn train(
         )));
     }
     let device = Device::flex().autodiff();
-    let config = hp.config(data.vocab_size);
     let mut model = {
         let _guard = crate::neural::init_lock();
         device.seed(hp.seed);
-        Gpt::new(&config, &device)
+        Gpt::new(&hp.config(data.vocab_size), &device)
     };
     let mut optimizer: ModuleOptimizer = AdamWConfig::new()
         .with_beta_2(0.99)
@@ -113,16 +133,28 @@ pub fn train(
             (hp.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(hp.grad_clip as f32)),
         )
         .init();
+    let (mut first_step, mut evaluations) = (0, Vec::new());
+    if let Some(checkpoint) = resume {
+        model = load_weights(model, &checkpoint.model)?;
+        optimizer = optimizer
+            .from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer.clone()))
+            .map_err(|e| TrainError::Resume(format!("optimizer record: {e}")))?;
+        first_step = checkpoint.step;
+        evaluations = checkpoint.evaluations.clone();
+    }
     let loss_fn = CrossEntropyLoss::new(None, &device);
-    let mut evaluations = Vec::new();
-    let (mut loss_sum, mut losses) = (0.0, 0u64);
+    let (mut loss_sum, mut losses, mut window_tokens) = (0.0, 0u64, 0usize);
     let mut window_start = Instant::now();
-    let mut window_tokens = 0usize;
-    let mut stopped = None;
-    for step in 0..hp.max_steps {
+    for step in first_step..hp.max_steps {
         if let Some(stop) = control.requested() {
-            stopped = Some(stop);
-            break;
+            if stop == Stop::Pause {
+                observer.checkpoint(&snapshot(step, &evaluations, &model, &optimizer)?)?;
+            }
+            return Ok(LmRun {
+                model: model.valid(),
+                evaluations,
+                stopped: Some(stop),
+            });
         }
         let batch = windows(data.train, hp.block_size, hp.batch_size, hp.seed, step);
         let inputs = token_tensor(&batch.inputs, hp.batch_size, hp.block_size, &device);
@@ -139,14 +171,18 @@ pub fn train(
         if done % hp.eval_interval == 0 || done == hp.max_steps {
             let seconds = window_start.elapsed().as_secs_f64();
             let evaluation = Evaluation {
+                seconds,
                 step: done,
                 train_loss: loss_sum / losses as f64,
                 val_loss: evaluate(&model.valid(), data.validation, hp),
                 learning_rate: lr,
                 tokens_per_second: window_tokens as f64 / seconds.max(1e-9),
             };
-            on_eval(&evaluation);
+            observer.evaluation(&evaluation);
             evaluations.push(evaluation);
+            if done < hp.max_steps {
+                observer.checkpoint(&snapshot(done, &evaluations, &model, &optimizer)?)?;
+            }
             (loss_sum, losses, window_tokens) = (0.0, 0, 0);
             window_start = Instant::now();
         }
@@ -154,8 +190,45 @@ pub fn train(
     Ok(LmRun {
         model: model.valid(),
         evaluations,
-        stopped,
+        stopped: None,
     })
+}
+
+fn snapshot(
+    step: u64,
+    evaluations: &[Evaluation],
+    model: &Gpt,
+    optimizer: &ModuleOptimizer,
+) -> Result<LmCheckpoint, TrainError> {
+    let optimizer = optimizer
+        .into_bytes()
+        .map_err(|e| TrainError::Checkpoint(e.to_string()))?
+        .to_vec();
+    Ok(LmCheckpoint {
+        step,
+        evaluations: evaluations.to_vec(),
+        model: weights(model)?,
+        optimizer,
+    })
+}
+
+/// A model's weights as a burn record.
+pub fn weights(model: &Gpt) -> Result<Vec<u8>, TrainError> {
+    let bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+    Ok(bytes.to_vec())
+}
+
+/// Loads weights written by [`weights`] into a model of the same shape.
+pub fn load_weights(model: Gpt, bytes: &[u8]) -> Result<Gpt, TrainError> {
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| TrainError::Resume(format!("model record: {e}")))?;
+    model
+        .try_load_record(record)
+        .map_err(|e| TrainError::Resume(format!("model record: {e}")))
 }
 
 /// Mean next-token loss over `eval_batches` windows drawn from a stream of their own (the same

@@ -65,7 +65,10 @@ pub fn required_access(method: &Method, route: &str) -> Access {
         return Access::Requires(Role::Admin);
     }
     // Predictions and scoring read a model; a stream session learns, so it edits.
-    let reads = matches!(route, "/api/models/{id}/predict" | "/api/models/{id}/score");
+    let reads = matches!(
+        route,
+        "/api/models/{id}/predict" | "/api/models/{id}/score" | "/api/models/{id}/generate"
+    );
     if route == "/api/models/{id}/stream" {
         return Access::Requires(Role::Editor);
     }

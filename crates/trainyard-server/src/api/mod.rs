@@ -5,6 +5,7 @@ pub mod access;
 pub mod checkpoints;
 pub mod control;
 pub mod datasets;
+pub mod generate;
 pub mod model_stream;
 pub mod models;
 pub mod serving;
@@ -78,6 +79,7 @@ pub fn router(state: SharedState) -> Router {
             get(checkpoints::download_checkpoint),
         )
         .route("/api/models/{id}/predict", post(serving::predict))
+        .route("/api/models/{id}/generate", post(generate::generate))
         .route("/api/models/{id}/score", post(serving::start_score))
         .route("/api/models/{id}/score/{job_id}", get(serving::get_score))
         .route(

@@ -1,0 +1,143 @@
+//! `transformer_lm` hyperparameters: defaults (nanoGPT's CPU recipe for character-level
+//! Shakespeare), bounds, and errors that name the field.
+
+use serde_json::{Map, Value};
+use trainyard_core::ValidationError;
+use trainyard_core::hyperparameters::{apply_keys, float, type_error, uint};
+
+use super::LmHyperparameters;
+
+const ALLOWED: [&str; 15] = [
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "block_size",
+    "bias",
+    "batch_size",
+    "max_steps",
+    "learning_rate",
+    "min_lr",
+    "warmup_steps",
+    "weight_decay",
+    "grad_clip",
+    "eval_interval",
+    "eval_batches",
+    "seed",
+];
+
+impl Default for LmHyperparameters {
+    fn default() -> Self {
+        LmHyperparameters {
+            n_layer: 4,
+            n_head: 4,
+            n_embd: 128,
+            block_size: 64,
+            bias: true,
+            batch_size: 12,
+            max_steps: 2000,
+            learning_rate: 1e-3,
+            min_lr: 1e-4,
+            warmup_steps: 100,
+            weight_decay: 0.1,
+            grad_clip: 1.0,
+            eval_interval: 200,
+            eval_batches: 20,
+            seed: 42,
+        }
+    }
+}
+
+/// The user's hyperparameters over the defaults; `corpus_chars` bounds the block size (a
+/// window must fit in the validation split).
+pub fn resolve(
+    user: &Map<String, Value>,
+    corpus_chars: usize,
+) -> Result<LmHyperparameters, ValidationError> {
+    let mut hp = LmHyperparameters::default();
+    apply_keys(user, "transformer_lm", &ALLOWED, |key, v| {
+        let field = format!("hyperparameters.{key}");
+        let int = |min, max| uint(&field, v, min, max);
+        match key {
+            "n_layer" => hp.n_layer = int(1, 48)? as usize,
+            "n_head" => hp.n_head = int(1, 64)? as usize,
+            "n_embd" => hp.n_embd = int(8, 4096)? as usize,
+            "block_size" => hp.block_size = int(2, 4096)? as usize,
+            "bias" => {
+                hp.bias = v
+                    .as_bool()
+                    .ok_or_else(|| type_error(&field, "true or false", v))?
+            }
+            "batch_size" => hp.batch_size = int(1, 4096)? as usize,
+            "max_steps" => hp.max_steps = int(1, 10_000_000)?,
+            "learning_rate" => hp.learning_rate = float(&field, v, 1e-7, 10.0)?,
+            "min_lr" => hp.min_lr = float(&field, v, 0.0, 10.0)?,
+            "warmup_steps" => hp.warmup_steps = int(0, 10_000_000)?,
+            "weight_decay" => hp.weight_decay = float(&field, v, 0.0, 10.0)?,
+            "grad_clip" => hp.grad_clip = float(&field, v, 0.0, 1e6)?,
+            "eval_interval" => hp.eval_interval = int(1, 10_000_000)?,
+            "eval_batches" => hp.eval_batches = int(1, 10_000)? as usize,
+            "seed" => hp.seed = int(0, u64::MAX)?,
+            _ => unreachable!("apply_keys allows only ALLOWED"),
+        }
+        Ok(())
+    })?;
+    if hp.n_embd % hp.n_head != 0 {
+        return Err(ValidationError::new(
+            "hyperparameters.n_embd",
+            format!(
+                "must be divisible by n_head ({}); got {}",
+                hp.n_head, hp.n_embd
+            ),
+        ));
+    }
+    if hp.min_lr > hp.learning_rate {
+        return Err(ValidationError::new(
+            "hyperparameters.min_lr",
+            format!("must not exceed learning_rate ({})", hp.learning_rate),
+        ));
+    }
+    let validation_chars = corpus_chars / 10;
+    if hp.block_size >= validation_chars {
+        return Err(ValidationError::new(
+            "hyperparameters.block_size",
+            format!(
+                "must be shorter than the validation split ({validation_chars} characters of {corpus_chars})"
+            ),
+        ));
+    }
+    Ok(hp)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn defaults_fill_in_and_bad_values_name_their_field() {
+        let hp = resolve(&map(json!({"max_steps": 50})), 100_000).unwrap();
+        assert_eq!((hp.max_steps, hp.n_embd, hp.block_size), (50, 128, 64));
+        for (bad, field) in [
+            (
+                json!({"n_embd": 130, "n_head": 4}),
+                "hyperparameters.n_embd",
+            ),
+            (json!({"block_size": 20_000}), "hyperparameters.block_size"),
+            (json!({"n_layer": 0}), "hyperparameters.n_layer"),
+            (
+                json!({"learning_rate": "fast"}),
+                "hyperparameters.learning_rate",
+            ),
+            (json!({"min_lr": 0.5}), "hyperparameters.min_lr"),
+            (json!({"epochs": 3}), "epochs"),
+        ] {
+            let err = resolve(&map(bad.clone()), 100_000).unwrap_err();
+            assert_eq!(err.field, field, "{bad}: {err:?}");
+        }
+    }
+}
