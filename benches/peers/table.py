@@ -11,7 +11,8 @@ import sys
 METRICS = {
     "fit_seconds": "time", "score_seconds": "time", "fit_and_score_seconds": "time",
     "rows_per_second": "rate", "roc_auc": "quality", "precision_at_n": "quality",
-    "samples_per_second": "rate",
+    "samples_per_second": "rate", "tokens_per_second": "rate", "train_seconds": "time",
+    "val_loss": "time",  # lower is better, like a time
 }
 
 

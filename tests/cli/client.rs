@@ -221,3 +221,77 @@ async fn pause_resume_and_cancel_from_the_cli() {
     );
     assert!(String::from_utf8_lossy(&watched.stdout).contains("cancelled"));
 }
+
+#[tokio::test]
+async fn a_language_model_generates_from_the_cli_with_a_key() {
+    let server = Server::start().await;
+    let key = crate::support::create_key(&server.data_dir, "default", "editor");
+    let with_key = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_trainyard"))
+            .args(args)
+            .env("TRAINYARD_SERVER", &server.base)
+            .env("TRAINYARD_API_KEY", &key)
+            .output()
+            .expect("running trainyard")
+    };
+    let refused = cli(&server, &["models", "list"]);
+    assert_eq!(refused.status.code(), Some(1), "without the key: refused");
+    let created = json_of(&with_key(&[
+        "models",
+        "create",
+        "--name",
+        "bard",
+        "--dataset",
+        "shakespeare",
+        "--algorithm",
+        "transformer_lm",
+        "--set",
+        "n_layer=1",
+        "--set",
+        "n_head=2",
+        "--set",
+        "n_embd=16",
+        "--set",
+        "block_size=16",
+        "--set",
+        "max_steps=20",
+        "--set",
+        "eval_interval=10",
+        "--set",
+        "eval_batches=1",
+        "--output",
+        "json",
+    ]));
+    let id = created["id"].as_str().unwrap().to_string();
+    let trained = with_key(&["models", "train", &id, "--watch"]);
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    let args = [
+        "models",
+        "generate",
+        &id,
+        "--prompt",
+        "KING:",
+        "--max-new-tokens",
+        "12",
+        "--seed",
+        "5",
+    ];
+    let first = with_key(&args);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let text = String::from_utf8(first.stdout).unwrap();
+    assert!(
+        text.starts_with("KING:"),
+        "the prompt, then its continuation: {text:?}"
+    );
+    assert_eq!(text.trim_end_matches('\n').chars().count(), 5 + 12);
+    let second = with_key(&args);
+    assert_eq!(String::from_utf8(second.stdout).unwrap(), text, "seeded");
+}

@@ -23,15 +23,83 @@ pub struct BenchArgs {
     /// With --anomaly: also write the split as CSV files here, for a peer to measure on.
     #[arg(long, requires = "anomaly")]
     export: Option<std::path::PathBuf>,
-    /// Measure one peer workload (one epoch of MNIST) and print a JSON line: mlp_b128,
-    /// mlp_b512 (MLP 784-256-10, AdamW) or cnn (the default CNN). `benches/peers/run` runs these
-    /// alternately with PyTorch.
-    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn"])]
+    /// Measure one peer workload and print a JSON line: mlp_b128, mlp_b512 (MLP 784-256-10,
+    /// AdamW, one MNIST epoch), cnn (the default CNN), lm_speed (300 steps of nanoGPT's
+    /// character-level Shakespeare recipe) or lm_quality (its 2000 steps, then validation
+    /// loss). `benches/peers/run` runs these alternately with PyTorch.
+    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "lm_speed", "lm_quality"])]
     workload: Option<String>,
+}
+
+/// Collects nothing: the benchmark reads the run's own evaluations.
+struct Quiet;
+
+impl trainyard_engine::language::LmObserver for Quiet {
+    fn evaluation(&mut self, _: &trainyard_engine::language::Evaluation) {}
+
+    fn checkpoint(
+        &mut self,
+        _: &trainyard_engine::language::LmCheckpoint,
+    ) -> Result<(), trainyard_engine::TrainError> {
+        Ok(())
+    }
+}
+
+/// nanoGPT's recipe on the built-in corpus: training throughput, and for lm_quality the
+/// validation loss over 50 batches after 2000 steps.
+fn run_lm_workload(name: &str) -> anyhow::Result<Value> {
+    use trainyard_data::text::{CharTokenizer, builtin_corpus, split_corpus};
+    use trainyard_engine::language::{LmData, LmHyperparameters};
+    let text = builtin_corpus("shakespeare")?;
+    let (train_text, validation_text) = split_corpus(&text, 0.1);
+    let tokenizer = CharTokenizer::fit(train_text);
+    let (train, validation) = (
+        tokenizer.encode(train_text),
+        tokenizer.encode(validation_text),
+    );
+    let quality = name == "lm_quality";
+    let steps = if quality { 2000 } else { 300 };
+    let hp = LmHyperparameters {
+        max_steps: steps,
+        eval_interval: steps,
+        eval_batches: if quality { 50 } else { 1 },
+        ..LmHyperparameters::default()
+    };
+    let data = LmData {
+        train: &train,
+        validation: &validation,
+        vocab_size: tokenizer.vocab_size(),
+    };
+    let run = trainyard_engine::language::train(&hp, &data, None, &Control::default(), &mut Quiet)?;
+    let last = run
+        .evaluations
+        .last()
+        .ok_or_else(|| anyhow::anyhow!("{name}: no evaluation"))?;
+    let mut out = json!({
+        "workload": name,
+        "tokens_per_second": last.tokens_per_second,
+        "train_seconds": last.seconds,
+        "threads": rayon_threads(),
+    });
+    if quality {
+        out["val_loss"] = json!(last.val_loss);
+    }
+    Ok(out)
+}
+
+/// The training thread pool's size: RAYON_NUM_THREADS when set, else one per core.
+fn rayon_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// One epoch of a peer workload; the training throughput of that epoch, as a JSON line.
 fn run_workload(name: &str) -> anyhow::Result<Value> {
+    if name.starts_with("lm_") {
+        return run_lm_workload(name);
+    }
     let (algorithm, overrides) = match name {
         "mlp_b128" | "mlp_b512" => (
             Algorithm::Mlp,
@@ -65,11 +133,7 @@ fn run_workload(name: &str) -> anyhow::Result<Value> {
         "workload": name,
         "samples_per_second": epoch.samples_per_second,
         "epoch_seconds": epoch.epoch_seconds,
-        // The training thread pool's size: RAYON_NUM_THREADS when set, else one per core.
-        "threads": std::env::var("RAYON_NUM_THREADS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        "threads": rayon_threads(),
     }))
 }
 

@@ -104,6 +104,20 @@ pub enum ModelsCommand {
         #[arg(long)]
         input: PathBuf,
     },
+    /// Continue a prompt with a language model.
+    Generate {
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 200)]
+        max_new_tokens: usize,
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        #[arg(long)]
+        top_k: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -417,6 +431,37 @@ pub async fn models(conn: &Connection, command: ModelsCommand) -> Result<ExitCod
                 for p in r["predictions"].as_array().into_iter().flatten() {
                     println!("{}", prediction_line(p));
                 }
+            });
+        }
+        ModelsCommand::Generate {
+            model,
+            prompt,
+            max_new_tokens,
+            temperature,
+            top_k,
+            seed,
+        } => {
+            let body = json!({"prompt": prompt, "max_new_tokens": max_new_tokens,
+                              "temperature": temperature, "top_k": top_k, "seed": seed});
+            let result = client
+                .request(
+                    Method::POST,
+                    &format!("/api/models/{}/generate", segment(&model)),
+                    Some(body),
+                )
+                .await?;
+            print(out, &result, |r| {
+                println!("{prompt}{}", r["text"].as_str().unwrap_or_default());
+                eprintln!(
+                    "({} tokens, {:.0} tokens/s{})",
+                    r["tokens"],
+                    r["tokens_per_second"].as_f64().unwrap_or(0.0),
+                    if r["prompt_truncated"] == true {
+                        "; prompt truncated to the context"
+                    } else {
+                        ""
+                    }
+                );
             });
         }
     }
