@@ -25,6 +25,7 @@ model() { # port [auth header]
     -d '{"name":"m","dataset":"iris","algorithm":"mlp","hyperparameters":{"epochs":3}}' |
     python3 -c "import json,sys; print(json.load(sys.stdin)['id'])"
 }
+command -v wrk > /dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 KEY="$("$BIN" keys --data-dir "$DATA/on" create --project default --role viewer --name bench)"
 start off 18091
 start on 18092

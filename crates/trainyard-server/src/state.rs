@@ -151,6 +151,8 @@ pub struct AccessState {
     pub auth_failures: RateLimiter,
     /// Open streams per key (`access::streams`).
     pub streams: Mutex<HashMap<String, usize>>,
+    /// Projects known to exist (they are never deleted).
+    pub projects: Mutex<std::collections::HashSet<String>>,
 }
 
 impl AccessState {
@@ -162,6 +164,7 @@ impl AccessState {
             requests: RateLimiter::per_minute(config.rate_limit_per_minute),
             auth_failures: RateLimiter::per_minute(config.auth_failures_per_minute),
             streams: Mutex::default(),
+            projects: Mutex::default(),
         }
     }
 }

@@ -202,8 +202,15 @@ async fn identify(
             return Err(response);
         }
         let project = named.unwrap_or_else(|| state.config.project.clone());
+        // Projects are never deleted: one seen to exist is not looked up again.
+        if state.access.projects.lock().unwrap().contains(&project) {
+            return Ok(Caller::local(project));
+        }
         return match state.store.project_exists(&project).await {
-            Ok(true) => Ok(Caller::local(project)),
+            Ok(true) => {
+                state.access.projects.lock().unwrap().insert(project.clone());
+                Ok(Caller::local(project))
+            }
             Ok(false) => Err(ApiError::not_found("project", &project).into_response()),
             Err(e) => Err(ApiError::from(e).into_response()),
         };
