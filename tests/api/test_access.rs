@@ -287,6 +287,17 @@ async fn admins_issue_and_revoke_keys_and_read_an_audit_trail_without_secrets() 
         )
         .await;
     assert_eq!(code, 204);
+    let admin_id = &admin[3..15];
+    let (code, _, answer) = server
+        .send(
+            Method::DELETE,
+            &format!("/api/keys/{admin_id}"),
+            Some(&admin),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(code, 409, "a key cannot lock itself out: {answer}");
     let (code, _, _) = server
         .send(Method::GET, "/api/models", Some(&viewer), None, None)
         .await;

@@ -147,6 +147,13 @@ pub async fn revoke_key(
     if key.revoked_at.is_some() {
         return Err(ApiError::conflict(format!("key '{id}' is already revoked")));
     }
+    // An admin cannot lock itself out by accident; another admin (or `trainyard keys revoke`
+    // on the machine) can.
+    if caller.key_id.as_deref() == Some(id.as_str()) {
+        return Err(ApiError::conflict(
+            "a key cannot revoke itself; revoke it with another admin key or `trainyard keys revoke`",
+        ));
+    }
     state.store.revoke_key(&id).await?;
     // Takes effect now on this node rather than when the cache would next ask.
     state
