@@ -208,7 +208,12 @@ async fn identify(
         }
         return match state.store.project_exists(&project).await {
             Ok(true) => {
-                state.access.projects.lock().unwrap().insert(project.clone());
+                state
+                    .access
+                    .projects
+                    .lock()
+                    .unwrap()
+                    .insert(project.clone());
                 Ok(Caller::local(project))
             }
             Ok(false) => Err(ApiError::not_found("project", &project).into_response()),
