@@ -48,6 +48,33 @@ async fn test_a_job_that_cannot_fit_is_refused_before_it_is_queued() {
 }
 
 #[tokio::test]
+async fn test_a_language_model_that_cannot_fit_is_refused_with_its_estimate() {
+    let server = Server::start_with(with_budget(1000)).await;
+    let big =
+        json!({"n_layer": 24, "n_head": 16, "n_embd": 1024, "block_size": 1024, "batch_size": 64});
+    let (code, err) = server
+        .post(
+            "/api/models",
+            json!({"name": "big", "dataset": "shakespeare", "algorithm": "transformer_lm", "hyperparameters": big}),
+        )
+        .await;
+    assert_eq!(code, 400, "{err}");
+    assert_eq!(err["error"]["field"], "hyperparameters");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("budget of 1000 MB"), "{message}");
+    let (_, list) = server.get("/api/models").await;
+    assert_eq!(list["total"], 0, "nothing was created: {list}");
+    // The defaults (nanoGPT's recipe) fit easily.
+    let (code, created) = server
+        .post(
+            "/api/models",
+            json!({"name": "ok", "dataset": "shakespeare", "algorithm": "transformer_lm"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+}
+
+#[tokio::test]
 async fn test_a_job_that_fits_at_a_smaller_batch_trains_at_it_and_says_so() {
     // mnist and a 1,024-wide layer take about 200 MB before the batch; at 34 KB a sample,
     // 300 MB fits a few thousand samples, not the 65,536 asked for.

@@ -136,7 +136,7 @@ impl Family for Language {
         _algorithm: &str,
         dataset: &DatasetInfo,
         hyperparameters: &Map<String, Value>,
-        _limits: &Limits,
+        limits: &Limits,
     ) -> Result<Plan, ValidationError> {
         if dataset.task != Task::Text {
             return Err(ValidationError::new(
@@ -148,6 +148,7 @@ impl Family for Language {
             ));
         }
         let hp = spec::resolve(hyperparameters, dataset.n_rows)?;
+        check_memory(&hp, limits)?;
         Ok(Plan {
             hyperparameters: serde_json::to_value(&hp).expect("hyperparameters serialise"),
             epochs: evaluations_planned(&hp),
@@ -235,6 +236,25 @@ impl Family for Language {
             tokenizer: header.tokenizer,
         }))
     }
+}
+
+/// Character vocabularies are small; 256 bounds any the built-in corpora give.
+const VOCAB_BOUND: usize = 256;
+
+/// Refuses a model whose training would not fit the job's memory budget.
+fn check_memory(hp: &LmHyperparameters, limits: &Limits) -> Result<(), ValidationError> {
+    let needed_mb = hp.config(VOCAB_BOUND).estimated_bytes(hp.batch_size) / (1 << 20) as f64;
+    if needed_mb > limits.job_memory_mb as f64 {
+        return Err(ValidationError::new(
+            "hyperparameters",
+            format!(
+                "the job needs about {needed_mb:.0} MB at batch size {}, over the memory budget of {} MB; \
+                 lower batch_size, block_size, n_embd or n_layer, or raise the server's --job-memory-mb",
+                hp.batch_size, limits.job_memory_mb
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn final_metrics(evaluations: &[Evaluation]) -> BTreeMap<String, f64> {

@@ -24,6 +24,18 @@ pub struct GptConfig {
 }
 
 impl GptConfig {
+    /// Estimated training memory in bytes at a batch size: weights, gradients and AdamW's two
+    /// moments per parameter, plus the activations autodiff keeps per block (the residual
+    /// stream, norms, q/k/v, the MLP's 4x hidden layer, and the [heads, time, time] attention
+    /// scores and weights) and the logits.
+    pub fn estimated_bytes(&self, batch: usize) -> f64 {
+        const F32: f64 = 4.0;
+        let (t, e) = (self.block_size as f64, self.n_embd as f64);
+        let per_block = t * e * 16.0 + 3.0 * self.n_head as f64 * t * t;
+        let per_window = self.n_layer as f64 * per_block + 2.0 * t * self.vocab_size as f64;
+        self.parameters() as f64 * F32 * 4.0 + batch as f64 * per_window * F32
+    }
+
     /// Trainable parameters (the head shares the token embedding's).
     pub fn parameters(&self) -> usize {
         let e = self.n_embd;
