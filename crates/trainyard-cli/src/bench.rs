@@ -48,15 +48,9 @@ impl trainyard_engine::language::LmObserver for Quiet {
 /// nanoGPT's recipe on the built-in corpus: training throughput, and for lm_quality the
 /// validation loss over 50 batches after 2000 steps.
 fn run_lm_workload(name: &str) -> anyhow::Result<Value> {
-    use trainyard_data::text::{CharTokenizer, builtin_corpus, split_corpus};
+    use trainyard_data::text::{EncodedCorpus, builtin_corpus};
     use trainyard_engine::language::{LmData, LmHyperparameters};
-    let text = builtin_corpus("shakespeare")?;
-    let (train_text, validation_text) = split_corpus(&text, 0.1);
-    let tokenizer = CharTokenizer::fit(train_text);
-    let (train, validation) = (
-        tokenizer.encode(train_text),
-        tokenizer.encode(validation_text),
-    );
+    let corpus = EncodedCorpus::new(&builtin_corpus("shakespeare")?);
     let quality = name == "lm_quality";
     let steps = if quality { 2000 } else { 300 };
     let hp = LmHyperparameters {
@@ -66,9 +60,9 @@ fn run_lm_workload(name: &str) -> anyhow::Result<Value> {
         ..LmHyperparameters::default()
     };
     let data = LmData {
-        train: &train,
-        validation: &validation,
-        vocab_size: tokenizer.vocab_size(),
+        train: &corpus.train,
+        validation: &corpus.validation,
+        vocab_size: corpus.tokenizer.vocab_size(),
     };
     let run = trainyard_engine::language::train(&hp, &data, None, &Control::default(), &mut Quiet)?;
     let last = run

@@ -34,6 +34,28 @@ pub fn split_corpus(text: &str, validation_fraction: f64) -> (&str, &str) {
     text.split_at(cut)
 }
 
+/// The share of a corpus kept, at its end, for validation.
+pub const VALIDATION_FRACTION: f64 = 0.1;
+
+/// A corpus split contiguously and encoded with a tokenizer fit on its training part only.
+pub struct EncodedCorpus {
+    pub tokenizer: CharTokenizer,
+    pub train: Vec<u32>,
+    pub validation: Vec<u32>,
+}
+
+impl EncodedCorpus {
+    pub fn new(text: &str) -> Self {
+        let (train_text, validation_text) = split_corpus(text, VALIDATION_FRACTION);
+        let tokenizer = CharTokenizer::fit(train_text);
+        EncodedCorpus {
+            train: tokenizer.encode(train_text),
+            validation: tokenizer.encode(validation_text),
+            tokenizer,
+        }
+    }
+}
+
 /// Characters seen in the training text, plus an unknown token (id 0) for any other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CharTokenizer {

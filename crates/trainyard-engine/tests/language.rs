@@ -1,6 +1,6 @@
 //! The language model learns Shakespeare, attends only to the past, and is seeded.
 
-use trainyard_data::text::{CharTokenizer, builtin_corpus, split_corpus};
+use trainyard_data::text::{EncodedCorpus, builtin_corpus};
 use trainyard_engine::Control;
 use trainyard_engine::language::{
     Evaluation, Gpt, LmCheckpoint, LmData, LmHyperparameters, LmObserver, model::token_tensor,
@@ -52,13 +52,9 @@ fn shakespeare() -> (Vec<u32>, Vec<u32>, usize) {
     let text = builtin_corpus("shakespeare").unwrap();
     // A slice keeps the test quick; the split is still contiguous.
     let text: String = text.chars().take(400_000).collect();
-    let (train_text, validation_text) = split_corpus(&text, 0.1);
-    let tokenizer = CharTokenizer::fit(train_text);
-    (
-        tokenizer.encode(train_text),
-        tokenizer.encode(validation_text),
-        tokenizer.vocab_size(),
-    )
+    let corpus = EncodedCorpus::new(&text);
+    let vocab_size = corpus.tokenizer.vocab_size();
+    (corpus.train, corpus.validation, vocab_size)
 }
 
 #[test]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use trainyard_core::{EpochMetrics, Task, TrainingEvent, ValidationError};
 use trainyard_data::DatasetInfo;
-use trainyard_data::text::{CharTokenizer, builtin_corpus, split_corpus};
+use trainyard_data::text::{CharTokenizer, EncodedCorpus, builtin_corpus};
 
 use super::model::{Gpt, GptConfig, token_tensor};
 use super::train::{LmCheckpoint, LmObserver, load_weights, weights};
@@ -25,7 +25,6 @@ use crate::{Control, PredictError, Stop, TrainError};
 
 const CHECKPOINT_MAGIC: &[u8; 8] = b"TYLMCK01";
 const MODEL_MAGIC: &[u8; 8] = b"TYLMMD01";
-const VALIDATION_FRACTION: f64 = 0.1;
 
 pub struct Language;
 
@@ -163,14 +162,14 @@ impl Family for Language {
     ) -> Result<Finished, TrainError> {
         let text =
             builtin_corpus(&job.dataset.info.name).map_err(|e| TrainError::Fit(e.to_string()))?;
-        let hp = spec::resolve(&job.hyperparameters, text.chars().count())
+        // The dataset's size in characters is its row count: no need to count the text again.
+        let hp = spec::resolve(&job.hyperparameters, job.dataset.info.n_rows)
             .map_err(|e| TrainError::Fit(e.to_string()))?;
-        let (train_text, validation_text) = split_corpus(&text, VALIDATION_FRACTION);
-        let tokenizer = CharTokenizer::fit(train_text);
-        let (train_tokens, validation) = (
-            tokenizer.encode(train_text),
-            tokenizer.encode(validation_text),
-        );
+        let EncodedCorpus {
+            tokenizer,
+            train: train_tokens,
+            validation,
+        } = EncodedCorpus::new(&text);
         let resume = job
             .resume
             .as_deref()

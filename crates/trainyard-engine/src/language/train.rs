@@ -237,8 +237,8 @@ pub fn evaluate(model: &Gpt, tokens: &[u32], hp: &LmHyperparameters) -> f64 {
     let device = Device::flex();
     let loss_fn = CrossEntropyLoss::new(None, &device);
     let mut sum = 0.0;
+    let seed = SeededRng::derive(hp.seed, 3_000_000).next_u64();
     for i in 0..hp.eval_batches {
-        let seed = SeededRng::derive(hp.seed, 3_000_000).next_u64();
         let batch = windows(tokens, hp.block_size, hp.batch_size, seed, i as u64);
         let inputs = token_tensor(&batch.inputs, hp.batch_size, hp.block_size, &device);
         let targets: Tensor<1, burn::tensor::Int> =

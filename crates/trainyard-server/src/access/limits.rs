@@ -47,17 +47,25 @@ impl RateLimiter {
             tokens: self.burst,
             at: now,
         });
-        let refilled = now.duration_since(bucket.at).as_secs_f64() * self.per_second;
-        bucket.tokens = (bucket.tokens + refilled).min(self.burst);
+        bucket.tokens = self.tokens_at(bucket, now);
         bucket.at = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) / self.per_second,
-            ))
+            Err(self.wait_for_one(bucket.tokens))
         }
+    }
+
+    /// A bucket's tokens at `now`, refilled since it was last touched.
+    fn tokens_at(&self, bucket: &Bucket, now: Instant) -> f64 {
+        let refilled = now.duration_since(bucket.at).as_secs_f64() * self.per_second;
+        (bucket.tokens + refilled).min(self.burst)
+    }
+
+    /// How long until a bucket holding `tokens` has one.
+    fn wait_for_one(&self, tokens: f64) -> Duration {
+        Duration::from_secs_f64((1.0 - tokens) / self.per_second)
     }
 
     /// Whether `key` has no token left, without taking one.
@@ -66,11 +74,8 @@ impl RateLimiter {
             return None;
         }
         let buckets = self.buckets.lock().unwrap();
-        let bucket = buckets.get(key)?;
-        let tokens = (bucket.tokens
-            + now.duration_since(bucket.at).as_secs_f64() * self.per_second)
-            .min(self.burst);
-        (tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - tokens) / self.per_second))
+        let tokens = self.tokens_at(buckets.get(key)?, now);
+        (tokens < 1.0).then(|| self.wait_for_one(tokens))
     }
 }
 

@@ -121,11 +121,10 @@ pub async fn authorize(State(state): State<SharedState>, mut req: Request, next:
         Ok(caller) => caller,
         Err(e) => return e.into_response(),
     };
-    if caller.key_id.is_some() {
-        let bucket = caller.key_id.clone().unwrap_or_default();
-        if let Err(wait) = state.access.requests.check(&bucket, Instant::now()) {
-            return rate_limited(wait, "this key's request rate limit");
-        }
+    if let Some(key) = &caller.key_id
+        && let Err(wait) = state.access.requests.check(key, Instant::now())
+    {
+        return rate_limited(wait, "this key's request rate limit");
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();

@@ -3,13 +3,12 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
-use trainyard_engine::PredictError;
 use trainyard_engine::family::GenerateRequest;
 
 use crate::access::Caller;
 use crate::api::ApiJson;
 use crate::api::models::find_model;
-use crate::api::serving::{load_served, serving_run};
+use crate::api::serving::{answer_error, load_served, serving_run};
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 
@@ -92,12 +91,7 @@ pub async fn generate(
     let generated = tokio::task::spawn_blocking(move || served.generate(&request))
         .await
         .map_err(ApiError::internal)?
-        .map_err(|e| match e {
-            PredictError::Artifact(_) => {
-                ApiError::unprocessable("model_unavailable", format!("{e}; retrain the model"))
-            }
-            other => ApiError::bad_request("model", other.to_string()),
-        })?;
+        .map_err(|e| answer_error(e, "model"))?;
     Ok(Json(GeneratedView {
         model_id: model.id,
         run_id: run.id,

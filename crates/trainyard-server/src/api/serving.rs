@@ -51,13 +51,18 @@ pub(crate) async fn serving_run(state: &SharedState, model_id: &str) -> ApiResul
         })
 }
 
-fn predict_error(e: PredictError) -> ApiError {
+/// A served model's refusal: an unusable file is a 422, anything else a 400 naming `field`.
+pub(crate) fn answer_error(e: PredictError, field: &str) -> ApiError {
     match e {
         PredictError::Artifact(_) => {
             ApiError::unprocessable("model_unavailable", format!("{e}; retrain the model"))
         }
-        _ => ApiError::bad_request("inputs", e.to_string()),
+        _ => ApiError::bad_request(field, e.to_string()),
     }
+}
+
+fn predict_error(e: PredictError) -> ApiError {
+    answer_error(e, "inputs")
 }
 
 #[utoipa::path(post, path = "/api/models/{id}/predict", params(("id" = String, Path, description = "the model's id")), request_body = PredictBody, tag = "models",
