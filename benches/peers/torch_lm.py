@@ -3,10 +3,12 @@ Shakespeare (n_layer 4, n_head 4, n_embd 128, block 64, batch 12, dropout 0, Ada
 0.9/0.99, weight decay 0.1 on matrices only, warm-up 100 then cosine 1e-3 -> 1e-4, clip 1.0),
 on the same corpus and 90/10 contiguous split as Trainyard, at Trainyard's thread count.
 
-    python torch_lm.py DATASETS_DIR THREADS lm_speed|lm_quality
+    python torch_lm.py DATASETS_DIR THREADS lm_speed|lm_quality|lm_generate
 
 lm_speed: tokens/s over 300 training steps. lm_quality: 2000 steps, then validation loss over
-50 batches. Prints one JSON line.
+50 batches. lm_generate: 2000 tokens sampled after "ROMEO:" with nanoGPT's `generate` loop
+(the context cropped to the block, a full forward per token, no key-value cache). Prints one
+JSON line.
 """
 import gzip
 import json
@@ -92,7 +94,25 @@ def lr_at(step, max_steps):
     return MIN_LR + 0.5 * (1 + math.cos(math.pi * t)) * (LR - MIN_LR)
 
 
+def generate(directory, tokens=2000):
+    torch.manual_seed(42)
+    _, _, vocab = corpus(directory)
+    model = Gpt(vocab).eval()
+    idx = torch.randint(vocab, (1, 6))
+    started = time.perf_counter()
+    with torch.no_grad():
+        for _ in range(tokens):
+            logits = model(idx[:, -BLOCK:])[:, -1, :]
+            following = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            idx = torch.cat((idx, following), dim=1)
+    seconds = time.perf_counter() - started
+    return {"workload": "lm_generate", "peer": f"PyTorch {torch.__version__} eager, no KV cache",
+            "tokens_per_second": tokens / seconds, "threads": torch.get_num_threads()}
+
+
 def run(directory, workload):
+    if workload == "lm_generate":
+        return generate(directory)
     torch.manual_seed(42)
     train, val, vocab = corpus(directory)
     model = Gpt(vocab)

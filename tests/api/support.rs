@@ -651,7 +651,7 @@ pub async fn read_sse_as(url: String, key: &str, timeout: Duration) -> Vec<SseEv
     read_sse_from(request, timeout).await
 }
 
-async fn read_sse_from(request: reqwest::RequestBuilder, timeout: Duration) -> Vec<SseEvent> {
+pub async fn read_sse_from(request: reqwest::RequestBuilder, timeout: Duration) -> Vec<SseEvent> {
     let response = request.send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(

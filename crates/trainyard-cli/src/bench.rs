@@ -25,9 +25,10 @@ pub struct BenchArgs {
     export: Option<std::path::PathBuf>,
     /// Measure one peer workload and print a JSON line: mlp_b128, mlp_b512 (MLP 784-256-10,
     /// AdamW, one MNIST epoch), cnn (the default CNN), lm_speed (300 steps of nanoGPT's
-    /// character-level Shakespeare recipe) or lm_quality (its 2000 steps, then validation
-    /// loss). `benches/peers/run` runs these alternately with PyTorch.
-    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "lm_speed", "lm_quality"])]
+    /// character-level Shakespeare recipe), lm_quality (its 2000 steps, then validation
+    /// loss) or lm_generate (2000 tokens sampled from that network). `benches/peers/run` runs
+    /// these alternately with PyTorch.
+    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "lm_speed", "lm_quality", "lm_generate"])]
     workload: Option<String>,
 }
 
@@ -51,6 +52,9 @@ fn run_lm_workload(name: &str) -> anyhow::Result<Value> {
     use trainyard_data::text::{EncodedCorpus, builtin_corpus};
     use trainyard_engine::language::{LmData, LmHyperparameters};
     let corpus = EncodedCorpus::new(&builtin_corpus("shakespeare")?);
+    if name == "lm_generate" {
+        return run_generate_workload(&corpus);
+    }
     let quality = name == "lm_quality";
     let steps = if quality { 2000 } else { 300 };
     let hp = LmHyperparameters {
@@ -79,6 +83,35 @@ fn run_lm_workload(name: &str) -> anyhow::Result<Value> {
         out["val_loss"] = json!(last.val_loss);
     }
     Ok(out)
+}
+
+/// Sampling speed: 2000 tokens (temperature 1) from nanoGPT's network after "ROMEO:", with
+/// the key-value cache. Weights are freshly initialised: speed does not depend on them.
+fn run_generate_workload(corpus: &trainyard_data::text::EncodedCorpus) -> anyhow::Result<Value> {
+    use trainyard_engine::family::GenerateRequest;
+    use trainyard_engine::language::{GptWeights, LmHyperparameters};
+    let config = LmHyperparameters::default().config(corpus.tokenizer.vocab_size());
+    let weights = GptWeights::initialised(&config);
+    let request = GenerateRequest {
+        prompt: "ROMEO:".into(),
+        max_new_tokens: 2000,
+        temperature: 1.0,
+        top_k: None,
+        top_p: None,
+        stop: vec![],
+        seed: 1,
+    };
+    let generated = trainyard_engine::language::generate::generate(
+        &weights,
+        &corpus.tokenizer,
+        &request,
+        &mut |_| true,
+    )?;
+    Ok(json!({
+        "workload": "lm_generate",
+        "tokens_per_second": generated.tokens_per_second,
+        "threads": 1,
+    }))
 }
 
 /// The training thread pool's size: RAYON_NUM_THREADS when set, else one per core.

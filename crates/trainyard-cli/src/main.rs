@@ -6,6 +6,7 @@ mod bench_anomaly;
 mod doctor;
 mod encoding;
 mod keys;
+mod language;
 mod local_train;
 mod remote;
 mod serve;

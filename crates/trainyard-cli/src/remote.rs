@@ -104,19 +104,14 @@ pub enum ModelsCommand {
         #[arg(long)]
         input: PathBuf,
     },
-    /// Continue a prompt with a language model.
-    Generate {
+    /// Continue a prompt with a language model (streamed as it is produced).
+    Generate(crate::language::GenerateArgs),
+    /// Download the export bundle (a tar archive of weights, config, tokenizer and model card).
+    Export {
         model: String,
-        #[arg(long)]
-        prompt: String,
-        #[arg(long, default_value_t = 200)]
-        max_new_tokens: usize,
-        #[arg(long, default_value_t = 0.8)]
-        temperature: f64,
-        #[arg(long)]
-        top_k: Option<usize>,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        /// Where to write the archive (default: MODEL.tar).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -126,15 +121,15 @@ pub enum DatasetsCommand {
     Show {
         name: String,
     },
-    /// Upload a CSV file as a dataset.
+    /// Upload a CSV or Parquet file as a dataset, or with --task text a UTF-8 text corpus.
     Upload {
         file: PathBuf,
         #[arg(long)]
         name: String,
-        /// The target column's header.
-        #[arg(long)]
-        target: String,
-        /// classification or regression (inferred when absent).
+        /// The target column's header (none for a text corpus).
+        #[arg(long, required_unless_present = "task")]
+        target: Option<String>,
+        /// classification or regression (inferred when absent), or text.
         #[arg(long)]
         task: Option<String>,
     },
@@ -223,6 +218,16 @@ impl Client {
     }
 
     async fn finish(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        let text = self.send(req).await?.text().await.unwrap_or_default();
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Sends a request; a refusal becomes [`ClientError::Refused`] with the server's message
+    /// and field, and a success is returned unread (for files and event streams).
+    pub async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         let response = req.send().await.map_err(|e| {
             ClientError::Unreachable(format!(
                 "cannot reach {}: {e}; is `trainyard serve` running? (--server URL)",
@@ -230,22 +235,22 @@ impl Client {
             ))
         })?;
         let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
         let text = response.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if !status.is_success() {
-            let message = value["error"]["message"]
-                .as_str()
-                .map_or(text.clone(), str::to_string);
-            let field = value["error"]["field"]
-                .as_str()
-                .map(|f| format!(" ({f})"))
-                .unwrap_or_default();
-            return Err(ClientError::Refused {
-                status,
-                message: format!("{message}{field}"),
-            });
-        }
-        Ok(value)
+        let message = value["error"]["message"]
+            .as_str()
+            .map_or(text.clone(), str::to_string);
+        let field = value["error"]["field"]
+            .as_str()
+            .map(|f| format!(" ({f})"))
+            .unwrap_or_default();
+        Err(ClientError::Refused {
+            status,
+            message: format!("{message}{field}"),
+        })
     }
 }
 
@@ -433,36 +438,9 @@ pub async fn models(conn: &Connection, command: ModelsCommand) -> Result<ExitCod
                 }
             });
         }
-        ModelsCommand::Generate {
-            model,
-            prompt,
-            max_new_tokens,
-            temperature,
-            top_k,
-            seed,
-        } => {
-            let body = json!({"prompt": prompt, "max_new_tokens": max_new_tokens,
-                              "temperature": temperature, "top_k": top_k, "seed": seed});
-            let result = client
-                .request(
-                    Method::POST,
-                    &format!("/api/models/{}/generate", segment(&model)),
-                    Some(body),
-                )
-                .await?;
-            print(out, &result, |r| {
-                println!("{prompt}{}", r["text"].as_str().unwrap_or_default());
-                eprintln!(
-                    "({} tokens, {:.0} tokens/s{})",
-                    r["tokens"],
-                    r["tokens_per_second"].as_f64().unwrap_or(0.0),
-                    if r["prompt_truncated"] == true {
-                        "; prompt truncated to the context"
-                    } else {
-                        ""
-                    }
-                );
-            });
+        ModelsCommand::Generate(args) => crate::language::generate(&client, out, args).await?,
+        ModelsCommand::Export { model, output } => {
+            crate::language::export(&client, &model, output).await?
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -526,12 +504,20 @@ pub async fn datasets(
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let mut pairs = vec![("name", name.as_str()), ("target", target.as_str())];
+            let mut pairs = vec![("name", name.as_str())];
+            if let Some(target) = &target {
+                pairs.push(("target", target.as_str()));
+            }
             if let Some(task) = &task {
                 pairs.push(("task", task.as_str()));
             }
             let path = format!("/api/datasets?{}", query(&pairs));
-            let d = client.send_raw(&path, "text/csv", bytes).await?;
+            let content_type = if task.as_deref() == Some("text") {
+                "application/octet-stream"
+            } else {
+                "text/csv"
+            };
+            let d = client.send_raw(&path, content_type, bytes).await?;
             print(out, &d, |d| {
                 println!(
                     "uploaded {}: {} rows, {} features, {}",

@@ -393,7 +393,8 @@ pub fn uint_list(
         .collect()
 }
 
-fn early_stopping(value: &Value, task: Task) -> Result<Option<EarlyStopping>, ValidationError> {
+/// `early_stopping`: null/false (off), true (defaults) or `{monitor, patience, min_delta}`.
+pub fn early_stopping(value: &Value, task: Task) -> Result<Option<EarlyStopping>, ValidationError> {
     const KEY: &str = "early_stopping";
     if value.is_null() || value == &json!(false) {
         return Ok(None);

@@ -204,34 +204,14 @@ fn shuttle_odds() -> Result<Dataset, DataError> {
         info,
         table,
         test: None,
+        text: None,
     })
 }
 
-/// A text corpus: no table, its size in characters (language models read the text itself
-/// through `text::builtin_corpus`).
+/// A built-in text corpus.
 fn text_builtin(name: &str, description: &str) -> Result<Dataset, DataError> {
-    let characters = crate::text::builtin_corpus(name)?.chars().count();
-    Ok(Dataset {
-        info: DatasetInfo {
-            name: name.into(),
-            description: description.into(),
-            task: Task::Text,
-            n_rows: characters,
-            n_features: 0,
-            feature_names: vec![],
-            target_name: String::new(),
-            classes: None,
-            image_shape: None,
-            test_rows: None,
-            license: "public domain".into(),
-        },
-        table: Table {
-            x: vec![],
-            y: vec![],
-            n_features: 0,
-        },
-        test: None,
-    })
+    let text = crate::text::builtin_corpus(name)?;
+    crate::text::corpus_dataset(name, text, description, "public domain")
 }
 
 fn mnist_split(images: &str, labels: &str) -> Result<Table, DataError> {
@@ -263,6 +243,7 @@ fn mnist() -> Result<Dataset, DataError> {
         info: mnist_info(table.len(), test.len()),
         table,
         test: Some(test),
+        text: None,
     })
 }
 

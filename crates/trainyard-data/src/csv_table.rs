@@ -157,6 +157,7 @@ pub(crate) fn assemble(
             info,
             table,
             test: None,
+            text: None,
         });
     };
 
@@ -213,6 +214,7 @@ pub(crate) fn assemble(
         info,
         table: Table { x, y, n_features },
         test: None,
+        text: None,
     })
 }
 

@@ -29,6 +29,9 @@ pub enum DataError {
     Idx { file: String, message: String },
     #[error("invalid dataset option {field}: {message}")]
     Option { field: String, message: String },
+    /// A text corpus that cannot be used.
+    #[error("{0}")]
+    Text(String),
 }
 
 fn csv_message(line: &Option<usize>, column: &Option<String>, message: &str) -> String {

@@ -151,6 +151,7 @@ impl SyntheticSpec {
                 n_features: d,
             },
             test: None,
+            text: None,
         }
     }
 }

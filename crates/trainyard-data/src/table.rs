@@ -85,4 +85,6 @@ pub struct Dataset {
     pub info: DatasetInfo,
     pub table: Table,
     pub test: Option<Table>,
+    /// A text corpus's text (`Task::Text`); its table is empty.
+    pub text: Option<std::sync::Arc<str>>,
 }

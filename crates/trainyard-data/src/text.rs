@@ -7,7 +7,69 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DataError, SeededRng, raw_builtin_bytes};
+use std::sync::Arc;
+
+use trainyard_core::Task;
+
+use crate::{DataError, Dataset, DatasetInfo, SeededRng, Table, raw_builtin_bytes};
+
+/// The shortest corpus worth splitting: its validation tenth must hold a few windows.
+pub const MIN_CORPUS_CHARS: usize = 1_000;
+
+/// A text corpus as a dataset: no table, its size in characters as its row count.
+pub fn corpus_dataset(
+    name: &str,
+    text: String,
+    description: &str,
+    license: &str,
+) -> Result<Dataset, DataError> {
+    let characters = text.chars().count();
+    if characters < MIN_CORPUS_CHARS {
+        return Err(DataError::Text(format!(
+            "a text corpus needs at least {MIN_CORPUS_CHARS} characters; this one has {characters}"
+        )));
+    }
+    Ok(Dataset {
+        info: DatasetInfo {
+            name: name.into(),
+            description: description.into(),
+            task: Task::Text,
+            n_rows: characters,
+            n_features: 0,
+            feature_names: vec![],
+            target_name: String::new(),
+            classes: None,
+            image_shape: None,
+            test_rows: None,
+            license: license.into(),
+        },
+        table: Table {
+            x: vec![],
+            y: vec![],
+            n_features: 0,
+        },
+        test: None,
+        text: Some(Arc::from(text)),
+    })
+}
+
+/// An uploaded plain-text corpus: UTF-8 (a byte-order mark is dropped), at least
+/// [`MIN_CORPUS_CHARS`] characters.
+pub fn parse_corpus(name: &str, bytes: &[u8]) -> Result<Dataset, DataError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        DataError::Text(format!(
+            "a text corpus must be UTF-8; byte {} is not; convert it, e.g. with iconv -t UTF-8",
+            e.valid_up_to()
+        ))
+    })?;
+    corpus_dataset(
+        name,
+        text.to_string(),
+        "uploaded text corpus",
+        "provided by the uploader",
+    )
+}
 
 /// The built-in corpora by dataset name.
 pub const BUILTIN_CORPORA: [&str; 1] = ["shakespeare"];
@@ -85,6 +147,29 @@ impl CharTokenizer {
                     .map_or(Self::UNKNOWN, |i| i as u32 + 1)
             })
             .collect()
+    }
+
+    /// The tokenizer in Hugging Face's `tokenizer.json` format: a word-level vocabulary over
+    /// single characters (each character split off on its own), `<unk>` as id 0.
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        let mut vocab = serde_json::Map::new();
+        vocab.insert("<unk>".into(), 0.into());
+        for (i, c) in self.chars.iter().enumerate() {
+            vocab.insert(c.to_string(), (i + 1).into());
+        }
+        serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": [{"id": 0, "content": "<unk>", "single_word": false, "lstrip": false,
+                              "rstrip": false, "normalized": false, "special": true}],
+            "normalizer": null,
+            "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "[\\s\\S]"},
+                              "behavior": "Isolated", "invert": false},
+            "post_processor": null,
+            "decoder": {"type": "Fuse"},
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+        })
     }
 
     /// Unknown and out-of-range ids decode to U+FFFD.

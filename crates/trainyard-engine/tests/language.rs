@@ -1,10 +1,11 @@
 //! The language model learns Shakespeare, attends only to the past, and is seeded.
 
+use trainyard_core::hyperparameters::EarlyStopping;
 use trainyard_data::text::{EncodedCorpus, builtin_corpus};
 use trainyard_engine::Control;
 use trainyard_engine::language::{
-    Evaluation, Gpt, LmCheckpoint, LmData, LmHyperparameters, LmObserver, model::token_tensor,
-    train,
+    Evaluation, Gpt, GptWeights, LmCheckpoint, LmData, LmHyperparameters, LmObserver,
+    model::token_tensor, train,
 };
 
 /// Collects evaluations; checkpoints are kept in memory.
@@ -45,6 +46,7 @@ fn tiny(max_steps: u64) -> LmHyperparameters {
         eval_interval: 100,
         eval_batches: 8,
         seed: 7,
+        ..LmHyperparameters::default()
     }
 }
 
@@ -90,12 +92,6 @@ fn a_small_transformer_learns_shakespeare_and_resumes_exactly() {
     assert!(last.tokens_per_second > 0.0);
 
     // Resuming from the first checkpoint reproduces the uninterrupted run exactly.
-    let losses = |evaluations: &[Evaluation]| {
-        evaluations
-            .iter()
-            .map(|e| (e.step, e.train_loss, e.val_loss))
-            .collect::<Vec<_>>()
-    };
     let resumed = train(
         &hp,
         &data,
@@ -141,4 +137,144 @@ fn attention_sees_only_the_past() {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max);
     assert!(after > 1e-4, "the changed positions do change: {after}");
+}
+
+fn losses(evaluations: &[Evaluation]) -> Vec<(u64, f64, f64)> {
+    evaluations
+        .iter()
+        .map(|e| (e.step, e.train_loss, e.val_loss))
+        .collect()
+}
+
+#[test]
+fn dropout_and_gradient_accumulation_still_resume_exactly() {
+    let (train_tokens, validation, vocab_size) = shakespeare();
+    let data = LmData {
+        train: &train_tokens,
+        validation: &validation,
+        vocab_size,
+    };
+    let hp = LmHyperparameters {
+        dropout: 0.2,
+        grad_accumulation: 2,
+        max_steps: 40,
+        eval_interval: 20,
+        eval_batches: 2,
+        ..tiny(40)
+    };
+    let mut seen = Collect::default();
+    let run = train(&hp, &data, None, &Control::new(), &mut seen).unwrap();
+    assert_eq!(run.evaluations.len(), 2);
+    assert!(
+        run.evaluations[0].grad_norm > 0.0,
+        "{:?}",
+        run.evaluations[0]
+    );
+    let resumed = train(
+        &hp,
+        &data,
+        Some(&seen.checkpoints[0]),
+        &Control::new(),
+        &mut Collect::default(),
+    )
+    .unwrap();
+    assert_eq!(losses(&resumed.evaluations), losses(&run.evaluations));
+    let without = train(
+        &LmHyperparameters {
+            dropout: 0.0,
+            ..hp.clone()
+        },
+        &data,
+        None,
+        &Control::new(),
+        &mut Collect::default(),
+    )
+    .unwrap();
+    assert_ne!(
+        losses(&without.evaluations),
+        losses(&run.evaluations),
+        "dropout changes training"
+    );
+}
+
+#[test]
+fn weight_decay_shrinks_matrices_and_leaves_norms_and_biases_alone() {
+    let (train_tokens, validation, vocab_size) = shakespeare();
+    let data = LmData {
+        train: &train_tokens,
+        validation: &validation,
+        vocab_size,
+    };
+    let one_step = |weight_decay: f64| {
+        let hp = LmHyperparameters {
+            weight_decay,
+            warmup_steps: 0,
+            eval_batches: 1,
+            ..tiny(1)
+        };
+        let run = train(&hp, &data, None, &Control::new(), &mut Collect::default()).unwrap();
+        GptWeights::from_model(&run.model, &hp.config(vocab_size))
+    };
+    let (plain, decayed) = (one_step(0.0), one_step(5.0));
+    let (plain, decayed) = (plain.named(), decayed.named());
+    for ((name, shape, a), (_, _, b)) in plain.iter().zip(&decayed) {
+        if shape.len() == 1 {
+            assert_eq!(a, b, "{name} is not decayed");
+        } else {
+            let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!(norm(b) < norm(a), "{name} shrinks under weight decay");
+        }
+    }
+}
+
+#[test]
+fn early_stopping_keeps_the_best_evaluation_and_resumes_with_it() {
+    let (train_tokens, validation, vocab_size) = shakespeare();
+    let data = LmData {
+        train: &train_tokens,
+        validation: &validation,
+        vocab_size,
+    };
+    // A learning rate far too high: validation loss gets worse after the first evaluations.
+    let hp = LmHyperparameters {
+        learning_rate: 0.5,
+        min_lr: 0.5,
+        grad_clip: 0.0,
+        warmup_steps: 0,
+        max_steps: 400,
+        eval_interval: 10,
+        eval_batches: 2,
+        early_stopping: Some(EarlyStopping {
+            monitor: "val_loss".into(),
+            patience: 2,
+            min_delta: 0.0,
+        }),
+        ..tiny(400)
+    };
+    let mut seen = Collect::default();
+    let run = train(&hp, &data, None, &Control::new(), &mut seen).unwrap();
+    assert!(run.stopped_early, "{:?}", losses(&run.evaluations));
+    assert!(run.evaluations.len() < 40);
+    let best = run
+        .evaluations
+        .iter()
+        .min_by(|a, b| a.val_loss.total_cmp(&b.val_loss))
+        .unwrap();
+    assert_eq!(run.best_step, Some(best.step));
+    let kept = trainyard_engine::language::evaluate(&run.model, &validation, &hp);
+    assert!(
+        (kept - best.val_loss).abs() < 1e-6,
+        "the model kept is the best evaluation's: {kept} vs {}",
+        best.val_loss
+    );
+    let resumed = train(
+        &hp,
+        &data,
+        Some(&seen.checkpoints[0]),
+        &Control::new(),
+        &mut Collect::default(),
+    )
+    .unwrap();
+    assert_eq!(losses(&resumed.evaluations), losses(&run.evaluations));
+    assert_eq!(resumed.best_step, run.best_step);
 }

@@ -109,6 +109,7 @@ fn small_mnist(rows: usize) -> Arc<Dataset> {
         info,
         table: full.table.select(&idx),
         test: Some(test),
+        text: None,
     })
 }
 

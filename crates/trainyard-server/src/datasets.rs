@@ -108,7 +108,12 @@ pub async fn load(state: &SharedState, project: &str, name: &str) -> Result<Arc<
         let bytes = artifacts
             .get(&path)
             .map_err(|e| format!("dataset file {path}: {e}"))?;
-        parse_table(&bytes, &options).map_err(|e| format!("dataset '{}': {e}", options.name))
+        let parsed = if options.task == Some(trainyard_core::Task::Text) {
+            trainyard_data::text::parse_corpus(&options.name, &bytes)
+        } else {
+            parse_table(&bytes, &options)
+        };
+        parsed.map_err(|e| format!("dataset '{}': {e}", options.name))
     })
     .await
     .map_err(|e| e.to_string())??;
@@ -124,5 +129,5 @@ pub fn upload_cache_key(row: &DatasetRow) -> String {
 
 fn dataset_bytes(ds: &Dataset) -> usize {
     let table = |t: &trainyard_data::Table| (t.x.len() + t.y.len()) * 4;
-    table(&ds.table) + ds.test.as_ref().map_or(0, table)
+    table(&ds.table) + ds.test.as_ref().map_or(0, table) + ds.text.as_ref().map_or(0, |t| t.len())
 }

@@ -138,7 +138,32 @@ pub struct GenerateRequest {
     /// 0 picks the most likely token every time.
     pub temperature: f64,
     pub top_k: Option<usize>,
+    /// Sample from the smallest set of likeliest tokens whose probabilities reach this.
+    pub top_p: Option<f64>,
+    /// Generation ends before the first of these strings; it is not part of the text.
+    pub stop: Vec<String>,
     pub seed: u64,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// `max_new_tokens` were generated.
+    Length,
+    /// A stop string appeared.
+    Stop,
+    /// The receiver went away (a streaming client disconnected).
+    Cancelled,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Length => "length",
+            FinishReason::Stop => "stop",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// Text a language model produced.
@@ -148,7 +173,27 @@ pub struct Generated {
     pub tokens: usize,
     /// The prompt was longer than the context: only its last `block_size` tokens were used.
     pub prompt_truncated: bool,
+    pub finish_reason: FinishReason,
     pub tokens_per_second: f64,
+}
+
+/// Receives generated text as it is produced; `false` stops generation (the client left).
+pub type TextSink<'a> = dyn FnMut(&str) -> bool + 'a;
+
+/// What a bundle's model card says about where the model came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportInfo {
+    pub model_id: String,
+    pub model_name: String,
+    pub dataset: String,
+    pub run_id: String,
+}
+
+/// A file of a model's export bundle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BundleFile {
+    pub name: String,
+    pub bytes: Vec<u8>,
 }
 
 /// A trained model, decoded once and shared by concurrent requests.
@@ -162,11 +207,25 @@ pub trait Served: Send + Sync + 'static {
     /// The inputs' feature names, in order.
     fn feature_names(&self) -> Vec<String>;
 
-    /// Continues a prompt (language models).
-    fn generate(&self, request: &GenerateRequest) -> Result<Generated, PredictError> {
-        let _ = request;
+    /// Continues a prompt (language models), handing text to `sink` as it is produced (held
+    /// back only while it could be the start of a stop string).
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        sink: &mut TextSink<'_>,
+    ) -> Result<Generated, PredictError> {
+        let _ = (request, sink);
         Err(PredictError::Unsupported(
             "this model does not generate text; use predict".into(),
+        ))
+    }
+
+    /// The files of an export bundle: the weights and everything needed to use them outside
+    /// Trainyard.
+    fn export(&self, about: &ExportInfo) -> Result<Vec<BundleFile>, PredictError> {
+        let _ = about;
+        Err(PredictError::Unsupported(
+            "this kind of model has no export bundle".into(),
         ))
     }
 

@@ -2,24 +2,23 @@
 //! checkpoints at every evaluation and on pause (exact resume), and a served model that
 //! generates text.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Instant;
-
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use trainyard_core::{EpochMetrics, Task, TrainingEvent, ValidationError};
 use trainyard_data::DatasetInfo;
 use trainyard_data::text::{CharTokenizer, EncodedCorpus, builtin_corpus};
 
-use super::model::{Gpt, GptConfig, token_tensor};
+use super::model::{Gpt, GptConfig};
 use super::train::{LmCheckpoint, LmObserver, load_weights, weights};
+use super::weights::GptWeights;
 use super::{Evaluation, LmData, LmHyperparameters, spec};
 use crate::container::{read_sections, write_sections};
 use crate::family::{
-    Artifact, Family, Finished, GenerateRequest, Generated, Job, Limits, Plan, Reporter,
-    SavedCheckpoint, Served,
+    Artifact, BundleFile, ExportInfo, Family, Finished, GenerateRequest, Generated, Job, Limits,
+    Plan, Reporter, SavedCheckpoint, Served, TextSink,
 };
 use crate::{Control, PredictError, Stop, TrainError};
 
@@ -52,18 +51,21 @@ fn encode_checkpoint(checkpoint: &LmCheckpoint) -> SavedCheckpoint {
     SavedCheckpoint {
         epoch: checkpoint.evaluations.len() as u32,
         step: checkpoint.step,
-        bytes: write_sections(
-            CHECKPOINT_MAGIC,
-            &[&header, &checkpoint.model, &checkpoint.optimizer],
-        ),
+        bytes: {
+            let mut sections: Vec<&[u8]> = vec![&header, &checkpoint.model, &checkpoint.optimizer];
+            sections.extend(checkpoint.best_model.as_deref());
+            write_sections(CHECKPOINT_MAGIC, &sections)
+        },
     }
 }
 
 fn decode_checkpoint(bytes: &[u8]) -> Result<LmCheckpoint, String> {
     let sections =
         read_sections(CHECKPOINT_MAGIC, "language checkpoint", bytes).map_err(|e| e.to_string())?;
-    let [header, model, optimizer] = sections[..] else {
-        return Err("a language checkpoint has three sections".into());
+    let (header, model, optimizer, best_model) = match sections[..] {
+        [header, model, optimizer] => (header, model, optimizer, None),
+        [header, model, optimizer, best] => (header, model, optimizer, Some(best.to_vec())),
+        _ => return Err("a language checkpoint has three or four sections".into()),
     };
     let header: CheckpointHeader = serde_json::from_slice(header).map_err(|e| e.to_string())?;
     Ok(LmCheckpoint {
@@ -71,6 +73,7 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<LmCheckpoint, String> {
         evaluations: header.evaluations,
         model: model.to_vec(),
         optimizer: optimizer.to_vec(),
+        best_model,
     })
 }
 
@@ -87,6 +90,7 @@ impl LmObserver for Forward<'_> {
             ("perplexity".to_string(), e.val_loss.exp()),
             ("step".to_string(), e.step as f64),
             ("tokens_per_second".to_string(), e.tokens_per_second),
+            ("grad_norm".to_string(), e.grad_norm),
         ]);
         let epoch = self.next;
         self.next += 1;
@@ -141,7 +145,8 @@ impl Family for Language {
             return Err(ValidationError::new(
                 "dataset",
                 format!(
-                    "transformer_lm learns from text, but '{}' is a {} dataset; use shakespeare",
+                    "transformer_lm learns from text, but '{}' is a {} dataset; use shakespeare \
+                     or upload a corpus with task=text",
                     dataset.name, dataset.task
                 ),
             ));
@@ -160,8 +165,12 @@ impl Family for Language {
         control: &Control,
         reporter: &mut dyn Reporter,
     ) -> Result<Finished, TrainError> {
-        let text =
-            builtin_corpus(&job.dataset.info.name).map_err(|e| TrainError::Fit(e.to_string()))?;
+        let text = match &job.dataset.text {
+            Some(text) => text.clone(),
+            None => builtin_corpus(&job.dataset.info.name)
+                .map_err(|e| TrainError::Fit(e.to_string()))?
+                .into(),
+        };
         // The dataset's size in characters is its row count: no need to count the text again.
         let hp = spec::resolve(&job.hyperparameters, job.dataset.info.n_rows)
             .map_err(|e| TrainError::Fit(e.to_string()))?;
@@ -199,7 +208,16 @@ impl Family for Language {
             Some(Stop::Pause) => return Ok(Finished::Paused),
             None => {}
         }
-        let metrics = final_metrics(&run.evaluations);
+        let best = run
+            .best_step
+            .and_then(|step| run.evaluations.iter().position(|e| e.step == step));
+        if run.stopped_early {
+            forward.reporter.event(TrainingEvent::EarlyStopped {
+                epoch: run.evaluations.len() as u32,
+                best_epoch: best.map_or(0, |i| i as u32 + 1),
+            });
+        }
+        let metrics = final_metrics(&run.evaluations, best);
         let header = ModelHeader {
             format: 1,
             config: hp.config(tokenizer.vocab_size()),
@@ -226,13 +244,13 @@ impl Family for Language {
         };
         let header: ModelHeader =
             serde_json::from_slice(header).map_err(|e| PredictError::Artifact(e.to_string()))?;
-        let device = Device::flex();
-        let model = load_weights(Gpt::new(&header.config, &device), weights)
+        let model = load_weights(Gpt::new(&header.config, &Device::flex()), weights)
             .map_err(|e| PredictError::Artifact(e.to_string()))?;
         Ok(Arc::new(LanguageModel {
-            model,
-            config: header.config,
+            weights: GptWeights::from_model(&model, &header.config),
             tokenizer: header.tokenizer,
+            hyperparameters: header.hyperparameters,
+            metrics: header.metrics,
         }))
     }
 }
@@ -256,13 +274,19 @@ fn check_memory(hp: &LmHyperparameters, limits: &Limits) -> Result<(), Validatio
     Ok(())
 }
 
-fn final_metrics(evaluations: &[Evaluation]) -> BTreeMap<String, f64> {
+/// The final metrics: the kept model's evaluation (the best one under early stopping, else
+/// the last), the steps trained, and the median speed.
+fn final_metrics(evaluations: &[Evaluation], best: Option<usize>) -> BTreeMap<String, f64> {
     let mut metrics = BTreeMap::new();
     if let Some(last) = evaluations.last() {
-        metrics.insert("val_loss".into(), last.val_loss);
-        metrics.insert("train_loss".into(), last.train_loss);
-        metrics.insert("perplexity".into(), last.val_loss.exp());
+        let kept = best.map_or(last, |i| &evaluations[i]);
+        metrics.insert("val_loss".into(), kept.val_loss);
+        metrics.insert("train_loss".into(), kept.train_loss);
+        metrics.insert("perplexity".into(), kept.val_loss.exp());
         metrics.insert("steps".into(), last.step as f64);
+        if best.is_some() {
+            metrics.insert("best_step".into(), kept.step as f64);
+        }
         let mut speeds: Vec<f64> = evaluations.iter().map(|e| e.tokens_per_second).collect();
         speeds.sort_by(f64::total_cmp);
         metrics.insert("tokens_per_second".into(), speeds[speeds.len() / 2]);
@@ -270,11 +294,12 @@ fn final_metrics(evaluations: &[Evaluation]) -> BTreeMap<String, f64> {
     metrics
 }
 
-/// A trained language model, ready to generate.
+/// A trained language model, ready to generate and export.
 pub struct LanguageModel {
-    model: Gpt,
-    config: GptConfig,
+    weights: GptWeights,
     tokenizer: CharTokenizer,
+    hyperparameters: LmHyperparameters,
+    metrics: BTreeMap<String, f64>,
 }
 
 impl Served for LanguageModel {
@@ -292,61 +317,21 @@ impl Served for LanguageModel {
         vec![]
     }
 
-    fn generate(&self, request: &GenerateRequest) -> Result<Generated, PredictError> {
-        let started = Instant::now();
-        let mut tokens = self.tokenizer.encode(&request.prompt);
-        if tokens.is_empty() {
-            return Err(PredictError::Unsupported(
-                "prompt: must not be empty".into(),
-            ));
-        }
-        let prompt_truncated = tokens.len() > self.config.block_size;
-        let prompt_len = tokens.len();
-        let mut rng = trainyard_data::SeededRng::new(request.seed);
-        let device = Device::flex();
-        for _ in 0..request.max_new_tokens {
-            let context = &tokens[tokens.len().saturating_sub(self.config.block_size)..];
-            let logits = self
-                .model
-                .forward(token_tensor(context, 1, context.len(), &device))
-                .into_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| PredictError::Artifact(format!("{e:?}")))?;
-            let vocab = self.tokenizer.vocab_size();
-            let last = &logits[logits.len() - vocab..];
-            tokens.push(sample(last, request, &mut rng));
-        }
-        let new = &tokens[prompt_len..];
-        let seconds = started.elapsed().as_secs_f64();
-        Ok(Generated {
-            text: self.tokenizer.decode(new),
-            tokens: new.len(),
-            prompt_truncated,
-            tokens_per_second: new.len() as f64 / seconds.max(1e-9),
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        sink: &mut TextSink<'_>,
+    ) -> Result<Generated, PredictError> {
+        super::generate::generate(&self.weights, &self.tokenizer, request, sink)
+    }
+
+    fn export(&self, about: &ExportInfo) -> Result<Vec<BundleFile>, PredictError> {
+        super::bundle::files(&super::bundle::Bundle {
+            weights: &self.weights,
+            tokenizer: &self.tokenizer,
+            hyperparameters: &self.hyperparameters,
+            metrics: &self.metrics,
+            about,
         })
     }
-}
-
-/// The next token: greedy at temperature 0, else sampled from the softmax of the logits over
-/// temperature, restricted to the `top_k` most likely.
-fn sample(logits: &[f32], request: &GenerateRequest, rng: &mut trainyard_data::SeededRng) -> u32 {
-    let mut ranked: Vec<(usize, f64)> = logits.iter().map(|&l| l as f64).enumerate().collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    if request.temperature <= 0.0 {
-        return ranked[0].0 as u32;
-    }
-    ranked.truncate(request.top_k.unwrap_or(ranked.len()).max(1));
-    let top = ranked[0].1;
-    let weights: Vec<f64> = ranked
-        .iter()
-        .map(|(_, l)| ((l - top) / request.temperature).exp())
-        .collect();
-    let mut pick = rng.next_f64() * weights.iter().sum::<f64>();
-    for ((token, _), weight) in ranked.iter().zip(&weights) {
-        if pick < *weight {
-            return *token as u32;
-        }
-        pick -= weight;
-    }
-    ranked[ranked.len() - 1].0 as u32
 }

@@ -10,6 +10,7 @@ use burn::nn::{
 };
 use burn::tensor::{Device, Int, Tensor, TensorData, activation};
 use serde::{Deserialize, Serialize};
+use trainyard_data::SeededRng;
 
 /// Everything needed to rebuild the network; stored with checkpoints and models.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,20 +52,20 @@ impl GptConfig {
 }
 
 #[derive(Module, Debug)]
-struct Block {
-    ln_attention: LayerNorm,
-    attention: MultiHeadAttention,
-    ln_mlp: LayerNorm,
-    expand: Linear,
-    project: Linear,
+pub(super) struct Block {
+    pub(super) ln_attention: LayerNorm,
+    pub(super) attention: MultiHeadAttention,
+    pub(super) ln_mlp: LayerNorm,
+    pub(super) expand: Linear,
+    pub(super) project: Linear,
 }
 
 #[derive(Module, Debug)]
 pub struct Gpt {
-    tokens: Embedding,
-    positions: Embedding,
-    blocks: Vec<Block>,
-    ln_final: LayerNorm,
+    pub(super) tokens: Embedding,
+    pub(super) positions: Embedding,
+    pub(super) blocks: Vec<Block>,
+    pub(super) ln_final: LayerNorm,
 }
 
 impl Gpt {
@@ -110,26 +111,65 @@ impl Gpt {
     /// Next-token logits for every position, `[batch * time, vocab]`, of `tokens` given as
     /// `[batch, time]` with `time <= block_size`.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<2> {
+        self.forward_with(tokens, None)
+    }
+
+    /// [`Gpt::forward`], with dropout on the embeddings and on each attention and MLP output
+    /// when training.
+    pub fn forward_with(
+        &self,
+        tokens: Tensor<2, Int>,
+        mut dropout: Option<&mut Dropout>,
+    ) -> Tensor<2> {
         let [batch, time] = tokens.dims();
         let device = tokens.device();
         let positions: Vec<i64> = (0..batch).flat_map(|_| 0..time as i64).collect();
         let positions =
             Tensor::<2, Int>::from_data(TensorData::new(positions, [batch, time]), &device);
-        let mut x = self.tokens.forward(tokens) + self.positions.forward(positions);
+        let mut drop = |x: Tensor<3>| match dropout.as_deref_mut() {
+            Some(d) => d.apply(x),
+            None => x,
+        };
+        let mut x = drop(self.tokens.forward(tokens) + self.positions.forward(positions));
         let mask = generate_autoregressive_mask(batch, time, &device);
         for block in &self.blocks {
             let attended = block.attention.forward(
                 MhaInput::self_attn(block.ln_attention.forward(x.clone())).mask_attn(mask.clone()),
             );
-            x = x + attended.context;
+            x = x + drop(attended.context);
             let hidden = activation::gelu(block.expand.forward(block.ln_mlp.forward(x.clone())));
-            x = x + block.project.forward(hidden);
+            x = x + drop(block.project.forward(hidden));
         }
         let x = self.ln_final.forward(x);
         let [_, _, e] = x.dims();
         let flat: Tensor<2> = x.reshape([batch * time, e]);
         // The head is the token embedding's transpose (weight tying).
         flat.matmul(self.tokens.weight.val().transpose())
+    }
+}
+
+/// Dropout whose masks come from the run's own generator (seeded per step), not the
+/// backend's global one, so a resumed run draws the masks an uninterrupted one would.
+pub struct Dropout {
+    pub p: f64,
+    pub rng: SeededRng,
+}
+
+impl Dropout {
+    fn apply(&mut self, x: Tensor<3>) -> Tensor<3> {
+        let dims = x.dims();
+        let keep = (1.0 / (1.0 - self.p)) as f32;
+        let mask: Vec<f32> = (0..dims.iter().product::<usize>())
+            .map(|_| {
+                if self.rng.next_f64() < self.p {
+                    0.0
+                } else {
+                    keep
+                }
+            })
+            .collect();
+        let device = x.device();
+        x * Tensor::<3>::from_data(TensorData::new(mask, dims), &device)
     }
 }
 

@@ -2,12 +2,15 @@
 //! Shakespeare), bounds, and errors that name the field.
 
 use serde_json::{Map, Value};
-use trainyard_core::ValidationError;
-use trainyard_core::hyperparameters::{apply_keys, float, type_error, uint};
+use trainyard_core::hyperparameters::{
+    apply_keys, choice, early_stopping, float, type_error, uint,
+};
+use trainyard_core::{Task, ValidationError};
 
 use super::LmHyperparameters;
+use super::train::LrSchedule;
 
-const ALLOWED: [&str; 15] = [
+const ALLOWED: [&str; 19] = [
     "n_layer",
     "n_head",
     "n_embd",
@@ -23,6 +26,10 @@ const ALLOWED: [&str; 15] = [
     "eval_interval",
     "eval_batches",
     "seed",
+    "dropout",
+    "grad_accumulation",
+    "lr_schedule",
+    "early_stopping",
 ];
 
 impl Default for LmHyperparameters {
@@ -43,6 +50,10 @@ impl Default for LmHyperparameters {
             eval_interval: 200,
             eval_batches: 20,
             seed: 42,
+            dropout: 0.0,
+            grad_accumulation: 1,
+            lr_schedule: LrSchedule::Cosine,
+            early_stopping: None,
         }
     }
 }
@@ -77,6 +88,20 @@ pub fn resolve(
             "eval_interval" => hp.eval_interval = int(1, 10_000_000)?,
             "eval_batches" => hp.eval_batches = int(1, 10_000)? as usize,
             "seed" => hp.seed = int(0, u64::MAX)?,
+            "dropout" => hp.dropout = float(&field, v, 0.0, 0.9)?,
+            "grad_accumulation" => hp.grad_accumulation = int(1, 1024)? as usize,
+            "lr_schedule" => {
+                hp.lr_schedule = match choice(&field, v, &["cosine", "constant"])? {
+                    "constant" => LrSchedule::Constant,
+                    _ => LrSchedule::Cosine,
+                }
+            }
+            "early_stopping" => {
+                hp.early_stopping = early_stopping(v, Task::Text).map_err(|mut e| {
+                    e.field = format!("hyperparameters.{}", e.field);
+                    e
+                })?
+            }
             _ => unreachable!("apply_keys allows only ALLOWED"),
         }
         Ok(())
@@ -134,6 +159,23 @@ mod tests {
                 "hyperparameters.learning_rate",
             ),
             (json!({"min_lr": 0.5}), "hyperparameters.min_lr"),
+            (json!({"dropout": 1.0}), "hyperparameters.dropout"),
+            (
+                json!({"lr_schedule": "linear"}),
+                "hyperparameters.lr_schedule",
+            ),
+            (
+                json!({"early_stopping": {"patience": 0}}),
+                "hyperparameters.early_stopping.patience",
+            ),
+            (
+                json!({"early_stopping": {"monitor": "val_accuracy"}}),
+                "hyperparameters.early_stopping.monitor",
+            ),
+            (
+                json!({"grad_accumulation": 0}),
+                "hyperparameters.grad_accumulation",
+            ),
             (json!({"epochs": 3}), "epochs"),
         ] {
             let err = resolve(&map(bad.clone()), 100_000).unwrap_err();

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use trainyard_core::Task;
+use trainyard_data::text::parse_corpus;
 use trainyard_data::{BUILTIN_NAMES, DatasetInfo, builtin_info, is_parquet, parse_table};
 use trainyard_store::DatasetRow;
 
@@ -96,7 +97,8 @@ pub struct UploadQuery {
     /// same as `target` with `task=classification`; fitting never sees it.
     #[param(min_length = 1)]
     pub label: Option<String>,
-    /// classification or regression; inferred when absent.
+    /// classification or regression (inferred when absent), or text: the body is a UTF-8 text
+    /// corpus for language models.
     pub task: Option<String>,
 }
 
@@ -229,6 +231,15 @@ pub async fn upload_dataset(
             "a dataset named '{name}' exists; delete it first or choose another name"
         )));
     }
+    if task == Some(Task::Text) {
+        let parse_input = csv.clone();
+        let parse_name = name.clone();
+        let corpus = tokio::task::spawn_blocking(move || parse_corpus(&parse_name, &parse_input))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::bad_request("file", e.to_string()))?;
+        return store_upload(&state, &caller, name, csv, corpus).await;
+    }
     let options = csv_options(&name, target.as_deref(), task);
     let parse_input = csv.clone();
     let dataset = tokio::task::spawn_blocking(move || parse_table(&parse_input, &options))
@@ -277,10 +288,17 @@ fn upload_target(form: &UploadQuery) -> ApiResult<(Option<String>, Option<Task>)
         None | Some("") => None,
         Some("classification") => Some(Task::Classification),
         Some("regression") => Some(Task::Regression),
+        Some("text") if form.target.is_some() => {
+            return Err(ApiError::bad_request(
+                "target",
+                "a text corpus has no target column; leave target out",
+            ));
+        }
+        Some("text") => return Ok((None, Some(Task::Text))),
         Some(other) => {
             return Err(ApiError::bad_request(
                 "task",
-                format!("must be classification or regression, got '{other}'"),
+                format!("must be classification, regression or text, got '{other}'"),
             ));
         }
     };
@@ -303,7 +321,13 @@ async fn store_upload(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     // A file per upload: a concurrent upload under the same name writes its own file, and only
     // the one whose row is inserted keeps it.
-    let extension = if is_parquet(&csv) { "parquet" } else { "csv" };
+    let extension = if dataset.info.task == Task::Text {
+        "txt"
+    } else if is_parquet(&csv) {
+        "parquet"
+    } else {
+        "csv"
+    };
     let key = format!(
         "datasets/{name}-{}.{extension}",
         uuid::Uuid::now_v7().simple()

@@ -5,6 +5,7 @@ pub mod access;
 pub mod checkpoints;
 pub mod control;
 pub mod datasets;
+pub mod export;
 pub mod generate;
 pub mod model_stream;
 pub mod models;
@@ -80,6 +81,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/api/models/{id}/predict", post(serving::predict))
         .route("/api/models/{id}/generate", post(generate::generate))
+        .route("/api/models/{id}/export", get(export::export_model))
         .route("/api/models/{id}/score", post(serving::start_score))
         .route("/api/models/{id}/score/{job_id}", get(serving::get_score))
         .route(

@@ -91,6 +91,7 @@ pub async fn prometheus(State(state): State<SharedState>) -> ApiResult<impl Into
         crate::api::checkpoints::download_checkpoint,
         crate::api::serving::predict,
         crate::api::generate::generate,
+        crate::api::export::export_model,
         crate::api::serving::adjust_model,
         crate::api::serving::start_score,
         crate::api::serving::get_score,

@@ -1,0 +1,213 @@
+//! A trained language model outside the training network: the key-value-cached decoder that
+//! serves it gives the network's logits, and its export bundle, read by a plain numpy
+//! reimplementation written from the model card, gives them too.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use burn::tensor::Device;
+use trainyard_data::text::{EncodedCorpus, builtin_corpus};
+use trainyard_engine::Control;
+use trainyard_engine::family::ExportInfo;
+use trainyard_engine::language::bundle::{Bundle, files};
+use trainyard_engine::language::model::token_tensor;
+use trainyard_engine::language::{
+    Decoder, Evaluation, Gpt, GptWeights, LmCheckpoint, LmData, LmHyperparameters, LmObserver,
+    train,
+};
+
+struct Quiet;
+
+impl LmObserver for Quiet {
+    fn evaluation(&mut self, _: &Evaluation) {}
+    fn checkpoint(&mut self, _: &LmCheckpoint) -> Result<(), trainyard_engine::TrainError> {
+        Ok(())
+    }
+}
+
+/// A model trained for a few dozen steps: far enough from its initialisation that every
+/// weight matters to the logits.
+fn trained(bias: bool) -> (Gpt, LmHyperparameters, EncodedCorpus) {
+    let text: String = builtin_corpus("shakespeare")
+        .unwrap()
+        .chars()
+        .take(100_000)
+        .collect();
+    let corpus = EncodedCorpus::new(&text);
+    let hp = LmHyperparameters {
+        n_layer: 2,
+        n_head: 4,
+        n_embd: 32,
+        block_size: 24,
+        bias,
+        batch_size: 8,
+        max_steps: 40,
+        learning_rate: 1e-2,
+        warmup_steps: 5,
+        eval_interval: 40,
+        eval_batches: 1,
+        ..LmHyperparameters::default()
+    };
+    let data = LmData {
+        train: &corpus.train,
+        validation: &corpus.validation,
+        vocab_size: corpus.tokenizer.vocab_size(),
+    };
+    let run = train(&hp, &data, None, &Control::new(), &mut Quiet).unwrap();
+    (run.model, hp, corpus)
+}
+
+/// The network's logits for each position of `tokens`, row by row.
+fn network_logits(model: &Gpt, tokens: &[u32], vocab: usize) -> Vec<Vec<f32>> {
+    let flat = model
+        .forward(token_tensor(tokens, 1, tokens.len(), &Device::flex()))
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    flat.chunks(vocab).map(<[f32]>::to_vec).collect()
+}
+
+fn max_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn cached_decoding_gives_the_networks_logits_with_and_without_biases() {
+    for bias in [true, false] {
+        let (model, hp, corpus) = trained(bias);
+        let config = hp.config(corpus.tokenizer.vocab_size());
+        let weights = GptWeights::from_model(&model, &config);
+        let prompt = &corpus.validation[..hp.block_size];
+        let expected = network_logits(&model, prompt, config.vocab_size);
+        let mut decoder = Decoder::new(&weights);
+        let cached: Vec<Vec<f32>> = prompt.iter().map(|&t| decoder.step(t)).collect();
+        let worst = max_difference(&expected, &cached);
+        assert!(worst < 1e-4, "bias {bias}: logits differ by {worst}");
+        assert!(decoder.is_full());
+        let spread = expected[5].iter().copied().fold(f32::MIN, f32::max)
+            - expected[5].iter().copied().fold(f32::MAX, f32::min);
+        assert!(
+            spread > 1.0,
+            "a trained model's logits are not flat: {spread}"
+        );
+    }
+}
+
+/// A Python with numpy, safetensors and tokenizers: a venv of pinned versions under the build
+/// directory, made on first use. None (a loud skip, a failure in CI) when it cannot be made.
+fn numpy_python() -> Option<PathBuf> {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("numpy-venv");
+    let python = venv.join("bin/python");
+    let ready = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import numpy, safetensors, tokenizers"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready(&python) {
+        return Some(python);
+    }
+    eprintln!(
+        "creating {} (numpy, safetensors, tokenizers)",
+        venv.display()
+    );
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "-q",
+                "numpy==2.2.6",
+                "safetensors==0.6.2",
+                "tokenizers==0.22.1",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+    (made && ready(&python)).then_some(python)
+}
+
+#[test]
+fn the_export_bundle_runs_in_plain_numpy_with_the_same_logits() {
+    let Some(python) = numpy_python() else {
+        let why = "SKIPPED: no Python venv with numpy, safetensors and tokenizers could be made \
+                   (needs python3 with venv and PyPI); the export bundle was not checked";
+        assert!(std::env::var("TRAINYARD_STRICT_SKIPS").is_err(), "{why}");
+        eprintln!("{why}");
+        return;
+    };
+    let (model, hp, corpus) = trained(true);
+    let config = hp.config(corpus.tokenizer.vocab_size());
+    let weights = GptWeights::from_model(&model, &config);
+    let about = ExportInfo {
+        model_id: "m1".into(),
+        model_name: "bard".into(),
+        dataset: "shakespeare".into(),
+        run_id: "r1".into(),
+    };
+    let metrics = BTreeMap::from([("val_loss".to_string(), 2.5)]);
+    let bundle = files(&Bundle {
+        weights: &weights,
+        tokenizer: &corpus.tokenizer,
+        hyperparameters: &hp,
+        metrics: &metrics,
+        about: &about,
+    })
+    .unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    for file in &bundle {
+        std::fs::write(folder.path().join(&file.name), &file.bytes).unwrap();
+    }
+    let names: Vec<&str> = bundle.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "model.safetensors",
+            "config.json",
+            "tokenizer.json",
+            "metrics.json",
+            "training_args.json",
+            "README.md"
+        ]
+    );
+
+    let prompt = "ROMEO:\nWhat light!";
+    let output = Command::new(&python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gpt_numpy.py"))
+        .arg(folder.path())
+        .arg(prompt)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let ids: Vec<u32> = serde_json::from_value(answer["ids"].clone()).unwrap();
+    let tokens = corpus.tokenizer.encode(prompt);
+    assert_eq!(ids, tokens, "tokenizer.json encodes as Trainyard does");
+    let numpy: Vec<Vec<f32>> = serde_json::from_value(answer["logits"].clone()).unwrap();
+    let ours = network_logits(&model, &tokens, config.vocab_size);
+    let worst = max_difference(&ours, &numpy);
+    assert!(worst < 1e-4, "numpy's logits differ by {worst}");
+
+    let card = String::from_utf8(bundle[5].bytes.clone()).unwrap();
+    for expected in [
+        "bard",
+        "shakespeare",
+        "public domain",
+        "val_loss",
+        "Intended use",
+    ] {
+        assert!(card.contains(expected), "the model card says {expected}");
+    }
+}
