@@ -400,3 +400,114 @@ async fn an_uploaded_text_corpus_trains_a_language_model() {
         "only the corpus's characters come out: {text:?}"
     );
 }
+
+#[tokio::test]
+async fn a_student_distils_from_a_trained_teacher_of_its_own_project() {
+    let server = Server::start().await;
+    let student = |teacher: &str| {
+        let mut hp = tiny();
+        hp["loss"] = json!("distillation");
+        hp["teacher"] = json!(teacher);
+        hp["distillation_temperature"] = json!(2.0);
+        json!({"name": "student", "dataset": "shakespeare", "algorithm": "transformer_lm", "hyperparameters": hp})
+    };
+    let (code, err) = server.post("/api/models", student("nope")).await;
+    assert_eq!(code, 400, "{err}");
+    assert_eq!(err["error"]["field"], "hyperparameters.teacher");
+    let untrained = server
+        .create_model("shakespeare", "transformer_lm", tiny())
+        .await;
+    let (code, err) = server.post("/api/models", student(&untrained)).await;
+    assert_eq!(code, 409, "a teacher must have finished training: {err}");
+    let tabular = server
+        .create_model("iris", "mlp", json!({"epochs": 1}))
+        .await;
+    let (code, err) = server.post("/api/models", student(&tabular)).await;
+    assert_eq!(code, 400, "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("mlp"),
+        "{err}"
+    );
+    let mut unknown = tiny();
+    unknown["loss"] = json!("focal");
+    let (code, err) = server
+        .post("/api/models", json!({"name": "x", "dataset": "shakespeare", "algorithm": "transformer_lm", "hyperparameters": unknown}))
+        .await;
+    assert_eq!(code, 400);
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("cross_entropy") && message.contains("distillation"),
+        "lists the strategies: {err}"
+    );
+
+    let teacher = trained_bard(&server).await;
+    let (code, created) = server.post("/api/models", student(&teacher)).await;
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    server.train(id).await;
+    let status = server
+        .wait_for(id, &["completed", "failed"], Duration::from_secs(180))
+        .await;
+    assert_eq!(status["status"], "completed", "{status}");
+    assert!(
+        status["metrics"]["val_loss"].as_f64().unwrap() < (85f64).ln(),
+        "{status}"
+    );
+
+    // Another project cannot name this project's model (last: a key turns on authentication).
+    let key = server.create_key("elsewhere", "editor");
+    let (code, _, err) = server
+        .send(
+            reqwest::Method::POST,
+            "/api/models",
+            Some(&key),
+            Some("elsewhere"),
+            Some(student(&teacher)),
+        )
+        .await;
+    assert_eq!(code, 400, "another project's model is not there: {err}");
+    assert_eq!(err["error"]["field"], "hyperparameters.teacher");
+}
+
+#[tokio::test]
+async fn a_byte_level_bpe_model_trains_generates_and_exports_its_tokenizer() {
+    let server = Server::start().await;
+    let mut hp = tiny();
+    hp["tokenizer"] = json!("bpe");
+    hp["vocab_size"] = json!(400);
+    let id = server
+        .create_model("shakespeare", "transformer_lm", hp)
+        .await;
+    server.train(&id).await;
+    let status = server
+        .wait_for(&id, &["completed", "failed"], Duration::from_secs(240))
+        .await;
+    assert_eq!(status["status"], "completed", "{status}");
+    assert!(
+        status["metrics"]["val_loss"].as_f64().unwrap() < (400f64).ln(),
+        "{status}"
+    );
+    let (code, generated) = server
+        .post(
+            &format!("/api/models/{id}/generate"),
+            json!({"prompt": "ROMEO: ünïcode", "max_new_tokens": 20, "seed": 1}),
+        )
+        .await;
+    assert_eq!(code, 200, "{generated}");
+    assert_eq!(generated["tokens"], 20);
+    assert!(!generated["text"].as_str().unwrap().is_empty());
+    let bytes = server
+        .raw_get(&format!("/api/models/{id}/export"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let files = untar(&bytes);
+    let tokenizer: serde_json::Value =
+        serde_json::from_slice(&files[&format!("{id}/tokenizer.json")]).unwrap();
+    assert_eq!(tokenizer["model"]["type"], "BPE");
+    let config: serde_json::Value =
+        serde_json::from_slice(&files[&format!("{id}/config.json")]).unwrap();
+    assert_eq!(config["tokenizer"], "bpe");
+    assert_eq!(config["vocab_size"], 400);
+}

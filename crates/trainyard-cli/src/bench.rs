@@ -67,6 +67,7 @@ fn run_lm_workload(name: &str) -> anyhow::Result<Value> {
         train: &corpus.train,
         validation: &corpus.validation,
         vocab_size: corpus.tokenizer.vocab_size(),
+        teacher: None,
     };
     let run = trainyard_engine::language::train(&hp, &data, None, &Control::default(), &mut Quiet)?;
     let last = run

@@ -247,6 +247,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         hyperparameters,
         limits,
         resume,
+        dependencies: Default::default(),
     };
     let mut observer = CliObserver {
         checkpoint_dir: args.checkpoint_dir.clone(),

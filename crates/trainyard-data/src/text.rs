@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use trainyard_core::Task;
 
+use crate::tokenizer::{TextTokenizer, TokenizerKind};
 use crate::{DataError, Dataset, DatasetInfo, SeededRng, Table, raw_builtin_bytes};
 
 /// The shortest corpus worth splitting: its validation tenth must hold a few windows.
@@ -101,20 +102,26 @@ pub const VALIDATION_FRACTION: f64 = 0.1;
 
 /// A corpus split contiguously and encoded with a tokenizer fit on its training part only.
 pub struct EncodedCorpus {
-    pub tokenizer: CharTokenizer,
+    pub tokenizer: TextTokenizer,
     pub train: Vec<u32>,
     pub validation: Vec<u32>,
 }
 
 impl EncodedCorpus {
+    /// With the character tokenizer.
     pub fn new(text: &str) -> Self {
+        Self::fit(text, TokenizerKind::Char, 0).expect("the character tokenizer always fits")
+    }
+
+    /// With a tokenizer of `kind` (`vocab_size` applies to BPE).
+    pub fn fit(text: &str, kind: TokenizerKind, vocab_size: usize) -> Result<Self, DataError> {
         let (train_text, validation_text) = split_corpus(text, VALIDATION_FRACTION);
-        let tokenizer = CharTokenizer::fit(train_text);
-        EncodedCorpus {
+        let tokenizer = TextTokenizer::fit(kind, train_text, vocab_size)?;
+        Ok(EncodedCorpus {
             train: tokenizer.encode(train_text),
             validation: tokenizer.encode(validation_text),
             tokenizer,
-        }
+        })
     }
 }
 

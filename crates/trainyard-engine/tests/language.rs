@@ -3,6 +3,7 @@
 use trainyard_core::hyperparameters::EarlyStopping;
 use trainyard_data::text::{EncodedCorpus, builtin_corpus};
 use trainyard_engine::Control;
+use trainyard_engine::language::train::LmLoss;
 use trainyard_engine::language::{
     Evaluation, Gpt, GptWeights, LmCheckpoint, LmData, LmHyperparameters, LmObserver,
     model::token_tensor, train,
@@ -66,6 +67,7 @@ fn a_small_transformer_learns_shakespeare_and_resumes_exactly() {
         train: &train_tokens,
         validation: &validation,
         vocab_size,
+        teacher: None,
     };
     let hp = tiny(300);
     let mut seen = Collect::default();
@@ -153,6 +155,7 @@ fn dropout_and_gradient_accumulation_still_resume_exactly() {
         train: &train_tokens,
         validation: &validation,
         vocab_size,
+        teacher: None,
     };
     let hp = LmHyperparameters {
         dropout: 0.2,
@@ -204,6 +207,7 @@ fn weight_decay_shrinks_matrices_and_leaves_norms_and_biases_alone() {
         train: &train_tokens,
         validation: &validation,
         vocab_size,
+        teacher: None,
     };
     let one_step = |weight_decay: f64| {
         let hp = LmHyperparameters {
@@ -234,6 +238,7 @@ fn early_stopping_keeps_the_best_evaluation_and_resumes_with_it() {
         train: &train_tokens,
         validation: &validation,
         vocab_size,
+        teacher: None,
     };
     // A learning rate far too high: validation loss gets worse after the first evaluations.
     let hp = LmHyperparameters {
@@ -277,4 +282,79 @@ fn early_stopping_keeps_the_best_evaluation_and_resumes_with_it() {
     .unwrap();
     assert_eq!(losses(&resumed.evaluations), losses(&run.evaluations));
     assert_eq!(resumed.best_step, run.best_step);
+}
+
+#[test]
+fn a_student_learns_from_a_teacher_alone_and_label_smoothing_raises_the_loss_floor() {
+    let (train_tokens, validation, vocab_size) = shakespeare();
+    let data = LmData {
+        train: &train_tokens,
+        validation: &validation,
+        vocab_size,
+        teacher: None,
+    };
+    let teacher = train(
+        &tiny(150),
+        &data,
+        None,
+        &Control::new(),
+        &mut Collect::default(),
+    )
+    .unwrap();
+    // Only the teacher's distribution: no loss from the text itself.
+    let student_hp = LmHyperparameters {
+        n_layer: 1,
+        n_embd: 32,
+        loss: LmLoss::Distillation,
+        teacher: Some("teacher".into()),
+        distillation_alpha: 1.0,
+        distillation_temperature: 1.0,
+        eval_interval: 50,
+        ..tiny(150)
+    };
+    let taught = LmData {
+        teacher: Some(&teacher.model),
+        ..data
+    };
+    let student = train(
+        &student_hp,
+        &taught,
+        None,
+        &Control::new(),
+        &mut Collect::default(),
+    )
+    .unwrap();
+    let (first, last) = (&student.evaluations[0], student.evaluations.last().unwrap());
+    assert!(
+        last.val_loss < first.val_loss && last.val_loss < (vocab_size as f64).ln() - 0.5,
+        "the student learns the text from the teacher alone: {:?}",
+        losses(&student.evaluations)
+    );
+
+    let plain = train(
+        &tiny(100),
+        &data,
+        None,
+        &Control::new(),
+        &mut Collect::default(),
+    )
+    .unwrap();
+    let smoothed = train(
+        &LmHyperparameters {
+            label_smoothing: 0.2,
+            ..tiny(100)
+        },
+        &data,
+        None,
+        &Control::new(),
+        &mut Collect::default(),
+    )
+    .unwrap();
+    let train_loss = |run: &trainyard_engine::language::LmRun| run.evaluations[0].train_loss;
+    assert!(
+        train_loss(&smoothed) > train_loss(&plain) + 0.05,
+        "smoothed targets cannot be matched as closely: {} vs {}",
+        train_loss(&smoothed),
+        train_loss(&plain)
+    );
 }

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use burn::tensor::Device;
 use trainyard_data::text::{EncodedCorpus, builtin_corpus};
+use trainyard_data::tokenizer::TokenizerKind;
 use trainyard_engine::Control;
 use trainyard_engine::family::ExportInfo;
 use trainyard_engine::language::bundle::{Bundle, files};
@@ -29,13 +30,19 @@ impl LmObserver for Quiet {
 /// A model trained for a few dozen steps: far enough from its initialisation that every
 /// weight matters to the logits.
 fn trained(bias: bool) -> (Gpt, LmHyperparameters, EncodedCorpus) {
+    trained_with(bias, TokenizerKind::Char)
+}
+
+fn trained_with(bias: bool, tokenizer: TokenizerKind) -> (Gpt, LmHyperparameters, EncodedCorpus) {
     let text: String = builtin_corpus("shakespeare")
         .unwrap()
         .chars()
         .take(100_000)
         .collect();
-    let corpus = EncodedCorpus::new(&text);
+    let corpus = EncodedCorpus::fit(&text, tokenizer, 400).unwrap();
     let hp = LmHyperparameters {
+        tokenizer,
+        vocab_size: 400,
         n_layer: 2,
         n_head: 4,
         n_embd: 32,
@@ -53,6 +60,7 @@ fn trained(bias: bool) -> (Gpt, LmHyperparameters, EncodedCorpus) {
         train: &corpus.train,
         validation: &corpus.validation,
         vocab_size: corpus.tokenizer.vocab_size(),
+        teacher: None,
     };
     let run = train(&hp, &data, None, &Control::new(), &mut Quiet).unwrap();
     (run.model, hp, corpus)
@@ -137,6 +145,12 @@ fn numpy_python() -> Option<PathBuf> {
 
 #[test]
 fn the_export_bundle_runs_in_plain_numpy_with_the_same_logits() {
+    for tokenizer in [TokenizerKind::Char, TokenizerKind::Bpe] {
+        check_bundle_in_numpy(tokenizer);
+    }
+}
+
+fn check_bundle_in_numpy(tokenizer: TokenizerKind) {
     let Some(python) = numpy_python() else {
         let why = "SKIPPED: no Python venv with numpy, safetensors and tokenizers could be made \
                    (needs python3 with venv and PyPI); the export bundle was not checked";
@@ -144,7 +158,7 @@ fn the_export_bundle_runs_in_plain_numpy_with_the_same_logits() {
         eprintln!("{why}");
         return;
     };
-    let (model, hp, corpus) = trained(true);
+    let (model, hp, corpus) = trained_with(true, tokenizer);
     let config = hp.config(corpus.tokenizer.vocab_size());
     let weights = GptWeights::from_model(&model, &config);
     let about = ExportInfo {
@@ -194,11 +208,18 @@ fn the_export_bundle_runs_in_plain_numpy_with_the_same_logits() {
     let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let ids: Vec<u32> = serde_json::from_value(answer["ids"].clone()).unwrap();
     let tokens = corpus.tokenizer.encode(prompt);
-    assert_eq!(ids, tokens, "tokenizer.json encodes as Trainyard does");
+    assert_eq!(
+        ids, tokens,
+        "{tokenizer:?}: tokenizer.json encodes as Trainyard does"
+    );
     let numpy: Vec<Vec<f32>> = serde_json::from_value(answer["logits"].clone()).unwrap();
     let ours = network_logits(&model, &tokens, config.vocab_size);
     let worst = max_difference(&ours, &numpy);
-    assert!(worst < 1e-4, "numpy's logits differ by {worst}");
+    assert!(
+        worst < 1e-4,
+        "{tokenizer:?}: numpy's logits differ by {worst}"
+    );
+    eprintln!("{tokenizer:?}: numpy's logits are within {worst:e} of Trainyard's");
 
     let card = String::from_utf8(bundle[5].bytes.clone()).unwrap();
     for expected in [

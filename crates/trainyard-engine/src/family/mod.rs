@@ -44,6 +44,20 @@ pub struct Job {
     pub limits: Limits,
     /// A checkpoint this family wrote earlier for the same run: continue from it.
     pub resume: Option<Vec<u8>>,
+    /// The model files of the trained models this job reads (see [`Family::dependencies`]),
+    /// by the field that names them.
+    pub dependencies: BTreeMap<String, Vec<u8>>,
+}
+
+/// A trained model that another model's training reads: a distillation teacher, weights to
+/// start from, the model whose activations are learned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    /// The hyperparameter that names it, as errors name it (`hyperparameters.teacher`).
+    pub field: String,
+    pub model_id: String,
+    /// The algorithms it may have been trained with.
+    pub algorithms: Vec<&'static str>,
 }
 
 /// A checkpoint as its family serialised it, with where training stood.
@@ -111,6 +125,14 @@ pub trait Family: Send + Sync {
 
     /// Decodes a model file this family wrote, ready to serve.
     fn load(&self, bytes: &[u8]) -> Result<Arc<dyn Served>, PredictError>;
+
+    /// The trained models a job with these (resolved) hyperparameters reads. The server checks
+    /// at create time that each exists in the project, has an allowed algorithm and has a
+    /// completed run, and hands their newest completed model files to the job.
+    fn dependencies(&self, hyperparameters: &Map<String, Value>) -> Vec<Dependency> {
+        let _ = hyperparameters;
+        vec![]
+    }
 }
 
 /// Why a change to a served model was refused.

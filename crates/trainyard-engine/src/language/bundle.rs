@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use trainyard_data::text::CharTokenizer;
+use trainyard_data::tokenizer::{TextTokenizer, TokenizerKind};
 
 use super::LmHyperparameters;
 use super::weights::{GptWeights, LAYER_NORM_EPSILON};
@@ -15,7 +15,7 @@ use crate::family::{BundleFile, ExportInfo};
 
 pub struct Bundle<'a> {
     pub weights: &'a GptWeights,
-    pub tokenizer: &'a CharTokenizer,
+    pub tokenizer: &'a TextTokenizer,
     pub hyperparameters: &'a LmHyperparameters,
     pub metrics: &'a BTreeMap<String, f64>,
     pub about: &'a ExportInfo,
@@ -48,7 +48,7 @@ pub fn files(bundle: &Bundle<'_>) -> Result<Vec<BundleFile>, PredictError> {
         "activation": "gelu (exact, erf)",
         "norm": "pre-norm",
         "tie_word_embeddings": true,
-        "tokenizer": "char",
+        "tokenizer": bundle.hyperparameters.tokenizer,
         "dtype": "float32",
     });
     let training_args = json!({
@@ -94,14 +94,14 @@ fn model_card(bundle: &Bundle<'_>) -> String {
         .collect();
     format!(
         "# {name}\n\n\
-         A character-level decoder-only transformer trained by Trainyard (model `{id}`, run `{run}`).\n\n\
+         A decoder-only transformer ({tokens}) trained by Trainyard (model `{id}`, run `{run}`).\n\n\
          ## Data\n\n\
          Dataset `{dataset}`: the first 90% of the text trains, the last 10% validates (a \
          contiguous cut, so no validation text appears in training windows). \
          {licence}\n\n\
          ## Architecture\n\n\
          {layers} pre-norm blocks of causal self-attention ({heads} heads) and a GELU MLP, \
-         width {embd}, context {block} tokens, vocabulary {vocab} characters (id 0 is unknown), \
+         width {embd}, context {block} tokens, vocabulary {vocab} tokens (`tokenizer.json`), \
          learned position embeddings, output head tied to the token embedding, {params} parameters. \
          `config.json` has the shape; tensor names and layouts:\n\n\
          - `wte.weight` [vocab, n_embd]: token embedding and output head (`logits = ln_f(x) @ wte.weight.T`)\n\
@@ -122,6 +122,10 @@ fn model_card(bundle: &Bundle<'_>) -> String {
          It knows nothing beyond that text, states no facts reliably, and is not fit for any \
          decision about people.\n",
         name = about.model_name,
+        tokens = match hp.tokenizer {
+            TokenizerKind::Char => "characters as tokens; id 0 is an unknown character",
+            TokenizerKind::Bpe => "byte-level BPE tokens learned from the training text",
+        },
         id = about.model_id,
         run = about.run_id,
         dataset = about.dataset,

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use trainyard_core::{EpochMetrics, Task, TrainingEvent, ValidationError};
 use trainyard_data::DatasetInfo;
-use trainyard_data::text::{CharTokenizer, EncodedCorpus, builtin_corpus};
+use trainyard_data::text::{EncodedCorpus, builtin_corpus};
+use trainyard_data::tokenizer::{TextTokenizer, TokenizerKind};
 
 use super::model::{Gpt, GptConfig};
 use super::train::{LmCheckpoint, LmObserver, load_weights, weights};
@@ -17,8 +18,8 @@ use super::weights::GptWeights;
 use super::{Evaluation, LmData, LmHyperparameters, spec};
 use crate::container::{read_sections, write_sections};
 use crate::family::{
-    Artifact, BundleFile, ExportInfo, Family, Finished, GenerateRequest, Generated, Job, Limits,
-    Plan, Reporter, SavedCheckpoint, Served, TextSink,
+    Artifact, BundleFile, Dependency, ExportInfo, Family, Finished, GenerateRequest, Generated,
+    Job, Limits, Plan, Reporter, SavedCheckpoint, Served, TextSink,
 };
 use crate::{Control, PredictError, Stop, TrainError};
 
@@ -37,7 +38,7 @@ struct CheckpointHeader {
 struct ModelHeader {
     format: u32,
     config: GptConfig,
-    tokenizer: CharTokenizer,
+    tokenizer: TextTokenizer,
     hyperparameters: LmHyperparameters,
     metrics: BTreeMap<String, f64>,
 }
@@ -178,7 +179,8 @@ impl Family for Language {
             tokenizer,
             train: train_tokens,
             validation,
-        } = EncodedCorpus::new(&text);
+        } = EncodedCorpus::fit(&text, hp.tokenizer, hp.vocab_size)
+            .map_err(|e| TrainError::Fit(e.to_string()))?;
         let resume = job
             .resume
             .as_deref()
@@ -191,10 +193,12 @@ impl Family for Language {
             train_samples: train_tokens.len(),
             validation_samples: validation.len(),
         });
+        let teacher = teacher(&job, &hp, &tokenizer)?;
         let data = LmData {
             train: &train_tokens,
             validation: &validation,
             vocab_size: tokenizer.vocab_size(),
+            teacher: teacher.as_ref(),
         };
         let mut forward = Forward {
             reporter,
@@ -236,16 +240,7 @@ impl Family for Language {
     }
 
     fn load(&self, bytes: &[u8]) -> Result<Arc<dyn Served>, PredictError> {
-        let sections = read_sections(MODEL_MAGIC, "language model", bytes)?;
-        let [header, weights] = sections[..] else {
-            return Err(PredictError::Artifact(
-                "a language model has two sections".into(),
-            ));
-        };
-        let header: ModelHeader =
-            serde_json::from_slice(header).map_err(|e| PredictError::Artifact(e.to_string()))?;
-        let model = load_weights(Gpt::new(&header.config, &Device::flex()), weights)
-            .map_err(|e| PredictError::Artifact(e.to_string()))?;
+        let (header, model) = decode_model(bytes)?;
         Ok(Arc::new(LanguageModel {
             weights: GptWeights::from_model(&model, &header.config),
             tokenizer: header.tokenizer,
@@ -253,14 +248,79 @@ impl Family for Language {
             metrics: header.metrics,
         }))
     }
+
+    fn dependencies(&self, hyperparameters: &Map<String, Value>) -> Vec<Dependency> {
+        hyperparameters
+            .get("teacher")
+            .and_then(Value::as_str)
+            .map(|id| Dependency {
+                field: TEACHER_FIELD.into(),
+                model_id: id.into(),
+                algorithms: vec!["transformer_lm"],
+            })
+            .into_iter()
+            .collect()
+    }
+}
+
+const TEACHER_FIELD: &str = "hyperparameters.teacher";
+
+/// A model file's header and network.
+fn decode_model(bytes: &[u8]) -> Result<(ModelHeader, Gpt), PredictError> {
+    let sections = read_sections(MODEL_MAGIC, "language model", bytes)?;
+    let [header, weights] = sections[..] else {
+        return Err(PredictError::Artifact(
+            "a language model has two sections".into(),
+        ));
+    };
+    let header: ModelHeader =
+        serde_json::from_slice(header).map_err(|e| PredictError::Artifact(e.to_string()))?;
+    let model = load_weights(Gpt::new(&header.config, &Device::flex()), weights)
+        .map_err(|e| PredictError::Artifact(e.to_string()))?;
+    Ok((header, model))
+}
+
+/// The distillation teacher handed to the job: same vocabulary, a context at least as long.
+fn teacher(
+    job: &Job,
+    hp: &LmHyperparameters,
+    tokenizer: &TextTokenizer,
+) -> Result<Option<Gpt>, TrainError> {
+    let Some(id) = &hp.teacher else {
+        return Ok(None);
+    };
+    let bytes = job.dependencies.get(TEACHER_FIELD).ok_or_else(|| {
+        TrainError::Fit(format!(
+            "{TEACHER_FIELD}: model '{id}' was not provided to this job; distillation runs on a server"
+        ))
+    })?;
+    let (header, model) = decode_model(bytes)
+        .map_err(|e| TrainError::Fit(format!("{TEACHER_FIELD}: model '{id}': {e}")))?;
+    if &header.tokenizer != tokenizer {
+        return Err(TrainError::Fit(format!(
+            "{TEACHER_FIELD}: model '{id}' was trained on text with another vocabulary; \
+             distil from a model trained on the same dataset"
+        )));
+    }
+    if header.config.block_size < hp.block_size {
+        return Err(TrainError::Fit(format!(
+            "{TEACHER_FIELD}: model '{id}' reads {} tokens of context, fewer than block_size {}",
+            header.config.block_size, hp.block_size
+        )));
+    }
+    Ok(Some(model))
 }
 
 /// Character vocabularies are small; 256 bounds any the built-in corpora give.
-const VOCAB_BOUND: usize = 256;
+const CHAR_VOCAB_BOUND: usize = 256;
 
 /// Refuses a model whose training would not fit the job's memory budget.
 fn check_memory(hp: &LmHyperparameters, limits: &Limits) -> Result<(), ValidationError> {
-    let needed_mb = hp.config(VOCAB_BOUND).estimated_bytes(hp.batch_size) / (1 << 20) as f64;
+    let vocab = match hp.tokenizer {
+        TokenizerKind::Char => CHAR_VOCAB_BOUND,
+        TokenizerKind::Bpe => hp.vocab_size,
+    };
+    let needed_mb = hp.config(vocab).estimated_bytes(hp.batch_size) / (1 << 20) as f64;
     if needed_mb > limits.job_memory_mb as f64 {
         return Err(ValidationError::new(
             "hyperparameters",
@@ -297,7 +357,7 @@ fn final_metrics(evaluations: &[Evaluation], best: Option<usize>) -> BTreeMap<St
 /// A trained language model, ready to generate and export.
 pub struct LanguageModel {
     weights: GptWeights,
-    tokenizer: CharTokenizer,
+    tokenizer: TextTokenizer,
     hyperparameters: LmHyperparameters,
     metrics: BTreeMap<String, f64>,
 }

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use trainyard_data::SeededRng;
-use trainyard_data::text::CharTokenizer;
+use trainyard_data::tokenizer::TextTokenizer;
 
 use super::decode::Decoder;
 use super::weights::GptWeights;
@@ -17,7 +17,7 @@ use crate::family::{FinishReason, GenerateRequest, Generated, TextSink};
 /// are absolute, so cached keys cannot slide); that keeps the cost per token bounded.
 pub fn generate(
     weights: &GptWeights,
-    tokenizer: &CharTokenizer,
+    tokenizer: &TextTokenizer,
     request: &GenerateRequest,
     sink: &mut TextSink<'_>,
 ) -> Result<Generated, PredictError> {
@@ -33,18 +33,20 @@ pub fn generate(
     let mut decoder = Decoder::new(weights);
     let mut logits = decoder.feed(&context);
     let mut rng = SeededRng::new(request.seed);
-    let (mut text, mut emitted, mut tokens) = (String::new(), 0, 0);
+    let (mut new_tokens, mut text, mut emitted) = (Vec::new(), String::new(), 0);
     let mut finish_reason = FinishReason::Length;
-    while tokens < request.max_new_tokens {
+    while new_tokens.len() < request.max_new_tokens {
         let token = sample(&logits, request, &mut rng);
-        tokens += 1;
-        text.push_str(&tokenizer.decode(&[token]));
+        new_tokens.push(token);
+        // Decoded whole each time: a byte-level token may end inside a character.
+        text = tokenizer.decode(&new_tokens);
         if let Some(at) = first_stop(&text, &request.stop) {
             text.truncate(at);
             finish_reason = FinishReason::Stop;
             break;
         }
-        let safe = text.len() - held_back(&text, &request.stop);
+        let complete = text.trim_end_matches(char::REPLACEMENT_CHARACTER).len();
+        let safe = complete - held_back(&text[..complete], &request.stop);
         if safe > emitted {
             if !sink(&text[emitted..safe]) {
                 finish_reason = FinishReason::Cancelled;
@@ -52,7 +54,7 @@ pub fn generate(
             }
             emitted = safe;
         }
-        if tokens == request.max_new_tokens {
+        if new_tokens.len() == request.max_new_tokens {
             break;
         }
         context.push(token);
@@ -67,6 +69,7 @@ pub fn generate(
     if finish_reason != FinishReason::Cancelled && text.len() > emitted {
         sink(&text[emitted..]);
     }
+    let tokens = new_tokens.len();
     Ok(Generated {
         text,
         tokens,

@@ -8,9 +8,10 @@ use trainyard_core::hyperparameters::{
 use trainyard_core::{Task, ValidationError};
 
 use super::LmHyperparameters;
-use super::train::LrSchedule;
+use super::train::{LmLoss, LrSchedule};
+use trainyard_data::tokenizer::TokenizerKind;
 
-const ALLOWED: [&str; 19] = [
+const ALLOWED: [&str; 26] = [
     "n_layer",
     "n_head",
     "n_embd",
@@ -30,7 +31,17 @@ const ALLOWED: [&str; 19] = [
     "grad_accumulation",
     "lr_schedule",
     "early_stopping",
+    "loss",
+    "label_smoothing",
+    "teacher",
+    "distillation_temperature",
+    "distillation_alpha",
+    "tokenizer",
+    "vocab_size",
 ];
+
+/// The loss strategies a language model trains with.
+pub const LOSSES: [&str; 2] = ["cross_entropy", "distillation"];
 
 impl Default for LmHyperparameters {
     fn default() -> Self {
@@ -54,6 +65,13 @@ impl Default for LmHyperparameters {
             grad_accumulation: 1,
             lr_schedule: LrSchedule::Cosine,
             early_stopping: None,
+            loss: LmLoss::CrossEntropy,
+            label_smoothing: 0.0,
+            teacher: None,
+            distillation_temperature: 2.0,
+            distillation_alpha: 0.5,
+            tokenizer: TokenizerKind::Char,
+            vocab_size: 1024,
         }
     }
 }
@@ -96,6 +114,33 @@ pub fn resolve(
                     _ => LrSchedule::Cosine,
                 }
             }
+            "loss" => {
+                hp.loss = match choice(&field, v, &LOSSES)? {
+                    "distillation" => LmLoss::Distillation,
+                    _ => LmLoss::CrossEntropy,
+                }
+            }
+            "tokenizer" => {
+                hp.tokenizer = match choice(&field, v, &["char", "bpe"])? {
+                    "bpe" => TokenizerKind::Bpe,
+                    _ => TokenizerKind::Char,
+                }
+            }
+            "vocab_size" => hp.vocab_size = int(257, 65_536)? as usize,
+            "label_smoothing" => hp.label_smoothing = float(&field, v, 0.0, 0.5)?,
+            // The resolved spec stores `null` when there is none.
+            "teacher" if v.is_null() => hp.teacher = None,
+            "teacher" => {
+                let id = v
+                    .as_str()
+                    .filter(|id| !id.is_empty() && id.len() <= 100)
+                    .ok_or_else(|| type_error(&field, "a model id", v))?;
+                hp.teacher = Some(id.to_string());
+            }
+            "distillation_temperature" => {
+                hp.distillation_temperature = float(&field, v, 0.1, 100.0)?
+            }
+            "distillation_alpha" => hp.distillation_alpha = float(&field, v, 0.0, 1.0)?,
             "early_stopping" => {
                 hp.early_stopping = early_stopping(v, Task::Text).map_err(|mut e| {
                     e.field = format!("hyperparameters.{}", e.field);
@@ -114,6 +159,21 @@ pub fn resolve(
                 hp.n_head, hp.n_embd
             ),
         ));
+    }
+    match (hp.loss, &hp.teacher) {
+        (LmLoss::Distillation, None) => {
+            return Err(ValidationError::new(
+                "hyperparameters.teacher",
+                "required with loss 'distillation': the id of a trained transformer_lm model",
+            ));
+        }
+        (LmLoss::CrossEntropy, Some(_)) => {
+            return Err(ValidationError::new(
+                "hyperparameters.teacher",
+                "only used with loss 'distillation'",
+            ));
+        }
+        _ => {}
     }
     if hp.min_lr > hp.learning_rate {
         return Err(ValidationError::new(
@@ -175,6 +235,21 @@ mod tests {
             (
                 json!({"grad_accumulation": 0}),
                 "hyperparameters.grad_accumulation",
+            ),
+            (json!({"loss": "focal"}), "hyperparameters.loss"),
+            (json!({"loss": "distillation"}), "hyperparameters.teacher"),
+            (json!({"teacher": "m1"}), "hyperparameters.teacher"),
+            (
+                json!({"label_smoothing": 0.9}),
+                "hyperparameters.label_smoothing",
+            ),
+            (
+                json!({"tokenizer": "wordpiece"}),
+                "hyperparameters.tokenizer",
+            ),
+            (
+                json!({"tokenizer": "bpe", "vocab_size": 100}),
+                "hyperparameters.vocab_size",
             ),
             (json!({"epochs": 3}), "epochs"),
         ] {

@@ -6,17 +6,18 @@
 use std::time::Instant;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::nn::loss::CrossEntropyLoss;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{
     AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer,
     grad_clipping::GradientClippingConfig,
 };
 use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device, Tensor};
+use burn::tensor::{Bytes, Device, Tensor, activation};
 use serde::{Deserialize, Serialize};
 use trainyard_core::hyperparameters::EarlyStopping;
 use trainyard_data::SeededRng;
 use trainyard_data::text::windows;
+use trainyard_data::tokenizer::TokenizerKind;
 
 use super::model::{Dropout, Gpt, GptConfig, token_tensor};
 use crate::{Control, Stop, TrainError};
@@ -30,6 +31,18 @@ pub enum LrSchedule {
     Cosine,
     /// `learning_rate` throughout.
     Constant,
+}
+
+/// What the model is trained to match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LmLoss {
+    /// Next-token cross-entropy against the text.
+    #[default]
+    CrossEntropy,
+    /// A mix of the text's cross-entropy and the KL divergence from a trained teacher's
+    /// softened next-token distribution.
+    Distillation,
 }
 
 /// What shapes a language-model run. Fields added after the first release default when an
@@ -60,6 +73,19 @@ pub struct LmHyperparameters {
     /// Stop when `val_loss` has not improved for `patience` evaluations; the model kept is
     /// the best evaluation's.
     pub early_stopping: Option<EarlyStopping>,
+    pub loss: LmLoss,
+    /// Targets smoothed towards uniform by this much (0: off).
+    pub label_smoothing: f64,
+    /// The model id of the distillation teacher.
+    pub teacher: Option<String>,
+    /// Both distributions are softened by this temperature; the soft loss is scaled by its
+    /// square so its gradients keep their size.
+    pub distillation_temperature: f64,
+    /// The soft (teacher) loss's weight; the text's cross-entropy gets the rest.
+    pub distillation_alpha: f64,
+    pub tokenizer: TokenizerKind,
+    /// The BPE vocabulary's size (the 256 bytes included).
+    pub vocab_size: usize,
 }
 
 impl LmHyperparameters {
@@ -106,11 +132,14 @@ pub struct Evaluation {
     pub grad_norm: f64,
 }
 
-/// Token streams to learn from: training and validation, already encoded.
+/// What to learn from: training and validation token streams, already encoded, and for
+/// distillation the teacher (same vocabulary, a context at least as long).
+#[derive(Clone, Copy)]
 pub struct LmData<'a> {
     pub train: &'a [u32],
     pub validation: &'a [u32],
     pub vocab_size: usize,
+    pub teacher: Option<&'a Gpt>,
 }
 
 /// How a run ended: the inference model, every evaluation, and the stop that ended it early.
@@ -207,7 +236,10 @@ pub fn train(
         evaluations = checkpoint.evaluations.clone();
         best_model = checkpoint.best_model.clone();
     }
-    let loss_fn = CrossEntropyLoss::new(None, &device);
+    let smoothing = (hp.label_smoothing > 0.0).then_some(hp.label_smoothing as f32);
+    let loss_fn = CrossEntropyLossConfig::new()
+        .with_smoothing(smoothing)
+        .init(&device);
     let (mut loss_sum, mut losses, mut window_tokens) = (0.0, 0u64, 0usize);
     let mut window_start = Instant::now();
     let mut stopped_early = false;
@@ -323,7 +355,13 @@ fn step_gradients(
             p: hp.dropout,
             rng: SeededRng::derive(hp.seed, 2_000_000 + draw),
         });
-        let mut loss = loss_fn.forward(model.forward_with(inputs, dropout.as_mut()), targets);
+        let logits = model.forward_with(inputs, dropout.as_mut());
+        let mut loss = loss_fn.forward(logits.clone(), targets);
+        if let Some(teacher) = data.teacher {
+            let soft = distillation_loss(teacher, &batch.inputs, logits, hp, device);
+            let alpha = hp.distillation_alpha as f32;
+            loss = loss.mul_scalar(1.0 - alpha) + soft.mul_scalar(alpha);
+        }
         if micro_batches > 1 {
             loss = loss.div_scalar(micro_batches as f32);
         }
@@ -335,6 +373,30 @@ fn step_gradients(
         accumulator.accumulate(model, grads);
     }
     (accumulator.grads(), loss_sum)
+}
+
+/// KL(teacher || student) between next-token distributions softened by the temperature,
+/// times its square, averaged over positions. The teacher runs without autodiff; its
+/// probabilities enter the student's graph as constants.
+fn distillation_loss(
+    teacher: &Gpt,
+    inputs: &[u32],
+    student_logits: Tensor<2>,
+    hp: &LmHyperparameters,
+    device: &Device,
+) -> Tensor<1> {
+    let t = hp.distillation_temperature as f32;
+    let plain = Device::flex();
+    let teacher_logits = teacher
+        .forward(token_tensor(inputs, hp.batch_size, hp.block_size, &plain))
+        .div_scalar(t);
+    let target_log_p = Tensor::<2>::from_data(
+        activation::log_softmax(teacher_logits, 1).into_data(),
+        device,
+    );
+    let student_log_p = activation::log_softmax(student_logits.div_scalar(t), 1);
+    let kl = (target_log_p.clone().exp() * (target_log_p - student_log_p)).sum_dim(1);
+    kl.mean().mul_scalar(t * t)
 }
 
 /// Decoupled weight decay (`w *= 1 - lr * weight_decay`) on matrices and embeddings only, as

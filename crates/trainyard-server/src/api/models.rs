@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use trainyard_engine::family::Plan;
+use trainyard_engine::family::{Dependency, Plan};
 use trainyard_store::{ModelFilter, ModelRow, NewModel, RunRow, RunStart};
 
 use crate::access::Caller;
@@ -72,7 +72,53 @@ async fn validate_spec(
 ) -> ApiResult<Plan> {
     let family = state.config.families.for_algorithm(algorithm)?.clone();
     let info = crate::datasets::info(state, project, dataset, "dataset").await?;
-    Ok(family.plan(algorithm, &info, hp, &state.config.limits())?)
+    let plan = family.plan(algorithm, &info, hp, &state.config.limits())?;
+    let resolved = plan
+        .hyperparameters
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for dependency in family.dependencies(&resolved) {
+        check_dependency(state, project, &dependency).await?;
+    }
+    Ok(plan)
+}
+
+/// A model a job reads must be in the caller's project, of an allowed algorithm, and trained.
+async fn check_dependency(
+    state: &SharedState,
+    project: &str,
+    dependency: &Dependency,
+) -> ApiResult<()> {
+    let Dependency {
+        field,
+        model_id,
+        algorithms,
+    } = dependency;
+    let model = state
+        .store
+        .get_model(project, model_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::bad_request(field, format!("no model '{model_id}' in this project"))
+        })?;
+    if !algorithms.contains(&model.algorithm.as_str()) {
+        return Err(ApiError::bad_request(
+            field,
+            format!(
+                "model '{model_id}' is a {} model; expected {}",
+                model.algorithm,
+                algorithms.join(" or ")
+            ),
+        ));
+    }
+    let runs = state.store.list_runs(&model.id).await?;
+    if !runs.iter().any(|r| r.status == "completed") {
+        return Err(ApiError::conflict(format!(
+            "{field}: model '{model_id}' has no completed run yet; train it first"
+        )));
+    }
+    Ok(())
 }
 
 /// A model of the caller's project; another project's is as absent as a missing one.

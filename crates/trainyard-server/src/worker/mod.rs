@@ -2,6 +2,7 @@
 //! thread, and persists what the engine reports. Writes carry the job's attempt number, so a
 //! worker that lost its lease cannot overwrite its successor.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -203,12 +204,21 @@ async fn prepare_job(state: &SharedState, claimed: &ClaimedJob) -> Result<Prepar
         .map_err(|e| format!("{e}; this server does not train it"))?
         .clone();
     let dataset = crate::datasets::load(state, &model.project_id, &model.dataset).await?;
+    let hyperparameters = run.hyperparameters.as_object().cloned().unwrap_or_default();
+    let mut dependencies = BTreeMap::new();
+    for dependency in family.dependencies(&hyperparameters) {
+        let bytes = dependency_file(state, &model.project_id, &dependency.model_id)
+            .await
+            .map_err(|e| format!("{}: {e}", dependency.field))?;
+        dependencies.insert(dependency.field, bytes);
+    }
     let job = Job {
         dataset,
         algorithm: model.algorithm.clone(),
-        hyperparameters: run.hyperparameters.as_object().cloned().unwrap_or_default(),
+        hyperparameters,
         limits: state.config.limits(),
         resume: None,
+        dependencies,
     };
     Ok(PreparedJob {
         family,
@@ -216,6 +226,35 @@ async fn prepare_job(state: &SharedState, claimed: &ClaimedJob) -> Result<Prepar
         model_name: model.name,
         total_epochs: run.total_epochs,
     })
+}
+
+/// The newest completed model file of a model another job reads.
+async fn dependency_file(
+    state: &SharedState,
+    project: &str,
+    model_id: &str,
+) -> Result<Vec<u8>, String> {
+    let model = state
+        .store
+        .get_model(project, model_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("model '{model_id}' was deleted"))?;
+    let runs = state
+        .store
+        .list_runs(&model.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let key = runs
+        .into_iter()
+        .find(|r| r.status == "completed")
+        .and_then(|r| r.artifact)
+        .ok_or_else(|| format!("model '{model_id}' has no completed run; train it first"))?;
+    let artifacts = state.artifacts.clone();
+    tokio::task::spawn_blocking(move || artifacts.get(&key))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("model '{model_id}': its file cannot be read ({e})"))
 }
 
 async fn run_job(
