@@ -37,6 +37,23 @@ async fn a_transformer_trains_on_shakespeare_and_generates_seeded_text() {
     assert!(val_loss < (85f64).ln(), "it learned something: {metrics}");
     assert!((metrics["perplexity"].as_f64().unwrap() - val_loss.exp()).abs() < 1e-6);
     assert_eq!(metrics["steps"], 60.0);
+    // Progress between evaluations: steps into the evaluation window under way.
+    let events = crate::support::read_sse(
+        server.url(&format!("/api/models/{id}/events")),
+        None,
+        Duration::from_secs(30),
+    )
+    .await;
+    let progress: Vec<_> = events.iter().filter(|e| e.kind == "progress").collect();
+    assert!(
+        !progress.is_empty(),
+        "training reports progress between evaluations"
+    );
+    assert!(
+        progress.iter().all(|e| e.data["data"]["batches"] == 30),
+        "{:?}",
+        progress[0].data
+    );
     let (_, history) = server.get(&format!("/api/models/{id}/metrics")).await;
     assert_eq!(
         history["epochs"].as_array().map(Vec::len),

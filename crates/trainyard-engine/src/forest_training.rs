@@ -10,10 +10,8 @@ use crate::checkpoint::{Checkpoint, LoopState};
 use crate::forest::{Forest, TreeGrower};
 use crate::model::TrainedModel;
 use crate::network::Architecture;
-use crate::neural::{check_resumable, write_checkpoint};
+use crate::neural::{PROGRESS_INTERVAL, check_resumable, write_checkpoint};
 use crate::{Control, Observer, Outcome, Stop, TrainError, TrainRequest, final_metrics_header};
-
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 fn snapshot(state: &LoopState, trees: &[String]) -> Checkpoint {
     Checkpoint {

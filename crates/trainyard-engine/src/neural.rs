@@ -24,7 +24,8 @@ use crate::model::{ModelHeader, TrainedModel};
 use crate::network::{Architecture, DropoutMasks, Network};
 use crate::{Control, Observer, Outcome, Stop, TrainError, TrainRequest, final_metrics_header};
 
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// How often training reports progress between epochs (or evaluations).
+pub(crate) const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 const EVAL_BATCH: usize = 2048;
 
 /// The backend's random generator is process-global; initialising weights under this lock with

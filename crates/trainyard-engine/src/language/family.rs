@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 use trainyard_core::{EpochMetrics, Task, TrainingEvent, ValidationError};
 use trainyard_data::DatasetInfo;
 use trainyard_data::text::{EncodedCorpus, builtin_corpus};
@@ -78,14 +79,35 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<LmCheckpoint, String> {
     })
 }
 
-/// Forwards evaluations as epoch events and checkpoints to the reporter.
+/// Forwards evaluations as epoch events, steps as throttled progress events and checkpoints
+/// to the reporter.
 struct Forward<'a> {
     reporter: &'a mut dyn Reporter,
     /// The 1-based number of the next evaluation (an epoch for progress and metrics).
     next: u32,
+    eval_interval: u64,
+    max_steps: u64,
+    last_progress: Instant,
 }
 
 impl LmObserver for Forward<'_> {
+    /// Progress within the evaluation window under way: `batch` is its steps done.
+    fn step(&mut self, done: u64) {
+        if self.last_progress.elapsed() < crate::neural::PROGRESS_INTERVAL {
+            return;
+        }
+        self.last_progress = Instant::now();
+        let window_start = (done - 1) / self.eval_interval * self.eval_interval;
+        let batches = self.eval_interval.min(self.max_steps - window_start);
+        let batch = done - window_start;
+        self.reporter.event(TrainingEvent::Progress {
+            epoch: (window_start / self.eval_interval) as u32 + 1,
+            batch: batch as u32,
+            batches: batches as u32,
+            fraction: batch as f64 / batches as f64,
+        });
+    }
+
     fn evaluation(&mut self, e: &Evaluation) {
         let values = BTreeMap::from([
             ("perplexity".to_string(), e.val_loss.exp()),
@@ -202,6 +224,9 @@ impl Family for Language {
         };
         let mut forward = Forward {
             reporter,
+            eval_interval: hp.eval_interval,
+            max_steps: hp.max_steps,
+            last_progress: Instant::now(),
             next: resume
                 .as_ref()
                 .map_or(1, |c| c.evaluations.len() as u32 + 1),

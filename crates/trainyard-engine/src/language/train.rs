@@ -188,6 +188,10 @@ fn early_stopping_state(es: &EarlyStopping, evaluations: &[Evaluation]) -> (Opti
 /// Where a run reports: each evaluation, and a checkpoint after each evaluation and on pause
 /// (an error there fails the run).
 pub trait LmObserver {
+    /// `done` steps of `max_steps` are finished; called after every step (throttle it).
+    fn step(&mut self, done: u64) {
+        let _ = done;
+    }
     fn evaluation(&mut self, evaluation: &Evaluation);
     fn checkpoint(&mut self, checkpoint: &LmCheckpoint) -> Result<(), TrainError>;
 }
@@ -267,6 +271,7 @@ pub fn train(
             model = decay_matrices(model, (1.0 - lr * hp.weight_decay) as f32);
         }
         model = optimizer.step(lr, model, grads);
+        observer.step(done);
         if !evaluating {
             continue;
         }
