@@ -149,7 +149,7 @@ fn losses(evaluations: &[Evaluation]) -> Vec<(u64, f64, f64)> {
 }
 
 #[test]
-fn dropout_and_gradient_accumulation_still_resume_exactly() {
+fn dropout_gradient_accumulation_and_checkpointing_keep_runs_exact() {
     let (train_tokens, validation, vocab_size) = shakespeare();
     let data = LmData {
         train: &train_tokens,
@@ -182,6 +182,22 @@ fn dropout_and_gradient_accumulation_still_resume_exactly() {
     )
     .unwrap();
     assert_eq!(losses(&resumed.evaluations), losses(&run.evaluations));
+    let checkpointed = train(
+        &LmHyperparameters {
+            gradient_checkpointing: true,
+            ..hp.clone()
+        },
+        &data,
+        None,
+        &Control::new(),
+        &mut Collect::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        losses(&checkpointed.evaluations),
+        losses(&run.evaluations),
+        "gradient checkpointing changes memory, not results"
+    );
     let without = train(
         &LmHyperparameters {
             dropout: 0.0,

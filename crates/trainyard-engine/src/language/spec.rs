@@ -11,7 +11,7 @@ use super::LmHyperparameters;
 use super::train::{LmLoss, LrSchedule};
 use trainyard_data::tokenizer::TokenizerKind;
 
-const ALLOWED: [&str; 26] = [
+const ALLOWED: [&str; 27] = [
     "n_layer",
     "n_head",
     "n_embd",
@@ -38,6 +38,7 @@ const ALLOWED: [&str; 26] = [
     "distillation_alpha",
     "tokenizer",
     "vocab_size",
+    "gradient_checkpointing",
 ];
 
 /// The loss strategies a language model trains with.
@@ -72,6 +73,7 @@ impl Default for LmHyperparameters {
             distillation_alpha: 0.5,
             tokenizer: TokenizerKind::Char,
             vocab_size: 1024,
+            gradient_checkpointing: false,
         }
     }
 }
@@ -91,6 +93,11 @@ pub fn resolve(
             "n_head" => hp.n_head = int(1, 64)? as usize,
             "n_embd" => hp.n_embd = int(8, 4096)? as usize,
             "block_size" => hp.block_size = int(2, 4096)? as usize,
+            "gradient_checkpointing" => {
+                hp.gradient_checkpointing = v
+                    .as_bool()
+                    .ok_or_else(|| type_error(&field, "true or false", v))?
+            }
             "bias" => {
                 hp.bias = v
                     .as_bool()

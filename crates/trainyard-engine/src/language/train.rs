@@ -86,6 +86,9 @@ pub struct LmHyperparameters {
     pub tokenizer: TokenizerKind,
     /// The BPE vocabulary's size (the 256 bytes included).
     pub vocab_size: usize,
+    /// Recompute memory-bound activations in the backward pass instead of keeping them
+    /// (burn's autodiff checkpointing): less memory, more compute, the same results.
+    pub gradient_checkpointing: bool,
 }
 
 impl LmHyperparameters {
@@ -223,7 +226,11 @@ pub fn train(
             hp.block_size
         )));
     }
-    let device = Device::flex().autodiff();
+    let device = if hp.gradient_checkpointing {
+        Device::flex().autodiff().gradient_checkpointing()
+    } else {
+        Device::flex().autodiff()
+    };
     let mut model = {
         let _guard = crate::neural::init_lock();
         device.seed(hp.seed);
