@@ -28,6 +28,7 @@ mod test_s3;
 mod test_shutdown;
 mod test_streams;
 mod test_system;
+mod test_text_classifier;
 mod test_training_happy_path;
 mod test_training_metrics;
 mod test_upload_races;

@@ -166,12 +166,15 @@ async fn language_models_and_text_refuse_what_does_not_fit() {
 
 /// A trained tiny model, for the serving tests below.
 async fn trained_bard(server: &Server) -> String {
-    let id = server
-        .create_model("shakespeare", "transformer_lm", tiny())
-        .await;
+    trained_on(server, "shakespeare", tiny()).await
+}
+
+/// A language model trained to completion on `dataset`.
+async fn trained_on(server: &Server, dataset: &str, hp: serde_json::Value) -> String {
+    let id = server.create_model(dataset, "transformer_lm", hp).await;
     server.train(&id).await;
     let status = server
-        .wait_for(&id, &["completed", "failed"], Duration::from_secs(180))
+        .wait_for(&id, &["completed", "failed"], Duration::from_secs(240))
         .await;
     assert_eq!(status["status"], "completed", "{status}");
     id
@@ -373,7 +376,7 @@ async fn an_uploaded_text_corpus_trains_a_language_model() {
         (
             "/api/datasets?name=t&task=text&target=y",
             corpus.clone().into_bytes(),
-            "target",
+            "file",
         ),
     ] {
         let (code, err) = server
@@ -398,12 +401,7 @@ async fn an_uploaded_text_corpus_trains_a_language_model() {
     let hp = json!({"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 8,
                     "max_steps": 40, "eval_interval": 20, "eval_batches": 2, "warmup_steps": 5,
                     "learning_rate": 0.01});
-    let id = server.create_model("sonnets", "transformer_lm", hp).await;
-    server.train(&id).await;
-    let status = server
-        .wait_for(&id, &["completed", "failed"], Duration::from_secs(120))
-        .await;
-    assert_eq!(status["status"], "completed", "{status}");
+    let id = trained_on(&server, "sonnets", hp).await;
     let (code, generated) = server
         .post(
             &format!("/api/models/{id}/generate"),
@@ -492,14 +490,8 @@ async fn a_byte_level_bpe_model_trains_generates_and_exports_its_tokenizer() {
     let mut hp = tiny();
     hp["tokenizer"] = json!("bpe");
     hp["vocab_size"] = json!(400);
-    let id = server
-        .create_model("shakespeare", "transformer_lm", hp)
-        .await;
-    server.train(&id).await;
-    let status = server
-        .wait_for(&id, &["completed", "failed"], Duration::from_secs(240))
-        .await;
-    assert_eq!(status["status"], "completed", "{status}");
+    let id = trained_on(&server, "shakespeare", hp).await;
+    let (_, status) = server.get(&format!("/api/models/{id}/status")).await;
     assert!(
         status["metrics"]["val_loss"].as_f64().unwrap() < (400f64).ln(),
         "{status}"

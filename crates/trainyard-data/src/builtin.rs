@@ -205,6 +205,7 @@ fn shuttle_odds() -> Result<Dataset, DataError> {
         table,
         test: None,
         text: None,
+        texts: None,
     })
 }
 
@@ -244,6 +245,7 @@ fn mnist() -> Result<Dataset, DataError> {
         table,
         test: Some(test),
         text: None,
+        texts: None,
     })
 }
 

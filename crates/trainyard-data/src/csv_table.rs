@@ -158,6 +158,7 @@ pub(crate) fn assemble(
             table,
             test: None,
             text: None,
+            texts: None,
         });
     };
 
@@ -215,6 +216,7 @@ pub(crate) fn assemble(
         table: Table { x, y, n_features },
         test: None,
         text: None,
+        texts: None,
     })
 }
 

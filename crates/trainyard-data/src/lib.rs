@@ -6,6 +6,7 @@ mod builtin;
 mod csv_table;
 mod error;
 mod idx;
+pub mod labeled_text;
 mod outliers;
 mod parquet_table;
 mod prepare;

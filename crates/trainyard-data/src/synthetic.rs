@@ -152,6 +152,7 @@ impl SyntheticSpec {
             },
             test: None,
             text: None,
+            texts: None,
         }
     }
 }

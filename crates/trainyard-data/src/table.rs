@@ -87,4 +87,6 @@ pub struct Dataset {
     pub test: Option<Table>,
     /// A text corpus's text (`Task::Text`); its table is empty.
     pub text: Option<std::sync::Arc<str>>,
+    /// Labeled texts (`Task::Text` with classes): one per row, the labels in `table.y`.
+    pub texts: Option<std::sync::Arc<[String]>>,
 }

@@ -51,6 +51,7 @@ pub fn corpus_dataset(
         },
         test: None,
         text: Some(Arc::from(text)),
+        texts: None,
     })
 }
 

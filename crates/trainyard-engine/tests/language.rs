@@ -51,24 +51,39 @@ fn tiny(max_steps: u64) -> LmHyperparameters {
     }
 }
 
-fn shakespeare() -> (Vec<u32>, Vec<u32>, usize) {
+/// A slice of the corpus (it keeps the tests quick; the split is still contiguous), encoded.
+struct Corpus {
+    train: Vec<u32>,
+    validation: Vec<u32>,
+    vocab_size: usize,
+}
+
+impl Corpus {
+    fn data(&self) -> LmData<'_> {
+        LmData {
+            train: &self.train,
+            validation: &self.validation,
+            vocab_size: self.vocab_size,
+            teacher: None,
+        }
+    }
+}
+
+fn shakespeare() -> Corpus {
     let text = builtin_corpus("shakespeare").unwrap();
-    // A slice keeps the test quick; the split is still contiguous.
     let text: String = text.chars().take(400_000).collect();
     let corpus = EncodedCorpus::new(&text);
-    let vocab_size = corpus.tokenizer.vocab_size();
-    (corpus.train, corpus.validation, vocab_size)
+    Corpus {
+        vocab_size: corpus.tokenizer.vocab_size(),
+        train: corpus.train,
+        validation: corpus.validation,
+    }
 }
 
 #[test]
 fn a_small_transformer_learns_shakespeare_and_resumes_exactly() {
-    let (train_tokens, validation, vocab_size) = shakespeare();
-    let data = LmData {
-        train: &train_tokens,
-        validation: &validation,
-        vocab_size,
-        teacher: None,
-    };
+    let corpus = shakespeare();
+    let data = corpus.data();
     let hp = tiny(300);
     let mut seen = Collect::default();
     let run = train(&hp, &data, None, &Control::new(), &mut seen).unwrap();
@@ -84,7 +99,7 @@ fn a_small_transformer_learns_shakespeare_and_resumes_exactly() {
     );
     let first = &run.evaluations[0];
     let last = run.evaluations.last().unwrap();
-    let uniform = (vocab_size as f64).ln();
+    let uniform = (corpus.vocab_size as f64).ln();
     assert!(first.val_loss < uniform, "{first:?} vs uniform {uniform}");
     assert!(
         last.val_loss < 2.7 && last.val_loss < first.val_loss,
@@ -141,6 +156,11 @@ fn attention_sees_only_the_past() {
     assert!(after > 1e-4, "the changed positions do change: {after}");
 }
 
+/// Trains from scratch to the end, keeping nothing but the result.
+fn run_to_end(hp: &LmHyperparameters, data: &LmData<'_>) -> trainyard_engine::language::LmRun {
+    train(hp, data, None, &Control::new(), &mut Collect::default()).unwrap()
+}
+
 fn losses(evaluations: &[Evaluation]) -> Vec<(u64, f64, f64)> {
     evaluations
         .iter()
@@ -150,13 +170,8 @@ fn losses(evaluations: &[Evaluation]) -> Vec<(u64, f64, f64)> {
 
 #[test]
 fn dropout_gradient_accumulation_and_checkpointing_keep_runs_exact() {
-    let (train_tokens, validation, vocab_size) = shakespeare();
-    let data = LmData {
-        train: &train_tokens,
-        validation: &validation,
-        vocab_size,
-        teacher: None,
-    };
+    let corpus = shakespeare();
+    let data = corpus.data();
     let hp = LmHyperparameters {
         dropout: 0.2,
         grad_accumulation: 2,
@@ -182,33 +197,25 @@ fn dropout_gradient_accumulation_and_checkpointing_keep_runs_exact() {
     )
     .unwrap();
     assert_eq!(losses(&resumed.evaluations), losses(&run.evaluations));
-    let checkpointed = train(
+    let checkpointed = run_to_end(
         &LmHyperparameters {
             gradient_checkpointing: true,
             ..hp.clone()
         },
         &data,
-        None,
-        &Control::new(),
-        &mut Collect::default(),
-    )
-    .unwrap();
+    );
     assert_eq!(
         losses(&checkpointed.evaluations),
         losses(&run.evaluations),
         "gradient checkpointing changes memory, not results"
     );
-    let without = train(
+    let without = run_to_end(
         &LmHyperparameters {
             dropout: 0.0,
             ..hp.clone()
         },
         &data,
-        None,
-        &Control::new(),
-        &mut Collect::default(),
-    )
-    .unwrap();
+    );
     assert_ne!(
         losses(&without.evaluations),
         losses(&run.evaluations),
@@ -218,13 +225,8 @@ fn dropout_gradient_accumulation_and_checkpointing_keep_runs_exact() {
 
 #[test]
 fn weight_decay_shrinks_matrices_and_leaves_norms_and_biases_alone() {
-    let (train_tokens, validation, vocab_size) = shakespeare();
-    let data = LmData {
-        train: &train_tokens,
-        validation: &validation,
-        vocab_size,
-        teacher: None,
-    };
+    let corpus = shakespeare();
+    let data = corpus.data();
     let one_step = |weight_decay: f64| {
         let hp = LmHyperparameters {
             weight_decay,
@@ -232,8 +234,8 @@ fn weight_decay_shrinks_matrices_and_leaves_norms_and_biases_alone() {
             eval_batches: 1,
             ..tiny(1)
         };
-        let run = train(&hp, &data, None, &Control::new(), &mut Collect::default()).unwrap();
-        GptWeights::from_model(&run.model, &hp.config(vocab_size))
+        let run = run_to_end(&hp, &data);
+        GptWeights::from_model(&run.model, &hp.config(corpus.vocab_size))
     };
     let (plain, decayed) = (one_step(0.0), one_step(5.0));
     let (plain, decayed) = (plain.named(), decayed.named());
@@ -249,13 +251,8 @@ fn weight_decay_shrinks_matrices_and_leaves_norms_and_biases_alone() {
 
 #[test]
 fn early_stopping_keeps_the_best_evaluation_and_resumes_with_it() {
-    let (train_tokens, validation, vocab_size) = shakespeare();
-    let data = LmData {
-        train: &train_tokens,
-        validation: &validation,
-        vocab_size,
-        teacher: None,
-    };
+    let corpus = shakespeare();
+    let data = corpus.data();
     // A learning rate far too high: validation loss gets worse after the first evaluations.
     let hp = LmHyperparameters {
         learning_rate: 0.5,
@@ -282,7 +279,7 @@ fn early_stopping_keeps_the_best_evaluation_and_resumes_with_it() {
         .min_by(|a, b| a.val_loss.total_cmp(&b.val_loss))
         .unwrap();
     assert_eq!(run.best_step, Some(best.step));
-    let kept = trainyard_engine::language::evaluate(&run.model, &validation, &hp);
+    let kept = trainyard_engine::language::evaluate(&run.model, &corpus.validation, &hp);
     assert!(
         (kept - best.val_loss).abs() < 1e-6,
         "the model kept is the best evaluation's: {kept} vs {}",
@@ -302,21 +299,9 @@ fn early_stopping_keeps_the_best_evaluation_and_resumes_with_it() {
 
 #[test]
 fn a_student_learns_from_a_teacher_alone_and_label_smoothing_raises_the_loss_floor() {
-    let (train_tokens, validation, vocab_size) = shakespeare();
-    let data = LmData {
-        train: &train_tokens,
-        validation: &validation,
-        vocab_size,
-        teacher: None,
-    };
-    let teacher = train(
-        &tiny(150),
-        &data,
-        None,
-        &Control::new(),
-        &mut Collect::default(),
-    )
-    .unwrap();
+    let corpus = shakespeare();
+    let data = corpus.data();
+    let teacher = run_to_end(&tiny(150), &data);
     // Only the teacher's distribution: no loss from the text itself.
     let student_hp = LmHyperparameters {
         n_layer: 1,
@@ -332,40 +317,22 @@ fn a_student_learns_from_a_teacher_alone_and_label_smoothing_raises_the_loss_flo
         teacher: Some(&teacher.model),
         ..data
     };
-    let student = train(
-        &student_hp,
-        &taught,
-        None,
-        &Control::new(),
-        &mut Collect::default(),
-    )
-    .unwrap();
+    let student = run_to_end(&student_hp, &taught);
     let (first, last) = (&student.evaluations[0], student.evaluations.last().unwrap());
     assert!(
-        last.val_loss < first.val_loss && last.val_loss < (vocab_size as f64).ln() - 0.5,
+        last.val_loss < first.val_loss && last.val_loss < (corpus.vocab_size as f64).ln() - 0.5,
         "the student learns the text from the teacher alone: {:?}",
         losses(&student.evaluations)
     );
 
-    let plain = train(
-        &tiny(100),
-        &data,
-        None,
-        &Control::new(),
-        &mut Collect::default(),
-    )
-    .unwrap();
-    let smoothed = train(
+    let plain = run_to_end(&tiny(100), &data);
+    let smoothed = run_to_end(
         &LmHyperparameters {
             label_smoothing: 0.2,
             ..tiny(100)
         },
         &data,
-        None,
-        &Control::new(),
-        &mut Collect::default(),
-    )
-    .unwrap();
+    );
     let train_loss = |run: &trainyard_engine::language::LmRun| run.evaluations[0].train_loss;
     assert!(
         train_loss(&smoothed) > train_loss(&plain) + 0.05,

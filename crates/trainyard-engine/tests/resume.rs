@@ -110,6 +110,7 @@ fn small_mnist(rows: usize) -> Arc<Dataset> {
         table: full.table.select(&idx),
         test: Some(test),
         text: None,
+        texts: None,
     })
 }
 

@@ -108,10 +108,14 @@ pub async fn load(state: &SharedState, project: &str, name: &str) -> Result<Arc<
         let bytes = artifacts
             .get(&path)
             .map_err(|e| format!("dataset file {path}: {e}"))?;
-        let parsed = if options.task == Some(trainyard_core::Task::Text) {
-            trainyard_data::text::parse_corpus(&options.name, &bytes)
-        } else {
-            parse_table(&bytes, &options)
+        let parsed = match (options.task, &options.target) {
+            (Some(trainyard_core::Task::Text), Some(label)) if !label.is_empty() => {
+                trainyard_data::labeled_text::parse_labeled_texts(&options.name, &bytes, label)
+            }
+            (Some(trainyard_core::Task::Text), _) => {
+                trainyard_data::text::parse_corpus(&options.name, &bytes)
+            }
+            _ => parse_table(&bytes, &options),
         };
         parsed.map_err(|e| format!("dataset '{}': {e}", options.name))
     })
@@ -129,5 +133,12 @@ pub fn upload_cache_key(row: &DatasetRow) -> String {
 
 fn dataset_bytes(ds: &Dataset) -> usize {
     let table = |t: &trainyard_data::Table| (t.x.len() + t.y.len()) * 4;
-    table(&ds.table) + ds.test.as_ref().map_or(0, table) + ds.text.as_ref().map_or(0, |t| t.len())
+    let texts = ds
+        .texts
+        .as_ref()
+        .map_or(0, |t| t.iter().map(String::len).sum());
+    table(&ds.table)
+        + ds.test.as_ref().map_or(0, table)
+        + ds.text.as_ref().map_or(0, |t| t.len())
+        + texts
 }

@@ -223,6 +223,14 @@ pub trait Served: Send + Sync + 'static {
     /// One JSON answer per input row, in order.
     fn predict(&self, rows: &[Vec<f64>]) -> Result<Vec<Value>, PredictError>;
 
+    /// One JSON answer per text, in order (text classifiers).
+    fn predict_texts(&self, texts: &[String]) -> Result<Vec<Value>, PredictError> {
+        let _ = texts;
+        Err(PredictError::Unsupported(
+            "this model predicts from rows of numbers, not texts".into(),
+        ))
+    }
+
     /// The names of the columns `predict` answers, flattened for CSV (`score`, `is_anomaly`).
     fn output_columns(&self) -> Vec<String>;
 

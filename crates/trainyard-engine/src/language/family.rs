@@ -14,9 +14,11 @@ use trainyard_data::text::{EncodedCorpus, builtin_corpus};
 use trainyard_data::tokenizer::{TextTokenizer, TokenizerKind};
 
 use super::model::{Gpt, GptConfig};
+use super::spec::Target;
+use super::steps::StepRun;
 use super::train::{LmCheckpoint, LmObserver, load_weights, weights};
 use super::weights::GptWeights;
-use super::{Evaluation, LmData, LmHyperparameters, spec};
+use super::{Evaluation, LmData, LmHyperparameters, classify, spec};
 use crate::container::{read_sections, write_sections};
 use crate::family::{
     Artifact, BundleFile, Dependency, ExportInfo, Family, Finished, GenerateRequest, Generated,
@@ -36,10 +38,10 @@ struct CheckpointHeader {
 }
 
 #[derive(Serialize, Deserialize)]
-struct ModelHeader {
+pub(super) struct ModelHeader {
     format: u32,
-    config: GptConfig,
-    tokenizer: TextTokenizer,
+    pub(super) config: GptConfig,
+    pub(super) tokenizer: TextTokenizer,
     hyperparameters: LmHyperparameters,
     metrics: BTreeMap<String, f64>,
 }
@@ -61,7 +63,7 @@ fn encode_checkpoint(checkpoint: &LmCheckpoint) -> SavedCheckpoint {
     }
 }
 
-fn decode_checkpoint(bytes: &[u8]) -> Result<LmCheckpoint, String> {
+pub(super) fn decode_checkpoint(bytes: &[u8]) -> Result<LmCheckpoint, String> {
     let sections =
         read_sections(CHECKPOINT_MAGIC, "language checkpoint", bytes).map_err(|e| e.to_string())?;
     let (header, model, optimizer, best_model) = match sections[..] {
@@ -81,13 +83,53 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<LmCheckpoint, String> {
 
 /// Forwards evaluations as epoch events, steps as throttled progress events and checkpoints
 /// to the reporter.
-struct Forward<'a> {
+pub(super) struct Forward<'a> {
     reporter: &'a mut dyn Reporter,
     /// The 1-based number of the next evaluation (an epoch for progress and metrics).
     next: u32,
     eval_interval: u64,
     max_steps: u64,
     last_progress: Instant,
+}
+
+impl<'a> Forward<'a> {
+    pub(super) fn new(
+        reporter: &'a mut dyn Reporter,
+        hp: &LmHyperparameters,
+        resume: Option<&LmCheckpoint>,
+    ) -> Self {
+        Forward {
+            reporter,
+            eval_interval: hp.eval_interval,
+            max_steps: hp.max_steps,
+            last_progress: Instant::now(),
+            next: resume.map_or(1, |c| c.evaluations.len() as u32 + 1),
+        }
+    }
+}
+
+/// How a run that returned ended: `Err` with the job's outcome when it was cancelled or
+/// paused; else the index of the evaluation whose weights were kept (early stopping), after
+/// reporting an early stop.
+pub(super) fn outcome<M>(
+    run: &StepRun<M>,
+    forward: &mut Forward<'_>,
+) -> Result<Option<usize>, Finished> {
+    match run.stopped {
+        Some(Stop::Cancel) => return Err(Finished::Cancelled),
+        Some(Stop::Pause) => return Err(Finished::Paused),
+        None => {}
+    }
+    let best = run
+        .best_step
+        .and_then(|step| run.evaluations.iter().position(|e| e.step == step));
+    if run.stopped_early {
+        forward.reporter.event(TrainingEvent::EarlyStopped {
+            epoch: run.evaluations.len() as u32,
+            best_epoch: best.map_or(0, |i| i as u32 + 1),
+        });
+    }
+    Ok(best)
 }
 
 impl LmObserver for Forward<'_> {
@@ -109,12 +151,13 @@ impl LmObserver for Forward<'_> {
     }
 
     fn evaluation(&mut self, e: &Evaluation) {
-        let values = BTreeMap::from([
+        let mut values = BTreeMap::from([
             ("perplexity".to_string(), e.val_loss.exp()),
             ("step".to_string(), e.step as f64),
             ("tokens_per_second".to_string(), e.tokens_per_second),
             ("grad_norm".to_string(), e.grad_norm),
         ]);
+        values.extend(e.values.clone());
         let epoch = self.next;
         self.next += 1;
         self.reporter.event(TrainingEvent::Epoch(EpochMetrics {
@@ -144,7 +187,7 @@ impl LmObserver for Forward<'_> {
 }
 
 /// Evaluations, numbered as the epochs of progress reporting.
-fn evaluations_planned(hp: &LmHyperparameters) -> u32 {
+pub(super) fn evaluations_planned(hp: &LmHyperparameters) -> u32 {
     hp.max_steps.div_ceil(hp.eval_interval) as u32
 }
 
@@ -154,16 +197,29 @@ impl Family for Language {
     }
 
     fn algorithms(&self) -> Vec<&'static str> {
-        vec!["transformer_lm"]
+        vec!["transformer_lm", "transformer_classifier"]
     }
 
     fn plan(
         &self,
-        _algorithm: &str,
+        algorithm: &str,
         dataset: &DatasetInfo,
         hyperparameters: &Map<String, Value>,
         limits: &Limits,
     ) -> Result<Plan, ValidationError> {
+        if algorithm == "transformer_classifier" {
+            return classify::plan(dataset, hyperparameters, limits);
+        }
+        if dataset.task == Task::Text && dataset.classes.is_some() {
+            return Err(ValidationError::new(
+                "dataset",
+                format!(
+                    "'{}' holds labeled texts, which train transformer_classifier; upload the \
+                     texts as a corpus (task=text without a target) for a language model",
+                    dataset.name
+                ),
+            ));
+        }
         if dataset.task != Task::Text {
             return Err(ValidationError::new(
                 "dataset",
@@ -174,7 +230,12 @@ impl Family for Language {
                 ),
             ));
         }
-        let hp = spec::resolve(hyperparameters, dataset.n_rows)?;
+        let hp = spec::resolve(
+            hyperparameters,
+            Target::Corpus {
+                chars: dataset.n_rows,
+            },
+        )?;
         check_memory(&hp, limits)?;
         Ok(Plan {
             hyperparameters: serde_json::to_value(&hp).expect("hyperparameters serialise"),
@@ -188,6 +249,9 @@ impl Family for Language {
         control: &Control,
         reporter: &mut dyn Reporter,
     ) -> Result<Finished, TrainError> {
+        if job.algorithm == "transformer_classifier" {
+            return classify::train(job, control, reporter);
+        }
         let text = match &job.dataset.text {
             Some(text) => text.clone(),
             None => builtin_corpus(&job.dataset.info.name)
@@ -195,7 +259,8 @@ impl Family for Language {
                 .into(),
         };
         // The dataset's size in characters is its row count: no need to count the text again.
-        let hp = spec::resolve(&job.hyperparameters, job.dataset.info.n_rows)
+        let chars = job.dataset.info.n_rows;
+        let hp = spec::resolve(&job.hyperparameters, Target::Corpus { chars })
             .map_err(|e| TrainError::Fit(e.to_string()))?;
         let EncodedCorpus {
             tokenizer,
@@ -222,30 +287,12 @@ impl Family for Language {
             vocab_size: tokenizer.vocab_size(),
             teacher: teacher.as_ref(),
         };
-        let mut forward = Forward {
-            reporter,
-            eval_interval: hp.eval_interval,
-            max_steps: hp.max_steps,
-            last_progress: Instant::now(),
-            next: resume
-                .as_ref()
-                .map_or(1, |c| c.evaluations.len() as u32 + 1),
-        };
+        let mut forward = Forward::new(reporter, &hp, resume.as_ref());
         let run = super::train(&hp, &data, resume.as_ref(), control, &mut forward)?;
-        match run.stopped {
-            Some(Stop::Cancel) => return Ok(Finished::Cancelled),
-            Some(Stop::Pause) => return Ok(Finished::Paused),
-            None => {}
-        }
-        let best = run
-            .best_step
-            .and_then(|step| run.evaluations.iter().position(|e| e.step == step));
-        if run.stopped_early {
-            forward.reporter.event(TrainingEvent::EarlyStopped {
-                epoch: run.evaluations.len() as u32,
-                best_epoch: best.map_or(0, |i| i as u32 + 1),
-            });
-        }
+        let best = match outcome(&run, &mut forward) {
+            Ok(best) => best,
+            Err(finished) => return Ok(finished),
+        };
         let metrics = final_metrics(&run.evaluations, best);
         let header = ModelHeader {
             format: 1,
@@ -265,6 +312,9 @@ impl Family for Language {
     }
 
     fn load(&self, bytes: &[u8]) -> Result<Arc<dyn Served>, PredictError> {
+        if bytes.starts_with(classify::MODEL_MAGIC) {
+            return classify::load(bytes);
+        }
         let (header, model) = decode_model(bytes)?;
         Ok(Arc::new(LanguageModel {
             weights: GptWeights::from_model(&model, &header.config),
@@ -274,24 +324,29 @@ impl Family for Language {
         }))
     }
 
+    /// A distillation teacher, or the language model a classifier starts from.
     fn dependencies(&self, hyperparameters: &Map<String, Value>) -> Vec<Dependency> {
-        hyperparameters
-            .get("teacher")
-            .and_then(Value::as_str)
-            .map(|id| Dependency {
-                field: TEACHER_FIELD.into(),
+        [
+            ("teacher", TEACHER_FIELD),
+            ("init_from", classify::INIT_FROM_FIELD),
+        ]
+        .into_iter()
+        .filter_map(|(key, field)| {
+            let id = hyperparameters.get(key)?.as_str()?;
+            Some(Dependency {
+                field: field.into(),
                 model_id: id.into(),
                 algorithms: vec!["transformer_lm"],
             })
-            .into_iter()
-            .collect()
+        })
+        .collect()
     }
 }
 
 const TEACHER_FIELD: &str = "hyperparameters.teacher";
 
 /// A model file's header and network.
-fn decode_model(bytes: &[u8]) -> Result<(ModelHeader, Gpt), PredictError> {
+pub(super) fn decode_model(bytes: &[u8]) -> Result<(ModelHeader, Gpt), PredictError> {
     let sections = read_sections(MODEL_MAGIC, "language model", bytes)?;
     let [header, weights] = sections[..] else {
         return Err(PredictError::Artifact(
@@ -340,7 +395,7 @@ fn teacher(
 const CHAR_VOCAB_BOUND: usize = 256;
 
 /// Refuses a model whose training would not fit the job's memory budget.
-fn check_memory(hp: &LmHyperparameters, limits: &Limits) -> Result<(), ValidationError> {
+pub(super) fn check_memory(hp: &LmHyperparameters, limits: &Limits) -> Result<(), ValidationError> {
     let vocab = match hp.tokenizer {
         TokenizerKind::Char => CHAR_VOCAB_BOUND,
         TokenizerKind::Bpe => hp.vocab_size,
@@ -361,7 +416,10 @@ fn check_memory(hp: &LmHyperparameters, limits: &Limits) -> Result<(), Validatio
 
 /// The final metrics: the kept model's evaluation (the best one under early stopping, else
 /// the last), the steps trained, and the median speed.
-fn final_metrics(evaluations: &[Evaluation], best: Option<usize>) -> BTreeMap<String, f64> {
+pub(super) fn final_metrics(
+    evaluations: &[Evaluation],
+    best: Option<usize>,
+) -> BTreeMap<String, f64> {
     let mut metrics = BTreeMap::new();
     if let Some(last) = evaluations.last() {
         let kept = best.map_or(last, |i| &evaluations[i]);

@@ -2,11 +2,14 @@
 //! (`train`). Text comes from `trainyard_data::text`.
 
 pub mod bundle;
+pub mod classifier;
+pub mod classify;
 pub mod decode;
 pub mod family;
 pub mod generate;
 pub mod model;
 pub mod spec;
+pub mod steps;
 pub mod train;
 pub mod weights;
 

@@ -116,11 +116,17 @@ impl Gpt {
 
     /// [`Gpt::forward`], with dropout on the embeddings and on each attention and MLP output
     /// when training.
-    pub fn forward_with(
-        &self,
-        tokens: Tensor<2, Int>,
-        mut dropout: Option<&mut Dropout>,
-    ) -> Tensor<2> {
+    pub fn forward_with(&self, tokens: Tensor<2, Int>, dropout: Option<&mut Dropout>) -> Tensor<2> {
+        let x = self.hidden(tokens, dropout);
+        let [batch, time, e] = x.dims();
+        let flat: Tensor<2> = x.reshape([batch * time, e]);
+        // The head is the token embedding's transpose (weight tying).
+        flat.matmul(self.tokens.weight.val().transpose())
+    }
+
+    /// The final normed hidden state of every position, `[batch, time, n_embd]`. Attention is
+    /// causal, so a right-padded sequence's real positions do not see its padding.
+    pub fn hidden(&self, tokens: Tensor<2, Int>, mut dropout: Option<&mut Dropout>) -> Tensor<3> {
         let [batch, time] = tokens.dims();
         let device = tokens.device();
         let positions: Vec<i64> = (0..batch).flat_map(|_| 0..time as i64).collect();
@@ -140,11 +146,7 @@ impl Gpt {
             let hidden = activation::gelu(block.expand.forward(block.ln_mlp.forward(x.clone())));
             x = x + drop(block.project.forward(hidden));
         }
-        let x = self.ln_final.forward(x);
-        let [_, _, e] = x.dims();
-        let flat: Tensor<2> = x.reshape([batch * time, e]);
-        // The head is the token embedding's transpose (weight tying).
-        flat.matmul(self.tokens.weight.val().transpose())
+        self.ln_final.forward(x)
     }
 }
 

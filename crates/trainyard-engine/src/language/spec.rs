@@ -1,5 +1,5 @@
-//! `transformer_lm` hyperparameters: defaults (nanoGPT's CPU recipe for character-level
-//! Shakespeare), bounds, and errors that name the field.
+//! `transformer_lm` and `transformer_classifier` hyperparameters: defaults (nanoGPT's CPU
+//! recipe for character-level Shakespeare), bounds, and errors that name the field.
 
 use serde_json::{Map, Value};
 use trainyard_core::hyperparameters::{
@@ -8,10 +8,11 @@ use trainyard_core::hyperparameters::{
 use trainyard_core::{Task, ValidationError};
 
 use super::LmHyperparameters;
-use super::train::{LmLoss, LrSchedule};
+use super::classifier::{Pooling, freezable};
+use super::train::{ClassWeights, LmLoss, LrSchedule};
 use trainyard_data::tokenizer::TokenizerKind;
 
-const ALLOWED: [&str; 27] = [
+const ALLOWED: [&str; 31] = [
     "n_layer",
     "n_head",
     "n_embd",
@@ -39,7 +40,20 @@ const ALLOWED: [&str; 27] = [
     "tokenizer",
     "vocab_size",
     "gradient_checkpointing",
+    "pooling",
+    "class_weights",
+    "init_from",
+    "freeze",
 ];
+
+/// What the model learns from, which bounds some hyperparameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A language model's corpus of this many characters.
+    Corpus { chars: usize },
+    /// A classifier's labeled texts.
+    Labels { classes: usize },
+}
 
 /// The loss strategies a language model trains with.
 pub const LOSSES: [&str; 2] = ["cross_entropy", "distillation"];
@@ -74,19 +88,29 @@ impl Default for LmHyperparameters {
             tokenizer: TokenizerKind::Char,
             vocab_size: 1024,
             gradient_checkpointing: false,
+            pooling: Pooling::Mean,
+            class_weights: None,
+            init_from: None,
+            freeze: vec![],
         }
     }
 }
 
-/// The user's hyperparameters over the defaults; `corpus_chars` bounds the block size (a
-/// window must fit in the validation split).
+/// The user's hyperparameters over the defaults, checked against what the model learns from.
 pub fn resolve(
     user: &Map<String, Value>,
-    corpus_chars: usize,
+    target: Target,
 ) -> Result<LmHyperparameters, ValidationError> {
     let mut hp = LmHyperparameters::default();
-    apply_keys(user, "transformer_lm", &ALLOWED, |key, v| {
+    let algorithm = match target {
+        Target::Corpus { .. } => "transformer_lm",
+        Target::Labels { .. } => "transformer_classifier",
+    };
+    apply_keys(user, algorithm, &ALLOWED, |key, v| {
         let field = format!("hyperparameters.{key}");
+        if set_classifier_key(&mut hp, key, v, &field)? {
+            return Ok(());
+        }
         let int = |min, max| uint(&field, v, min, max);
         match key {
             "n_layer" => hp.n_layer = int(1, 48)? as usize,
@@ -188,16 +212,120 @@ pub fn resolve(
             format!("must not exceed learning_rate ({})", hp.learning_rate),
         ));
     }
-    let validation_chars = corpus_chars / 10;
-    if hp.block_size >= validation_chars {
-        return Err(ValidationError::new(
-            "hyperparameters.block_size",
-            format!(
-                "must be shorter than the validation split ({validation_chars} characters of {corpus_chars})"
-            ),
-        ));
-    }
+    check_target(&hp, target)?;
     Ok(hp)
+}
+
+/// The classifier's own keys; false for any other key.
+fn set_classifier_key(
+    hp: &mut LmHyperparameters,
+    key: &str,
+    v: &Value,
+    field: &str,
+) -> Result<bool, ValidationError> {
+    match key {
+        "pooling" => {
+            hp.pooling = match choice(field, v, &["mean", "last"])? {
+                "last" => Pooling::Last,
+                _ => Pooling::Mean,
+            }
+        }
+        "class_weights" => {
+            hp.class_weights = match v {
+                Value::Null => None,
+                Value::String(s) if s == "balanced" => Some(ClassWeights::Balanced),
+                Value::Array(items) => Some(ClassWeights::Given(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, w)| float(&format!("{field}[{i}]"), w, 0.0, 1e6))
+                        .collect::<Result<_, _>>()?,
+                )),
+                other => {
+                    return Err(type_error(
+                        field,
+                        "\"balanced\" or a weight per class",
+                        other,
+                    ));
+                }
+            }
+        }
+        "init_from" if v.is_null() => hp.init_from = None,
+        "init_from" => {
+            let id = v
+                .as_str()
+                .filter(|id| !id.is_empty() && id.len() <= 100)
+                .ok_or_else(|| type_error(field, "a model id", v))?;
+            hp.init_from = Some(id.to_string());
+        }
+        "freeze" => {
+            let items = v
+                .as_array()
+                .ok_or_else(|| type_error(field, "a list of parts", v))?;
+            hp.freeze = items
+                .iter()
+                .map(|item| item.as_str().map(str::to_string))
+                .collect::<Option<_>>()
+                .ok_or_else(|| type_error(field, "a list of parts (strings)", v))?;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Bounds that depend on what the model learns from.
+fn check_target(hp: &LmHyperparameters, target: Target) -> Result<(), ValidationError> {
+    match target {
+        Target::Corpus { chars } => {
+            let classifier_only = [
+                ("class_weights", hp.class_weights.is_some()),
+                ("init_from", hp.init_from.is_some()),
+                ("freeze", !hp.freeze.is_empty()),
+            ];
+            if let Some((key, _)) = classifier_only.iter().find(|(_, set)| *set) {
+                return Err(ValidationError::new(
+                    format!("hyperparameters.{key}"),
+                    "applies to transformer_classifier only",
+                ));
+            }
+            let validation_chars = chars / 10;
+            if hp.block_size >= validation_chars {
+                return Err(ValidationError::new(
+                    "hyperparameters.block_size",
+                    format!(
+                        "must be shorter than the validation split ({validation_chars} characters of {chars})"
+                    ),
+                ));
+            }
+        }
+        Target::Labels { classes } => {
+            if hp.loss == LmLoss::Distillation {
+                return Err(ValidationError::new(
+                    "hyperparameters.loss",
+                    "a classifier trains with cross_entropy",
+                ));
+            }
+            if let Some(ClassWeights::Given(weights)) = &hp.class_weights
+                && weights.len() != classes
+            {
+                return Err(ValidationError::new(
+                    "hyperparameters.class_weights",
+                    format!(
+                        "needs one weight per class ({classes}), got {}",
+                        weights.len()
+                    ),
+                ));
+            }
+            let parts = freezable(hp.n_layer);
+            if let Some(unknown) = hp.freeze.iter().find(|p| !parts.contains(p)) {
+                return Err(ValidationError::new(
+                    "hyperparameters.freeze",
+                    format!("unknown part '{unknown}'; parts are {}", parts.join(", ")),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -206,13 +334,15 @@ mod tests {
 
     use super::*;
 
+    const CORPUS: Target = Target::Corpus { chars: 100_000 };
+
     fn map(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
     }
 
     #[test]
     fn defaults_fill_in_and_bad_values_name_their_field() {
-        let hp = resolve(&map(json!({"max_steps": 50})), 100_000).unwrap();
+        let hp = resolve(&map(json!({"max_steps": 50})), CORPUS).unwrap();
         assert_eq!((hp.max_steps, hp.n_embd, hp.block_size), (50, 128, 64));
         for (bad, field) in [
             (
@@ -258,9 +388,10 @@ mod tests {
                 json!({"tokenizer": "bpe", "vocab_size": 100}),
                 "hyperparameters.vocab_size",
             ),
+            (json!({"freeze": ["embeddings"]}), "hyperparameters.freeze"),
             (json!({"epochs": 3}), "epochs"),
         ] {
-            let err = resolve(&map(bad.clone()), 100_000).unwrap_err();
+            let err = resolve(&map(bad.clone()), CORPUS).unwrap_err();
             assert_eq!(err.field, field, "{bad}: {err:?}");
         }
     }

@@ -3,24 +3,21 @@
 //! learning rate, gradient clipping by global norm, validation loss every `eval_interval`
 //! steps, and early stopping on it.
 
-use std::time::Instant;
+use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
-use burn::optim::{
-    AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer,
-    grad_clipping::GradientClippingConfig,
-};
-use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device, Tensor, activation};
+use burn::tensor::{Device, Tensor, activation};
 use serde::{Deserialize, Serialize};
 use trainyard_core::hyperparameters::EarlyStopping;
 use trainyard_data::SeededRng;
 use trainyard_data::text::windows;
 use trainyard_data::tokenizer::TokenizerKind;
 
+use super::classifier::Pooling;
 use super::model::{Dropout, Gpt, GptConfig, token_tensor};
-use crate::{Control, Stop, TrainError};
+use super::steps::{Objective, StepRun, train_steps};
+pub use super::steps::{load_weights, weights};
+use crate::{Control, TrainError};
 
 /// How the learning rate moves after warm-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -89,6 +86,25 @@ pub struct LmHyperparameters {
     /// Recompute memory-bound activations in the backward pass instead of keeping them
     /// (burn's autodiff checkpointing): less memory, more compute, the same results.
     pub gradient_checkpointing: bool,
+    /// Classifiers: how a text's states are pooled.
+    pub pooling: Pooling,
+    /// Classifiers: per-class loss weights, or `balanced` (inverse class frequency).
+    pub class_weights: Option<ClassWeights>,
+    /// Classifiers: the id of a trained `transformer_lm` whose weights the body starts from
+    /// (its shape and tokenizer are taken too).
+    pub init_from: Option<String>,
+    /// Classifiers: parts left exactly as initialised (`embeddings`, `blocks.N`, `ln_final`).
+    pub freeze: Vec<String>,
+}
+
+/// Per-class loss weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassWeights {
+    /// Each class weighted by `rows / (classes * rows of the class)` in the training split.
+    Balanced,
+    #[serde(untagged)]
+    Given(Vec<f64>),
 }
 
 impl LmHyperparameters {
@@ -133,6 +149,9 @@ pub struct Evaluation {
     /// Global L2 norm of the last step's gradients, before clipping.
     #[serde(default)]
     pub grad_norm: f64,
+    /// Further validation metrics (a classifier's accuracy and macro-F1).
+    #[serde(default)]
+    pub values: BTreeMap<String, f64>,
 }
 
 /// What to learn from: training and validation token streams, already encoded, and for
@@ -145,17 +164,8 @@ pub struct LmData<'a> {
     pub teacher: Option<&'a Gpt>,
 }
 
-/// How a run ended: the inference model, every evaluation, and the stop that ended it early.
-pub struct LmRun {
-    /// With early stopping, the best evaluation's weights.
-    pub model: Gpt,
-    pub evaluations: Vec<Evaluation>,
-    pub stopped: Option<Stop>,
-    /// The step whose weights `model` holds, when early stopping chose them.
-    pub best_step: Option<u64>,
-    /// Early stopping ended the run before `max_steps`.
-    pub stopped_early: bool,
-}
+/// How a language-model run ended.
+pub type LmRun = StepRun<Gpt>;
 
 /// Where a run stood: enough to continue exactly (batches and the learning rate are pure
 /// functions of the step; the weights and AdamW's moments are saved).
@@ -169,25 +179,6 @@ pub struct LmCheckpoint {
     pub best_model: Option<Vec<u8>>,
 }
 
-/// The best evaluation so far under early stopping, and whether patience has run out: a pure
-/// function of the evaluations, so a checkpoint needs only the best weights.
-fn early_stopping_state(es: &EarlyStopping, evaluations: &[Evaluation]) -> (Option<usize>, bool) {
-    let mut best: Option<usize> = None;
-    let mut waited = 0;
-    for (i, e) in evaluations.iter().enumerate() {
-        match best {
-            // A NaN loss never counts as an improvement.
-            Some(b)
-                if e.val_loss.is_nan() || e.val_loss >= evaluations[b].val_loss - es.min_delta =>
-            {
-                waited += 1
-            }
-            _ => (best, waited) = (Some(i), 0),
-        }
-    }
-    (best, waited >= es.patience as usize)
-}
-
 /// Where a run reports: each evaluation, and a checkpoint after each evaluation and on pause
 /// (an error there fails the run).
 pub trait LmObserver {
@@ -199,20 +190,57 @@ pub trait LmObserver {
     fn checkpoint(&mut self, checkpoint: &LmCheckpoint) -> Result<(), TrainError>;
 }
 
-/// The optimiser: AdamW whose own decay is off, because it would decay every parameter;
-/// [`decay_matrices`] applies the decoupled decay to matrices only.
-fn optimizer(hp: &LmHyperparameters) -> ModuleOptimizer {
-    AdamWConfig::new()
-        .with_beta_2(0.99)
-        .with_weight_decay(0.0)
-        .with_grad_clipping(
-            (hp.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(hp.grad_clip as f32)),
-        )
-        .init()
+/// Next-token prediction on windows of the text (and, with a teacher, its distribution).
+struct NextToken<'a> {
+    hp: &'a LmHyperparameters,
+    data: &'a LmData<'a>,
+    loss_fn: CrossEntropyLoss,
 }
 
-/// Trains from `resume` (or from scratch) until `max_steps`, early stopping, or a stop from
-/// `control`.
+impl Objective for NextToken<'_> {
+    type Model = Gpt;
+
+    fn init(&self, device: &Device) -> Result<Gpt, TrainError> {
+        Ok(Gpt::new(&self.hp.config(self.data.vocab_size), device))
+    }
+
+    /// Windows of draw `draw` at seeded positions; dropout masks seeded by the draw too.
+    fn loss(&self, model: &Gpt, draw: u64, device: &Device) -> Tensor<1> {
+        let hp = self.hp;
+        let batch = windows(self.data.train, hp.block_size, hp.batch_size, hp.seed, draw);
+        let inputs = token_tensor(&batch.inputs, hp.batch_size, hp.block_size, device);
+        let targets = token_tensor(&batch.targets, 1, hp.batch_size * hp.block_size, device)
+            .reshape([hp.batch_size * hp.block_size]);
+        let mut dropout = (hp.dropout > 0.0).then(|| Dropout {
+            p: hp.dropout,
+            rng: SeededRng::derive(hp.seed, 2_000_000 + draw),
+        });
+        let logits = model.forward_with(inputs, dropout.as_mut());
+        let loss = self.loss_fn.forward(logits.clone(), targets);
+        match self.data.teacher {
+            Some(teacher) => {
+                let soft = distillation_loss(teacher, &batch.inputs, logits, hp, device);
+                let alpha = hp.distillation_alpha as f32;
+                loss.mul_scalar(1.0 - alpha) + soft.mul_scalar(alpha)
+            }
+            None => loss,
+        }
+    }
+
+    fn evaluate(&self, model: &Gpt) -> (f64, BTreeMap<String, f64>) {
+        (
+            evaluate(model, self.data.validation, self.hp),
+            BTreeMap::new(),
+        )
+    }
+
+    fn tokens_per_draw(&self) -> usize {
+        self.hp.batch_size * self.hp.block_size
+    }
+}
+
+/// Trains a language model from `resume` (or from scratch) until `max_steps`, early
+/// stopping, or a stop from `control`.
 pub fn train(
     hp: &LmHyperparameters,
     data: &LmData<'_>,
@@ -226,165 +254,15 @@ pub fn train(
             hp.block_size
         )));
     }
-    let device = if hp.gradient_checkpointing {
-        Device::flex().autodiff().gradient_checkpointing()
-    } else {
-        Device::flex().autodiff()
-    };
-    let mut model = {
-        let _guard = crate::neural::init_lock();
-        device.seed(hp.seed);
-        Gpt::new(&hp.config(data.vocab_size), &device)
-    };
-    let mut optimizer = optimizer(hp);
-    let (mut first_step, mut evaluations, mut best_model) = (0, Vec::new(), None);
-    if let Some(checkpoint) = resume {
-        model = load_weights(model, &checkpoint.model)?;
-        optimizer = optimizer
-            .from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer.clone()))
-            .map_err(|e| TrainError::Resume(format!("optimizer record: {e}")))?;
-        first_step = checkpoint.step;
-        evaluations = checkpoint.evaluations.clone();
-        best_model = checkpoint.best_model.clone();
-    }
     let smoothing = (hp.label_smoothing > 0.0).then_some(hp.label_smoothing as f32);
-    let loss_fn = CrossEntropyLossConfig::new()
-        .with_smoothing(smoothing)
-        .init(&device);
-    let (mut loss_sum, mut losses, mut window_tokens) = (0.0, 0u64, 0usize);
-    let mut window_start = Instant::now();
-    let mut stopped_early = false;
-    for step in first_step..hp.max_steps {
-        if let Some(stop) = control.requested() {
-            if stop == Stop::Pause {
-                let checkpoint = snapshot(step, &evaluations, &model, &optimizer, &best_model)?;
-                observer.checkpoint(&checkpoint)?;
-            }
-            return finish(model, evaluations, best_model, Some(stop), false, hp);
-        }
-        let (grads, loss) = step_gradients(&model, hp, data, step, &loss_fn, &device);
-        loss_sum += loss;
-        losses += 1;
-        window_tokens += hp.batch_size * hp.block_size * hp.grad_accumulation;
-        let lr = hp.learning_rate(step);
-        let done = step + 1;
-        let evaluating = done % hp.eval_interval == 0 || done == hp.max_steps;
-        let grad_norm = if evaluating {
-            global_norm(&model, &grads)
-        } else {
-            0.0
-        };
-        if hp.weight_decay > 0.0 {
-            model = decay_matrices(model, (1.0 - lr * hp.weight_decay) as f32);
-        }
-        model = optimizer.step(lr, model, grads);
-        observer.step(done);
-        if !evaluating {
-            continue;
-        }
-        let seconds = window_start.elapsed().as_secs_f64();
-        let evaluation = Evaluation {
-            seconds,
-            step: done,
-            train_loss: loss_sum / losses as f64,
-            val_loss: evaluate(&model.valid(), data.validation, hp),
-            learning_rate: lr,
-            tokens_per_second: window_tokens as f64 / seconds.max(1e-9),
-            grad_norm,
-        };
-        observer.evaluation(&evaluation);
-        evaluations.push(evaluation);
-        if let Some(es) = &hp.early_stopping {
-            let (best, patience_spent) = early_stopping_state(es, &evaluations);
-            if best == Some(evaluations.len() - 1) {
-                best_model = Some(weights(&model)?);
-            }
-            stopped_early = patience_spent;
-        }
-        if done < hp.max_steps && !stopped_early {
-            let checkpoint = snapshot(done, &evaluations, &model, &optimizer, &best_model)?;
-            observer.checkpoint(&checkpoint)?;
-        }
-        if stopped_early {
-            break;
-        }
-        (loss_sum, losses, window_tokens) = (0.0, 0, 0);
-        window_start = Instant::now();
-    }
-    finish(model, evaluations, best_model, None, stopped_early, hp)
-}
-
-/// The run's result: under early stopping, the best evaluation's weights.
-fn finish(
-    model: Gpt,
-    evaluations: Vec<Evaluation>,
-    best_model: Option<Vec<u8>>,
-    stopped: Option<Stop>,
-    stopped_early: bool,
-    hp: &LmHyperparameters,
-) -> Result<LmRun, TrainError> {
-    let best = hp
-        .early_stopping
-        .as_ref()
-        .and_then(|es| early_stopping_state(es, &evaluations).0);
-    let (model, best_step) = match (best, best_model) {
-        (Some(index), Some(bytes)) if stopped.is_none() => (
-            load_weights(model.valid(), &bytes)?,
-            Some(evaluations[index].step),
-        ),
-        _ => (model.valid(), None),
+    let objective = NextToken {
+        hp,
+        data,
+        loss_fn: CrossEntropyLossConfig::new()
+            .with_smoothing(smoothing)
+            .init(&Device::flex().autodiff()),
     };
-    Ok(LmRun {
-        model,
-        evaluations,
-        stopped,
-        best_step,
-        stopped_early,
-    })
-}
-
-/// One step's gradients and mean loss over `grad_accumulation` micro-batches. Micro-batch `m`
-/// of step `s` is window draw `s * grad_accumulation + m`, and its dropout masks come from a
-/// generator seeded by that number.
-fn step_gradients(
-    model: &Gpt,
-    hp: &LmHyperparameters,
-    data: &LmData<'_>,
-    step: u64,
-    loss_fn: &CrossEntropyLoss,
-    device: &Device,
-) -> (GradientsParams, f64) {
-    let micro_batches = hp.grad_accumulation.max(1);
-    let mut accumulator = GradientsAccumulator::new();
-    let mut loss_sum = 0.0;
-    for micro in 0..micro_batches as u64 {
-        let draw = step * micro_batches as u64 + micro;
-        let batch = windows(data.train, hp.block_size, hp.batch_size, hp.seed, draw);
-        let inputs = token_tensor(&batch.inputs, hp.batch_size, hp.block_size, device);
-        let targets = token_tensor(&batch.targets, 1, hp.batch_size * hp.block_size, device)
-            .reshape([hp.batch_size * hp.block_size]);
-        let mut dropout = (hp.dropout > 0.0).then(|| Dropout {
-            p: hp.dropout,
-            rng: SeededRng::derive(hp.seed, 2_000_000 + draw),
-        });
-        let logits = model.forward_with(inputs, dropout.as_mut());
-        let mut loss = loss_fn.forward(logits.clone(), targets);
-        if let Some(teacher) = data.teacher {
-            let soft = distillation_loss(teacher, &batch.inputs, logits, hp, device);
-            let alpha = hp.distillation_alpha as f32;
-            loss = loss.mul_scalar(1.0 - alpha) + soft.mul_scalar(alpha);
-        }
-        if micro_batches > 1 {
-            loss = loss.div_scalar(micro_batches as f32);
-        }
-        loss_sum += loss.clone().into_scalar::<f32>() as f64;
-        let grads = GradientsParams::from_grads(loss.backward(), model);
-        if micro_batches == 1 {
-            return (grads, loss_sum);
-        }
-        accumulator.accumulate(model, grads);
-    }
-    (accumulator.grads(), loss_sum)
+    train_steps(hp, &objective, resume, control, observer)
 }
 
 /// KL(teacher || student) between next-token distributions softened by the temperature,
@@ -409,84 +287,6 @@ fn distillation_loss(
     let student_log_p = activation::log_softmax(student_logits.div_scalar(t), 1);
     let kl = (target_log_p.clone().exp() * (target_log_p - student_log_p)).sum_dim(1);
     kl.mean().mul_scalar(t * t)
-}
-
-/// Decoupled weight decay (`w *= 1 - lr * weight_decay`) on matrices and embeddings only, as
-/// nanoGPT and most LM recipes do: decaying norms' gains and biases only hurts.
-fn decay_matrices(model: Gpt, factor: f32) -> Gpt {
-    struct Decay(f32);
-    impl ModuleMapper for Decay {
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            if D < 2 {
-                return param;
-            }
-            let factor = self.0;
-            // The product is a graph node; `detach` makes it a leaf and `require_grad` keeps
-            // it trainable.
-            param.map(|t| t.mul_scalar(factor).detach().require_grad())
-        }
-    }
-    model.map(&mut Decay(factor))
-}
-
-/// The global L2 norm of the gradients.
-fn global_norm(model: &Gpt, grads: &GradientsParams) -> f64 {
-    struct Norm<'a> {
-        grads: &'a GradientsParams,
-        squares: f64,
-    }
-    impl ModuleVisitor for Norm<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if let Some(grad) = self.grads.get::<D>(param.id) {
-                self.squares += grad.powi_scalar(2).sum().into_scalar::<f32>() as f64;
-            }
-        }
-    }
-    let mut norm = Norm {
-        grads,
-        squares: 0.0,
-    };
-    model.visit(&mut norm);
-    norm.squares.sqrt()
-}
-
-fn snapshot(
-    step: u64,
-    evaluations: &[Evaluation],
-    model: &Gpt,
-    optimizer: &ModuleOptimizer,
-    best_model: &Option<Vec<u8>>,
-) -> Result<LmCheckpoint, TrainError> {
-    let optimizer = optimizer
-        .into_bytes()
-        .map_err(|e| TrainError::Checkpoint(e.to_string()))?
-        .to_vec();
-    Ok(LmCheckpoint {
-        step,
-        evaluations: evaluations.to_vec(),
-        model: weights(model)?,
-        optimizer,
-        best_model: best_model.clone(),
-    })
-}
-
-/// A model's weights as a burn record.
-pub fn weights(model: &Gpt) -> Result<Vec<u8>, TrainError> {
-    let bytes = model
-        .clone()
-        .into_record()
-        .into_bytes()
-        .map_err(|e| TrainError::Checkpoint(e.to_string()))?;
-    Ok(bytes.to_vec())
-}
-
-/// Loads weights written by [`weights`] into a model of the same shape.
-pub fn load_weights(model: Gpt, bytes: &[u8]) -> Result<Gpt, TrainError> {
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
-        .map_err(|e| TrainError::Resume(format!("model record: {e}")))?;
-    model
-        .try_load_record(record)
-        .map_err(|e| TrainError::Resume(format!("model record: {e}")))
 }
 
 /// Mean next-token loss over `eval_batches` windows drawn from a stream of their own (the same

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use trainyard_core::Task;
+use trainyard_data::labeled_text::parse_labeled_texts;
 use trainyard_data::text::parse_corpus;
 use trainyard_data::{BUILTIN_NAMES, DatasetInfo, builtin_info, is_parquet, parse_table};
 use trainyard_store::DatasetRow;
@@ -234,10 +235,13 @@ pub async fn upload_dataset(
     if task == Some(Task::Text) {
         let parse_input = csv.clone();
         let parse_name = name.clone();
-        let corpus = tokio::task::spawn_blocking(move || parse_corpus(&parse_name, &parse_input))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| ApiError::bad_request("file", e.to_string()))?;
+        let corpus = tokio::task::spawn_blocking(move || match target {
+            Some(label) => parse_labeled_texts(&parse_name, &parse_input, &label),
+            None => parse_corpus(&parse_name, &parse_input),
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::bad_request("file", e.to_string()))?;
         return store_upload(&state, &caller, name, csv, corpus).await;
     }
     let options = csv_options(&name, target.as_deref(), task);
@@ -288,13 +292,8 @@ fn upload_target(form: &UploadQuery) -> ApiResult<(Option<String>, Option<Task>)
         None | Some("") => None,
         Some("classification") => Some(Task::Classification),
         Some("regression") => Some(Task::Regression),
-        Some("text") if form.target.is_some() => {
-            return Err(ApiError::bad_request(
-                "target",
-                "a text corpus has no target column; leave target out",
-            ));
-        }
-        Some("text") => return Ok((None, Some(Task::Text))),
+        // With a label column: labeled texts (CSV or JSON Lines); without: a corpus.
+        Some("text") => return Ok((form.target.clone(), Some(Task::Text))),
         Some(other) => {
             return Err(ApiError::bad_request(
                 "task",

@@ -28,9 +28,29 @@ const SCORE_CHUNK: usize = 2_000;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictBody {
-    /// Rows of raw feature values, in the dataset's feature order.
-    pub inputs: Vec<Vec<f64>>,
+    /// Rows of raw feature values in the dataset's feature order, or texts for a text
+    /// classifier.
+    pub inputs: PredictInputs,
 }
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum PredictInputs {
+    Rows(Vec<Vec<f64>>),
+    Texts(Vec<String>),
+}
+
+impl PredictInputs {
+    fn len(&self) -> usize {
+        match self {
+            PredictInputs::Rows(rows) => rows.len(),
+            PredictInputs::Texts(texts) => texts.len(),
+        }
+    }
+}
+
+/// The longest text a prediction takes, in bytes.
+const MAX_TEXT_BYTES: usize = 100_000;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -84,13 +104,24 @@ pub async fn predict(
             ),
         ));
     }
+    if let PredictInputs::Texts(texts) = &body.inputs
+        && let Some(i) = texts.iter().position(|t| t.len() > MAX_TEXT_BYTES)
+    {
+        return Err(ApiError::bad_request(
+            format!("inputs[{i}]"),
+            format!("a text may have at most {MAX_TEXT_BYTES} bytes"),
+        ));
+    }
     let run = serving_run(&state, &model.id).await?;
     let served = load_served(&state, &model.algorithm, &run).await?;
     let inputs = body.inputs;
-    let predictions = tokio::task::spawn_blocking(move || served.predict(&inputs))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(predict_error)?;
+    let predictions = tokio::task::spawn_blocking(move || match &inputs {
+        PredictInputs::Rows(rows) => served.predict(rows),
+        PredictInputs::Texts(texts) => served.predict_texts(texts),
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(predict_error)?;
     Ok(Json(Predictions {
         model_id: model.id,
         run_id: run.id,

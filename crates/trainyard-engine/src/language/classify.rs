@@ -1,0 +1,299 @@
+//! `transformer_classifier` on the family seam: labeled texts split by seed, tokenised (by its
+//! own tokenizer or the `init_from` language model's), cut to the context with the number of
+//! cut texts recorded, trained by the shared step loop; the served model answers
+//! `predict_texts`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use trainyard_core::{TrainingEvent, ValidationError};
+use trainyard_data::tokenizer::TextTokenizer;
+use trainyard_data::{DatasetInfo, SeededRng};
+
+use super::LmHyperparameters;
+use super::classifier::{
+    ClassifierData, LabeledTokens, Labels, Pooling, TextClassifier, probabilities,
+};
+use super::family::{
+    Forward, check_memory, decode_checkpoint, decode_model, evaluations_planned, final_metrics,
+    outcome,
+};
+use super::model::{Gpt, GptConfig};
+use super::spec::{self, Target};
+use super::steps::{load_weights, train_steps, weights};
+use super::train::ClassWeights;
+use crate::container::{read_sections, write_sections};
+use crate::family::{Artifact, Finished, Job, Limits, Plan, Reporter, Served};
+use crate::{Control, PredictError, TrainError};
+
+pub const MODEL_MAGIC: &[u8; 8] = b"TYTCMD01";
+pub const INIT_FROM_FIELD: &str = "hyperparameters.init_from";
+/// The share of rows kept for validation (at least one).
+const VALIDATION_FRACTION: f64 = 0.1;
+
+#[derive(Serialize, Deserialize)]
+struct ModelHeader {
+    format: u32,
+    config: GptConfig,
+    tokenizer: TextTokenizer,
+    classes: Vec<String>,
+    hyperparameters: LmHyperparameters,
+    metrics: BTreeMap<String, f64>,
+}
+
+pub fn plan(
+    dataset: &DatasetInfo,
+    hyperparameters: &Map<String, Value>,
+    limits: &Limits,
+) -> Result<Plan, ValidationError> {
+    let classes = match &dataset.classes {
+        Some(classes) if dataset.task == trainyard_core::Task::Text => classes.len(),
+        _ => {
+            return Err(ValidationError::new(
+                "dataset",
+                format!(
+                    "transformer_classifier learns from labeled texts, but '{}' is not one; upload \
+                     a CSV or JSON Lines file with a text column and task=text&target=<label column>",
+                    dataset.name
+                ),
+            ));
+        }
+    };
+    let hp = spec::resolve(hyperparameters, Target::Labels { classes })?;
+    check_memory(&hp, limits)?;
+    Ok(Plan {
+        hyperparameters: serde_json::to_value(&hp).expect("hyperparameters serialise"),
+        epochs: evaluations_planned(&hp),
+    })
+}
+
+/// Row indices for training and validation: a seeded shuffle, the last tenth validating.
+fn split(rows: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..rows).collect();
+    let mut rng = SeededRng::derive(seed, 5_000_000);
+    for i in (1..rows).rev() {
+        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    let validation = ((rows as f64 * VALIDATION_FRACTION).round() as usize).max(1);
+    let train = order.split_off(validation);
+    (train, order)
+}
+
+/// The tokens of the chosen rows, each cut to `block` tokens; and how many were cut.
+fn tokenize(
+    tokenizer: &TextTokenizer,
+    texts: &[String],
+    labels: &[f32],
+    rows: &[usize],
+    block: usize,
+) -> (LabeledTokens, usize) {
+    let mut cut = 0;
+    let mut out = LabeledTokens::default();
+    for &i in rows {
+        let mut tokens = tokenizer.encode(&texts[i]);
+        if tokens.len() > block {
+            tokens.truncate(block);
+            cut += 1;
+        }
+        if tokens.is_empty() {
+            tokens.push(0);
+        }
+        out.rows.push(tokens);
+        out.labels.push(labels[i] as u32);
+    }
+    (out, cut)
+}
+
+fn class_weights(hp: &LmHyperparameters, labels: &[u32], classes: usize) -> Option<Vec<f32>> {
+    match hp.class_weights.as_ref()? {
+        ClassWeights::Given(weights) => Some(weights.iter().map(|&w| w as f32).collect()),
+        ClassWeights::Balanced => {
+            let mut counts = vec![0usize; classes];
+            labels.iter().for_each(|&l| counts[l as usize] += 1);
+            Some(
+                counts
+                    .iter()
+                    .map(|&c| labels.len() as f32 / (classes * c.max(1)) as f32)
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// The tokenizer, network shape and starting weights: the `init_from` language model's, or
+/// a tokenizer fitted on the training texts.
+fn starting_point(
+    job: &Job,
+    hp: &LmHyperparameters,
+    train_texts: &str,
+) -> Result<(TextTokenizer, GptConfig, Option<Vec<u8>>), TrainError> {
+    let Some(id) = &hp.init_from else {
+        let tokenizer = TextTokenizer::fit(hp.tokenizer, train_texts, hp.vocab_size)
+            .map_err(|e| TrainError::Fit(e.to_string()))?;
+        let config = hp.config(tokenizer.vocab_size());
+        return Ok((tokenizer, config, None));
+    };
+    let bytes = job.dependencies.get(INIT_FROM_FIELD).ok_or_else(|| {
+        TrainError::Fit(format!(
+            "{INIT_FROM_FIELD}: model '{id}' was not provided to this job"
+        ))
+    })?;
+    let (header, model) = decode_model(bytes)
+        .map_err(|e| TrainError::Fit(format!("{INIT_FROM_FIELD}: model '{id}': {e}")))?;
+    Ok((header.tokenizer, header.config, Some(weights(&model)?)))
+}
+
+pub fn train(
+    job: Job,
+    control: &Control,
+    reporter: &mut dyn Reporter,
+) -> Result<Finished, TrainError> {
+    let dataset = &job.dataset;
+    let (Some(texts), Some(classes)) = (&dataset.texts, &dataset.info.classes) else {
+        return Err(TrainError::Fit("the dataset has no labeled texts".into()));
+    };
+    let hp = spec::resolve(
+        &job.hyperparameters,
+        Target::Labels {
+            classes: classes.len(),
+        },
+    )
+    .map_err(|e| TrainError::Fit(e.to_string()))?;
+    let (train_rows, validation_rows) = split(texts.len(), hp.seed);
+    let joined: String = train_rows
+        .iter()
+        .map(|&i| texts[i].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (tokenizer, config, init) = starting_point(&job, &hp, &joined)?;
+    let labels = &dataset.table.y;
+    let (train_set, cut_train) =
+        tokenize(&tokenizer, texts, labels, &train_rows, config.block_size);
+    let (validation, cut_validation) = tokenize(
+        &tokenizer,
+        texts,
+        labels,
+        &validation_rows,
+        config.block_size,
+    );
+    let resume = job
+        .resume
+        .as_deref()
+        .map(decode_checkpoint)
+        .transpose()
+        .map_err(TrainError::Resume)?;
+    reporter.event(TrainingEvent::Started {
+        total_epochs: evaluations_planned(&hp),
+        start_epoch: resume.as_ref().map_or(0, |c| c.evaluations.len() as u32),
+        train_samples: train_set.rows.len(),
+        validation_samples: validation.rows.len(),
+    });
+    let data = ClassifierData {
+        train: &train_set,
+        validation: &validation,
+        vocab_size: tokenizer.vocab_size(),
+        classes: classes.len(),
+        init: init.as_deref(),
+        config: config.clone(),
+    };
+    let weights_per_class = class_weights(&hp, &train_set.labels, classes.len());
+    let objective = Labels::new(&hp, &data, weights_per_class, hp.pooling, &hp.freeze);
+    let mut forward = Forward::new(reporter, &hp, resume.as_ref());
+    let run = train_steps(&hp, &objective, resume.as_ref(), control, &mut forward)?;
+    let best = match outcome(&run, &mut forward) {
+        Ok(best) => best,
+        Err(finished) => return Ok(finished),
+    };
+    let mut metrics = final_metrics(&run.evaluations, best);
+    let kept = best.map_or(run.evaluations.last(), |i| run.evaluations.get(i));
+    metrics.extend(kept.map(|e| e.values.clone()).unwrap_or_default());
+    metrics.insert("truncated_rows".into(), (cut_train + cut_validation) as f64);
+    let header = ModelHeader {
+        format: 1,
+        config,
+        tokenizer,
+        classes: classes.clone(),
+        hyperparameters: hp,
+        metrics: metrics.clone(),
+    };
+    let header = serde_json::to_vec(&header).expect("model header serialises");
+    let bytes = write_sections(MODEL_MAGIC, &[&header, &weights(&run.model)?]);
+    Ok(Finished::Completed(Artifact { bytes, metrics }))
+}
+
+pub fn load(bytes: &[u8]) -> Result<Arc<dyn Served>, PredictError> {
+    let sections = read_sections(MODEL_MAGIC, "text classifier", bytes)?;
+    let [header, weights] = sections[..] else {
+        return Err(PredictError::Artifact(
+            "a text classifier has two sections".into(),
+        ));
+    };
+    let header: ModelHeader =
+        serde_json::from_slice(header).map_err(|e| PredictError::Artifact(e.to_string()))?;
+    let device = Device::flex();
+    let model = TextClassifier {
+        body: Gpt::new(&header.config, &device),
+        head: burn::nn::LinearConfig::new(header.config.n_embd, header.classes.len()).init(&device),
+    };
+    let model = load_weights(model, weights).map_err(|e| PredictError::Artifact(e.to_string()))?;
+    Ok(Arc::new(ClassifierModel { model, header }))
+}
+
+/// A trained text classifier, ready to label texts.
+pub struct ClassifierModel {
+    model: TextClassifier,
+    header: ModelHeader,
+}
+
+impl Served for ClassifierModel {
+    fn predict(&self, _rows: &[Vec<f64>]) -> Result<Vec<Value>, PredictError> {
+        Err(PredictError::Unsupported(
+            "a text classifier labels texts: send {\"inputs\": [\"a text\", ...]}".into(),
+        ))
+    }
+
+    fn predict_texts(&self, texts: &[String]) -> Result<Vec<Value>, PredictError> {
+        let block = self.header.config.block_size;
+        let rows: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|text| {
+                let mut tokens = self.header.tokenizer.encode(text);
+                tokens.truncate(block);
+                if tokens.is_empty() {
+                    tokens.push(0);
+                }
+                tokens
+            })
+            .collect();
+        let pooling: Pooling = self.header.hyperparameters.pooling;
+        let probs = probabilities(&self.model, &rows, pooling, 64);
+        Ok(probs
+            .iter()
+            .zip(texts)
+            .map(|(p, text)| {
+                let index = crate::model::argmax(p);
+                let by_class: Map<String, Value> = self
+                    .header
+                    .classes
+                    .iter()
+                    .zip(p)
+                    .map(|(class, &q)| (class.clone(), json!(q)))
+                    .collect();
+                json!({"label": self.header.classes[index], "class_index": index,
+                       "probabilities": by_class,
+                       "truncated": self.header.tokenizer.encode(text).len() > block})
+            })
+            .collect())
+    }
+
+    fn output_columns(&self) -> Vec<String> {
+        vec!["label".into(), "class_index".into()]
+    }
+
+    fn feature_names(&self) -> Vec<String> {
+        vec!["text".into()]
+    }
+}

@@ -1,0 +1,175 @@
+//! Text classifiers over HTTP: labeled texts uploaded as CSV or JSON Lines, a classifier
+//! trained on them (from scratch, or from a trained language model with parts frozen), and
+//! texts labeled by `predict`.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::Server;
+
+/// Short reviews whose label their words decide.
+fn reviews_csv() -> String {
+    let good = [
+        "a fine and lovely play",
+        "great acting, lovely",
+        "fine work, great cast",
+    ];
+    let bad = [
+        "a dull and awful play",
+        "poor acting, dull",
+        "awful work, poor cast",
+    ];
+    let mut csv = String::from("text,sentiment\n");
+    for i in 0..40 {
+        csv.push_str(&format!("\"{} {i}\",good\n", good[i % 3]));
+        csv.push_str(&format!("\"{} {i}\",bad\n", bad[i % 3]));
+    }
+    csv
+}
+
+fn tiny() -> serde_json::Value {
+    json!({"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 16,
+           "max_steps": 80, "eval_interval": 40, "eval_batches": 2, "warmup_steps": 5,
+           "learning_rate": 0.005})
+}
+
+#[tokio::test]
+async fn labeled_texts_train_a_classifier_that_labels_new_texts() {
+    let server = Server::start().await;
+    let (code, dataset) = server
+        .post_bytes(
+            "/api/datasets?name=reviews&task=text&target=sentiment",
+            "text/csv",
+            reviews_csv().into_bytes(),
+        )
+        .await;
+    assert_eq!(code, 201, "{dataset}");
+    assert_eq!(dataset["n_rows"], 80);
+    assert_eq!(dataset["classes"], json!(["bad", "good"]));
+    let (code, err) = server
+        .post_bytes(
+            "/api/datasets?name=broken&task=text&target=stars",
+            "text/csv",
+            reviews_csv().into_bytes(),
+        )
+        .await;
+    assert_eq!(code, 400, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no 'stars' column"),
+        "{err}"
+    );
+
+    for (dataset, algorithm, field) in [
+        ("reviews", "transformer_lm", "dataset"),
+        ("shakespeare", "transformer_classifier", "dataset"),
+    ] {
+        let (code, err) = server
+            .post("/api/models", json!({"name": "x", "dataset": dataset, "algorithm": algorithm, "hyperparameters": {}}))
+            .await;
+        assert_eq!(code, 400, "{dataset}/{algorithm}: {err}");
+        assert_eq!(err["error"]["field"], field);
+    }
+    let mut bad = tiny();
+    bad["freeze"] = json!(["blocks.7"]);
+    let (code, err) = server
+        .post("/api/models", json!({"name": "x", "dataset": "reviews", "algorithm": "transformer_classifier", "hyperparameters": bad}))
+        .await;
+    assert_eq!(code, 400, "{err}");
+    assert_eq!(err["error"]["field"], "hyperparameters.freeze");
+
+    let mut hp = tiny();
+    hp["class_weights"] = json!("balanced");
+    let id = server
+        .create_model("reviews", "transformer_classifier", hp)
+        .await;
+    server.train(&id).await;
+    let status = server
+        .wait_for(&id, &["completed", "failed"], Duration::from_secs(180))
+        .await;
+    assert_eq!(status["status"], "completed", "{status}");
+    let metrics = &status["metrics"];
+    assert!(metrics["accuracy"].as_f64().unwrap() >= 0.75, "{metrics}");
+    assert!(metrics["macro_f1"].as_f64().is_some(), "{metrics}");
+    assert_eq!(metrics["truncated_rows"], 0.0);
+
+    let (code, answer) = server
+        .post(
+            &format!("/api/models/{id}/predict"),
+            json!({"inputs": ["a lovely and great play", "an awful, dull and poor play"]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    let predictions = answer["predictions"].as_array().unwrap();
+    assert_eq!(predictions[0]["label"], "good", "{answer}");
+    assert_eq!(predictions[1]["label"], "bad", "{answer}");
+    let p = &predictions[0]["probabilities"];
+    let total = p["good"].as_f64().unwrap() + p["bad"].as_f64().unwrap();
+    assert!((total - 1.0).abs() < 1e-4, "{p}");
+    let (code, err) = server
+        .post(
+            &format!("/api/models/{id}/predict"),
+            json!({"inputs": [[1.0, 2.0]]}),
+        )
+        .await;
+    assert_eq!(code, 400, "rows of numbers are not texts: {err}");
+}
+
+#[tokio::test]
+async fn a_classifier_starts_from_a_trained_language_model() {
+    let server = Server::start().await;
+    let jsonl: String = (0..30)
+        .flat_map(|i| {
+            [
+                format!(
+                    "{{\"text\": \"O Romeo, wherefore art thou {i}?\", \"kind\": \"question\"}}\n"
+                ),
+                format!("{{\"text\": \"Thou art a villain {i}.\", \"kind\": \"statement\"}}\n"),
+            ]
+        })
+        .collect();
+    let (code, dataset) = server
+        .post_bytes(
+            "/api/datasets?name=lines&task=text&target=kind",
+            "application/octet-stream",
+            jsonl.into_bytes(),
+        )
+        .await;
+    assert_eq!(code, 201, "{dataset}");
+    let lm = server
+        .create_model(
+            "shakespeare",
+            "transformer_lm",
+            json!({"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32,
+            "batch_size": 8, "max_steps": 30, "eval_interval": 30, "eval_batches": 1}),
+        )
+        .await;
+    let mut hp = tiny();
+    hp["init_from"] = json!(lm);
+    hp["freeze"] = json!(["embeddings"]);
+    let body = json!({"name": "c", "dataset": "lines", "algorithm": "transformer_classifier", "hyperparameters": hp});
+    let (code, err) = server.post("/api/models", body.clone()).await;
+    assert_eq!(code, 409, "the language model must be trained first: {err}");
+    server.train(&lm).await;
+    server
+        .wait_for(&lm, &["completed"], Duration::from_secs(120))
+        .await;
+    let (code, created) = server.post("/api/models", body).await;
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    server.train(id).await;
+    let status = server
+        .wait_for(id, &["completed", "failed"], Duration::from_secs(180))
+        .await;
+    assert_eq!(status["status"], "completed", "{status}");
+    let (_, answer) = server
+        .post(
+            &format!("/api/models/{id}/predict"),
+            json!({"inputs": ["Art thou mad?"]}),
+        )
+        .await;
+    assert!(answer["predictions"][0]["label"].is_string(), "{answer}");
+}
