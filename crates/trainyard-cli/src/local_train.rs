@@ -17,11 +17,12 @@ use trainyard_engine::family::{
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
-    /// A built-in dataset: iris, wine_quality, california_housing, mnist, synthetic, shuttle.
+    /// A built-in dataset: iris, wine_quality, california_housing, mnist, synthetic, shuttle,
+    /// shakespeare.
     #[arg(long)]
     dataset: String,
     /// linear_regression, logistic_regression, mlp, cnn, random_forest; isolation_forest, ecod,
-    /// hbos, half_space_trees.
+    /// hbos, half_space_trees; transformer_lm (on shakespeare).
     #[arg(long)]
     algorithm: String,
     /// A hyperparameter, KEY=VALUE; VALUE is read as JSON when it parses (e.g. hidden_layers=[64,32]).

@@ -84,6 +84,9 @@ impl TextTokenizer {
     }
 }
 
+/// The size of the pieces a long text is encoded in.
+const CHUNK_BYTES: usize = 64 * 1024;
+
 /// Byte-level BPE: every byte is in the vocabulary, so no text is unknown.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "SavedBpe", into = "SavedBpe")]
@@ -165,10 +168,39 @@ impl BpeTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// Long texts are encoded in pieces cut after a newline (in parallel, and without one
+    /// huge intermediate encoding); pre-tokenization splits there anyway, but for a line that
+    /// starts with spaces.
     pub fn encode(&self, text: &str) -> Vec<u32> {
+        if text.len() <= CHUNK_BYTES {
+            return self
+                .inner
+                .encode_fast(text, false)
+                .map(|encoding| encoding.get_ids().to_vec())
+                .unwrap_or_default();
+        }
+        let mut chunks = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let mut cut = rest.len().min(CHUNK_BYTES);
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            if let Some(newline) = rest[..cut].rfind('\n').filter(|&i| i > 0) {
+                cut = newline + 1;
+            }
+            let (chunk, tail) = rest.split_at(cut);
+            chunks.push(chunk);
+            rest = tail;
+        }
         self.inner
-            .encode_fast(text, false)
-            .map(|encoding| encoding.get_ids().to_vec())
+            .encode_batch_fast(chunks, false)
+            .map(|encodings| {
+                encodings
+                    .iter()
+                    .flat_map(|e| e.get_ids().iter().copied())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -202,6 +234,14 @@ mod tests {
         assert_eq!(loaded, fitted);
         assert_eq!(loaded.encode("the cat"), fitted.encode("the cat"));
         assert_eq!(fitted.to_hf_json()["model"]["type"], "BPE");
+        // A long text is encoded in pieces, to the same tokens as in one piece.
+        let long = "the cat sat on the mat; the cat ate the rat.\n".repeat(3000);
+        let TextTokenizer::Bpe(bpe) = &fitted else {
+            unreachable!()
+        };
+        let whole = bpe.inner.encode_fast(long.as_str(), false).unwrap();
+        assert!(long.len() > 2 * CHUNK_BYTES);
+        assert_eq!(fitted.encode(&long), whole.get_ids());
         // A character tokenizer saved before BPE existed still loads.
         let old: TextTokenizer = serde_json::from_str(r#"{"chars": ["a", "b"]}"#).unwrap();
         assert_eq!(old.kind(), TokenizerKind::Char);
