@@ -116,6 +116,24 @@ async fn labeled_texts_train_a_classifier_that_labels_new_texts() {
         )
         .await;
     assert_eq!(code, 400, "rows of numbers are not texts: {err}");
+
+    let response = server.raw_get(&format!("/api/models/{id}/export")).await;
+    assert_eq!(response.status(), 200);
+    let bytes = response.bytes().await.unwrap();
+    let mut archive = tar::Archive::new(&bytes[..]);
+    let config = archive
+        .entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|e| e.path().unwrap().ends_with("config.json"))
+        .map(|mut e| {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        })
+        .expect("the bundle has a config.json");
+    assert_eq!(config["architecture"], "gpt-classifier");
+    assert_eq!(config["classes"], json!(["bad", "good"]));
 }
 
 #[tokio::test]

@@ -2,7 +2,8 @@
 
 Usage: python gpt_numpy.py BUNDLE_DIR PROMPT
 Prints JSON: the prompt's token ids (from tokenizer.json, through Hugging Face's `tokenizers`)
-and the next-token logits at every position, computed in float64 from config.json and
+and the next-token logits at every position (a language model) or the class logits (a
+classifier: `architecture` "gpt-classifier"), computed in float64 from config.json and
 model.safetensors alone. Written from the bundle's model card, not from Trainyard's code.
 """
 
@@ -49,6 +50,9 @@ def forward(cfg, w, ids):
         h = layer_norm(x, w, f"h.{i}.ln_2", eps)
         x = x + linear(gelu(linear(h, w, f"h.{i}.mlp.fc")), w, f"h.{i}.mlp.proj")
     x = layer_norm(x, w, "ln_f", eps)
+    if cfg["architecture"] == "gpt-classifier":
+        pooled = x.mean(0) if cfg["pooling"] == "mean" else x[-1]
+        return [linear(pooled, w, "head")]
     return x @ w["wte.weight"].T
 
 
@@ -59,7 +63,7 @@ def main():
     weights = {k: v.astype(np.float64) for k, v in load_file(f"{folder}/model.safetensors").items()}
     ids = Tokenizer.from_file(f"{folder}/tokenizer.json").encode(prompt).ids
     logits = forward(cfg, weights, ids)
-    json.dump({"ids": ids, "logits": logits.tolist()}, sys.stdout)
+    json.dump({"ids": ids, "logits": [list(map(float, row)) for row in logits]}, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,14 @@ use burn::tensor::Device;
 use trainyard_data::text::{EncodedCorpus, builtin_corpus};
 use trainyard_data::tokenizer::TokenizerKind;
 use trainyard_engine::Control;
-use trainyard_engine::family::ExportInfo;
-use trainyard_engine::language::bundle::{Bundle, files};
+use trainyard_engine::family::{BundleFile, ExportInfo};
+use trainyard_engine::language::bundle::{Bundle, Head, files};
+use trainyard_engine::language::classifier::{
+    ClassifierData, LabeledTokens, Labels, Pooling, padded,
+};
 use trainyard_engine::language::model::token_tensor;
+use trainyard_engine::language::steps::train_steps;
+use trainyard_engine::language::weights::dense;
 use trainyard_engine::language::{
     Decoder, Evaluation, Gpt, GptWeights, LmCheckpoint, LmData, LmHyperparameters, LmObserver,
     train,
@@ -174,6 +179,7 @@ fn check_bundle_in_numpy(tokenizer: TokenizerKind) {
         hyperparameters: &hp,
         metrics: &metrics,
         about: &about,
+        head: None,
     })
     .unwrap();
     let folder = tempfile::tempdir().unwrap();
@@ -230,5 +236,113 @@ fn check_bundle_in_numpy(tokenizer: TokenizerKind) {
         "Intended use",
     ] {
         assert!(card.contains(expected), "the model card says {expected}");
+    }
+}
+
+/// Runs the numpy reimplementation on a bundle written to a folder: (token ids, logits).
+fn numpy_logits(python: &Path, bundle: &[BundleFile], prompt: &str) -> (Vec<u32>, Vec<Vec<f32>>) {
+    let folder = tempfile::tempdir().unwrap();
+    for file in bundle {
+        std::fs::write(folder.path().join(&file.name), &file.bytes).unwrap();
+    }
+    let output = Command::new(python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gpt_numpy.py"))
+        .arg(folder.path())
+        .arg(prompt)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    (
+        serde_json::from_value(answer["ids"].clone()).unwrap(),
+        serde_json::from_value(answer["logits"].clone()).unwrap(),
+    )
+}
+
+#[test]
+fn a_classifier_bundle_runs_in_plain_numpy_with_the_same_class_logits() {
+    let Some(python) = numpy_python() else {
+        let why = "SKIPPED: no Python venv with numpy, safetensors and tokenizers could be made; \
+                   the classifier bundle was not checked";
+        assert!(std::env::var("TRAINYARD_STRICT_SKIPS").is_err(), "{why}");
+        eprintln!("{why}");
+        return;
+    };
+    let (_, lm_hp, corpus) = trained(true);
+    let config = lm_hp.config(corpus.tokenizer.vocab_size());
+    let texts = [
+        "To be, or not to be?",
+        "Good night, prince.",
+        "Is this a dagger?",
+        "Alas.",
+    ];
+    let rows: Vec<Vec<u32>> = texts.iter().map(|t| corpus.tokenizer.encode(t)).collect();
+    let labels: Vec<u32> = texts.iter().map(|t| u32::from(t.ends_with('?'))).collect();
+    let set = LabeledTokens {
+        rows: rows.clone(),
+        labels,
+    };
+    for pooling in [Pooling::Mean, Pooling::Last] {
+        let hp = LmHyperparameters {
+            max_steps: 10,
+            eval_interval: 10,
+            pooling,
+            ..lm_hp.clone()
+        };
+        let data = ClassifierData {
+            train: &set,
+            validation: &set,
+            vocab_size: config.vocab_size,
+            classes: 2,
+            init: None,
+            config: config.clone(),
+        };
+        let objective = Labels::new(&hp, &data, None, pooling, &[]);
+        let run = train_steps(&hp, &objective, None, &Control::new(), &mut Quiet).unwrap();
+        let weights = GptWeights::from_model(&run.model.body, &config);
+        let head = dense(&run.model.head);
+        let classes = ["statement".to_string(), "question".to_string()];
+        let metrics = BTreeMap::new();
+        let bundle = files(&Bundle {
+            weights: &weights,
+            tokenizer: &corpus.tokenizer,
+            hyperparameters: &hp,
+            metrics: &metrics,
+            about: &ExportInfo {
+                model_id: "c1".into(),
+                model_name: "critic".into(),
+                dataset: "lines".into(),
+                run_id: "r1".into(),
+            },
+            head: Some(Head {
+                dense: &head,
+                classes: &classes,
+                pooling,
+            }),
+        })
+        .unwrap();
+        let (ids, numpy) = numpy_logits(&python, &bundle, texts[0]);
+        assert_eq!(ids, rows[0]);
+        let (tokens, lengths) = padded(&[&rows[0][..]], &Device::flex());
+        let ours = run
+            .model
+            .forward(tokens, &lengths, pooling, None)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let worst = max_difference(&[ours], &numpy);
+        assert!(
+            worst < 1e-4,
+            "{pooling:?}: numpy's class logits differ by {worst}"
+        );
+        let card = String::from_utf8(bundle[5].bytes.clone()).unwrap();
+        assert!(
+            card.contains("Classification head") && card.contains("question"),
+            "{card}"
+        );
     }
 }

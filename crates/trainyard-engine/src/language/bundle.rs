@@ -9,7 +9,8 @@ use serde_json::json;
 use trainyard_data::tokenizer::{TextTokenizer, TokenizerKind};
 
 use super::LmHyperparameters;
-use super::weights::{GptWeights, LAYER_NORM_EPSILON};
+use super::classifier::Pooling;
+use super::weights::{Dense, GptWeights, LAYER_NORM_EPSILON, Named};
 use crate::PredictError;
 use crate::family::{BundleFile, ExportInfo};
 
@@ -19,6 +20,15 @@ pub struct Bundle<'a> {
     pub hyperparameters: &'a LmHyperparameters,
     pub metrics: &'a BTreeMap<String, f64>,
     pub about: &'a ExportInfo,
+    /// A text classifier's head; none for a language model.
+    pub head: Option<Head<'a>>,
+}
+
+/// A classifier's head: `logits = pool(ln_f(x)) @ head.weight + head.bias`.
+pub struct Head<'a> {
+    pub dense: &'a Dense,
+    pub classes: &'a [String],
+    pub pooling: Pooling,
 }
 
 fn json_file(name: &str, value: &serde_json::Value) -> BundleFile {
@@ -32,12 +42,26 @@ fn json_file(name: &str, value: &serde_json::Value) -> BundleFile {
 
 pub fn files(bundle: &Bundle<'_>) -> Result<Vec<BundleFile>, PredictError> {
     let config = &bundle.weights.config;
+    let extra: Vec<Named<'_>> = match &bundle.head {
+        Some(head) => {
+            let d = head.dense;
+            let mut tensors: Vec<Named<'_>> =
+                vec![("head.weight".into(), vec![d.d_in, d.d_out], &d.weight[..])];
+            tensors.extend(
+                d.bias
+                    .as_deref()
+                    .map(|b| ("head.bias".into(), vec![d.d_out], b)),
+            );
+            tensors
+        }
+        None => vec![],
+    };
     let safetensors = bundle
         .weights
-        .to_safetensors()
+        .to_safetensors_with(extra)
         .map_err(PredictError::Artifact)?;
-    let config_json = json!({
-        "architecture": "gpt",
+    let mut config_json = json!({
+        "architecture": if bundle.head.is_some() { "gpt-classifier" } else { "gpt" },
         "vocab_size": config.vocab_size,
         "n_layer": config.n_layer,
         "n_head": config.n_head,
@@ -51,8 +75,18 @@ pub fn files(bundle: &Bundle<'_>) -> Result<Vec<BundleFile>, PredictError> {
         "tokenizer": bundle.hyperparameters.tokenizer,
         "dtype": "float32",
     });
+    if let Some(head) = &bundle.head {
+        config_json["classes"] = json!(head.classes);
+        config_json["pooling"] = json!(head.pooling);
+        config_json["tie_word_embeddings"] = json!(false);
+    }
+    let algorithm = if bundle.head.is_some() {
+        "transformer_classifier"
+    } else {
+        "transformer_lm"
+    };
     let training_args = json!({
-        "algorithm": "transformer_lm",
+        "algorithm": algorithm,
         "dataset": bundle.about.dataset,
         "hyperparameters": bundle.hyperparameters,
     });
@@ -96,9 +130,7 @@ fn model_card(bundle: &Bundle<'_>) -> String {
         "# {name}\n\n\
          A decoder-only transformer ({tokens}) trained by Trainyard (model `{id}`, run `{run}`).\n\n\
          ## Data\n\n\
-         Dataset `{dataset}`: the first 90% of the text trains, the last 10% validates (a \
-         contiguous cut, so no validation text appears in training windows). \
-         {licence}\n\n\
+         Dataset `{dataset}`: {split} {licence}\n\n\
          ## Architecture\n\n\
          {layers} pre-norm blocks of causal self-attention ({heads} heads) and a GELU MLP, \
          width {embd}, context {block} tokens, vocabulary {vocab} tokens (`tokenizer.json`), \
@@ -111,6 +143,7 @@ fn model_card(bundle: &Bundle<'_>) -> String {
          heads are consecutive slices of n_embd / n_head columns; scores scaled by 1/sqrt(head size)\n\
          - `h.{{i}}.mlp.fc.*` [n_embd, 4 n_embd] then exact GELU, `h.{{i}}.mlp.proj.*` [4 n_embd, n_embd]\n\n\
          Each block: `x = x + attn(ln_1(x))`, then `x = x + mlp(ln_2(x))`.\n\n\
+         {head}\
          ## Training\n\n\
          {steps} steps at batch {batch} windows of {block} tokens, AdamW (learning rate {lr} \
          with {warmup} warm-up steps and cosine decay to {min_lr}, weight decay {wd}, gradient \
@@ -118,10 +151,32 @@ fn model_card(bundle: &Bundle<'_>) -> String {
          ## Metrics\n\n\
          | metric | value |\n|---|---|\n{metrics}\n\
          ## Intended use\n\n\
-         Experiments and teaching: a small model that writes text in the style of its corpus. \
-         It knows nothing beyond that text, states no facts reliably, and is not fit for any \
-         decision about people.\n",
+         {intended} It knows nothing beyond its training text, states no facts reliably, and \
+         is not fit for any decision about people.\n",
         name = about.model_name,
+        split = match bundle.head {
+            Some(_) => "a tenth of the rows, chosen by the seed, validates; the rest trains.",
+            None => {
+                "the first 90% of the text trains, the last 10% validates (a contiguous cut, \
+                 so no validation text appears in training windows)."
+            }
+        },
+        head = bundle.head.as_ref().map_or(String::new(), |h| format!(
+            "## Classification head\n\n\
+             Classes, in index order: {classes}. A text's final normed states (`ln_f`) are \
+             pooled ({pooling}) over its tokens, then `logits = pooled @ head.weight + head.bias` \
+             (`head.weight` [n_embd, classes]); the output head tied to `wte` is not used.\n\n",
+            classes = h.classes.join(", "),
+            pooling = match h.pooling {
+                Pooling::Mean => "the mean",
+                Pooling::Last => "the last token's state",
+            },
+        )),
+        intended = match bundle.head {
+            Some(_) => "Experiments: a small classifier of texts like those it was trained on.",
+            None =>
+                "Experiments and teaching: a small model that writes text in the style of its corpus.",
+        },
         tokens = match hp.tokenizer {
             TokenizerKind::Char => "characters as tokens; id 0 is an unknown character",
             TokenizerKind::Bpe => "byte-level BPE tokens learned from the training text",

@@ -14,6 +14,7 @@ use trainyard_data::tokenizer::TextTokenizer;
 use trainyard_data::{DatasetInfo, SeededRng};
 
 use super::LmHyperparameters;
+use super::bundle::{Bundle, Head};
 use super::classifier::{
     ClassifierData, LabeledTokens, Labels, Pooling, TextClassifier, probabilities,
 };
@@ -25,8 +26,11 @@ use super::model::{Gpt, GptConfig};
 use super::spec::{self, Target};
 use super::steps::{load_weights, train_steps, weights};
 use super::train::ClassWeights;
+use super::weights::{GptWeights, dense};
 use crate::container::{read_sections, write_sections};
-use crate::family::{Artifact, Finished, Job, Limits, Plan, Reporter, Served};
+use crate::family::{
+    Artifact, BundleFile, ExportInfo, Finished, Job, Limits, Plan, Reporter, Served,
+};
 use crate::{Control, PredictError, TrainError};
 
 pub const MODEL_MAGIC: &[u8; 8] = b"TYTCMD01";
@@ -291,6 +295,23 @@ impl Served for ClassifierModel {
 
     fn output_columns(&self) -> Vec<String> {
         vec!["label".into(), "class_index".into()]
+    }
+
+    fn export(&self, about: &ExportInfo) -> Result<Vec<BundleFile>, PredictError> {
+        let weights = GptWeights::from_model(&self.model.body, &self.header.config);
+        let head = dense(&self.model.head);
+        super::bundle::files(&Bundle {
+            weights: &weights,
+            tokenizer: &self.header.tokenizer,
+            hyperparameters: &self.header.hyperparameters,
+            metrics: &self.header.metrics,
+            about,
+            head: Some(Head {
+                dense: &head,
+                classes: &self.header.classes,
+                pooling: self.header.hyperparameters.pooling,
+            }),
+        })
     }
 
     fn feature_names(&self) -> Vec<String> {

@@ -475,6 +475,7 @@ impl Served for LanguageModel {
             hyperparameters: &self.hyperparameters,
             metrics: &self.metrics,
             about,
+            head: None,
         })
     }
 }

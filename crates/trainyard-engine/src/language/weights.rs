@@ -79,7 +79,8 @@ fn values<const D: usize>(param: &Param<Tensor<D>>) -> Vec<f32> {
         .expect("float parameters convert to f32")
 }
 
-fn dense(linear: &Linear) -> Dense {
+/// A linear layer's weights as plain arrays.
+pub fn dense(linear: &Linear) -> Dense {
     let [d_in, d_out] = linear.weight.val().dims();
     Dense {
         d_in,
@@ -172,7 +173,13 @@ impl GptWeights {
 
     /// The weights as a safetensors file (little-endian f32), with the config as metadata.
     pub fn to_safetensors(&self) -> Result<Vec<u8>, String> {
-        let named = self.named();
+        self.to_safetensors_with(vec![])
+    }
+
+    /// [`GptWeights::to_safetensors`] with further tensors (a classifier's head).
+    pub fn to_safetensors_with(&self, extra: Vec<Named<'_>>) -> Result<Vec<u8>, String> {
+        let mut named = self.named();
+        named.extend(extra);
         let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = named
             .into_iter()
             .map(|(name, shape, data)| {
