@@ -20,15 +20,17 @@ pub struct BenchArgs {
     /// Measure the isolation forest on shuttle's ODDS split instead (fit, score, quality).
     #[arg(long)]
     anomaly: bool,
-    /// With --anomaly: also write the split as CSV files here, for a peer to measure on.
-    #[arg(long, requires = "anomaly")]
+    /// With --anomaly or --workload text_classify: also write the split as CSV files here, for
+    /// a peer to measure on.
+    #[arg(long)]
     export: Option<std::path::PathBuf>,
     /// Measure one peer workload and print a JSON line: mlp_b128, mlp_b512 (MLP 784-256-10,
     /// AdamW, one MNIST epoch), cnn (the default CNN), lm_speed (300 steps of nanoGPT's
     /// character-level Shakespeare recipe), lm_quality (its 2000 steps, then validation
-    /// loss) or lm_generate (2000 tokens sampled from that network). `benches/peers/run` runs
-    /// these alternately with PyTorch.
-    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "lm_speed", "lm_quality", "lm_generate"])]
+    /// loss), lm_generate (2000 tokens sampled from that network) or text_classify (the default
+    /// transformer_classifier on which of five plays a line comes from). `benches/peers/run`
+    /// runs these alternately with their peers.
+    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "lm_speed", "lm_quality", "lm_generate", "text_classify"])]
     workload: Option<String>,
 }
 
@@ -220,6 +222,10 @@ fn run_case(case: &Case) -> anyhow::Result<Value> {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.anomaly {
         return crate::bench_anomaly::run(args.json, args.export.as_deref());
+    }
+    if args.workload.as_deref() == Some("text_classify") {
+        println!("{}", crate::bench_text::run(args.export.as_deref())?);
+        return Ok(());
     }
     if let Some(workload) = &args.workload {
         println!("{}", run_workload(workload)?);

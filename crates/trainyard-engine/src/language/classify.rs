@@ -74,8 +74,8 @@ pub fn plan(
     })
 }
 
-/// Row indices for training and validation: a seeded shuffle, the last tenth validating.
-fn split(rows: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
+/// Row indices for training and validation: a seeded shuffle, the first tenth validating.
+pub fn split(rows: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let mut order: Vec<usize> = (0..rows).collect();
     let mut rng = SeededRng::derive(seed, 5_000_000);
     for i in (1..rows).rev() {
