@@ -182,10 +182,6 @@ fn check_bundle_in_numpy(tokenizer: TokenizerKind) {
         head: None,
     })
     .unwrap();
-    let folder = tempfile::tempdir().unwrap();
-    for file in &bundle {
-        std::fs::write(folder.path().join(&file.name), &file.bytes).unwrap();
-    }
     let names: Vec<&str> = bundle.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(
         names,
@@ -200,25 +196,12 @@ fn check_bundle_in_numpy(tokenizer: TokenizerKind) {
     );
 
     let prompt = "ROMEO:\nWhat light!";
-    let output = Command::new(&python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gpt_numpy.py"))
-        .arg(folder.path())
-        .arg(prompt)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let ids: Vec<u32> = serde_json::from_value(answer["ids"].clone()).unwrap();
+    let (ids, numpy) = numpy_logits(&python, &bundle, prompt);
     let tokens = corpus.tokenizer.encode(prompt);
     assert_eq!(
         ids, tokens,
         "{tokenizer:?}: tokenizer.json encodes as Trainyard does"
     );
-    let numpy: Vec<Vec<f32>> = serde_json::from_value(answer["logits"].clone()).unwrap();
     let ours = network_logits(&model, &tokens, config.vocab_size);
     let worst = max_difference(&ours, &numpy);
     assert!(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use trainyard_core::{TrainingEvent, ValidationError};
+use trainyard_core::ValidationError;
 use trainyard_data::tokenizer::TextTokenizer;
 use trainyard_data::{DatasetInfo, SeededRng};
 
@@ -19,8 +19,7 @@ use super::classifier::{
     ClassifierData, LabeledTokens, Labels, Pooling, TextClassifier, probabilities,
 };
 use super::family::{
-    Forward, check_memory, decode_checkpoint, decode_model, evaluations_planned, final_metrics,
-    outcome,
+    Forward, check_memory, decode_model, evaluations_planned, final_metrics, outcome, start,
 };
 use super::model::{Gpt, GptConfig};
 use super::spec::{self, Target};
@@ -183,18 +182,13 @@ pub fn train(
         &validation_rows,
         config.block_size,
     );
-    let resume = job
-        .resume
-        .as_deref()
-        .map(decode_checkpoint)
-        .transpose()
-        .map_err(TrainError::Resume)?;
-    reporter.event(TrainingEvent::Started {
-        total_epochs: evaluations_planned(&hp),
-        start_epoch: resume.as_ref().map_or(0, |c| c.evaluations.len() as u32),
-        train_samples: train_set.rows.len(),
-        validation_samples: validation.rows.len(),
-    });
+    let resume = start(
+        &job,
+        &hp,
+        reporter,
+        train_set.rows.len(),
+        validation.rows.len(),
+    )?;
     let data = ClassifierData {
         train: &train_set,
         validation: &validation,

@@ -187,6 +187,29 @@ impl LmObserver for Forward<'_> {
 }
 
 /// Evaluations, numbered as the epochs of progress reporting.
+/// Reads the checkpoint to resume from, if any, and reports the start.
+pub(super) fn start(
+    job: &Job,
+    hp: &LmHyperparameters,
+    reporter: &mut dyn Reporter,
+    train_samples: usize,
+    validation_samples: usize,
+) -> Result<Option<LmCheckpoint>, TrainError> {
+    let resume = job
+        .resume
+        .as_deref()
+        .map(decode_checkpoint)
+        .transpose()
+        .map_err(TrainError::Resume)?;
+    reporter.event(TrainingEvent::Started {
+        total_epochs: evaluations_planned(hp),
+        start_epoch: resume.as_ref().map_or(0, |c| c.evaluations.len() as u32),
+        train_samples,
+        validation_samples,
+    });
+    Ok(resume)
+}
+
 pub(super) fn evaluations_planned(hp: &LmHyperparameters) -> u32 {
     hp.max_steps.div_ceil(hp.eval_interval) as u32
 }
@@ -268,18 +291,7 @@ impl Family for Language {
             validation,
         } = EncodedCorpus::fit(&text, hp.tokenizer, hp.vocab_size)
             .map_err(|e| TrainError::Fit(e.to_string()))?;
-        let resume = job
-            .resume
-            .as_deref()
-            .map(decode_checkpoint)
-            .transpose()
-            .map_err(TrainError::Resume)?;
-        reporter.event(TrainingEvent::Started {
-            total_epochs: evaluations_planned(&hp),
-            start_epoch: resume.as_ref().map_or(0, |c| c.evaluations.len() as u32),
-            train_samples: train_tokens.len(),
-            validation_samples: validation.len(),
-        });
+        let resume = start(&job, &hp, reporter, train_tokens.len(), validation.len())?;
         let teacher = teacher(&job, &hp, &tokenizer)?;
         let data = LmData {
             train: &train_tokens,
