@@ -37,6 +37,12 @@ async fn a_transformer_trains_on_shakespeare_and_generates_seeded_text() {
     assert!(val_loss < (85f64).ln(), "it learned something: {metrics}");
     assert!((metrics["perplexity"].as_f64().unwrap() - val_loss.exp()).abs() < 1e-6);
     assert_eq!(metrics["steps"], 60.0);
+    let progress = &status["progress"];
+    assert_eq!(
+        (progress["step"].as_i64(), progress["total_steps"].as_i64()),
+        (Some(60), Some(60)),
+        "{progress}"
+    );
     // Progress between evaluations: steps into the evaluation window under way.
     let events = crate::support::read_sse(
         server.url(&format!("/api/models/{id}/events")),

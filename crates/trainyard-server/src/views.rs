@@ -60,6 +60,12 @@ pub struct Progress {
     pub total_epochs: i64,
     /// 0 to 100.
     pub percent: f64,
+    /// Models trained by steps (language models): steps done, where each evaluation is an
+    /// epoch of `eval_interval` steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_steps: Option<i64>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -111,11 +117,29 @@ pub struct RunView {
 }
 
 pub fn progress(run: &RunRow) -> Progress {
+    let (step, total_steps) = steps(run).unzip();
     Progress {
         epoch: run.epoch,
         total_epochs: run.total_epochs,
         percent: (run.progress * 1000.0).round() / 10.0,
+        step,
+        total_steps,
     }
+}
+
+/// Steps done and planned for a run trained by steps. Progress is `(e - 1 + batch / batches)`
+/// evaluations of `total_epochs`, each window `eval_interval` steps (the last one shorter), so
+/// the step is `(e - 1) * eval_interval + batch`.
+fn steps(run: &RunRow) -> Option<(i64, i64)> {
+    let hp = &run.hyperparameters;
+    let max_steps = hp.get("max_steps")?.as_i64()?;
+    let interval = hp.get("eval_interval")?.as_i64()?.max(1);
+    let windows = run.progress.clamp(0.0, 1.0) * run.total_epochs.max(1) as f64;
+    let done_windows = (windows + 1e-9).floor() as i64;
+    let window_start = done_windows * interval;
+    let window = interval.min(max_steps - window_start).max(0);
+    let into_window = ((windows - done_windows as f64) * window as f64).round() as i64;
+    Some(((window_start + into_window).min(max_steps), max_steps))
 }
 
 impl RunView {
@@ -184,6 +208,8 @@ impl StatusView {
                     epoch: 0,
                     total_epochs: 0,
                     percent: 0.0,
+                    step: None,
+                    total_steps: None,
                 },
                 metrics: None,
                 error: None,
