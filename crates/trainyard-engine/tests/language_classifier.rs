@@ -87,7 +87,6 @@ fn a_classifier_learns_ignores_padding_and_keeps_frozen_parts() {
     let data = ClassifierData {
         train: &train_set,
         validation: &validation,
-        vocab_size: config.vocab_size,
         classes: 2,
         init: Some(&lm_bytes),
         config: config.clone(),
@@ -95,9 +94,10 @@ fn a_classifier_learns_ignores_padding_and_keeps_frozen_parts() {
     let freeze = vec!["embeddings".to_string(), "blocks.0".to_string()];
     let cls_hp = LmHyperparameters {
         pooling: Pooling::Last,
+        freeze: freeze.clone(),
         ..hp(150)
     };
-    let objective = Labels::new(&cls_hp, &data, Some(vec![1.0, 3.0]), Pooling::Last, &freeze);
+    let objective = Labels::new(&cls_hp, &data, Some(vec![1.0, 3.0]));
     let run = train_steps(&cls_hp, &objective, None, &Control::new(), &mut Quiet).unwrap();
     let accuracy = run.evaluations.last().unwrap().values["accuracy"];
     let share_of_questions = validation.labels.iter().filter(|&&l| l == 1).count() as f64

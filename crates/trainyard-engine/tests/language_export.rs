@@ -279,12 +279,11 @@ fn a_classifier_bundle_runs_in_plain_numpy_with_the_same_class_logits() {
         let data = ClassifierData {
             train: &set,
             validation: &set,
-            vocab_size: config.vocab_size,
             classes: 2,
             init: None,
             config: config.clone(),
         };
-        let objective = Labels::new(&hp, &data, None, pooling, &[]);
+        let objective = Labels::new(&hp, &data, None);
         let run = train_steps(&hp, &objective, None, &Control::new(), &mut Quiet).unwrap();
         let weights = GptWeights::from_model(&run.model.body, &config);
         let head = dense(&run.model.head);

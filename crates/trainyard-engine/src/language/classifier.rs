@@ -68,6 +68,17 @@ pub struct LabeledTokens {
     pub labels: Vec<u32>,
 }
 
+/// A text's tokens cut to the context (`block` tokens; an empty text is one unknown token),
+/// and whether it was cut.
+pub fn fit_to_context(mut tokens: Vec<u32>, block: usize) -> (Vec<u32>, bool) {
+    let cut = tokens.len() > block;
+    tokens.truncate(block);
+    if tokens.is_empty() {
+        tokens.push(0);
+    }
+    (tokens, cut)
+}
+
 /// Right-pads rows to the longest: the tokens as `[rows, longest]` and each row's length.
 pub fn padded(rows: &[&[u32]], device: &Device) -> (Tensor<2, Int>, Vec<usize>) {
     let longest = rows.iter().map(|r| r.len()).max().unwrap_or(1).max(1);
@@ -84,7 +95,6 @@ pub fn padded(rows: &[&[u32]], device: &Device) -> (Tensor<2, Int>, Vec<usize>) 
 pub struct ClassifierData<'a> {
     pub train: &'a LabeledTokens,
     pub validation: &'a LabeledTokens,
-    pub vocab_size: usize,
     pub classes: usize,
     /// A trained language model's weights (same shape) to start the body from.
     pub init: Option<&'a [u8]>,
@@ -95,8 +105,6 @@ pub struct Labels<'a> {
     pub hp: &'a LmHyperparameters,
     pub data: &'a ClassifierData<'a>,
     pub loss_fn: CrossEntropyLoss,
-    pub pooling: Pooling,
-    pub freeze: &'a [String],
 }
 
 impl<'a> Labels<'a> {
@@ -104,21 +112,13 @@ impl<'a> Labels<'a> {
         hp: &'a LmHyperparameters,
         data: &'a ClassifierData<'a>,
         class_weights: Option<Vec<f32>>,
-        pooling: Pooling,
-        freeze: &'a [String],
     ) -> Self {
         let smoothing = (hp.label_smoothing > 0.0).then_some(hp.label_smoothing as f32);
         let loss_fn = CrossEntropyLossConfig::new()
             .with_weights(class_weights)
             .with_smoothing(smoothing)
             .init(&Device::flex().autodiff());
-        Labels {
-            hp,
-            data,
-            loss_fn,
-            pooling,
-            freeze,
-        }
+        Labels { hp, data, loss_fn }
     }
 }
 
@@ -153,7 +153,7 @@ impl Objective for Labels<'_> {
             p: hp.dropout,
             rng: SeededRng::derive(hp.seed, 2_000_000 + draw),
         });
-        let logits = model.forward(tokens, &lengths, self.pooling, dropout.as_mut());
+        let logits = model.forward(tokens, &lengths, self.hp.pooling, dropout.as_mut());
         let targets = token_tensor(&labels, 1, labels.len(), device).reshape([labels.len()]);
         self.loss_fn.forward(logits, targets)
     }
@@ -162,7 +162,7 @@ impl Objective for Labels<'_> {
         evaluate(
             model,
             self.data.validation,
-            self.pooling,
+            self.hp.pooling,
             self.hp.batch_size,
             self.data.classes,
         )
@@ -173,7 +173,7 @@ impl Objective for Labels<'_> {
     }
 
     fn frozen(&self, model: &TextClassifier) -> HashSet<ParamId> {
-        frozen_parameters(model, self.freeze)
+        frozen_parameters(model, &self.hp.freeze)
     }
 }
 

@@ -16,10 +16,10 @@ use trainyard_data::{DatasetInfo, SeededRng};
 use super::LmHyperparameters;
 use super::bundle::{Bundle, Head};
 use super::classifier::{
-    ClassifierData, LabeledTokens, Labels, Pooling, TextClassifier, probabilities,
+    ClassifierData, LabeledTokens, Labels, Pooling, TextClassifier, fit_to_context, probabilities,
 };
 use super::family::{
-    Forward, check_memory, decode_model, evaluations_planned, final_metrics, outcome, start,
+    Forward, check_memory, evaluations_planned, final_metrics, outcome, read_model, start,
 };
 use super::model::{Gpt, GptConfig};
 use super::spec::{self, Target};
@@ -96,14 +96,8 @@ fn tokenize(
     let mut cut = 0;
     let mut out = LabeledTokens::default();
     for &i in rows {
-        let mut tokens = tokenizer.encode(&texts[i]);
-        if tokens.len() > block {
-            tokens.truncate(block);
-            cut += 1;
-        }
-        if tokens.is_empty() {
-            tokens.push(0);
-        }
+        let (tokens, was_cut) = fit_to_context(tokenizer.encode(&texts[i]), block);
+        cut += usize::from(was_cut);
         out.rows.push(tokens);
         out.labels.push(labels[i] as u32);
     }
@@ -144,9 +138,9 @@ fn starting_point(
             "{INIT_FROM_FIELD}: model '{id}' was not provided to this job"
         ))
     })?;
-    let (header, model) = decode_model(bytes)
+    let (header, weights) = read_model(bytes)
         .map_err(|e| TrainError::Fit(format!("{INIT_FROM_FIELD}: model '{id}': {e}")))?;
-    Ok((header.tokenizer, header.config, Some(weights(&model)?)))
+    Ok((header.tokenizer, header.config, Some(weights.to_vec())))
 }
 
 pub fn train(
@@ -192,13 +186,12 @@ pub fn train(
     let data = ClassifierData {
         train: &train_set,
         validation: &validation,
-        vocab_size: tokenizer.vocab_size(),
         classes: classes.len(),
         init: init.as_deref(),
         config: config.clone(),
     };
     let weights_per_class = class_weights(&hp, &train_set.labels, classes.len());
-    let objective = Labels::new(&hp, &data, weights_per_class, hp.pooling, &hp.freeze);
+    let objective = Labels::new(&hp, &data, weights_per_class);
     let mut forward = Forward::new(reporter, &hp, resume.as_ref());
     let run = train_steps(&hp, &objective, resume.as_ref(), control, &mut forward)?;
     let best = match outcome(&run, &mut forward) {
@@ -255,23 +248,16 @@ impl Served for ClassifierModel {
 
     fn predict_texts(&self, texts: &[String]) -> Result<Vec<Value>, PredictError> {
         let block = self.header.config.block_size;
-        let rows: Vec<Vec<u32>> = texts
+        let (rows, cut): (Vec<Vec<u32>>, Vec<bool>) = texts
             .iter()
-            .map(|text| {
-                let mut tokens = self.header.tokenizer.encode(text);
-                tokens.truncate(block);
-                if tokens.is_empty() {
-                    tokens.push(0);
-                }
-                tokens
-            })
-            .collect();
+            .map(|text| fit_to_context(self.header.tokenizer.encode(text), block))
+            .unzip();
         let pooling: Pooling = self.header.hyperparameters.pooling;
         let probs = probabilities(&self.model, &rows, pooling, 64);
         Ok(probs
             .iter()
-            .zip(texts)
-            .map(|(p, text)| {
+            .zip(cut)
+            .map(|(p, was_cut)| {
                 let index = crate::model::argmax(p);
                 let by_class: Map<String, Value> = self
                     .header
@@ -282,7 +268,7 @@ impl Served for ClassifierModel {
                     .collect();
                 json!({"label": self.header.classes[index], "class_index": index,
                        "probabilities": by_class,
-                       "truncated": self.header.tokenizer.encode(text).len() > block})
+                       "truncated": was_cut})
             })
             .collect())
     }

@@ -357,8 +357,8 @@ impl Family for Language {
 
 const TEACHER_FIELD: &str = "hyperparameters.teacher";
 
-/// A model file's header and network.
-pub(super) fn decode_model(bytes: &[u8]) -> Result<(ModelHeader, Gpt), PredictError> {
+/// A model file's header and its weights record, not yet loaded into a network.
+pub(super) fn read_model(bytes: &[u8]) -> Result<(ModelHeader, &[u8]), PredictError> {
     let sections = read_sections(MODEL_MAGIC, "language model", bytes)?;
     let [header, weights] = sections[..] else {
         return Err(PredictError::Artifact(
@@ -367,6 +367,12 @@ pub(super) fn decode_model(bytes: &[u8]) -> Result<(ModelHeader, Gpt), PredictEr
     };
     let header: ModelHeader =
         serde_json::from_slice(header).map_err(|e| PredictError::Artifact(e.to_string()))?;
+    Ok((header, weights))
+}
+
+/// A model file's header and network.
+fn decode_model(bytes: &[u8]) -> Result<(ModelHeader, Gpt), PredictError> {
+    let (header, weights) = read_model(bytes)?;
     let model = load_weights(Gpt::new(&header.config, &Device::flex()), weights)
         .map_err(|e| PredictError::Artifact(e.to_string()))?;
     Ok((header, model))
