@@ -25,6 +25,7 @@ mod test_predict;
 mod test_restart_survival;
 mod test_retention;
 mod test_s3;
+mod test_sae;
 mod test_shutdown;
 mod test_streams;
 mod test_system;

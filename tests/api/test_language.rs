@@ -258,7 +258,7 @@ async fn generation_streams_as_server_sent_events_and_ends_at_stop_strings() {
 }
 
 /// The archive's files by name.
-fn untar(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+pub(crate) fn untar(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut archive = tar::Archive::new(bytes);
     archive
         .entries()

@@ -28,9 +28,10 @@ pub struct BenchArgs {
     /// AdamW, one MNIST epoch), cnn (the default CNN), lm_speed (300 steps of nanoGPT's
     /// character-level Shakespeare recipe), lm_quality (its 2000 steps, then validation
     /// loss), lm_generate (2000 tokens sampled from that network) or text_classify (the default
-    /// transformer_classifier on which of five plays a line comes from). `benches/peers/run`
+    /// transformer_classifier on which of five plays a line comes from), sae_relu or sae_topk
+    /// (an SAE 512 -> 4096, batches of 1024 tokens). `benches/peers/run`
     /// runs these alternately with their peers.
-    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "lm_speed", "lm_quality", "lm_generate", "text_classify"])]
+    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "lm_speed", "lm_quality", "lm_generate", "text_classify", "sae_relu", "sae_topk"])]
     workload: Option<String>,
 }
 
@@ -118,7 +119,7 @@ fn run_generate_workload(corpus: &trainyard_data::text::EncodedCorpus) -> anyhow
 }
 
 /// The training thread pool's size: RAYON_NUM_THREADS when set, else one per core.
-fn rayon_threads() -> usize {
+pub(crate) fn rayon_threads() -> usize {
     std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
@@ -129,6 +130,9 @@ fn rayon_threads() -> usize {
 fn run_workload(name: &str) -> anyhow::Result<Value> {
     if name.starts_with("lm_") {
         return run_lm_workload(name);
+    }
+    if name.starts_with("sae_") {
+        return crate::bench_sae::run(name);
     }
     let (algorithm, overrides) = match name {
         "mlp_b128" | "mlp_b512" => (

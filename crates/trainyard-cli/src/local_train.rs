@@ -193,6 +193,20 @@ impl Reporter for CliObserver {
             } => {
                 self.println(format!("batch size {from} -> {to} to fit the memory budget ({estimated_mb:.0} MB > {budget_mb} MB)"));
             }
+            TrainingEvent::Preparing { stage, done, total } => {
+                if self.table && done == total {
+                    self.println(format!("{stage}: {done} of {total} done"));
+                }
+            }
+            TrainingEvent::Resampled {
+                step,
+                layer,
+                latents,
+            } => {
+                self.println(format!(
+                    "step {step}: resampled {latents} dead latents of layer {layer}"
+                ));
+            }
             TrainingEvent::CheckpointWritten { .. }
             | TrainingEvent::Finished { .. }
             | TrainingEvent::Failed { .. } => {}

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_anomaly;
+mod bench_sae;
 mod bench_text;
 mod doctor;
 mod encoding;

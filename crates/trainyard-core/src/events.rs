@@ -71,6 +71,19 @@ pub enum TrainingEvent {
         estimated_mb: f64,
         budget_mb: u32,
     },
+    /// Work before the first step (extracting a language model's activations), with its
+    /// progress; the run's stage shows `stage` until training starts.
+    Preparing {
+        stage: String,
+        done: u64,
+        total: u64,
+    },
+    /// Dead latents of an autoencoder were re-initialised.
+    Resampled {
+        step: u64,
+        layer: usize,
+        latents: usize,
+    },
     Finished {
         metrics: BTreeMap<String, f64>,
     },

@@ -17,6 +17,7 @@ mod metrics;
 mod model;
 mod network;
 mod neural;
+pub mod sae;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -59,6 +59,12 @@ pub enum PredictError {
     /// The request does not fit this kind of model (predict on a language model, say).
     #[error("{0}")]
     Unsupported(String),
+    /// A request field is out of range for this model (a layer it was not trained on).
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// The request names a part of the model that does not exist (a feature index).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl From<ContainerError> for PredictError {

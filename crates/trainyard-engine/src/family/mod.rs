@@ -16,6 +16,7 @@ use trainyard_data::{Dataset, DatasetInfo};
 
 use crate::{Control, PredictError, TrainError};
 
+pub use crate::sae::{FeatureQuery, FeatureSort};
 pub use registry::Families;
 
 /// What the server allows every job, whatever its family.
@@ -132,6 +133,19 @@ pub trait Family: Send + Sync {
     fn dependencies(&self, hyperparameters: &Map<String, Value>) -> Vec<Dependency> {
         let _ = hyperparameters;
         vec![]
+    }
+
+    /// Checks what depends on a dependency's model file itself (an autoencoder's layers
+    /// against its source model's depth); errors name the field. Called at create time.
+    fn check_dependency(
+        &self,
+        hyperparameters: &Map<String, Value>,
+        field: &str,
+        model_file: &[u8],
+        limits: &Limits,
+    ) -> Result<(), ValidationError> {
+        let _ = (hyperparameters, field, model_file, limits);
+        Ok(())
     }
 }
 
@@ -256,6 +270,35 @@ pub trait Served: Send + Sync + 'static {
         let _ = about;
         Err(PredictError::Unsupported(
             "this kind of model has no export bundle".into(),
+        ))
+    }
+
+    /// A page of the model's learned features (sparse autoencoders).
+    fn features(&self, query: &FeatureQuery) -> Result<Value, PredictError> {
+        let _ = query;
+        Err(PredictError::Unsupported(
+            "this model has no features to list; sparse autoencoders do".into(),
+        ))
+    }
+
+    /// One feature with its top activating contexts.
+    fn feature(&self, layer: Option<usize>, index: usize) -> Result<Value, PredictError> {
+        let _ = (layer, index);
+        Err(PredictError::Unsupported(
+            "this model has no features to show; sparse autoencoders do".into(),
+        ))
+    }
+
+    /// Each token of `text` with its strongest `top` features.
+    fn encode_text(
+        &self,
+        text: &str,
+        layer: Option<usize>,
+        top: usize,
+    ) -> Result<Value, PredictError> {
+        let _ = (text, layer, top);
+        Err(PredictError::Unsupported(
+            "this model does not encode text into features; sparse autoencoders do".into(),
         ))
     }
 

@@ -15,12 +15,13 @@ pub struct Families {
 
 impl Families {
     /// The families Trainyard ships: tabular networks and forests, anomaly detectors, and
-    /// language models.
+    /// language models, and sparse autoencoders.
     pub fn builtin() -> Self {
         Families { families: vec![] }
             .with(Arc::new(super::tabular::Tabular))
             .with(Arc::new(crate::anomaly::family::AnomalyFamily))
             .with(Arc::new(crate::language::Language))
+            .with(Arc::new(crate::sae::SparseAutoencoders))
     }
 
     /// Adds a family. Its algorithm names must not be taken by another family.

@@ -370,6 +370,20 @@ pub(super) fn read_model(bytes: &[u8]) -> Result<(ModelHeader, &[u8]), PredictEr
     Ok((header, weights))
 }
 
+/// A `transformer_lm` model file's network, its shape and its tokenizer (another family
+/// reading a language model: an autoencoder's source of activations).
+pub(crate) fn decode_language_model(
+    bytes: &[u8],
+) -> Result<(GptConfig, TextTokenizer, Gpt), PredictError> {
+    let (header, model) = decode_model(bytes)?;
+    Ok((header.config, header.tokenizer, model))
+}
+
+/// A `transformer_lm` model file's network shape, read from its header alone.
+pub(crate) fn language_model_config(bytes: &[u8]) -> Result<GptConfig, PredictError> {
+    Ok(read_model(bytes)?.0.config)
+}
+
 /// A model file's header and network.
 fn decode_model(bytes: &[u8]) -> Result<(ModelHeader, Gpt), PredictError> {
     let (header, weights) = read_model(bytes)?;

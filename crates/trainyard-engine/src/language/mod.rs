@@ -15,7 +15,7 @@ pub mod weights;
 
 pub use decode::Decoder;
 pub use family::Language;
-pub use model::{Gpt, GptConfig};
+pub use model::{Gpt, GptConfig, Hook, Site};
 pub use train::{
     Evaluation, LmCheckpoint, LmData, LmHyperparameters, LmObserver, LmRun, evaluate, train,
 };

@@ -126,7 +126,31 @@ impl Gpt {
 
     /// The final normed hidden state of every position, `[batch, time, n_embd]`. Attention is
     /// causal, so a right-padded sequence's real positions do not see its padding.
-    pub fn hidden(&self, tokens: Tensor<2, Int>, mut dropout: Option<&mut Dropout>) -> Tensor<3> {
+    pub fn hidden(&self, tokens: Tensor<2, Int>, dropout: Option<&mut Dropout>) -> Tensor<3> {
+        self.run(tokens, dropout, &mut |_, _, x| x)
+    }
+
+    /// Logits `[batch * time, vocab]` with `hook` seeing (and able to replace) every block's
+    /// attention output, MLP output and residual stream: how activations are read out, and
+    /// how an autoencoder's reconstruction is spliced in.
+    pub fn forward_hooked(&self, tokens: Tensor<2, Int>, hook: &mut Hook<'_>) -> Tensor<2> {
+        let x = self.run(tokens, None, hook);
+        let [batch, time, e] = x.dims();
+        let flat: Tensor<2> = x.reshape([batch * time, e]);
+        flat.matmul(self.tokens.weight.val().transpose())
+    }
+
+    /// The token embedding, `[vocab_size, n_embd]` (also the tied output head).
+    pub fn token_embedding(&self) -> Tensor<2> {
+        self.tokens.weight.val()
+    }
+
+    fn run(
+        &self,
+        tokens: Tensor<2, Int>,
+        mut dropout: Option<&mut Dropout>,
+        hook: &mut Hook<'_>,
+    ) -> Tensor<3> {
         let [batch, time] = tokens.dims();
         let device = tokens.device();
         let positions: Vec<i64> = (0..batch).flat_map(|_| 0..time as i64).collect();
@@ -138,15 +162,51 @@ impl Gpt {
         };
         let mut x = drop(self.tokens.forward(tokens) + self.positions.forward(positions));
         let mask = generate_autoregressive_mask(batch, time, &device);
-        for block in &self.blocks {
+        for (layer, block) in self.blocks.iter().enumerate() {
             let attended = block.attention.forward(
                 MhaInput::self_attn(block.ln_attention.forward(x.clone())).mask_attn(mask.clone()),
             );
-            x = x + drop(attended.context);
+            x = x + hook(layer, Site::AttnOut, drop(attended.context));
             let hidden = activation::gelu(block.expand.forward(block.ln_mlp.forward(x.clone())));
-            x = x + drop(block.project.forward(hidden));
+            x = x + hook(layer, Site::MlpOut, drop(block.project.forward(hidden)));
+            x = hook(layer, Site::ResidPost, x);
         }
         self.ln_final.forward(x)
+    }
+}
+
+/// Sees a block's activations at a site, `[batch, time, n_embd]`, and returns what the
+/// network continues with.
+pub type Hook<'a> = dyn FnMut(usize, Site, Tensor<3>) -> Tensor<3> + 'a;
+
+/// Where in a block activations are read: the attention output, the MLP output (each before
+/// it is added to the residual stream), or the residual stream after the block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Site {
+    ResidPost,
+    MlpOut,
+    AttnOut,
+}
+
+impl Site {
+    pub const NAMES: [&'static str; 3] = ["resid_post", "mlp_out", "attn_out"];
+
+    /// A name from [`Site::NAMES`].
+    pub fn parse(name: &str) -> Site {
+        match name {
+            "mlp_out" => Site::MlpOut,
+            "attn_out" => Site::AttnOut,
+            _ => Site::ResidPost,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Site::ResidPost => "resid_post",
+            Site::MlpOut => "mlp_out",
+            Site::AttnOut => "attn_out",
+        }
     }
 }
 

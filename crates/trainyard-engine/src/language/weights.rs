@@ -180,23 +180,27 @@ impl GptWeights {
     pub fn to_safetensors_with(&self, extra: Vec<Named<'_>>) -> Result<Vec<u8>, String> {
         let mut named = self.named();
         named.extend(extra);
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = named
-            .into_iter()
-            .map(|(name, shape, data)| {
-                let raw = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-                (name, shape, raw)
-            })
-            .collect();
-        let views = bytes
-            .iter()
-            .map(|(name, shape, raw)| {
-                TensorView::new(Dtype::F32, shape.clone(), raw)
-                    .map(|view| (name.clone(), view))
-                    .map_err(|e| format!("{name}: {e}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-        safetensors::serialize(views, Some(metadata.into_iter().collect()))
-            .map_err(|e| e.to_string())
+        safetensors_file(named)
     }
+}
+
+/// Named `f32` tensors as a safetensors file (little-endian, `format: pt` metadata).
+pub fn safetensors_file(named: Vec<Named<'_>>) -> Result<Vec<u8>, String> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = named
+        .into_iter()
+        .map(|(name, shape, data)| {
+            let raw = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (name, shape, raw)
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(name, shape, raw)| {
+            TensorView::new(Dtype::F32, shape.clone(), raw)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| format!("{name}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize(views, Some(metadata.into_iter().collect())).map_err(|e| e.to_string())
 }

@@ -6,6 +6,7 @@ pub mod checkpoints;
 pub mod control;
 pub mod datasets;
 pub mod export;
+pub mod features;
 pub mod generate;
 pub mod model_stream;
 pub mod models;
@@ -82,6 +83,12 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/models/{id}/predict", post(serving::predict))
         .route("/api/models/{id}/generate", post(generate::generate))
         .route("/api/models/{id}/export", get(export::export_model))
+        .route("/api/models/{id}/features", get(features::list_features))
+        .route(
+            "/api/models/{id}/features/{index}",
+            get(features::get_feature),
+        )
+        .route("/api/models/{id}/encode", post(features::encode))
         .route("/api/models/{id}/score", post(serving::start_score))
         .route("/api/models/{id}/score/{job_id}", get(serving::get_score))
         .route(

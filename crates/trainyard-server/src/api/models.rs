@@ -80,6 +80,10 @@ async fn validate_spec(
         .unwrap_or_default();
     for dependency in family.dependencies(&resolved) {
         check_dependency(state, project, &dependency).await?;
+        let file = crate::worker::dependency_file(state, project, &dependency.model_id)
+            .await
+            .map_err(|e| ApiError::bad_request(&dependency.field, e))?;
+        family.check_dependency(&resolved, &dependency.field, &file, &state.config.limits())?;
     }
     Ok(plan)
 }

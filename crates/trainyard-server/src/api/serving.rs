@@ -77,6 +77,8 @@ pub(crate) fn answer_error(e: PredictError, field: &str) -> ApiError {
         PredictError::Artifact(_) => {
             ApiError::unprocessable("model_unavailable", format!("{e}; retrain the model"))
         }
+        PredictError::Invalid { field, message } => ApiError::bad_request(field, message),
+        PredictError::NotFound(what) => ApiError::not_found("feature", &what),
         _ => ApiError::bad_request(field, e.to_string()),
     }
 }

@@ -229,7 +229,7 @@ async fn prepare_job(state: &SharedState, claimed: &ClaimedJob) -> Result<Prepar
 }
 
 /// The newest completed model file of a model another job reads.
-async fn dependency_file(
+pub(crate) async fn dependency_file(
     state: &SharedState,
     project: &str,
     model_id: &str,

@@ -53,6 +53,11 @@ fn describe(report: &Report, total_epochs: i64) -> Option<(&'static str, Value)>
                 json!({"epoch": epoch, "batch": batch, "batches": batches, "fraction": fraction, "percent": percent}),
             ))
         }
+        Report::Event(TrainingEvent::Preparing { stage, done, total }, _) => Some((
+            "preparing",
+            json!({"stage": stage, "done": done, "total": total,
+                   "fraction": *done as f64 / (*total).max(1) as f64}),
+        )),
         Report::Event(TrainingEvent::Epoch(m), at) => {
             let mut data = epoch_json(m);
             data["emitted_at_ms"] = json!(at);
@@ -82,6 +87,13 @@ fn note_text(event: &TrainingEvent) -> Option<String> {
             learning_rate_scale,
         } => Some(format!(
             "non-finite loss at epoch {epoch}, batch {batch}: rolled back to epoch {resumed_at_epoch} with the learning rate scaled by {learning_rate_scale}"
+        )),
+        TrainingEvent::Resampled {
+            step,
+            layer,
+            latents,
+        } => Some(format!(
+            "step {step}: resampled {latents} dead latents of layer {layer}'s autoencoder"
         )),
         TrainingEvent::BatchSizeReduced {
             from,
@@ -148,7 +160,13 @@ async fn store_report(
                 .add_attempt_note(&job.run_id, job.attempt, &note)
                 .await
         }
-        Report::Event(event @ TrainingEvent::BatchSizeReduced { .. }, _) => {
+        Report::Event(TrainingEvent::Preparing { stage, .. }, _) => {
+            store.set_stage(&job.run_id, job.attempt, &stage).await
+        }
+        Report::Event(
+            event @ (TrainingEvent::BatchSizeReduced { .. } | TrainingEvent::Resampled { .. }),
+            _,
+        ) => {
             let note = note_text(&event).unwrap_or_default();
             store
                 .add_attempt_note(&job.run_id, job.attempt, &note)

@@ -1,0 +1,395 @@
+//! `sparse_autoencoder` on the model-family seam: activations extracted from a trained
+//! `transformer_lm` (the `source_model` dependency) on a text corpus, one autoencoder per
+//! requested layer, checkpoints at every evaluation and on pause, and a served model that
+//! lists features, shows their top contexts, encodes text and exports in SAELens's layout.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use trainyard_core::{EpochMetrics, Task, TrainingEvent, ValidationError};
+use trainyard_data::DatasetInfo;
+use trainyard_data::text::builtin_corpus;
+
+use super::codec::{SaeShape, decode_checkpoint, encode_checkpoint, sae_sections, u32_bytes};
+use super::extract::{Extracted, Source, extract};
+use super::features::{LossRecovered, Splice, feature_statistics, loss_recovered};
+use super::spec::{self, SaeHyperparameters};
+use super::train::{SaeCheckpoint, SaeEvaluation, SaeObserver, SaeRun, train};
+use crate::container::write_sections;
+use crate::family::{
+    Artifact, Dependency, Family, Finished, Job, Limits, Plan, Reporter, SavedCheckpoint, Served,
+};
+use crate::language::family::{decode_language_model, language_model_config};
+use crate::{Control, PredictError, Stop, TrainError};
+
+pub(super) const MODEL_MAGIC: &[u8; 8] = b"TYSAEMD1";
+pub const SOURCE_FIELD: &str = "hyperparameters.source_model";
+
+pub struct SparseAutoencoders;
+
+/// What the model file says about one layer's autoencoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerSummary {
+    pub layer: usize,
+    pub shape: SaeShape,
+    /// Inputs were multiplied by this before encoding (`normalize_activations`).
+    pub scale: f32,
+    pub loss_recovered: LossRecovered,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelHeader {
+    pub format: u32,
+    pub hyperparameters: SaeHyperparameters,
+    pub layers: Vec<LayerSummary>,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+fn planned_evaluations(hp: &SaeHyperparameters) -> u32 {
+    hp.max_steps.div_ceil(hp.log_interval) as u32
+}
+
+/// Memory the job holds: the activations of every layer, and per layer the autoencoder,
+/// its gradients and Adam's two moments, plus the batch's dense codes.
+fn estimated_mb(hp: &SaeHyperparameters, layers: usize, d_in: usize) -> f64 {
+    let d_sae = hp.d_sae(d_in) as f64;
+    let activations = hp.n_tokens as f64 * 1.1 * d_in as f64 * layers as f64;
+    let parameters = 2.0 * d_sae * d_in as f64 * 4.0 * layers as f64;
+    let batch = 3.0 * hp.batch_size as f64 * d_sae;
+    (activations + parameters + batch) * 4.0 / (1 << 20) as f64
+}
+
+impl Family for SparseAutoencoders {
+    fn name(&self) -> &'static str {
+        "sparse_autoencoder"
+    }
+
+    fn algorithms(&self) -> Vec<&'static str> {
+        vec!["sparse_autoencoder"]
+    }
+
+    fn plan(
+        &self,
+        _algorithm: &str,
+        dataset: &DatasetInfo,
+        hyperparameters: &Map<String, Value>,
+        _limits: &Limits,
+    ) -> Result<Plan, ValidationError> {
+        if dataset.task != Task::Text || dataset.classes.is_some() {
+            return Err(ValidationError::new(
+                "dataset",
+                format!(
+                    "a sparse autoencoder learns a language model's activations on a text \
+                     corpus, but '{}' is not one; use shakespeare or a corpus uploaded with \
+                     task=text",
+                    dataset.name
+                ),
+            ));
+        }
+        let hp = spec::resolve(hyperparameters)?;
+        if hp.source_model.is_none() {
+            return Err(ValidationError::new(
+                SOURCE_FIELD,
+                "required: the id of a trained transformer_lm whose activations to learn",
+            ));
+        }
+        Ok(Plan {
+            hyperparameters: serde_json::to_value(&hp).expect("hyperparameters serialise"),
+            epochs: planned_evaluations(&hp),
+        })
+    }
+
+    fn dependencies(&self, hyperparameters: &Map<String, Value>) -> Vec<Dependency> {
+        hyperparameters
+            .get("source_model")
+            .and_then(Value::as_str)
+            .map(|id| Dependency {
+                field: SOURCE_FIELD.into(),
+                model_id: id.into(),
+                algorithms: vec!["transformer_lm"],
+            })
+            .into_iter()
+            .collect()
+    }
+
+    fn check_dependency(
+        &self,
+        hyperparameters: &Map<String, Value>,
+        field: &str,
+        model_file: &[u8],
+        limits: &Limits,
+    ) -> Result<(), ValidationError> {
+        let config = language_model_config(model_file)
+            .map_err(|e| ValidationError::new(field, e.to_string()))?;
+        let hp = spec::resolve(hyperparameters)?;
+        spec::check_against_source(&hp, config.n_layer, config.n_embd)?;
+        let layers = hp.layers.len().max(1);
+        let needed = estimated_mb(&hp, layers, config.n_embd);
+        if needed > limits.job_memory_mb as f64 {
+            return Err(ValidationError::new(
+                "hyperparameters",
+                format!(
+                    "the job needs about {needed:.0} MB for {layers} layer(s) of {} tokens, over \
+                     the memory budget of {} MB; lower n_tokens, expansion_factor or the number \
+                     of layers, or raise the server's --job-memory-mb",
+                    hp.n_tokens, limits.job_memory_mb
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn train(
+        &self,
+        job: Job,
+        control: &Control,
+        reporter: &mut dyn Reporter,
+    ) -> Result<Finished, TrainError> {
+        let fit = |e: String| TrainError::Fit(e);
+        let mut hp = spec::resolve(&job.hyperparameters).map_err(|e| fit(e.to_string()))?;
+        let source_file = job.dependencies.get(SOURCE_FIELD).ok_or_else(|| {
+            fit(format!(
+                "{SOURCE_FIELD}: the source model was not provided to this job; train on a server"
+            ))
+        })?;
+        let (config, tokenizer, model) =
+            decode_language_model(source_file).map_err(|e| fit(format!("{SOURCE_FIELD}: {e}")))?;
+        if hp.layers.is_empty() {
+            hp.layers = vec![config.n_layer / 2];
+        }
+        spec::check_against_source(&hp, config.n_layer, config.n_embd)
+            .map_err(|e| fit(e.to_string()))?;
+        let source = Source {
+            config,
+            tokenizer,
+            model,
+        };
+        let text = match &job.dataset.text {
+            Some(text) => text.clone(),
+            None => builtin_corpus(&job.dataset.info.name)
+                .map_err(|e| fit(e.to_string()))?
+                .into(),
+        };
+        let resume = job
+            .resume
+            .as_deref()
+            .map(decode_checkpoint)
+            .transpose()
+            .map_err(TrainError::Resume)?;
+        let mut last = Instant::now();
+        let mut progress = |done: u64, total: u64| {
+            if last.elapsed() >= crate::neural::PROGRESS_INTERVAL || done == total {
+                last = Instant::now();
+                reporter.event(TrainingEvent::Preparing {
+                    stage: "initializing".into(),
+                    done,
+                    total,
+                });
+            }
+        };
+        let Some(extracted) = extract(
+            &source,
+            &text,
+            &hp.layers,
+            hp.site,
+            hp.n_tokens,
+            hp.normalize_activations,
+            control,
+            &mut progress,
+        )?
+        else {
+            return Ok(stopped_before_training(control));
+        };
+        reporter.event(TrainingEvent::Started {
+            total_epochs: planned_evaluations(&hp),
+            start_epoch: resume.as_ref().map_or(0, |c| c.evaluations.len() as u32),
+            train_samples: extracted.layers[0].rows(),
+            validation_samples: extracted.layers[0].validation.len() / source.config.n_embd,
+        });
+        let mut forward = Forward {
+            reporter,
+            hp: &hp,
+            next: resume
+                .as_ref()
+                .map_or(1, |c| c.evaluations.len() as u32 + 1),
+            last_progress: Instant::now(),
+        };
+        let run = train(&hp, &extracted.layers, resume, control, &mut forward)?;
+        match run.stopped {
+            Some(Stop::Cancel) => return Ok(Finished::Cancelled),
+            Some(Stop::Pause) => return Ok(Finished::Paused),
+            None => {}
+        }
+        let bytes_and_metrics = model_file(&hp, &source, source_file, &extracted, &run);
+        Ok(Finished::Completed(bytes_and_metrics))
+    }
+
+    fn checkpoint_position(&self, bytes: &[u8]) -> Result<(u32, u64), String> {
+        let checkpoint = decode_checkpoint(bytes)?;
+        Ok((checkpoint.evaluations.len() as u32, checkpoint.step))
+    }
+
+    fn load(&self, bytes: &[u8]) -> Result<Arc<dyn Served>, PredictError> {
+        Ok(Arc::new(super::served::ServedSae::decode(bytes)?))
+    }
+}
+
+/// Stopped during extraction: nothing to checkpoint yet, so a pause restarts extraction.
+fn stopped_before_training(control: &Control) -> Finished {
+    match control.requested() {
+        Some(Stop::Cancel) => Finished::Cancelled,
+        _ => Finished::Paused,
+    }
+}
+
+/// The model file: header, the source model's file (features and encode run it), the token
+/// windows (to show contexts), then per layer its four tensors and its feature statistics.
+fn model_file(
+    hp: &SaeHyperparameters,
+    source: &Source,
+    source_file: &[u8],
+    extracted: &Extracted,
+    run: &SaeRun,
+) -> Artifact {
+    let last = run.evaluations.last();
+    let mut metrics: BTreeMap<String, f64> = last.map(|e| e.values.clone()).unwrap_or_default();
+    if let Some(e) = last {
+        metrics.insert("train_loss".into(), e.train_loss);
+        metrics.insert("val_loss".into(), e.val_loss);
+    }
+    let mut summaries = vec![];
+    let mut layer_sections: Vec<Vec<u8>> = vec![];
+    let mut recovered_total = 0.0;
+    for (state, data) in run.layers.iter().zip(&extracted.layers) {
+        let splice = Splice::Autoencoder {
+            sae: &state.sae,
+            scale: data.scale,
+            architecture: hp.architecture,
+            k: hp.k,
+        };
+        let recovered = loss_recovered(
+            source,
+            &extracted.validation_windows,
+            state.layer,
+            hp.site,
+            &splice,
+        );
+        let prefix = format!("layer{}.", state.layer);
+        let own: BTreeMap<String, f64> = metrics
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|k| (k.to_string(), *v)))
+            .chain([
+                ("loss_recovered".to_string(), recovered.fraction()),
+                ("ce_loss_original".to_string(), recovered.original),
+                ("ce_loss_spliced".to_string(), recovered.spliced),
+                ("ce_loss_zero_ablated".to_string(), recovered.zero_ablated),
+            ])
+            .collect();
+        recovered_total += recovered.fraction() / run.layers.len() as f64;
+        for (name, value) in [
+            ("loss_recovered", recovered.fraction()),
+            ("ce_loss_spliced", recovered.spliced),
+        ] {
+            metrics.insert(format!("{prefix}{name}"), value);
+        }
+        metrics.insert("ce_loss_original".into(), recovered.original);
+        let features = feature_statistics(&state.sae, data, hp.architecture, hp.k);
+        let (shape, tensors) = sae_sections(&state.sae);
+        layer_sections.extend(tensors);
+        layer_sections.push(serde_json::to_vec(&features).expect("features serialise"));
+        summaries.push(LayerSummary {
+            layer: state.layer,
+            shape,
+            scale: data.scale,
+            loss_recovered: recovered,
+            metrics: own,
+        });
+    }
+    metrics.insert("loss_recovered".into(), recovered_total);
+    let header = serde_json::to_vec(&ModelHeader {
+        format: 1,
+        hyperparameters: hp.clone(),
+        layers: summaries,
+        metrics: metrics.clone(),
+    })
+    .expect("model header serialises");
+    let windows = u32_bytes(&extracted.windows);
+    let mut sections: Vec<&[u8]> = vec![&header, source_file, &windows];
+    sections.extend(layer_sections.iter().map(Vec::as_slice));
+    Artifact {
+        bytes: write_sections(MODEL_MAGIC, &sections),
+        metrics,
+    }
+}
+
+/// Evaluations as epoch events, steps as throttled progress, checkpoints and resampling
+/// notes to the reporter.
+struct Forward<'a> {
+    reporter: &'a mut dyn Reporter,
+    hp: &'a SaeHyperparameters,
+    next: u32,
+    last_progress: Instant,
+}
+
+impl SaeObserver for Forward<'_> {
+    fn step(&mut self, done: u64) {
+        if self.last_progress.elapsed() < crate::neural::PROGRESS_INTERVAL {
+            return;
+        }
+        self.last_progress = Instant::now();
+        let interval = self.hp.log_interval;
+        let window_start = (done - 1) / interval * interval;
+        let batches = interval.min(self.hp.max_steps - window_start);
+        let batch = done - window_start;
+        self.reporter.event(TrainingEvent::Progress {
+            epoch: (window_start / interval) as u32 + 1,
+            batch: batch as u32,
+            batches: batches as u32,
+            fraction: batch as f64 / batches as f64,
+        });
+    }
+
+    fn evaluation(&mut self, e: &SaeEvaluation) {
+        let epoch = self.next;
+        self.next += 1;
+        self.reporter.event(TrainingEvent::Epoch(EpochMetrics {
+            epoch,
+            train_loss: e.train_loss,
+            val_loss: e.val_loss,
+            learning_rate: e.learning_rate,
+            samples_per_second: e.tokens_per_second,
+            epoch_seconds: e.seconds,
+            values: e.values.clone(),
+        }));
+    }
+
+    fn checkpoint(&mut self, checkpoint: &SaeCheckpoint) -> Result<(), TrainError> {
+        let saved = SavedCheckpoint {
+            epoch: checkpoint.evaluations.len() as u32,
+            step: checkpoint.step,
+            bytes: encode_checkpoint(checkpoint),
+        };
+        let bytes = self
+            .reporter
+            .checkpoint(&saved)
+            .map_err(TrainError::Checkpoint)?;
+        self.reporter.event(TrainingEvent::CheckpointWritten {
+            epoch: saved.epoch,
+            step: saved.step,
+            bytes,
+        });
+        Ok(())
+    }
+
+    fn resampled(&mut self, step: u64, layer: usize, latents: usize) {
+        self.reporter.event(TrainingEvent::Resampled {
+            step,
+            layer,
+            latents,
+        });
+    }
+}

@@ -1,0 +1,23 @@
+//! Sparse autoencoders trained on a language model's activations: the math (`model`,
+//! `linalg`, `optim`), the loop (`train`, `resample`), reading activations (`extract`),
+//! features and loss recovered (`features`), files (`codec`), and the family (`family`,
+//! `served`).
+
+pub mod codec;
+pub mod extract;
+pub mod family;
+pub mod features;
+pub mod linalg;
+pub mod model;
+pub mod optim;
+pub mod resample;
+pub mod served;
+pub mod spec;
+pub mod stats;
+pub mod train;
+
+pub use family::SparseAutoencoders;
+pub use model::{Architecture, Sae};
+pub use served::{FeatureQuery, FeatureSort};
+pub use spec::SaeHyperparameters;
+pub use train::{LayerData, SaeCheckpoint, SaeObserver, SaeRun};

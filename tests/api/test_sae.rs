@@ -1,0 +1,242 @@
+//! Sparse autoencoders over HTTP: a language model trained on Shakespeare, an autoencoder on
+//! its activations, then its features, their contexts, text encoded through both models, the
+//! SAELens export, and bad requests refused with the field named.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::Server;
+
+async fn trained_language_model(server: &Server) -> String {
+    let (code, created) = server
+        .post(
+            "/api/models",
+            json!({"name": "source", "dataset": "shakespeare", "algorithm": "transformer_lm",
+                   "hyperparameters": {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32,
+                   "batch_size": 8, "max_steps": 40, "eval_interval": 40, "eval_batches": 2,
+                   "warmup_steps": 5, "learning_rate": 0.003}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    server.train(&id).await;
+    let status = server
+        .wait_for(&id, &["completed", "failed"], Duration::from_secs(180))
+        .await;
+    assert_eq!(status["status"], "completed", "{status}");
+    id
+}
+
+fn sae(source: &str, extra: Value) -> Value {
+    let mut hp = json!({"source_model": source, "layers": [1], "n_tokens": 4096,
+        "expansion_factor": 4, "k": 8, "batch_size": 256, "max_steps": 60, "log_interval": 30,
+        "learning_rate": 0.003, "warmup_steps": 5, "lr_decay_steps": 10});
+    for (key, value) in extra.as_object().unwrap() {
+        hp[key] = value.clone();
+    }
+    json!({"name": "features", "dataset": "shakespeare", "algorithm": "sparse_autoencoder",
+           "hyperparameters": hp})
+}
+
+#[tokio::test]
+async fn an_autoencoder_learns_a_language_models_activations_and_shows_its_features() {
+    let server = Server::start().await;
+    let source = trained_language_model(&server).await;
+
+    for (body, field, code) in [
+        (
+            sae(&source, json!({"layers": [2]})),
+            "hyperparameters.layers",
+            400,
+        ),
+        (
+            sae(&source, json!({"expansion_factor": 1, "k": 64})),
+            "hyperparameters.k",
+            400,
+        ),
+        (
+            sae(&source, json!({"architecture": "gated"})),
+            "hyperparameters.architecture",
+            400,
+        ),
+        (
+            sae(&source, json!({"source_model": null})),
+            "hyperparameters.source_model",
+            400,
+        ),
+        (sae("nope", json!({})), "hyperparameters.source_model", 400),
+        (
+            sae(&source, json!({"target_l0": 10})),
+            "hyperparameters.target_l0",
+            400,
+        ),
+    ] {
+        let (got, err) = server.post("/api/models", body.clone()).await;
+        assert_eq!(got, code, "{body}: {err}");
+        assert_eq!(err["error"]["field"], field, "{body}: {err}");
+    }
+    let mut on_a_table = sae(&source, json!({}));
+    on_a_table["dataset"] = json!("iris");
+    let (got, err) = server.post("/api/models", on_a_table).await;
+    assert_eq!(
+        (got.as_u16(), &err["error"]["field"]),
+        (400, &json!("dataset")),
+        "{err}"
+    );
+
+    let (code, created) = server.post("/api/models", sae(&source, json!({}))).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["hyperparameters"]["architecture"], "topk");
+    assert_eq!(created["hyperparameters"]["decoder_norm"], "unit");
+    let id = created["id"].as_str().unwrap();
+    server.train(id).await;
+    let status = server
+        .wait_for(id, &["completed", "failed"], Duration::from_secs(300))
+        .await;
+    assert_eq!(status["status"], "completed", "{status}");
+    let metrics = &status["metrics"];
+    let l0 = metrics["layer1.l0"].as_f64().unwrap();
+    assert!(
+        l0 > 0.0 && l0 <= 8.0,
+        "topk fires at most k latents: {metrics}"
+    );
+    let explained = metrics["layer1.val_explained_variance"].as_f64().unwrap();
+    assert!(explained > 0.3, "{metrics}");
+    let recovered = metrics["layer1.loss_recovered"].as_f64().unwrap();
+    assert!(recovered > 0.0 && recovered <= 1.05, "{metrics}");
+    for name in [
+        "dead_latents",
+        "dense_latents",
+        "mse",
+        "aux_loss",
+        "grad_norm",
+        "norm_ratio",
+    ] {
+        assert!(
+            metrics[format!("layer1.{name}")].is_number(),
+            "{name}: {metrics}"
+        );
+    }
+    let (_, history) = server.get(&format!("/api/models/{id}/metrics")).await;
+    assert_eq!(
+        history["epochs"].as_array().map(Vec::len),
+        Some(2),
+        "{history}"
+    );
+
+    let (code, page) = server
+        .get(&format!("/api/models/{id}/features?sort=frequency&limit=5"))
+        .await;
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(page["total"], 128);
+    assert_eq!(page["layer"], 1);
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5);
+    let frequencies: Vec<f64> = items
+        .iter()
+        .map(|i| i["frequency"].as_f64().unwrap())
+        .collect();
+    assert!(
+        frequencies.windows(2).all(|w| w[0] >= w[1]),
+        "{frequencies:?}"
+    );
+    let (_, second) = server
+        .get(&format!(
+            "/api/models/{id}/features?sort=frequency&limit=5&offset=5"
+        ))
+        .await;
+    assert_ne!(
+        second["items"][0]["index"], items[0]["index"],
+        "pages differ"
+    );
+
+    let top = items[0]["index"].as_u64().unwrap();
+    let (code, feature) = server
+        .get(&format!("/api/models/{id}/features/{top}"))
+        .await;
+    assert_eq!(code, 200, "{feature}");
+    let contexts = feature["top_contexts"].as_array().unwrap();
+    assert!(!contexts.is_empty(), "{feature}");
+    let activations: Vec<f64> = contexts
+        .iter()
+        .map(|c| c["activation"].as_f64().unwrap())
+        .collect();
+    assert!(
+        activations.windows(2).all(|w| w[0] >= w[1]),
+        "strongest first: {activations:?}"
+    );
+    assert_eq!(activations[0], feature["max_activation"].as_f64().unwrap());
+    assert!(
+        contexts
+            .iter()
+            .all(|c| c["token"].as_str().is_some_and(|t| t.chars().count() == 1))
+    );
+    assert_eq!(
+        feature["promoted_tokens"].as_array().map(Vec::len),
+        Some(10)
+    );
+
+    let (code, encoded) = server
+        .post(
+            &format!("/api/models/{id}/encode"),
+            json!({"text": "ROMEO:", "top": 3}),
+        )
+        .await;
+    assert_eq!(code, 200, "{encoded}");
+    let tokens = encoded["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 6);
+    assert_eq!(tokens[0]["token"], "R");
+    assert!(tokens.iter().all(
+        |t| t["active"].as_u64().unwrap() <= 8 && t["features"].as_array().unwrap().len() <= 3
+    ));
+
+    let response = server.raw_get(&format!("/api/models/{id}/export")).await;
+    assert_eq!(response.status(), 200);
+    let files = crate::test_language::untar(&response.bytes().await.unwrap());
+    let cfg: Value = serde_json::from_slice(&files[&format!("{id}/layer_1/cfg.json")]).unwrap();
+    assert_eq!(
+        (cfg["d_in"].as_u64(), cfg["d_sae"].as_u64()),
+        (Some(32), Some(128))
+    );
+    assert_eq!(cfg["hook_name"], "blocks.1.hook_resid_post");
+    let weights = &files[&format!("{id}/layer_1/sae_weights.safetensors")];
+    let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&weights[8..8 + header_len]).unwrap();
+    assert_eq!(header["W_enc"]["shape"], json!([32, 128]));
+    assert_eq!(header["W_dec"]["shape"], json!([128, 32]));
+
+    for (path, field, code) in [
+        (
+            format!("/api/models/{id}/features?layer=0"),
+            Some("layer"),
+            400,
+        ),
+        (
+            format!("/api/models/{id}/features?sort=loud"),
+            Some("sort"),
+            400,
+        ),
+        (
+            format!("/api/models/{id}/features?limit=0"),
+            Some("limit"),
+            400,
+        ),
+        (format!("/api/models/{id}/features/128"), None, 404),
+        (format!("/api/models/{source}/features"), None, 400),
+    ] {
+        let (got, err) = server.get(&path).await;
+        assert_eq!(got, code, "{path}: {err}");
+        if let Some(field) = field {
+            assert_eq!(err["error"]["field"], field, "{path}: {err}");
+        }
+    }
+    let (code, err) = server
+        .post(&format!("/api/models/{id}/encode"), json!({"text": ""}))
+        .await;
+    assert_eq!(
+        (code.as_u16(), &err["error"]["field"]),
+        (400, &json!("text")),
+        "{err}"
+    );
+}
