@@ -118,6 +118,16 @@ async fn an_autoencoder_learns_a_language_models_activations_and_shows_its_featu
             "{name}: {metrics}"
         );
     }
+    let events = crate::support::read_sse(
+        server.url(&format!("/api/models/{id}/events")),
+        None,
+        Duration::from_secs(30),
+    )
+    .await;
+    let preparing: Vec<_> = events.iter().filter(|e| e.kind == "preparing").collect();
+    let last = &preparing.last().expect("extraction reports progress").data["data"];
+    assert_eq!(last["stage"], "initializing", "{last}");
+    assert_eq!(last["done"], last["total"], "extraction finished: {last}");
     let (_, history) = server.get(&format!("/api/models/{id}/metrics")).await;
     assert_eq!(
         history["epochs"].as_array().map(Vec::len),
@@ -239,4 +249,142 @@ async fn an_autoencoder_learns_a_language_models_activations_and_shows_its_featu
         (400, &json!("text")),
         "{err}"
     );
+}
+
+/// A `.npy` file of float32 rows: sparse sums of 12 fixed directions in 16 dimensions.
+fn npy(rows: usize, shape: &str) -> Vec<u8> {
+    let d = 16;
+    let direction = |a: usize, j: usize| ((a * 7 + j * 3) as f32 * 0.61).sin();
+    let values: Vec<f32> = (0..rows)
+        .flat_map(|i| {
+            (0..d).map(move |j| {
+                let (a, b) = (i % 12, (i * 5 + 3) % 12);
+                direction(a, j) + 0.5 * direction(b, j)
+            })
+        })
+        .collect();
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
+#[tokio::test]
+async fn an_autoencoder_learns_an_uploaded_activation_matrix() {
+    let server = Server::start().await;
+    let upload = "/api/datasets?name=acts&task=activations";
+    let (code, err) = server
+        .post_bytes(upload, "application/octet-stream", npy(64, "(1024,)"))
+        .await;
+    assert_eq!(
+        (code.as_u16(), &err["error"]["field"]),
+        (400, &json!("file")),
+        "{err}"
+    );
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("2-D"),
+        "{err}"
+    );
+    let (code, dataset) = server
+        .post_bytes(upload, "application/octet-stream", npy(2048, "(2048, 16)"))
+        .await;
+    assert_eq!(code, 201, "{dataset}");
+    assert_eq!(
+        (dataset["n_rows"].as_u64(), dataset["n_features"].as_u64()),
+        (Some(2048), Some(16)),
+        "{dataset}"
+    );
+
+    let model = |hp: Value| {
+        json!({"name": "matrix", "dataset": "acts", "algorithm": "sparse_autoencoder",
+               "hyperparameters": hp})
+    };
+    for (hp, field) in [
+        (json!({"source_model": "x"}), "hyperparameters.source_model"),
+        (json!({"layers": [2]}), "hyperparameters.layers"),
+        (json!({"expansion_factor": 1, "k": 17}), "hyperparameters.k"),
+    ] {
+        let (code, err) = server.post("/api/models", model(hp.clone())).await;
+        assert_eq!(
+            (code.as_u16(), &err["error"]["field"]),
+            (400, &json!(field)),
+            "{hp}: {err}"
+        );
+    }
+    let (code, created) = server
+        .post(
+            "/api/models",
+            model(
+                json!({"architecture": "relu", "target_l0": 3, "expansion_factor": 2,
+                         "batch_size": 128, "max_steps": 300, "log_interval": 100,
+                         "learning_rate": 0.003, "warmup_steps": 5, "l1_warmup_steps": 20}),
+            ),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    server.train(id).await;
+    let status = server
+        .wait_for(id, &["completed", "failed"], Duration::from_secs(120))
+        .await;
+    assert_eq!(status["status"], "completed", "{status}");
+    let metrics = &status["metrics"];
+    assert!(
+        metrics["layer0.val_explained_variance"].as_f64().unwrap() > 0.5,
+        "{metrics}"
+    );
+    assert!(
+        metrics.get("loss_recovered").is_none(),
+        "no language model to splice into"
+    );
+
+    let (code, answer) = server
+        .post(
+            &format!("/api/models/{id}/predict"),
+            json!({"inputs": [vec![0.5; 16]]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    let first = &answer["predictions"][0];
+    assert_eq!(
+        first["active"].as_u64().unwrap() as usize,
+        first["features"].as_array().unwrap().len()
+    );
+    let (code, err) = server
+        .post(
+            &format!("/api/models/{id}/predict"),
+            json!({"inputs": [vec![0.5; 15]]}),
+        )
+        .await;
+    assert_eq!(
+        (code.as_u16(), &err["error"]["field"]),
+        (400, &json!("inputs")),
+        "{err}"
+    );
+
+    let (_, page) = server
+        .get(&format!(
+            "/api/models/{id}/features?sort=max_activation&limit=1"
+        ))
+        .await;
+    let top = page["items"][0]["index"].as_u64().unwrap();
+    let (code, feature) = server
+        .get(&format!("/api/models/{id}/features/{top}"))
+        .await;
+    assert_eq!(code, 200, "{feature}");
+    let rows = feature["top_rows"].as_array().unwrap();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r["row"].as_u64().unwrap() < 2048),
+        "{feature}"
+    );
+    let (code, err) = server
+        .post(&format!("/api/models/{id}/encode"), json!({"text": "hi"}))
+        .await;
+    assert_eq!(code, 400, "no language model to read text with: {err}");
 }

@@ -2,6 +2,7 @@
 //! user CSV and Parquet files read through the same path, a seeded synthetic generator, and the seeded
 //! train/validation split with scaling fitted on the training part only.
 
+pub mod activations;
 mod builtin;
 mod csv_table;
 mod error;

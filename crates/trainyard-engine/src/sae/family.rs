@@ -14,10 +14,10 @@ use trainyard_data::DatasetInfo;
 use trainyard_data::text::builtin_corpus;
 
 use super::codec::{SaeShape, decode_checkpoint, encode_checkpoint, sae_sections, u32_bytes};
-use super::extract::{Extracted, Source, extract};
+use super::extract::{Source, extract};
 use super::features::{LossRecovered, Splice, feature_statistics, loss_recovered};
 use super::spec::{self, SaeHyperparameters};
-use super::train::{SaeCheckpoint, SaeEvaluation, SaeObserver, SaeRun, train};
+use super::train::{LayerData, SaeCheckpoint, SaeEvaluation, SaeObserver, SaeRun, train};
 use crate::container::write_sections;
 use crate::family::{
     Artifact, Dependency, Family, Finished, Job, Limits, Plan, Reporter, SavedCheckpoint, Served,
@@ -37,7 +37,8 @@ pub struct LayerSummary {
     pub shape: SaeShape,
     /// Inputs were multiplied by this before encoding (`normalize_activations`).
     pub scale: f32,
-    pub loss_recovered: LossRecovered,
+    /// When a language model produced the activations.
+    pub loss_recovered: Option<LossRecovered>,
     pub metrics: BTreeMap<String, f64>,
 }
 
@@ -51,6 +52,56 @@ pub struct ModelHeader {
 
 fn planned_evaluations(hp: &SaeHyperparameters) -> u32 {
     hp.max_steps.div_ceil(hp.log_interval) as u32
+}
+
+/// An activation matrix is one layer of known width: no source model, and `k` and memory
+/// are checked here.
+fn check_matrix(
+    hp: &SaeHyperparameters,
+    dataset: &DatasetInfo,
+    limits: &Limits,
+) -> Result<(), ValidationError> {
+    if hp.source_model.is_some() {
+        return Err(ValidationError::new(
+            SOURCE_FIELD,
+            format!(
+                "'{}' holds activations already; leave source_model out (it reads a text corpus)",
+                dataset.name
+            ),
+        ));
+    }
+    if !hp.layers.is_empty() && hp.layers != [0] {
+        return Err(ValidationError::new(
+            "hyperparameters.layers",
+            "an activation matrix is a single layer; leave layers out",
+        ));
+    }
+    if dataset.n_rows < 16 {
+        return Err(ValidationError::new(
+            "dataset",
+            format!(
+                "'{}' has {} rows; an autoencoder needs at least 16 tokens",
+                dataset.name, dataset.n_rows
+            ),
+        ));
+    }
+    spec::check_against_source(hp, 1, dataset.n_features)?;
+    let sized = SaeHyperparameters {
+        n_tokens: dataset.n_rows,
+        ..hp.clone()
+    };
+    let needed = estimated_mb(&sized, 1, dataset.n_features);
+    if needed > limits.job_memory_mb as f64 {
+        return Err(ValidationError::new(
+            "hyperparameters",
+            format!(
+                "the job needs about {needed:.0} MB, over the memory budget of {} MB; lower \
+                 expansion_factor or batch_size, or raise the server's --job-memory-mb",
+                limits.job_memory_mb
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Memory the job holds: the activations of every layer, and per layer the autoencoder,
@@ -77,21 +128,24 @@ impl Family for SparseAutoencoders {
         _algorithm: &str,
         dataset: &DatasetInfo,
         hyperparameters: &Map<String, Value>,
-        _limits: &Limits,
+        limits: &Limits,
     ) -> Result<Plan, ValidationError> {
-        if dataset.task != Task::Text || dataset.classes.is_some() {
+        let matrix = dataset.task == Task::Unlabeled;
+        if !matrix && (dataset.task != Task::Text || dataset.classes.is_some()) {
             return Err(ValidationError::new(
                 "dataset",
                 format!(
                     "a sparse autoencoder learns a language model's activations on a text \
-                     corpus, but '{}' is not one; use shakespeare or a corpus uploaded with \
-                     task=text",
+                     corpus (shakespeare, or an upload with task=text) or an activation matrix \
+                     (an upload with task=activations); '{}' is neither",
                     dataset.name
                 ),
             ));
         }
         let hp = spec::resolve(hyperparameters)?;
-        if hp.source_model.is_none() {
+        if matrix {
+            check_matrix(&hp, dataset, limits)?;
+        } else if hp.source_model.is_none() {
             return Err(ValidationError::new(
                 SOURCE_FIELD,
                 "required: the id of a trained transformer_lm whose activations to learn",
@@ -151,6 +205,21 @@ impl Family for SparseAutoencoders {
     ) -> Result<Finished, TrainError> {
         let fit = |e: String| TrainError::Fit(e);
         let mut hp = spec::resolve(&job.hyperparameters).map_err(|e| fit(e.to_string()))?;
+        let resume = job
+            .resume
+            .as_deref()
+            .map(decode_checkpoint)
+            .transpose()
+            .map_err(TrainError::Resume)?;
+        if job.dataset.info.task == Task::Unlabeled {
+            hp.layers = vec![0];
+            let layers = vec![matrix_layer(&hp, &job.dataset.table)];
+            let run = match fit_layers(&hp, &layers, resume, control, reporter)? {
+                Ok(run) => run,
+                Err(finished) => return Ok(finished),
+            };
+            return Ok(Finished::Completed(model_file(&hp, None, &layers, &run)));
+        }
         let source_file = job.dependencies.get(SOURCE_FIELD).ok_or_else(|| {
             fit(format!(
                 "{SOURCE_FIELD}: the source model was not provided to this job; train on a server"
@@ -174,12 +243,6 @@ impl Family for SparseAutoencoders {
                 .map_err(|e| fit(e.to_string()))?
                 .into(),
         };
-        let resume = job
-            .resume
-            .as_deref()
-            .map(decode_checkpoint)
-            .transpose()
-            .map_err(TrainError::Resume)?;
         let mut last = Instant::now();
         let mut progress = |done: u64, total: u64| {
             if last.elapsed() >= crate::neural::PROGRESS_INTERVAL || done == total {
@@ -204,28 +267,22 @@ impl Family for SparseAutoencoders {
         else {
             return Ok(stopped_before_training(control));
         };
-        reporter.event(TrainingEvent::Started {
-            total_epochs: planned_evaluations(&hp),
-            start_epoch: resume.as_ref().map_or(0, |c| c.evaluations.len() as u32),
-            train_samples: extracted.layers[0].rows(),
-            validation_samples: extracted.layers[0].validation.len() / source.config.n_embd,
-        });
-        let mut forward = Forward {
-            reporter,
-            hp: &hp,
-            next: resume
-                .as_ref()
-                .map_or(1, |c| c.evaluations.len() as u32 + 1),
-            last_progress: Instant::now(),
+        let run = match fit_layers(&hp, &extracted.layers, resume, control, reporter)? {
+            Ok(run) => run,
+            Err(finished) => return Ok(finished),
         };
-        let run = train(&hp, &extracted.layers, resume, control, &mut forward)?;
-        match run.stopped {
-            Some(Stop::Cancel) => return Ok(Finished::Cancelled),
-            Some(Stop::Pause) => return Ok(Finished::Paused),
-            None => {}
-        }
-        let bytes_and_metrics = model_file(&hp, &source, source_file, &extracted, &run);
-        Ok(Finished::Completed(bytes_and_metrics))
+        let origin = Origin {
+            source: &source,
+            file: source_file,
+            windows: &extracted.windows,
+            validation_windows: &extracted.validation_windows,
+        };
+        Ok(Finished::Completed(model_file(
+            &hp,
+            Some(origin),
+            &extracted.layers,
+            &run,
+        )))
     }
 
     fn checkpoint_position(&self, bytes: &[u8]) -> Result<(u32, u64), String> {
@@ -236,6 +293,77 @@ impl Family for SparseAutoencoders {
     fn load(&self, bytes: &[u8]) -> Result<Arc<dyn Served>, PredictError> {
         Ok(Arc::new(super::served::ServedSae::decode(bytes)?))
     }
+}
+
+/// Reports the start and trains; `Err` with how the job ended when it stopped early.
+fn fit_layers(
+    hp: &SaeHyperparameters,
+    layers: &[LayerData],
+    resume: Option<SaeCheckpoint>,
+    control: &Control,
+    reporter: &mut dyn Reporter,
+) -> Result<Result<SaeRun, Finished>, TrainError> {
+    reporter.event(TrainingEvent::Started {
+        total_epochs: planned_evaluations(hp),
+        start_epoch: resume.as_ref().map_or(0, |c| c.evaluations.len() as u32),
+        train_samples: layers[0].rows(),
+        validation_samples: layers[0].validation.len() / layers[0].d_in,
+    });
+    let mut forward = Forward {
+        reporter,
+        hp,
+        next: resume
+            .as_ref()
+            .map_or(1, |c| c.evaluations.len() as u32 + 1),
+        last_progress: Instant::now(),
+    };
+    let run = train(hp, layers, resume, control, &mut forward)?;
+    Ok(match run.stopped {
+        Some(Stop::Cancel) => Err(Finished::Cancelled),
+        Some(Stop::Pause) => Err(Finished::Paused),
+        None => Ok(run),
+    })
+}
+
+/// An uploaded activation matrix as one layer: a tenth of the rows (chosen by `seed`, at most
+/// 8192) held out for validation.
+fn matrix_layer(hp: &SaeHyperparameters, table: &trainyard_data::Table) -> LayerData {
+    let d = table.n_features;
+    let rows = table.len();
+    let mut order: Vec<usize> = (0..rows).collect();
+    trainyard_data::SeededRng::new(hp.seed).shuffle(&mut order);
+    let held_out = (rows / 10).clamp(1.min(rows - 1), 8192);
+    let pick = |indices: &[usize]| -> Vec<f32> {
+        indices
+            .iter()
+            .flat_map(|&r| table.x[r * d..][..d].iter().copied())
+            .collect()
+    };
+    let (validation_rows, train_rows) = order.split_at(held_out);
+    let (mut train, mut validation) = (pick(train_rows), pick(validation_rows));
+    let scale = if hp.normalize_activations {
+        super::stats::norm_scale(&train, d)
+    } else {
+        1.0
+    };
+    for v in train.iter_mut().chain(validation.iter_mut()) {
+        *v *= scale;
+    }
+    LayerData {
+        layer: 0,
+        d_in: d,
+        scale,
+        train,
+        validation,
+    }
+}
+
+/// Where activations came from when a language model produced them.
+struct Origin<'a> {
+    source: &'a Source,
+    file: &'a [u8],
+    windows: &'a [u32],
+    validation_windows: &'a [u32],
 }
 
 /// Stopped during extraction: nothing to checkpoint yet, so a pause restarts extraction.
@@ -250,9 +378,8 @@ fn stopped_before_training(control: &Control) -> Finished {
 /// windows (to show contexts), then per layer its four tensors and its feature statistics.
 fn model_file(
     hp: &SaeHyperparameters,
-    source: &Source,
-    source_file: &[u8],
-    extracted: &Extracted,
+    origin: Option<Origin<'_>>,
+    layers: &[LayerData],
     run: &SaeRun,
 ) -> Artifact {
     let last = run.evaluations.last();
@@ -264,39 +391,43 @@ fn model_file(
     let mut summaries = vec![];
     let mut layer_sections: Vec<Vec<u8>> = vec![];
     let mut recovered_total = 0.0;
-    for (state, data) in run.layers.iter().zip(&extracted.layers) {
-        let splice = Splice::Autoencoder {
-            sae: &state.sae,
-            scale: data.scale,
-            architecture: hp.architecture,
-            k: hp.k,
-        };
-        let recovered = loss_recovered(
-            source,
-            &extracted.validation_windows,
-            state.layer,
-            hp.site,
-            &splice,
-        );
+    for (state, data) in run.layers.iter().zip(layers) {
         let prefix = format!("layer{}.", state.layer);
-        let own: BTreeMap<String, f64> = metrics
+        let mut own: BTreeMap<String, f64> = metrics
             .iter()
             .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|k| (k.to_string(), *v)))
-            .chain([
+            .collect();
+        let recovered = origin.as_ref().map(|origin| {
+            let splice = Splice::Autoencoder {
+                sae: &state.sae,
+                scale: data.scale,
+                architecture: hp.architecture,
+                k: hp.k,
+            };
+            loss_recovered(
+                origin.source,
+                origin.validation_windows,
+                state.layer,
+                hp.site,
+                &splice,
+            )
+        });
+        if let Some(recovered) = &recovered {
+            own.extend([
                 ("loss_recovered".to_string(), recovered.fraction()),
                 ("ce_loss_original".to_string(), recovered.original),
                 ("ce_loss_spliced".to_string(), recovered.spliced),
                 ("ce_loss_zero_ablated".to_string(), recovered.zero_ablated),
-            ])
-            .collect();
-        recovered_total += recovered.fraction() / run.layers.len() as f64;
-        for (name, value) in [
-            ("loss_recovered", recovered.fraction()),
-            ("ce_loss_spliced", recovered.spliced),
-        ] {
-            metrics.insert(format!("{prefix}{name}"), value);
+            ]);
+            recovered_total += recovered.fraction() / run.layers.len() as f64;
+            for (name, value) in [
+                ("loss_recovered", recovered.fraction()),
+                ("ce_loss_spliced", recovered.spliced),
+            ] {
+                metrics.insert(format!("{prefix}{name}"), value);
+            }
+            metrics.insert("ce_loss_original".into(), recovered.original);
         }
-        metrics.insert("ce_loss_original".into(), recovered.original);
         let features = feature_statistics(&state.sae, data, hp.architecture, hp.k);
         let (shape, tensors) = sae_sections(&state.sae);
         layer_sections.extend(tensors);
@@ -309,7 +440,9 @@ fn model_file(
             metrics: own,
         });
     }
-    metrics.insert("loss_recovered".into(), recovered_total);
+    if origin.is_some() {
+        metrics.insert("loss_recovered".into(), recovered_total);
+    }
     let header = serde_json::to_vec(&ModelHeader {
         format: 1,
         hyperparameters: hp.clone(),
@@ -317,8 +450,11 @@ fn model_file(
         metrics: metrics.clone(),
     })
     .expect("model header serialises");
-    let windows = u32_bytes(&extracted.windows);
-    let mut sections: Vec<&[u8]> = vec![&header, source_file, &windows];
+    let (file, windows) = match &origin {
+        Some(origin) => (origin.file, u32_bytes(origin.windows)),
+        None => (&[][..], vec![]),
+    };
+    let mut sections: Vec<&[u8]> = vec![&header, file, &windows];
     sections.extend(layer_sections.iter().map(Vec::as_slice));
     Artifact {
         bytes: write_sections(MODEL_MAGIC, &sections),

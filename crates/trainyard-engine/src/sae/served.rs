@@ -39,7 +39,8 @@ const PROMOTED: usize = 10;
 
 pub struct ServedSae {
     header: ModelHeader,
-    source: Source,
+    /// The language model the activations came from; none for an uploaded matrix.
+    source: Option<Source>,
     windows: Vec<u32>,
     layers: Vec<(Sae, LayerFeatures)>,
 }
@@ -55,7 +56,16 @@ impl ServedSae {
         if sections.len() != 3 + 5 * header.layers.len() {
             return Err(artifact("an autoencoder model has five sections per layer"));
         }
-        let (config, tokenizer, model) = decode_language_model(sections[1])?;
+        let source = if sections[1].is_empty() {
+            None
+        } else {
+            let (config, tokenizer, model) = decode_language_model(sections[1])?;
+            Some(Source {
+                config,
+                tokenizer,
+                model,
+            })
+        };
         let mut layers = vec![];
         for (i, summary) in header.layers.iter().enumerate() {
             let own = &sections[3 + 5 * i..][..5];
@@ -65,11 +75,7 @@ impl ServedSae {
         }
         Ok(ServedSae {
             windows: read_u32s(sections[2]),
-            source: Source {
-                config,
-                tokenizer,
-                model,
-            },
+            source,
             header,
             layers,
         })
@@ -156,60 +162,40 @@ impl ServedSae {
         if latent >= sae.d_sae {
             return Err(PredictError::NotFound(latent.to_string()));
         }
-        let block = self.windows.len() / features.frequency.len().max(1);
-        let _ = block;
-        let contexts: Vec<Value> = features.top[latent]
-            .iter()
-            .map(|&(row, activation)| self.context(row as usize, activation))
-            .collect();
         let mut out = self.summary(index, latent);
         out["layer"] = json!(self.header.layers[index].layer);
+        let Some(source) = &self.source else {
+            // An uploaded matrix: the rows that activate it most, by index.
+            let rows: Vec<Value> = features.top[latent]
+                .iter()
+                .map(|&(row, activation)| json!({"row": row, "activation": activation}))
+                .collect();
+            out["top_rows"] = json!(rows);
+            return Ok(out);
+        };
+        let contexts: Vec<Value> = features.top[latent]
+            .iter()
+            .map(|&(row, activation)| self.context(source, row as usize, activation))
+            .collect();
         out["top_contexts"] = json!(contexts);
-        out["promoted_tokens"] = json!(self.promoted(sae, latent));
+        out["promoted_tokens"] = json!(promoted(source, sae, latent));
         Ok(out)
     }
 
     /// The text around training token `row`, split at the token.
-    fn context(&self, row: usize, activation: f32) -> Value {
-        let block = self.source.config.block_size;
+    fn context(&self, source: &Source, row: usize, activation: f32) -> Value {
+        let block = source.config.block_size;
         let (window, offset) = (row / block, row % block);
         let tokens = &self.windows[window * block..][..block];
         let start = offset.saturating_sub(CONTEXT_TOKENS);
         let end = (offset + 1 + CONTEXT_TOKENS / 3).min(block);
-        let decode = |t: &[u32]| self.source.tokenizer.decode(t);
+        let decode = |t: &[u32]| source.tokenizer.decode(t);
         json!({
             "before": decode(&tokens[start..offset]),
             "token": decode(&tokens[offset..offset + 1]),
             "after": decode(&tokens[offset + 1..end]),
             "activation": activation,
         })
-    }
-
-    /// Tokens whose output embedding the decoder direction raises most (direct logit
-    /// attribution through the tied unembedding, ignoring the final norm's scale).
-    fn promoted(&self, sae: &Sae, latent: usize) -> Vec<Value> {
-        let d = sae.d_in;
-        let direction = &sae.w_dec[latent * d..][..d];
-        let embedding = self
-            .source
-            .model
-            .token_embedding()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap_or_default();
-        let mut scored: Vec<(usize, f32)> = embedding
-            .chunks(d)
-            .enumerate()
-            .map(|(t, row)| (t, super::linalg::dot(row, direction)))
-            .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored
-            .iter()
-            .take(PROMOTED)
-            .map(|&(t, score)| {
-                json!({"token": self.source.tokenizer.decode(&[t as u32]), "id": t, "score": score})
-            })
-            .collect()
     }
 
     /// Per token of `text` (the last `block_size` when longer), its `top` strongest latents.
@@ -219,17 +205,24 @@ impl ServedSae {
         layer: Option<usize>,
         top: usize,
     ) -> Result<Value, PredictError> {
+        let Some(source) = &self.source else {
+            return Err(PredictError::Unsupported(
+                "this autoencoder learned an uploaded activation matrix, not a language model's \
+                 activations: POST /api/models/{id}/predict with rows of activations"
+                    .into(),
+            ));
+        };
         let index = self.layer_index(layer)?;
         let summary = &self.header.layers[index];
         let (sae, _) = &self.layers[index];
-        let mut tokens = self.source.tokenizer.encode(text);
+        let mut tokens = source.tokenizer.encode(text);
         if tokens.is_empty() {
             return Err(PredictError::Invalid {
                 field: "text".into(),
                 message: "empty: give at least one character".into(),
             });
         }
-        let block = self.source.config.block_size;
+        let block = source.config.block_size;
         let truncated = tokens.len() > block;
         if truncated {
             tokens.drain(..tokens.len() - block);
@@ -240,7 +233,7 @@ impl ServedSae {
         let mut window = tokens.clone();
         window.resize(block, 0);
         let site = self.header.hyperparameters.site;
-        let values = activations(&self.source, &window, &[summary.layer], site).remove(0);
+        let values = activations(source, &window, &[summary.layer], site).remove(0);
         let d = sae.d_in;
         let scaled: Vec<f32> = values[..n * d].iter().map(|v| v * summary.scale).collect();
         let (architecture, k) = self.architecture();
@@ -254,7 +247,7 @@ impl ServedSae {
                 active.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
                 active.truncate(top);
                 json!({
-                    "token": self.source.tokenizer.decode(&[token]),
+                    "token": source.tokenizer.decode(&[token]),
                     "active": row.len(),
                     "features": active.iter().map(|&(j, v)| json!({"index": j, "activation": v})).collect::<Vec<_>>(),
                 })
@@ -324,21 +317,73 @@ impl ServedSae {
     }
 }
 
+/// Tokens whose output embedding the decoder direction raises most (direct logit
+/// attribution through the tied unembedding, ignoring the final norm's scale).
+fn promoted(source: &Source, sae: &Sae, latent: usize) -> Vec<Value> {
+    let d = sae.d_in;
+    let direction = &sae.w_dec[latent * d..][..d];
+    let embedding = source
+        .model
+        .token_embedding()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap_or_default();
+    let mut scored: Vec<(usize, f32)> = embedding
+        .chunks(d)
+        .enumerate()
+        .map(|(t, row)| (t, super::linalg::dot(row, direction)))
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored
+        .iter()
+        .take(PROMOTED)
+        .map(|&(t, score)| {
+            json!({"token": source.tokenizer.decode(&[t as u32]), "id": t, "score": score})
+        })
+        .collect()
+}
+
 impl Served for ServedSae {
-    fn predict(&self, _rows: &[Vec<f64>]) -> Result<Vec<Value>, PredictError> {
-        Err(PredictError::Unsupported(
-            "a sparse autoencoder answers POST /api/models/{id}/encode with a text, and \
-             GET /api/models/{id}/features"
-                .into(),
-        ))
+    /// Rows of activations (the first layer's width) to their active features, strongest
+    /// first.
+    fn predict(&self, rows: &[Vec<f64>]) -> Result<Vec<Value>, PredictError> {
+        let x = crate::family::check_rows(rows, &self.feature_names())?;
+        let (sae, _) = &self.layers[0];
+        let scale = self.header.layers[0].scale;
+        let scaled: Vec<f32> = x.iter().map(|v| v * scale).collect();
+        let (architecture, k) = self.architecture();
+        let codes = sae.encode(&scaled, architecture, k);
+        let reconstruction = sae.decode(&codes);
+        Ok(codes
+            .rows
+            .iter()
+            .zip(reconstruction.chunks(sae.d_in))
+            .zip(scaled.chunks(sae.d_in))
+            .map(|((row, rebuilt), input)| {
+                let mut active = row.clone();
+                active.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                let error: f32 = rebuilt.iter().zip(input).map(|(r, x)| (r - x).powi(2)).sum();
+                json!({
+                    "active": active.len(),
+                    "features": active.iter().map(|&(j, v)| json!({"index": j, "activation": v})).collect::<Vec<_>>(),
+                    "reconstruction_error": error / (scale * scale),
+                })
+            })
+            .collect())
     }
 
     fn output_columns(&self) -> Vec<String> {
-        vec![]
+        vec![
+            "active".into(),
+            "features".into(),
+            "reconstruction_error".into(),
+        ]
     }
 
     fn feature_names(&self) -> Vec<String> {
-        vec![]
+        (0..self.layers[0].0.d_in)
+            .map(|j| format!("a{j}"))
+            .collect()
     }
 
     fn export(&self, about: &ExportInfo) -> Result<Vec<BundleFile>, PredictError> {

@@ -98,8 +98,10 @@ pub struct UploadQuery {
     /// same as `target` with `task=classification`; fitting never sees it.
     #[param(min_length = 1)]
     pub label: Option<String>,
-    /// classification or regression (inferred when absent), or text: the body is a UTF-8 text
-    /// corpus for language models.
+    /// classification or regression (inferred when absent); text: the body is a UTF-8 text
+    /// corpus for language models (or labeled texts with `target`); activations: the body is a
+    /// `.npy` or `.safetensors` float32/float16 matrix (tokens x width) for sparse
+    /// autoencoders, stored as an unlabeled table.
     pub task: Option<String>,
 }
 
@@ -221,7 +223,18 @@ pub async fn upload_dataset(
         .clone()
         .ok_or_else(|| ApiError::bad_request("name", "required: the dataset's name"))?;
     validate_name(&name)?;
-    let (target, task) = upload_target(&form)?;
+    let activations = form.task.as_deref() == Some("activations");
+    let (target, task) = if activations {
+        if form.target.is_some() || form.label.is_some() {
+            return Err(ApiError::bad_request(
+                "target",
+                "an activation matrix has no target column; leave target and label out",
+            ));
+        }
+        (None, None)
+    } else {
+        upload_target(&form)?
+    };
     if state
         .store
         .get_dataset(&caller.project, &name)
@@ -244,6 +257,18 @@ pub async fn upload_dataset(
         .map_err(|e| ApiError::bad_request("file", e.to_string()))?;
         return store_upload(&state, &caller, name, csv, corpus).await;
     }
+    // An activation matrix (.npy, .safetensors) is kept as the unlabeled table it is.
+    let csv = if activations {
+        tokio::task::spawn_blocking(move || {
+            trainyard_data::activations::parse_activation_matrix(&csv)
+                .map(|m| Bytes::from(trainyard_data::activations::to_csv(&m)))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::bad_request("file", e.to_string()))?
+    } else {
+        csv
+    };
     let options = csv_options(&name, target.as_deref(), task);
     let parse_input = csv.clone();
     let dataset = tokio::task::spawn_blocking(move || parse_table(&parse_input, &options))
@@ -297,7 +322,7 @@ fn upload_target(form: &UploadQuery) -> ApiResult<(Option<String>, Option<Task>)
         Some(other) => {
             return Err(ApiError::bad_request(
                 "task",
-                format!("must be classification, regression or text, got '{other}'"),
+                format!("must be classification, regression, text or activations, got '{other}'"),
             ));
         }
     };
