@@ -295,3 +295,90 @@ async fn a_language_model_generates_from_the_cli_with_a_key() {
     let second = with_key(&args);
     assert_eq!(String::from_utf8(second.stdout).unwrap(), text, "seeded");
 }
+
+#[tokio::test]
+async fn a_sparse_autoencoders_features_show_from_the_cli() {
+    let server = Server::start().await;
+    let set = |pairs: &[&str]| -> Vec<String> {
+        pairs
+            .iter()
+            .flat_map(|p| ["--set".to_string(), p.to_string()])
+            .collect()
+    };
+    let create = |name: &str, algorithm: &str, settings: Vec<String>| {
+        let mut args: Vec<String> = [
+            "models",
+            "create",
+            "--name",
+            name,
+            "--dataset",
+            "shakespeare",
+            "--algorithm",
+            algorithm,
+            "--output",
+            "json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(settings);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        json_of(&cli(&server, &refs))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let lm = create(
+        "source",
+        "transformer_lm",
+        set(&[
+            "n_layer=1",
+            "n_head=2",
+            "n_embd=16",
+            "block_size=16",
+            "max_steps=20",
+            "eval_interval=20",
+            "eval_batches=1",
+        ]),
+    );
+    assert!(
+        cli(&server, &["models", "train", &lm, "--watch"])
+            .status
+            .success()
+    );
+    let sae = create(
+        "features",
+        "sparse_autoencoder",
+        set(&[
+            &format!("source_model={lm}"),
+            "n_tokens=2048",
+            "batch_size=128",
+            "max_steps=20",
+            "log_interval=10",
+            "k=4",
+        ]),
+    );
+    let trained = cli(&server, &["models", "train", &sae, "--watch"]);
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    let page = cli(&server, &["models", "features", &sae, "--limit", "3"]);
+    let text = String::from_utf8(page.stdout).unwrap();
+    assert!(text.starts_with("layer 0: 128 features"), "{text}");
+    assert_eq!(
+        text.lines().count(),
+        2 + 3,
+        "a heading, a header and three rows: {text}"
+    );
+    let one = cli(&server, &["models", "features", &sae, "--index", "0"]);
+    let text = String::from_utf8(one.stdout).unwrap();
+    assert!(text.starts_with("feature 0 of layer 0"), "{text}");
+    let encoded = cli(
+        &server,
+        &["models", "encode", &sae, "--text", "KING", "--top", "2"],
+    );
+    let text = String::from_utf8(encoded.stdout).unwrap();
+    assert_eq!(text.lines().count(), 4, "one line per character: {text}");
+}

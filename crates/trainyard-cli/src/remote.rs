@@ -106,6 +106,10 @@ pub enum ModelsCommand {
     },
     /// Continue a prompt with a language model (streamed as it is produced).
     Generate(crate::language::GenerateArgs),
+    /// A sparse autoencoder's features (a page, or one with --index and its top contexts).
+    Features(crate::features::FeaturesArgs),
+    /// A text's tokens through a sparse autoencoder: each token's strongest features.
+    Encode(crate::features::EncodeArgs),
     /// Download the export bundle (a tar archive of weights, config, tokenizer and model card).
     Export {
         model: String,
@@ -254,7 +258,7 @@ impl Client {
     }
 }
 
-fn print(output: &str, value: &Value, table: impl FnOnce(&Value)) {
+pub(crate) fn print(output: &str, value: &Value, table: impl FnOnce(&Value)) {
     if output == "json" {
         println!(
             "{}",
@@ -439,6 +443,8 @@ pub async fn models(conn: &Connection, command: ModelsCommand) -> Result<ExitCod
             });
         }
         ModelsCommand::Generate(args) => crate::language::generate(&client, out, args).await?,
+        ModelsCommand::Features(args) => crate::features::features(&client, out, args).await?,
+        ModelsCommand::Encode(args) => crate::features::encode(&client, out, args).await?,
         ModelsCommand::Export { model, output } => {
             crate::language::export(&client, &model, output).await?
         }
