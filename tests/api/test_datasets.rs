@@ -189,7 +189,7 @@ async fn bad_uploads_are_refused_with_the_reason() {
             "name=ok&target=label&task=clustering",
             "x1,label\n1,a\n2,b\n",
             "task",
-            "classification, regression or text",
+            "classification, regression, text or activations",
         ),
     ];
     for (query, csv, field, message) in cases {
