@@ -174,28 +174,23 @@ fn parse_safetensors(bytes: &[u8]) -> Result<Matrix, DataError> {
             )));
         }
     };
-    let shape: Vec<usize> = tensor["shape"]
-        .as_array()
-        .map(|s| {
-            s.iter()
-                .filter_map(|v| v.as_u64().map(|v| v as usize))
-                .collect()
-        })
-        .unwrap_or_default();
+    let numbers = |key: &str| -> Vec<usize> {
+        tensor[key]
+            .as_array()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|v| v.as_u64().map(|v| v as usize))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let shape = numbers("shape");
     let [rows, cols] = shape[..] else {
         return Err(invalid(format!(
             "tensor '{name}' has shape {shape:?}; an activation matrix is 2-D: tokens x width"
         )));
     };
-    let offsets: Vec<usize> = tensor["data_offsets"]
-        .as_array()
-        .map(|s| {
-            s.iter()
-                .filter_map(|v| v.as_u64().map(|v| v as usize))
-                .collect()
-        })
-        .unwrap_or_default();
-    let data = match offsets[..] {
+    let data = match numbers("data_offsets")[..] {
         [begin, end] => bytes.get(8 + header_len + begin..8 + header_len + end),
         _ => None,
     }

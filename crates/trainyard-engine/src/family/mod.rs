@@ -76,6 +76,36 @@ pub trait Reporter: Send {
     fn checkpoint(&mut self, checkpoint: &SavedCheckpoint) -> Result<u64, String>;
 }
 
+/// Hands a checkpoint to the reporter and reports it written (families trained by steps).
+pub(crate) fn report_checkpoint(
+    reporter: &mut dyn Reporter,
+    saved: &SavedCheckpoint,
+) -> Result<(), crate::TrainError> {
+    let bytes = reporter
+        .checkpoint(saved)
+        .map_err(crate::TrainError::Checkpoint)?;
+    reporter.event(TrainingEvent::CheckpointWritten {
+        epoch: saved.epoch,
+        step: saved.step,
+        bytes,
+    });
+    Ok(())
+}
+
+/// Progress of a run trained by steps and evaluated every `interval` steps: step `done` as a
+/// batch of the evaluation window under way (an "epoch" of progress reporting).
+pub(crate) fn step_progress(done: u64, interval: u64, max_steps: u64) -> TrainingEvent {
+    let window_start = (done - 1) / interval * interval;
+    let batches = interval.min(max_steps - window_start);
+    let batch = done - window_start;
+    TrainingEvent::Progress {
+        epoch: (window_start / interval) as u32 + 1,
+        batch: batch as u32,
+        batches: batches as u32,
+        fraction: batch as f64 / batches as f64,
+    }
+}
+
 /// A trained model file and its final metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Artifact {

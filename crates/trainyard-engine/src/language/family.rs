@@ -139,15 +139,11 @@ impl LmObserver for Forward<'_> {
             return;
         }
         self.last_progress = Instant::now();
-        let window_start = (done - 1) / self.eval_interval * self.eval_interval;
-        let batches = self.eval_interval.min(self.max_steps - window_start);
-        let batch = done - window_start;
-        self.reporter.event(TrainingEvent::Progress {
-            epoch: (window_start / self.eval_interval) as u32 + 1,
-            batch: batch as u32,
-            batches: batches as u32,
-            fraction: batch as f64 / batches as f64,
-        });
+        self.reporter.event(crate::family::step_progress(
+            done,
+            self.eval_interval,
+            self.max_steps,
+        ));
     }
 
     fn evaluation(&mut self, e: &Evaluation) {
@@ -172,17 +168,7 @@ impl LmObserver for Forward<'_> {
     }
 
     fn checkpoint(&mut self, checkpoint: &LmCheckpoint) -> Result<(), TrainError> {
-        let saved = encode_checkpoint(checkpoint);
-        let bytes = self
-            .reporter
-            .checkpoint(&saved)
-            .map_err(TrainError::Checkpoint)?;
-        self.reporter.event(TrainingEvent::CheckpointWritten {
-            epoch: saved.epoch,
-            step: saved.step,
-            bytes,
-        });
-        Ok(())
+        crate::family::report_checkpoint(self.reporter, &encode_checkpoint(checkpoint))
     }
 }
 

@@ -477,16 +477,11 @@ impl SaeObserver for Forward<'_> {
             return;
         }
         self.last_progress = Instant::now();
-        let interval = self.hp.log_interval;
-        let window_start = (done - 1) / interval * interval;
-        let batches = interval.min(self.hp.max_steps - window_start);
-        let batch = done - window_start;
-        self.reporter.event(TrainingEvent::Progress {
-            epoch: (window_start / interval) as u32 + 1,
-            batch: batch as u32,
-            batches: batches as u32,
-            fraction: batch as f64 / batches as f64,
-        });
+        self.reporter.event(crate::family::step_progress(
+            done,
+            self.hp.log_interval,
+            self.hp.max_steps,
+        ));
     }
 
     fn evaluation(&mut self, e: &SaeEvaluation) {
@@ -509,16 +504,7 @@ impl SaeObserver for Forward<'_> {
             step: checkpoint.step,
             bytes: encode_checkpoint(checkpoint),
         };
-        let bytes = self
-            .reporter
-            .checkpoint(&saved)
-            .map_err(TrainError::Checkpoint)?;
-        self.reporter.event(TrainingEvent::CheckpointWritten {
-            epoch: saved.epoch,
-            step: saved.step,
-            bytes,
-        });
-        Ok(())
+        crate::family::report_checkpoint(self.reporter, &saved)
     }
 
     fn resampled(&mut self, step: u64, layer: usize, latents: usize) {

@@ -58,30 +58,18 @@ fn geometric_median(x: &[f32], d: usize, start: Vec<f64>) -> Vec<f32> {
 /// `sqrt(d) / mean |x|`: scaling by it makes the mean squared norm about `d`, so
 /// hyperparameters carry over between models of different widths.
 pub fn norm_scale(x: &[f32], d: usize) -> f32 {
-    let n = x.len() / d;
-    let mean_norm = x
-        .chunks(d)
-        .map(|row| {
-            row.iter()
-                .map(|v| f64::from(*v).powi(2))
-                .sum::<f64>()
-                .sqrt()
-        })
-        .sum::<f64>()
-        / n.max(1) as f64;
-    if mean_norm > 0.0 {
-        ((d as f64).sqrt() / mean_norm) as f32
+    let norm = mean_norm(x, d);
+    if norm > 0.0 {
+        ((d as f64).sqrt() / norm) as f32
     } else {
         1.0
     }
 }
 
-/// Per-dimension mean and the mean norm of each row, for the layer's stored statistics.
-pub fn summary(x: &[f32], d: usize) -> (Vec<f32>, f64) {
-    let mean = centre(x, d, BiasInit::Mean);
+/// The mean Euclidean norm of the rows.
+pub fn mean_norm(x: &[f32], d: usize) -> f64 {
     let n = (x.len() / d).max(1);
-    let mean_norm = x
-        .chunks(d)
+    x.chunks(d)
         .map(|row| {
             row.iter()
                 .map(|v| f64::from(*v).powi(2))
@@ -89,8 +77,7 @@ pub fn summary(x: &[f32], d: usize) -> (Vec<f32>, f64) {
                 .sqrt()
         })
         .sum::<f64>()
-        / n as f64;
-    (mean, mean_norm)
+        / n as f64
 }
 
 #[cfg(test)]
@@ -113,7 +100,7 @@ mod tests {
         let x: Vec<f32> = (0..400).map(|i| (i as f32 * 0.1).sin() * 7.0).collect();
         let s = norm_scale(&x, 4);
         let scaled: Vec<f32> = x.iter().map(|v| v * s).collect();
-        let (_, mean_norm) = summary(&scaled, 4);
-        assert!((mean_norm - 2.0).abs() < 1e-4, "{mean_norm}");
+        let norm = mean_norm(&scaled, 4);
+        assert!((norm - 2.0).abs() < 1e-4, "{norm}");
     }
 }

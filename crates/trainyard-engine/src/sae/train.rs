@@ -305,12 +305,13 @@ fn evaluate(
 ) -> SaeEvaluation {
     let mut values: BTreeMap<String, f64> = BTreeMap::new();
     let (mut train_loss, mut val_loss) = (0.0, 0.0);
+    let count = data.len() as f64;
     for (state, layer) in layers.iter_mut().zip(data) {
         let metrics = layer_metrics(hp, state, layer);
-        train_loss += metrics["loss"] / layers_len(data);
-        val_loss += metrics["val_mse"] / layers_len(data);
+        train_loss += metrics["loss"] / count;
+        val_loss += metrics["val_mse"] / count;
         for (name, value) in metrics {
-            *values.entry(name.clone()).or_default() += value / layers_len(data);
+            *values.entry(name.clone()).or_default() += value / count;
             values.insert(format!("layer{}.{name}", state.layer), value);
         }
         state.interval = Interval {
@@ -330,10 +331,6 @@ fn evaluate(
         seconds,
         values,
     }
-}
-
-fn layers_len(data: &[LayerData]) -> f64 {
-    data.len() as f64
 }
 
 fn layer_metrics(
@@ -387,8 +384,7 @@ fn layer_metrics(
     if hp.architecture != Architecture::Relu {
         m.insert("aux_loss".into(), i.aux / steps);
     } else {
-        let warm = state.l1;
-        m.insert("l1_coefficient".into(), warm);
+        m.insert("l1_coefficient".into(), state.l1);
     }
     m
 }
