@@ -74,7 +74,7 @@ pub fn run(name: &str) -> anyhow::Result<Value> {
     Ok(json!({
         "workload": name,
         "steps_per_second": STEPS as f64 / seconds,
-        "final_l0": state.interval.l0 / state.interval.steps.max(1) as f64,
+        "final_l0": state.interval.sums.l0 / state.interval.steps.max(1) as f64,
         "threads": crate::bench::rayon_threads(),
     }))
 }

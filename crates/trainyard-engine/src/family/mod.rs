@@ -16,7 +16,6 @@ use trainyard_data::{Dataset, DatasetInfo};
 
 use crate::{Control, PredictError, TrainError};
 
-pub use crate::sae::{FeatureQuery, FeatureSort};
 pub use registry::Families;
 
 /// What the server allows every job, whatever its family.
@@ -59,6 +58,9 @@ pub struct Dependency {
     pub model_id: String,
     /// The algorithms it may have been trained with.
     pub algorithms: Vec<&'static str>,
+    /// The family checks the model file itself at create time ([`Family::check_dependency`]);
+    /// otherwise the server does not read it until the job runs.
+    pub inspect: bool,
 }
 
 /// A checkpoint as its family serialised it, with where training stood.
@@ -166,7 +168,8 @@ pub trait Family: Send + Sync {
     }
 
     /// Checks what depends on a dependency's model file itself (an autoencoder's layers
-    /// against its source model's depth); errors name the field. Called at create time.
+    /// against its source model's depth); errors name the field. Called at create time for
+    /// dependencies marked `inspect`.
     fn check_dependency(
         &self,
         hyperparameters: &Map<String, Value>,
@@ -260,6 +263,23 @@ pub struct ExportInfo {
 pub struct BundleFile {
     pub name: String,
     pub bytes: Vec<u8>,
+}
+
+/// How a features listing is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureSort {
+    Index,
+    Frequency,
+    MaxActivation,
+}
+
+/// A page of features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureQuery {
+    pub layer: Option<usize>,
+    pub sort: FeatureSort,
+    pub limit: usize,
+    pub offset: usize,
 }
 
 /// A trained model, decoded once and shared by concurrent requests.

@@ -335,6 +335,7 @@ impl Family for Language {
                 field: field.into(),
                 model_id: id.into(),
                 algorithms: vec!["transformer_lm"],
+                inspect: false,
             })
         })
         .collect()

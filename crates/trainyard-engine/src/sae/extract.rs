@@ -22,6 +22,18 @@ pub struct Source {
     pub model: Gpt,
 }
 
+impl Source {
+    /// A `transformer_lm` model file, decoded.
+    pub fn decode(bytes: &[u8]) -> Result<Source, crate::PredictError> {
+        let (config, tokenizer, model) = crate::language::family::decode_language_model(bytes)?;
+        Ok(Source {
+            config,
+            tokenizer,
+            model,
+        })
+    }
+}
+
 /// Activations of the requested layers and the token windows they came from.
 pub struct Extracted {
     pub layers: Vec<LayerData>,

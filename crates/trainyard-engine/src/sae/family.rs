@@ -15,14 +15,16 @@ use trainyard_data::text::builtin_corpus;
 
 use super::codec::{SaeShape, decode_checkpoint, encode_checkpoint, sae_sections, u32_bytes};
 use super::extract::{Source, extract};
-use super::features::{LossRecovered, Splice, feature_statistics, loss_recovered};
+use super::features::{
+    LossRecovered, Splice, feature_statistics, loss_recovered_from, next_token_loss,
+};
 use super::spec::{self, SaeHyperparameters};
 use super::train::{LayerData, SaeCheckpoint, SaeEvaluation, SaeObserver, SaeRun, train};
 use crate::container::write_sections;
 use crate::family::{
     Artifact, Dependency, Family, Finished, Job, Limits, Plan, Reporter, SavedCheckpoint, Served,
 };
-use crate::language::family::{decode_language_model, language_model_config};
+use crate::language::family::language_model_config;
 use crate::{Control, PredictError, Stop, TrainError};
 
 pub(super) const MODEL_MAGIC: &[u8; 8] = b"TYSAEMD1";
@@ -165,6 +167,7 @@ impl Family for SparseAutoencoders {
                 field: SOURCE_FIELD.into(),
                 model_id: id.into(),
                 algorithms: vec!["transformer_lm"],
+                inspect: true,
             })
             .into_iter()
             .collect()
@@ -225,18 +228,13 @@ impl Family for SparseAutoencoders {
                 "{SOURCE_FIELD}: the source model was not provided to this job; train on a server"
             ))
         })?;
-        let (config, tokenizer, model) =
-            decode_language_model(source_file).map_err(|e| fit(format!("{SOURCE_FIELD}: {e}")))?;
+        let source =
+            Source::decode(source_file).map_err(|e| fit(format!("{SOURCE_FIELD}: {e}")))?;
         if hp.layers.is_empty() {
-            hp.layers = vec![config.n_layer / 2];
+            hp.layers = vec![source.config.n_layer / 2];
         }
-        spec::check_against_source(&hp, config.n_layer, config.n_embd)
+        spec::check_against_source(&hp, source.config.n_layer, source.config.n_embd)
             .map_err(|e| fit(e.to_string()))?;
-        let source = Source {
-            config,
-            tokenizer,
-            model,
-        };
         let text = match &job.dataset.text {
             Some(text) => text.clone(),
             None => builtin_corpus(&job.dataset.info.name)
@@ -391,20 +389,25 @@ fn model_file(
     let mut summaries = vec![];
     let mut layer_sections: Vec<Vec<u8>> = vec![];
     let mut recovered_total = 0.0;
+    // The unmodified loss is the same whichever layer is spliced: compute it once.
+    let original = origin
+        .as_ref()
+        .map(|o| next_token_loss(o.source, o.validation_windows, 0, hp.site, &Splice::Keep));
     for (state, data) in run.layers.iter().zip(layers) {
         let prefix = format!("layer{}.", state.layer);
         let mut own: BTreeMap<String, f64> = metrics
             .iter()
             .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|k| (k.to_string(), *v)))
             .collect();
-        let recovered = origin.as_ref().map(|origin| {
+        let recovered = origin.as_ref().zip(original).map(|(origin, original)| {
             let splice = Splice::Autoencoder {
                 sae: &state.sae,
                 scale: data.scale,
                 architecture: hp.architecture,
                 k: hp.k,
             };
-            loss_recovered(
+            loss_recovered_from(
+                original,
                 origin.source,
                 origin.validation_windows,
                 state.layer,

@@ -109,9 +109,22 @@ pub fn loss_recovered(
     site: Site,
     splice: &Splice<'_>,
 ) -> LossRecovered {
+    let original = next_token_loss(source, windows, layer, site, &Splice::Keep);
+    loss_recovered_from(original, source, windows, layer, site, splice)
+}
+
+/// [`loss_recovered`] when the unmodified loss is known (it is the same for every layer).
+pub fn loss_recovered_from(
+    original: f64,
+    source: &Source,
+    windows: &[u32],
+    layer: usize,
+    site: Site,
+    splice: &Splice<'_>,
+) -> LossRecovered {
     let loss = |how: &Splice<'_>| next_token_loss(source, windows, layer, site, how);
     LossRecovered {
-        original: loss(&Splice::Keep),
+        original,
         spliced: loss(splice),
         zero_ablated: loss(&Splice::Zero),
     }

@@ -18,6 +18,5 @@ pub mod train;
 
 pub use family::SparseAutoencoders;
 pub use model::{Architecture, Sae};
-pub use served::{FeatureQuery, FeatureSort};
 pub use spec::SaeHyperparameters;
 pub use train::{LayerData, SaeCheckpoint, SaeObserver, SaeRun};

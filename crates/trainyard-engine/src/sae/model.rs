@@ -48,8 +48,9 @@ pub struct LossSettings {
     pub aux_coefficient: f32,
 }
 
-/// One step's loss, its parts and the statistics logged with it (sums over the batch).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// One step's loss, its parts and the statistics logged with it (sums over the batch); summed
+/// over steps by the trainer between evaluations.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct StepStats {
     pub rows: usize,
     /// Mean over tokens of the squared reconstruction error.
@@ -68,6 +69,18 @@ pub struct StepStats {
 impl StepStats {
     pub fn loss(&self) -> f64 {
         self.mse + self.sparsity + self.aux
+    }
+
+    /// Adds another step's statistics to these.
+    pub fn add(&mut self, other: &StepStats) {
+        self.rows += other.rows;
+        self.mse += other.mse;
+        self.sparsity += other.sparsity;
+        self.aux += other.aux;
+        self.l0 += other.l0;
+        self.sse += other.sse;
+        self.sst += other.sst;
+        self.norm_ratio += other.norm_ratio;
     }
 }
 

@@ -11,26 +11,8 @@ use super::features::LayerFeatures;
 use super::model::{Architecture, Sae};
 use crate::PredictError;
 use crate::container::read_sections;
-use crate::family::{BundleFile, ExportInfo, Served};
-use crate::language::family::decode_language_model;
+use crate::family::{BundleFile, ExportInfo, FeatureQuery, FeatureSort, Served};
 use crate::language::weights::safetensors_file;
-
-/// How a features listing is ordered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FeatureSort {
-    Index,
-    Frequency,
-    MaxActivation,
-}
-
-/// A page of features.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FeatureQuery {
-    pub layer: Option<usize>,
-    pub sort: FeatureSort,
-    pub limit: usize,
-    pub offset: usize,
-}
 
 /// Characters of context shown on each side of an activating token, at most.
 const CONTEXT_TOKENS: usize = 24;
@@ -41,6 +23,8 @@ pub struct ServedSae {
     header: ModelHeader,
     /// The language model the activations came from; none for an uploaded matrix.
     source: Option<Source>,
+    /// The source model's token embedding (its tied unembedding), `[vocab, d]`, read once.
+    unembedding: Vec<f32>,
     windows: Vec<u32>,
     layers: Vec<(Sae, LayerFeatures)>,
 }
@@ -59,12 +43,7 @@ impl ServedSae {
         let source = if sections[1].is_empty() {
             None
         } else {
-            let (config, tokenizer, model) = decode_language_model(sections[1])?;
-            Some(Source {
-                config,
-                tokenizer,
-                model,
-            })
+            Some(Source::decode(sections[1])?)
         };
         let mut layers = vec![];
         for (i, summary) in header.layers.iter().enumerate() {
@@ -73,9 +52,17 @@ impl ServedSae {
             let features: LayerFeatures = serde_json::from_slice(own[4]).map_err(artifact)?;
             layers.push((sae, features));
         }
+        let unembedding = source.as_ref().map_or_else(Vec::new, |s| {
+            s.model
+                .token_embedding()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap_or_default()
+        });
         Ok(ServedSae {
             windows: read_u32s(sections[2]),
             source,
+            unembedding,
             header,
             layers,
         })
@@ -126,7 +113,7 @@ impl ServedSae {
         })
     }
 
-    pub fn list_features(&self, query: &FeatureQuery) -> Result<Value, PredictError> {
+    fn page(&self, query: &FeatureQuery) -> Result<Value, PredictError> {
         let index = self.layer_index(query.layer)?;
         let features = &self.layers[index].1;
         let mut order: Vec<usize> = (0..features.frequency.len()).collect();
@@ -156,7 +143,7 @@ impl ServedSae {
         }))
     }
 
-    pub fn feature(&self, layer: Option<usize>, latent: usize) -> Result<Value, PredictError> {
+    fn detail(&self, layer: Option<usize>, latent: usize) -> Result<Value, PredictError> {
         let index = self.layer_index(layer)?;
         let (sae, features) = &self.layers[index];
         if latent >= sae.d_sae {
@@ -178,7 +165,7 @@ impl ServedSae {
             .map(|&(row, activation)| self.context(source, row as usize, activation))
             .collect();
         out["top_contexts"] = json!(contexts);
-        out["promoted_tokens"] = json!(promoted(source, sae, latent));
+        out["promoted_tokens"] = json!(promoted(source, &self.unembedding, sae, latent));
         Ok(out)
     }
 
@@ -199,7 +186,7 @@ impl ServedSae {
     }
 
     /// Per token of `text` (the last `block_size` when longer), its `top` strongest latents.
-    pub fn encode_text(
+    fn tokens_to_features(
         &self,
         text: &str,
         layer: Option<usize>,
@@ -319,15 +306,9 @@ impl ServedSae {
 
 /// Tokens whose output embedding the decoder direction raises most (direct logit
 /// attribution through the tied unembedding, ignoring the final norm's scale).
-fn promoted(source: &Source, sae: &Sae, latent: usize) -> Vec<Value> {
+fn promoted(source: &Source, embedding: &[f32], sae: &Sae, latent: usize) -> Vec<Value> {
     let d = sae.d_in;
     let direction = &sae.w_dec[latent * d..][..d];
-    let embedding = source
-        .model
-        .token_embedding()
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap_or_default();
     let mut scored: Vec<(usize, f32)> = embedding
         .chunks(d)
         .enumerate()
@@ -391,11 +372,11 @@ impl Served for ServedSae {
     }
 
     fn features(&self, query: &FeatureQuery) -> Result<Value, PredictError> {
-        self.list_features(query)
+        self.page(query)
     }
 
     fn feature(&self, layer: Option<usize>, index: usize) -> Result<Value, PredictError> {
-        ServedSae::feature(self, layer, index)
+        self.detail(layer, index)
     }
 
     fn encode_text(
@@ -404,6 +385,6 @@ impl Served for ServedSae {
         layer: Option<usize>,
         top: usize,
     ) -> Result<Value, PredictError> {
-        ServedSae::encode_text(self, text, layer, top)
+        self.tokens_to_features(text, layer, top)
     }
 }

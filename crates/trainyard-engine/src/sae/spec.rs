@@ -187,9 +187,11 @@ pub fn resolve(user: &Map<String, Value>) -> Result<SaeHyperparameters, Validati
             "site" => hp.site = Site::parse(choice(&field, v, &Site::NAMES)?),
             "n_tokens" => hp.n_tokens = int(256, 50_000_000)? as usize,
             "architecture" => {
-                hp.architecture =
-                    serde_json::from_value(Value::String(choice(&field, v, &ARCHITECTURES)?.into()))
-                        .expect("architecture names parse")
+                hp.architecture = match choice(&field, v, &ARCHITECTURES)? {
+                    "relu" => Architecture::Relu,
+                    "topk" => Architecture::Topk,
+                    _ => Architecture::BatchTopk,
+                }
             }
             "expansion_factor" => hp.expansion_factor = int(1, 256)? as usize,
             "d_sae" => hp.d_sae = Some(int(1, 1 << 20)? as usize),

@@ -33,18 +33,20 @@ impl LayerData {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Interval {
     pub steps: u64,
-    pub loss: f64,
-    pub mse: f64,
-    pub sparsity: f64,
-    pub aux: f64,
-    pub l0: f64,
-    pub sse: f64,
-    pub sst: f64,
-    pub norm_ratio: f64,
+    /// Each step's statistics, summed.
+    pub sums: StepStats,
     pub grad_norm: f64,
-    pub rows: u64,
     /// Times each latent fired.
     pub fired: Vec<u64>,
+}
+
+impl Interval {
+    fn new(d_sae: usize) -> Interval {
+        Interval {
+            fired: vec![0; d_sae],
+            ..Interval::default()
+        }
+    }
 }
 
 /// Everything one layer's training carries from step to step.
@@ -104,10 +106,7 @@ pub fn init_layer(hp: &SaeHyperparameters, data: &LayerData) -> LayerState {
         sae,
         since_fired: vec![0; d_sae],
         l1: hp.l1_coefficient,
-        interval: Interval {
-            fired: vec![0; d_sae],
-            ..Interval::default()
-        },
+        interval: Interval::new(d_sae),
     }
 }
 
@@ -276,16 +275,8 @@ pub fn train_step(
     }
     let i = &mut state.interval;
     i.steps += 1;
-    i.loss += stats.loss();
-    i.mse += stats.mse;
-    i.sparsity += stats.sparsity;
-    i.aux += stats.aux;
-    i.l0 += stats.l0;
-    i.sse += stats.sse;
-    i.sst += stats.sst;
-    i.norm_ratio += stats.norm_ratio;
+    i.sums.add(&stats);
     i.grad_norm += grad_norm;
-    i.rows += n;
     stats
 }
 
@@ -314,10 +305,7 @@ fn evaluate(
             *values.entry(name.clone()).or_default() += value / count;
             values.insert(format!("layer{}.{name}", state.layer), value);
         }
-        state.interval = Interval {
-            fired: vec![0; state.sae.d_sae],
-            ..Interval::default()
-        };
+        state.interval = Interval::new(state.sae.d_sae);
     }
     values.insert("step".into(), step as f64);
     let tokens_per_second = (steps * hp.batch_size as u64) as f64 / seconds.max(1e-9);
@@ -348,7 +336,7 @@ fn layer_metrics(
     let dense = i
         .fired
         .iter()
-        .filter(|&&f| i.rows > 0 && f as f64 / i.rows as f64 > 0.1)
+        .filter(|&&f| i.sums.rows > 0 && f as f64 / i.sums.rows as f64 > 0.1)
         .count();
     let rows = (layer.validation.len() / layer.d_in).min(VALIDATION_ROWS);
     let validation = &layer.validation[..rows * layer.d_in];
@@ -356,17 +344,17 @@ fn layer_metrics(
     let reconstruction = state.sae.decode(&codes);
     let val = reconstruction_stats(validation, &reconstruction, layer.d_in);
     let mut m = BTreeMap::from([
-        ("loss".to_string(), i.loss / steps),
-        ("mse".to_string(), i.mse / steps),
-        ("sparsity_loss".to_string(), i.sparsity / steps),
-        ("l0".to_string(), i.l0 / steps),
+        ("loss".to_string(), i.sums.loss() / steps),
+        ("mse".to_string(), i.sums.mse / steps),
+        ("sparsity_loss".to_string(), i.sums.sparsity / steps),
+        ("l0".to_string(), i.sums.l0 / steps),
         (
             "explained_variance".to_string(),
-            1.0 - i.sse / i.sst.max(1e-12),
+            1.0 - i.sums.sse / i.sums.sst.max(1e-12),
         ),
         (
             "norm_ratio".to_string(),
-            i.norm_ratio / i.rows.max(1) as f64,
+            i.sums.norm_ratio / i.sums.rows.max(1) as f64,
         ),
         ("grad_norm".to_string(), i.grad_norm / steps),
         ("dead_latents".to_string(), dead as f64),
@@ -382,7 +370,7 @@ fn layer_metrics(
         ),
     ]);
     if hp.architecture != Architecture::Relu {
-        m.insert("aux_loss".into(), i.aux / steps);
+        m.insert("aux_loss".into(), i.sums.aux / steps);
     } else {
         m.insert("l1_coefficient".into(), state.l1);
     }

@@ -9,8 +9,7 @@ use axum::response::{IntoResponse, Response};
 use trainyard_engine::family::{BundleFile, ExportInfo};
 
 use crate::access::Caller;
-use crate::api::models::find_model;
-use crate::api::serving::{answer_error, load_served, serving_run};
+use crate::api::serving::{answer_error, served_model};
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 
@@ -41,9 +40,7 @@ pub async fn export_model(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let model = find_model(&state, &caller, &id).await?;
-    let run = serving_run(&state, &model.id).await?;
-    let served = load_served(&state, &model.algorithm, &run).await?;
+    let (model, run, served) = served_model(&state, &caller, &id).await?;
     let about = ExportInfo {
         model_id: model.id.clone(),
         model_name: model.name.clone(),

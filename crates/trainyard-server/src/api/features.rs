@@ -5,14 +5,14 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use trainyard_engine::family::{FeatureQuery, FeatureSort};
 
 use crate::access::Caller;
 use crate::api::ApiJson;
-use crate::api::models::find_model;
-use crate::api::serving::{answer_error, load_served, serving_run};
+use crate::api::serving::{answer_error, served_model};
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 
@@ -53,10 +53,96 @@ pub struct EncodeBody {
 
 const MAX_ENCODE_BYTES: usize = 100_000;
 
+// The answers' shapes. The family answers JSON; reading it into these types keeps the
+// documented schema and the answer the same thing.
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FeaturePage {
+    pub layer: usize,
+    /// Latents of this layer's autoencoder.
+    pub total: usize,
+    /// Latents that never fired on the training tokens.
+    pub dead: usize,
+    pub limit: usize,
+    pub offset: usize,
+    pub items: Vec<FeatureSummary>,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FeatureSummary {
+    pub index: usize,
+    /// Fraction of training tokens on which it fires.
+    pub frequency: f64,
+    pub max_activation: f64,
+    pub decoder_norm: f64,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FeatureDetail {
+    pub index: usize,
+    pub layer: usize,
+    pub frequency: f64,
+    pub max_activation: f64,
+    pub decoder_norm: f64,
+    /// Strongest first (activations from a language model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_contexts: Option<Vec<FeatureContext>>,
+    /// Tokens the decoder direction raises most through the source model's unembedding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_tokens: Option<Vec<PromotedToken>>,
+    /// Strongest first (an uploaded activation matrix): row numbers of the upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_rows: Option<Vec<FeatureRow>>,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FeatureContext {
+    pub before: String,
+    pub token: String,
+    pub after: String,
+    pub activation: f64,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PromotedToken {
+    pub token: String,
+    pub id: usize,
+    pub score: f64,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FeatureRow {
+    pub row: usize,
+    pub activation: f64,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EncodedText {
+    pub layer: usize,
+    /// The text was longer than the context: its last `block_size` tokens were read.
+    pub truncated: bool,
+    pub tokens: Vec<EncodedToken>,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EncodedToken {
+    pub token: String,
+    /// Features active on this token.
+    pub active: usize,
+    /// The strongest `top`, strongest first.
+    pub features: Vec<ActiveFeature>,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ActiveFeature {
+    pub index: usize,
+    pub activation: f64,
+}
+
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
 #[utoipa::path(get, path = "/api/models/{id}/features", params(("id" = String, Path, description = "the model's id"), FeaturesQuery), tag = "models",
-    responses((status = 200, description = "a page of the autoencoder's features: frequency, max activation, decoder norm", body = Value),
+    responses((status = 200, description = "a page of the autoencoder's features: frequency, max activation, decoder norm", body = FeaturePage),
               (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn list_features(
@@ -64,7 +150,7 @@ pub async fn list_features(
     State(state): State<SharedState>,
     Path(id): Path<String>,
     query: QueryResult<FeaturesQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FeaturePage>> {
     let Query(q) = query?;
     let sort = match q.sort.as_deref() {
         None | Some("index") => FeatureSort::Index,
@@ -97,7 +183,7 @@ pub async fn list_features(
 }
 
 #[utoipa::path(get, path = "/api/models/{id}/features/{index}", params(("id" = String, Path, description = "the model's id"), ("index" = usize, Path, description = "the feature (latent) index"), FeatureQueryParams), tag = "models",
-    responses((status = 200, description = "one feature: statistics, top activating contexts, promoted tokens", body = Value),
+    responses((status = 200, description = "one feature: statistics, top activating contexts, promoted tokens", body = FeatureDetail),
               (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn get_feature(
@@ -105,7 +191,7 @@ pub async fn get_feature(
     State(state): State<SharedState>,
     Path((id, index)): Path<(String, String)>,
     query: QueryResult<FeatureQueryParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FeatureDetail>> {
     let Query(q) = query?;
     let index: usize = index
         .parse()
@@ -117,7 +203,7 @@ pub async fn get_feature(
 }
 
 #[utoipa::path(post, path = "/api/models/{id}/encode", params(("id" = String, Path, description = "the model's id")), request_body = EncodeBody, tag = "models",
-    responses((status = 200, description = "per token: how many features fire and the strongest ones", body = Value),
+    responses((status = 200, description = "per token: how many features fire and the strongest ones", body = EncodedText),
               (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn encode(
@@ -125,7 +211,7 @@ pub async fn encode(
     State(state): State<SharedState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<EncodeBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EncodedText>> {
     if body.text.len() > MAX_ENCODE_BYTES {
         return Err(ApiError::bad_request(
             "text",
@@ -145,8 +231,8 @@ pub async fn encode(
     .await
 }
 
-/// Finds the model's served form and asks it on a blocking thread.
-async fn answer(
+/// Finds the model's served form, asks it on a blocking thread, and reads the answer as `T`.
+async fn answer<T: DeserializeOwned>(
     state: &SharedState,
     caller: &Caller,
     id: &str,
@@ -156,13 +242,13 @@ async fn answer(
     ) -> Result<Value, trainyard_engine::PredictError>
     + Send
     + 'static,
-) -> ApiResult<Json<Value>> {
-    let model = find_model(state, caller, id).await?;
-    let run = serving_run(state, &model.id).await?;
-    let served = load_served(state, &model.algorithm, &run).await?;
+) -> ApiResult<Json<T>> {
+    let (_, _, served) = served_model(state, caller, id).await?;
     let value = tokio::task::spawn_blocking(move || ask(served.as_ref()))
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| answer_error(e, field))?;
-    Ok(Json(value))
+    serde_json::from_value(value)
+        .map(Json)
+        .map_err(|e| ApiError::internal(format!("the model answered an unexpected shape: {e}")))
 }

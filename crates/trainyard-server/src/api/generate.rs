@@ -16,8 +16,7 @@ use trainyard_engine::family::{GenerateRequest, Generated, Served};
 use crate::access::Caller;
 use crate::access::streams::{StreamPermit, open_stream};
 use crate::api::ApiJson;
-use crate::api::models::find_model;
-use crate::api::serving::{answer_error, load_served, serving_run};
+use crate::api::serving::{answer_error, served_model};
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 
@@ -148,9 +147,7 @@ pub async fn generate(
     ApiJson(body): ApiJson<GenerateBody>,
 ) -> ApiResult<Response> {
     let request = request(body)?;
-    let model = find_model(&state, &caller, &id).await?;
-    let run = serving_run(&state, &model.id).await?;
-    let served = load_served(&state, &model.algorithm, &run).await?;
+    let (model, run, served) = served_model(&state, &caller, &id).await?;
     if wants_events(&headers) {
         let permit = open_stream(&state, &caller)?;
         return Ok(stream(served, request, model.id, run.id, permit).into_response());

@@ -80,10 +80,12 @@ async fn validate_spec(
         .unwrap_or_default();
     for dependency in family.dependencies(&resolved) {
         check_dependency(state, project, &dependency).await?;
-        let file = crate::worker::dependency_file(state, project, &dependency.model_id)
-            .await
-            .map_err(|e| ApiError::bad_request(&dependency.field, e))?;
-        family.check_dependency(&resolved, &dependency.field, &file, &state.config.limits())?;
+        if dependency.inspect {
+            let file = crate::worker::dependency_file(state, project, &dependency.model_id)
+                .await
+                .map_err(|e| ApiError::bad_request(&dependency.field, e))?;
+            family.check_dependency(&resolved, &dependency.field, &file, &state.config.limits())?;
+        }
     }
     Ok(plan)
 }
@@ -98,6 +100,7 @@ async fn check_dependency(
         field,
         model_id,
         algorithms,
+        ..
     } = dependency;
     let model = state
         .store

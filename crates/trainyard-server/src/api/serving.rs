@@ -131,6 +131,18 @@ pub async fn predict(
     }))
 }
 
+/// A model of the caller's project, the run that answers for it and that run's decoded model.
+pub(crate) async fn served_model(
+    state: &SharedState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<(trainyard_store::ModelRow, RunRow, Arc<dyn Served>)> {
+    let model = find_model(state, caller, id).await?;
+    let run = serving_run(state, &model.id).await?;
+    let served = load_served(state, &model.algorithm, &run).await?;
+    Ok((model, run, served))
+}
+
 /// The run's decoded model, from the cache or its file.
 pub(crate) async fn load_served(
     state: &SharedState,
