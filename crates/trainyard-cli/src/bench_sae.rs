@@ -46,6 +46,8 @@ pub fn run(name: &str) -> anyhow::Result<Value> {
         warmup_steps: 0,
         lr_decay_steps: 0,
         grad_clip: 0.0,
+        // The peer applies its L1 coefficient from the first step: no warm-up here either.
+        l1_warmup_steps: 0,
         decoder_norm: if architecture == Architecture::Relu {
             DecoderNorm::Penalty
         } else {

@@ -77,7 +77,7 @@ fn print_page(page: &Value) {
     for item in page["items"].as_array().into_iter().flatten() {
         println!(
             "{:>7} {:>11.5} {:>15.4} {:>13.4}",
-            item["index"],
+            item["index"].as_u64().unwrap_or_default(),
             item["frequency"].as_f64().unwrap_or(f64::NAN),
             item["max_activation"].as_f64().unwrap_or(f64::NAN),
             item["decoder_norm"].as_f64().unwrap_or(f64::NAN)
@@ -151,7 +151,7 @@ pub async fn encode(client: &Client, out: &str, args: EncodeArgs) -> Result<(), 
             println!(
                 "{:>6} {:>4} active  {}",
                 format!("{:?}", token["token"].as_str().unwrap_or_default()),
-                token["active"],
+                token["active"].as_u64().unwrap_or_default(),
                 features.join(" ")
             );
         }
