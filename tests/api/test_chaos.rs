@@ -76,13 +76,13 @@ async fn create_and_train(server: &Server, spec: &(String, &str, &str, Value)) -
     id
 }
 
-/// Final metrics without the wall-clock ones.
+/// Final metrics without the measured ones (wall clock, resident memory).
 fn learned(metrics: &Value) -> BTreeMap<String, Value> {
     metrics
         .as_object()
         .unwrap()
         .iter()
-        .filter(|(k, _)| !k.contains("second"))
+        .filter(|(k, _)| !k.contains("second") && *k != "memory_peak_mb")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }

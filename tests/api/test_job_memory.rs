@@ -133,3 +133,91 @@ async fn test_predict_rows_have_a_named_limit() {
             .contains("at most 10000 rows")
     );
 }
+
+#[tokio::test]
+async fn test_a_run_records_its_peak_memory_beside_its_estimate() {
+    let server = Server::start().await;
+    let id = server
+        .create_model(
+            "mnist",
+            "mlp",
+            json!({"hidden_layers": [256], "epochs": 2, "batch_size": 128}),
+        )
+        .await;
+    server.train(&id).await;
+    let status = server
+        .wait_for(&id, &["completed"], Duration::from_secs(180))
+        .await;
+    let metrics = &status["metrics"];
+    let estimate = metrics["memory_estimate_mb"].as_f64().expect("an estimate");
+    // A worker process runs one job at a time, so its peak resident set is the job's.
+    let peak = metrics["memory_peak_mb"].as_f64().expect("a measured peak");
+    assert!(peak > 1.0, "the job held memory: {metrics}");
+    assert!(
+        estimate >= 0.8 * peak,
+        "the admission estimate is at most 20% under the measured peak: {metrics}"
+    );
+
+    // Every epoch row shows the peak so far, so memory can be watched while a run trains.
+    let (_, history) = server.get(&format!("/api/models/{id}/metrics")).await;
+    let peaks: Vec<f64> = history["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["memory_peak_mb"].as_f64().expect("a peak per epoch"))
+        .collect();
+    assert_eq!(peaks.len(), 2, "{history}");
+    assert!(
+        peaks[0] <= peaks[1] && peaks[1] <= peak,
+        "{peaks:?} then {peak}"
+    );
+}
+
+#[tokio::test]
+async fn test_batch_size_auto_trains_with_the_fastest_size_that_fits_and_says_so() {
+    let server = Server::start_with(with_budget(1000)).await;
+    let (code, err) = server
+        .post(
+            "/api/models",
+            json!({"name": "bad", "dataset": "iris", "algorithm": "mlp",
+                   "hyperparameters": {"batch_size": "large"}}),
+        )
+        .await;
+    assert_eq!(code, 400, "{err}");
+    assert_eq!(err["error"]["field"], "hyperparameters.batch_size");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"auto\""),
+        "{err}"
+    );
+
+    let (code, created) = server
+        .post(
+            "/api/models",
+            json!({"name": "auto", "dataset": "wine_quality", "algorithm": "mlp",
+                   "hyperparameters": {"batch_size": "auto", "epochs": 2, "hidden_layers": [16]}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["hyperparameters"]["batch_size"], "auto");
+    let id = created["id"].as_str().unwrap();
+    let run = server.train(id).await;
+    let status = server
+        .wait_for(id, &["completed"], Duration::from_secs(120))
+        .await;
+    let chosen = status["metrics"]["batch_size"]
+        .as_f64()
+        .expect("the chosen size");
+    let (_, run) = server
+        .get(&format!("/api/runs/{}", run["id"].as_str().unwrap()))
+        .await;
+    let note = run["attempts"][0]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains(&format!("batch size auto: chose {chosen}"))
+            && note.contains("samples/s")
+            && note.contains("1000 MB budget"),
+        "the probe is recorded on the run: {run}"
+    );
+}

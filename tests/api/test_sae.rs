@@ -90,6 +90,7 @@ async fn an_autoencoder_learns_a_language_models_activations_and_shows_its_featu
     assert_eq!(created["hyperparameters"]["architecture"], "topk");
     assert_eq!(created["hyperparameters"]["decoder_norm"], "unit");
     let id = created["id"].as_str().unwrap();
+    listing_filters_by_source_model_and_architecture(&server, &source, id).await;
     server.train(id).await;
     let status = server
         .wait_for(id, &["completed", "failed"], Duration::from_secs(300))
@@ -252,6 +253,45 @@ async fn an_autoencoder_learns_a_language_models_activations_and_shows_its_featu
 }
 
 /// A `.npy` file of float32 rows: sparse sums of 12 fixed directions in 16 dimensions.
+/// The seed's listing filters: by source model and architecture, beside status and dataset.
+async fn listing_filters_by_source_model_and_architecture(
+    server: &Server,
+    source: &str,
+    topk: &str,
+) {
+    let mut body = sae(source, json!({"architecture": "relu"}));
+    body["name"] = json!("relu features");
+    body["hyperparameters"].as_object_mut().unwrap().remove("k");
+    let (code, created) = server.post("/api/models", body).await;
+    assert_eq!(code, 201, "{created}");
+    let relu = created["id"].as_str().unwrap();
+    let ids = |list: &Value| -> Vec<String> {
+        list["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for (query, expected) in [
+        (format!("source_model={source}"), vec![relu, topk]),
+        ("architecture=topk".to_string(), vec![topk]),
+        (
+            format!("architecture=relu&source_model={source}"),
+            vec![relu],
+        ),
+        ("architecture=relu&status=pending".to_string(), vec![relu]),
+        (format!("source_model={topk}"), vec![]),
+        ("architecture=topk&dataset=iris".to_string(), vec![]),
+    ] {
+        let (code, list) = server.get(&format!("/api/models?{query}")).await;
+        assert_eq!(code, 200, "{query}: {list}");
+        assert_eq!(ids(&list), expected, "{query}: {list}");
+        assert_eq!(list["total"], expected.len(), "{query}: {list}");
+    }
+    assert_eq!(server.delete(&format!("/api/models/{relu}")).await, 204);
+}
+
 fn npy(rows: usize, shape: &str) -> Vec<u8> {
     let d = 16;
     let direction = |a: usize, j: usize| ((a * 7 + j * 3) as f32 * 0.61).sin();

@@ -43,6 +43,7 @@ fn learned(report: &Value) -> Vec<Value> {
             let obj = e.as_object_mut().unwrap();
             obj.remove("samples_per_second");
             obj.remove("epoch_seconds");
+            obj.remove("memory_peak_mb");
             e
         })
         .collect()

@@ -193,6 +193,16 @@ impl Reporter for CliObserver {
             } => {
                 self.println(format!("batch size {from} -> {to} to fit the memory budget ({estimated_mb:.0} MB > {budget_mb} MB)"));
             }
+            TrainingEvent::BatchSizeProbed { chosen, probed, .. } => {
+                let tried: Vec<String> = probed
+                    .iter()
+                    .map(|p| format!("{} at {:.0}/s", p.batch_size, p.samples_per_second))
+                    .collect();
+                self.println(format!(
+                    "batch size auto: {chosen}, the fastest of {}",
+                    tried.join(", ")
+                ));
+            }
             TrainingEvent::Preparing { stage, done, total } => {
                 if self.table && done == total {
                     self.println(format!("{stage}: {done} of {total} done"));

@@ -61,6 +61,12 @@ pub enum ModelsCommand {
         dataset: Option<String>,
         #[arg(long)]
         algorithm: Option<String>,
+        /// Models that read this model (sparse autoencoders of a language model).
+        #[arg(long)]
+        source_model: Option<String>,
+        /// Sparse autoencoders of this architecture (relu, topk, batch_topk).
+        #[arg(long)]
+        architecture: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
@@ -338,6 +344,8 @@ pub async fn models(conn: &Connection, command: ModelsCommand) -> Result<ExitCod
             status,
             dataset,
             algorithm,
+            source_model,
+            architecture,
             limit,
         } => {
             let limit = limit.to_string();
@@ -346,6 +354,8 @@ pub async fn models(conn: &Connection, command: ModelsCommand) -> Result<ExitCod
                 ("status", &status),
                 ("dataset", &dataset),
                 ("algorithm", &algorithm),
+                ("source_model", &source_model),
+                ("architecture", &architecture),
             ] {
                 if let Some(v) = value {
                     pairs.push((key, v.as_str()));

@@ -30,6 +30,13 @@ impl EpochMetrics {
     }
 }
 
+/// One batch size tried by `batch_size: "auto"`, and the training speed it gave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbedBatchSize {
+    pub batch_size: u32,
+    pub samples_per_second: f64,
+}
+
 /// What training reports while it runs, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -69,6 +76,13 @@ pub enum TrainingEvent {
         from: u32,
         to: u32,
         estimated_mb: f64,
+        budget_mb: u32,
+    },
+    /// `batch_size: "auto"` measured these batch sizes (each fits the memory budget) and
+    /// trains with the fastest.
+    BatchSizeProbed {
+        chosen: u32,
+        probed: Vec<ProbedBatchSize>,
         budget_mb: u32,
     },
     /// Work before the first step (extracting a language model's activations), with its

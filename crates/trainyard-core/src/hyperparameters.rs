@@ -95,6 +95,10 @@ pub struct Hyperparameters {
     pub augment_rotate: f64,
     #[serde(default)]
     pub augment_erase: f64,
+    /// `batch_size: "auto"`: training probes the batch sizes that fit the memory budget and
+    /// takes the fastest; `batch_size` is then only the fallback.
+    #[serde(default)]
+    pub batch_size_auto: bool,
 }
 
 /// Keys every gradient-trained algorithm accepts.
@@ -209,6 +213,7 @@ impl Hyperparameters {
             augment_shift: 0,
             augment_rotate: 0.0,
             augment_erase: 0.0,
+            batch_size_auto: false,
         }
     }
 
@@ -232,7 +237,15 @@ impl Hyperparameters {
     fn set(&mut self, key: &str, value: &Value, task: Task) -> Result<(), ValidationError> {
         match key {
             "epochs" => self.epochs = uint(key, value, 1, 100_000)? as u32,
-            "batch_size" => self.batch_size = uint(key, value, 1, 65_536)? as u32,
+            "batch_size" if value.as_str() == Some("auto") => self.batch_size_auto = true,
+            "batch_size" => {
+                self.batch_size = value
+                    .as_u64()
+                    .ok_or_else(|| type_error(key, "an integer in [1, 65536] or \"auto\"", value))
+                    .and_then(|_| uint(key, value, 1, 65_536))?
+                    as u32;
+                self.batch_size_auto = false;
+            }
             "learning_rate" => self.learning_rate = float(key, value, 1e-7, 10.0)?,
             "optimizer" => {
                 self.optimizer = match choice(key, value, &["sgd", "adam", "adamw"])? {
@@ -286,6 +299,9 @@ impl Hyperparameters {
         let mut out = Map::new();
         for key in Self::allowed_keys(algorithm) {
             out.insert(key.to_string(), full[key].clone());
+        }
+        if self.batch_size_auto && out.contains_key("batch_size") {
+            out.insert("batch_size".into(), Value::from("auto"));
         }
         Value::Object(out)
     }

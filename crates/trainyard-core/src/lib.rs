@@ -10,6 +10,6 @@ mod status;
 
 pub use algorithm::{Algorithm, DatasetShape, Task};
 pub use error::ValidationError;
-pub use events::{EpochMetrics, TrainingEvent};
+pub use events::{EpochMetrics, ProbedBatchSize, TrainingEvent};
 pub use hyperparameters::Hyperparameters;
 pub use status::{RunStatus, Stage};

@@ -36,6 +36,10 @@ pub struct LoopState {
     pub lr_scale: f64,
     #[serde(default)]
     pub nan_rollbacks: u32,
+    /// The batch size training settled on (after halving to fit, or probing for `"auto"`), so
+    /// a resumed run keeps it; 0 in checkpoints written before it was recorded.
+    #[serde(default)]
+    pub batch_size: u32,
 }
 
 impl LoopState {
@@ -62,6 +66,7 @@ impl LoopState {
             epochs_without_improvement: 0,
             lr_scale: 1.0,
             nan_rollbacks: 0,
+            batch_size: 0,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod anomaly;
 mod augment;
+mod batch_probe;
 mod checkpoint;
 mod container;
 pub mod family;
@@ -17,6 +18,7 @@ mod metrics;
 mod model;
 mod network;
 mod neural;
+pub mod resident;
 pub mod sae;
 
 use std::collections::BTreeMap;

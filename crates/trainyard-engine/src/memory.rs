@@ -41,8 +41,10 @@ impl MemoryEstimate {
 pub fn estimate(algorithm: Algorithm, hp: &Hyperparameters, info: &DatasetInfo) -> MemoryEstimate {
     let rows = info.n_rows as f64;
     let features = info.n_features as f64;
-    // The job's prepared (split, scaled) copy of the table; the parsed table itself is shared.
-    let data = rows * (features + 1.0) * F32;
+    // The job's prepared (split, scaled) copy of the table and of its test split; the parsed
+    // table itself is shared.
+    let test_rows = info.test_rows.unwrap_or(0) as f64;
+    let data = (rows + test_rows) * (features + 1.0) * F32;
     if !algorithm.is_gradient_based() {
         // smartcore sorts every column once per tree (usize indices) and copies the matrix;
         // each tree holds at most one node per training row or per level of depth.
@@ -56,8 +58,16 @@ pub fn estimate(algorithm: Algorithm, hp: &Hyperparameters, info: &DatasetInfo) 
     }
     let arch = Architecture::new(algorithm, hp, info);
     let model = arch.estimated_bytes(0);
+    let per_sample = arch.estimated_bytes(1) - model;
     MemoryEstimate {
-        fixed_bytes: data + model,
-        per_sample_bytes: arch.estimated_bytes(1) - model,
+        fixed_bytes: data + model + evaluation_bytes(per_sample, rows + test_rows, features),
+        per_sample_bytes: per_sample,
     }
+}
+
+/// An evaluation pass: a batch of up to `EVAL_BATCH` rows gathered and copied into a tensor,
+/// and its forward activations (kept for no backward pass).
+fn evaluation_bytes(training_per_sample: f64, rows: f64, features: f64) -> f64 {
+    let batch = rows.min(crate::neural::EVAL_BATCH as f64);
+    batch * (2.0 * features * F32 + training_per_sample / crate::network::AUTODIFF_FACTOR)
 }

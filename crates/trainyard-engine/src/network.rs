@@ -24,6 +24,10 @@ pub struct Architecture {
     pub dropout: f64,
 }
 
+/// Autodiff keeps intermediates beside each layer's output; training activations are counted
+/// this many times.
+pub(crate) const AUTODIFF_FACTOR: f64 = 3.0;
+
 impl Architecture {
     pub fn new(algorithm: Algorithm, hp: &Hyperparameters, info: &DatasetInfo) -> Self {
         let deep = matches!(algorithm, Algorithm::Mlp | Algorithm::Cnn);
@@ -68,7 +72,6 @@ impl Architecture {
             width = next;
         }
         const F32: f64 = 4.0;
-        const AUTODIFF_FACTOR: f64 = 3.0;
         params as f64 * F32 * 4.0 + batch as f64 * activations as f64 * F32 * AUTODIFF_FACTOR
     }
 

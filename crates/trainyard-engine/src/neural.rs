@@ -13,10 +13,11 @@ use burn::optim::{
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use trainyard_core::hyperparameters::{LrSchedule, OptimizerKind};
-use trainyard_core::{EpochMetrics, Hyperparameters, Task, TrainingEvent};
-use trainyard_data::{Prepared, SeededRng, Table, prepare};
+use trainyard_core::{Algorithm, EpochMetrics, Hyperparameters, Task, TrainingEvent};
+use trainyard_data::{DatasetInfo, Prepared, SeededRng, Table, prepare};
 
 use crate::augment::Augment;
+use crate::batch_probe::{self, ProbeSetup};
 use crate::checkpoint::{Checkpoint, LoopState};
 use crate::memory::MemoryEstimate;
 use crate::metrics::task_metrics;
@@ -26,7 +27,7 @@ use crate::{Control, Observer, Outcome, Stop, TrainError, TrainRequest, final_me
 
 /// How often training reports progress between epochs (or evaluations).
 pub(crate) const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
-const EVAL_BATCH: usize = 2048;
+pub(crate) const EVAL_BATCH: usize = 2048;
 
 /// The backend's random generator is process-global; initialising weights under this lock with
 /// a fixed seed keeps concurrent runs from drawing from each other's stream.
@@ -43,7 +44,7 @@ fn init_network(arch: &Architecture, device: &Device, seed: u64) -> Network {
     Network::new(arch, device)
 }
 
-fn build_optimizer(hp: &Hyperparameters) -> ModuleOptimizer {
+pub(crate) fn build_optimizer(hp: &Hyperparameters) -> ModuleOptimizer {
     let decay = (hp.weight_decay > 0.0).then(|| WeightDecayConfig::new(hp.weight_decay as f32));
     match hp.optimizer {
         OptimizerKind::Sgd => SgdConfig::new()
@@ -82,7 +83,7 @@ fn epoch_order(n: usize, seed: u64, epoch: u32) -> Vec<usize> {
 }
 
 /// The rows as a batch; training batches are augmented when `augment` says so.
-fn gather(
+pub(crate) fn gather(
     table: &Table,
     rows: &[usize],
     device: &Device,
@@ -105,7 +106,7 @@ fn gather(
     )
 }
 
-fn loss(task: Task, out: Tensor<2>, y: Vec<f32>, device: &Device) -> Tensor<1> {
+pub(crate) fn loss(task: Task, out: Tensor<2>, y: Vec<f32>, device: &Device) -> Tensor<1> {
     let n = y.len();
     match task {
         Task::Classification => {
@@ -202,8 +203,21 @@ pub(crate) fn train_network(
         validation_samples: prepared.validation.len(),
     });
     let n_train = prepared.train.len();
-    let memory = crate::memory::estimate(req.algorithm, hp, info);
-    let batch = fit_batch_size(&memory, hp, observer)?.min(n_train).max(1);
+    let batch = match state.batch_size {
+        0 => {
+            let setup = ProbeSetup {
+                network: &model,
+                arch: &arch,
+                hp,
+                train: &prepared.train,
+                task,
+                device: &device,
+            };
+            choose_batch_size(req.algorithm, &setup, info, observer)?
+        }
+        recorded => recorded as usize,
+    };
+    state.batch_size = batch as u32;
     let n_batches = n_train.div_ceil(batch) as u32;
     let mut last_progress = Instant::now();
     // Where a non-finite loss rolls back to: the newest checkpoint, or the start.
@@ -366,6 +380,9 @@ pub(crate) fn train_network(
         );
     }
     metrics.insert("epochs_trained".into(), state.epoch as f64);
+    if hp.batch_size_auto {
+        metrics.insert("batch_size".into(), batch as f64);
+    }
     let header = ModelHeader {
         architecture: Some(arch),
         metrics,
@@ -411,6 +428,37 @@ pub(crate) fn write_checkpoint(
         bytes,
     });
     Ok(())
+}
+
+/// The batch size a fresh run trains with: probed for `"auto"`, else the requested one halved
+/// until it fits the memory budget; never more than the training rows.
+fn choose_batch_size(
+    algorithm: Algorithm,
+    setup: &ProbeSetup,
+    info: &DatasetInfo,
+    observer: &mut dyn Observer,
+) -> Result<usize, TrainError> {
+    let hp = setup.hp;
+    let n_train = setup.train.len();
+    let memory = crate::memory::estimate(algorithm, hp, info);
+    if !hp.batch_size_auto {
+        return Ok(fit_batch_size(&memory, hp, observer)?.min(n_train).max(1));
+    }
+    let tried = batch_probe::candidates(&memory, hp.memory_budget_mb as u64, n_train);
+    let probed = batch_probe::probe(setup, &tried, |done, total| {
+        observer.event(TrainingEvent::Preparing {
+            stage: "probing batch sizes".into(),
+            done: done as u64,
+            total: total as u64,
+        })
+    });
+    let chosen = batch_probe::fastest(&probed);
+    observer.event(TrainingEvent::BatchSizeProbed {
+        chosen,
+        probed,
+        budget_mb: hp.memory_budget_mb,
+    });
+    Ok(chosen as usize)
 }
 
 /// Halves the batch size until the memory estimate fits `memory_budget_mb` (0: no budget).

@@ -339,9 +339,9 @@ fn a_memory_budget_halves_the_batch_size_or_fails_clearly() {
     let req = request(
         "mnist",
         Algorithm::Mlp,
-        // About 183 MB before the batch (the job's copy of mnist and the model), 16 MB per
-        // 1,024 samples: 190 MB fits a batch of 256.
-        json!({"epochs": 1, "batch_size": 1024, "memory_budget_mb": 190}),
+        // About 235 MB before the batch (the job's copy of mnist and its test split, the model,
+        // an evaluation batch), 16 MB per 1,024 samples: 245 MB fits a batch of 512.
+        json!({"epochs": 1, "batch_size": 1024, "memory_budget_mb": 245}),
     );
     let (_, rec) = train_to_completion(req);
     let reduced = rec.events.iter().find_map(|e| match e {
@@ -399,4 +399,55 @@ fn a_checkpoint_carries_a_bounded_history() {
         (3..=1002).collect::<Vec<_>>(),
         "the newest 1,000 epochs"
     );
+}
+
+#[test]
+fn batch_size_auto_probes_what_fits_and_resumes_with_its_choice() {
+    let spec = |batch: serde_json::Value| json!({"epochs": 4, "hidden_layers": [16], "batch_size": batch, "memory_budget_mb": 1000});
+    let auto = request("wine_quality", Algorithm::Mlp, spec(json!("auto")));
+    let (straight, rec) = train_to_completion(auto.clone());
+    let probed = rec.events.iter().find_map(|e| match e {
+        trainyard_core::TrainingEvent::BatchSizeProbed { chosen, probed, .. } => {
+            Some((*chosen, probed.clone()))
+        }
+        _ => None,
+    });
+    let (chosen, probed) = probed.expect("the probe is reported");
+    let sizes: Vec<u32> = probed.iter().map(|p| p.batch_size).collect();
+    // wine_quality trains on 1,279 rows: an epoch keeps at least 8 steps, so 128 is the largest.
+    assert_eq!(sizes, vec![16, 32, 64, 128], "{probed:?}");
+    let best = probed
+        .iter()
+        .map(|p| p.samples_per_second)
+        .fold(0.0, f64::max);
+    assert!(best > 0.0, "{probed:?}");
+    let chosen_speed = probed.iter().find(|p| p.batch_size == chosen).unwrap();
+    assert_eq!(
+        chosen_speed.samples_per_second, best,
+        "the fastest is chosen"
+    );
+    assert_eq!(metric(&straight, "batch_size"), chosen as f64);
+
+    // Resumed from its checkpoint, the run keeps its choice instead of probing again, and
+    // ends as the same run with that batch size given explicitly.
+    let ckpt = rec
+        .checkpoints
+        .iter()
+        .find(|c| c.state.epoch == 2)
+        .expect("checkpoint after epoch 2");
+    let mut second = auto;
+    second.resume = Some(Checkpoint::from_bytes(&ckpt.to_bytes()).unwrap());
+    let (resumed, resumed_rec) = train_to_completion(second);
+    assert!(
+        !resumed_rec
+            .events
+            .iter()
+            .any(|e| matches!(e, trainyard_core::TrainingEvent::BatchSizeProbed { .. })),
+        "a resumed run does not probe again"
+    );
+    let explicit = request("wine_quality", Algorithm::Mlp, spec(json!(chosen)));
+    let (fixed, fixed_rec) = train_to_completion(explicit);
+    assert_eq!(learned(&rec.epochs()), learned(&fixed_rec.epochs()));
+    assert_eq!(weights_fingerprint(&straight), weights_fingerprint(&fixed));
+    assert_eq!(weights_fingerprint(&resumed), weights_fingerprint(&fixed));
 }

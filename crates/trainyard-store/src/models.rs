@@ -1,4 +1,5 @@
 use serde_json::Value;
+use sqlx::any::AnyArguments;
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::{ModelRow, Result, Store, new_id, now_ms};
@@ -18,6 +19,8 @@ pub struct ModelFilter {
     pub status: Option<String>,
     pub dataset: Option<String>,
     pub algorithm: Option<String>,
+    /// Hyperparameters the model must hold, by name and value (`architecture: "topk"`).
+    pub hyperparameters: Vec<(String, Value)>,
     pub limit: i64,
     pub offset: i64,
 }
@@ -79,26 +82,42 @@ impl Store {
 
     /// Models matching `filter`, newest first, with the total count before pagination.
     pub async fn list_models(&self, filter: &ModelFilter) -> Result<(Vec<ModelRow>, i64)> {
-        let clause = "FROM models m LEFT JOIN runs r ON r.id = m.latest_run_id \
+        let mut clause = "FROM models m LEFT JOIN runs r ON r.id = m.latest_run_id \
              WHERE m.project_id = $1 \
              AND ($2 IS NULL OR COALESCE(r.status, 'pending') = $2) \
              AND ($3 IS NULL OR m.dataset = $3) \
-             AND ($4 IS NULL OR m.algorithm = $4)";
-        let total: i64 = sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) AS n {clause}")))
-            .bind(&filter.project_id)
-            .bind(&filter.status)
-            .bind(&filter.dataset)
-            .bind(&filter.algorithm)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?;
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {MODEL_COLUMNS} {clause} ORDER BY m.created_at DESC, m.id DESC LIMIT $5 OFFSET $6"
-        )))
-        .bind(&filter.project_id)
-        .bind(&filter.status)
-        .bind(&filter.dataset)
-        .bind(&filter.algorithm)
+             AND ($4 IS NULL OR m.algorithm = $4)"
+            .to_string();
+        let patterns: Vec<String> = filter
+            .hyperparameters
+            .iter()
+            .map(|(key, value)| hyperparameter_pattern(key, value))
+            .collect();
+        for i in 0..patterns.len() {
+            clause.push_str(&format!(
+                " AND m.hyperparameters LIKE ${} ESCAPE '\\'",
+                5 + i
+            ));
+        }
+        let bind_filters = |query: sqlx::query::Query<'static, sqlx::Any, AnyArguments>| {
+            let query = query
+                .bind(filter.project_id.clone())
+                .bind(filter.status.clone())
+                .bind(filter.dataset.clone())
+                .bind(filter.algorithm.clone());
+            patterns.iter().fold(query, |q, p| q.bind(p.clone()))
+        };
+        let total: i64 = bind_filters(sqlx::query(AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n {clause}"
+        ))))
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        let page = 5 + patterns.len();
+        let rows = bind_filters(sqlx::query(AssertSqlSafe(format!(
+            "SELECT {MODEL_COLUMNS} {clause} ORDER BY m.created_at DESC, m.id DESC LIMIT ${page} OFFSET ${}",
+            page + 1
+        ))))
         .bind(filter.limit)
         .bind(filter.offset)
         .fetch_all(&self.pool)
@@ -128,4 +147,15 @@ impl Store {
                 .try_get("n")?,
         )
     }
+}
+
+/// A LIKE pattern for `"key":value` in the stored hyperparameters, which are compact JSON: a
+/// quote inside a string value is escaped there, so the pattern cannot match inside one.
+fn hyperparameter_pattern(key: &str, value: &Value) -> String {
+    let needle = format!("{}:{}", Value::from(key), value);
+    let escaped = needle
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
 }

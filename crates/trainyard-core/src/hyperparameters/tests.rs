@@ -210,3 +210,28 @@ fn specs_saved_before_augmentation_existed_still_load() {
     let loaded: Hyperparameters = serde_json::from_value(saved).unwrap();
     assert_eq!(loaded, hp);
 }
+
+#[test]
+fn batch_size_auto_is_kept_and_shown_and_other_strings_are_refused() {
+    let map = json!({"batch_size": "auto"});
+    let hp = Hyperparameters::resolve(
+        Algorithm::Mlp,
+        &tabular(Task::Classification),
+        map.as_object().unwrap(),
+    )
+    .unwrap();
+    assert!(hp.batch_size_auto);
+    assert_eq!(hp.to_json(Algorithm::Mlp)["batch_size"], "auto");
+
+    let err = resolve_err(Algorithm::Mlp, json!({"batch_size": "large"}));
+    assert_eq!(err.field, "batch_size");
+    assert!(err.message.contains("\"auto\""), "{}", err.message);
+    let fixed = Hyperparameters::resolve(
+        Algorithm::Mlp,
+        &tabular(Task::Classification),
+        json!({"batch_size": 64}).as_object().unwrap(),
+    )
+    .unwrap();
+    assert!(!fixed.batch_size_auto);
+    assert_eq!(fixed.to_json(Algorithm::Mlp)["batch_size"], 64);
+}

@@ -216,6 +216,26 @@ fn fit(
     Ok(Ok(detector))
 }
 
+/// What a fit holds: the standardised split, the scores of every row (sorted copies too), and
+/// the detector (ECOD: each column sorted; a forest: its nodes; histograms are small).
+fn estimated_bytes(spec: &AnomalySpec, rows: usize, d: usize) -> f64 {
+    let (rows, d) = (rows as f64, d as f64);
+    let split = rows * d * 4.0 + rows * 2.0;
+    let scores = rows * 8.0 * 3.0;
+    let detector = match spec.algorithm {
+        AnomalyAlgorithm::Ecod => rows * d * 8.0 * 2.0,
+        AnomalyAlgorithm::IsolationForest => {
+            let samples = spec.max_samples.unwrap_or(256).min(rows as usize) as f64;
+            spec.n_estimators as f64 * 2.0 * samples * 48.0
+        }
+        AnomalyAlgorithm::Hbos => d * spec.n_bins as f64 * 8.0 * 2.0,
+        AnomalyAlgorithm::HalfSpaceTrees => {
+            spec.n_trees as f64 * 2f64.powi(spec.height as i32 + 1) * 48.0
+        }
+    };
+    split + scores + detector
+}
+
 impl Family for AnomalyFamily {
     fn name(&self) -> &'static str {
         "anomaly"
@@ -253,6 +273,12 @@ impl Family for AnomalyFamily {
             hyperparameters: spec.to_json(),
             epochs: 1,
         })
+    }
+
+    fn memory_estimate_mb(&self, job: &Job) -> Option<f64> {
+        let info = &job.dataset.info;
+        let spec = resolve(&job.algorithm, info, &job.hyperparameters).ok()?;
+        Some(estimated_bytes(&spec, info.n_rows, info.n_features) / (1 << 20) as f64)
     }
 
     fn train(

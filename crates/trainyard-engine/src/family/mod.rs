@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use trainyard_core::{TrainingEvent, ValidationError};
 use trainyard_data::{Dataset, DatasetInfo};
 
+use crate::resident::{self, JobMemory};
 use crate::{Control, PredictError, TrainError};
 
 pub use registry::Families;
@@ -179,6 +180,14 @@ pub trait Family: Send + Sync {
     ) -> Result<(), ValidationError> {
         let _ = (hyperparameters, field, model_file, limits);
         Ok(())
+    }
+
+    /// The memory, in MB, this job was admitted with: what the family's budget check
+    /// estimated for it (at the batch size it will train with). Recorded beside the job's
+    /// measured peak; None when the family does not estimate.
+    fn memory_estimate_mb(&self, job: &Job) -> Option<f64> {
+        let _ = job;
+        None
     }
 }
 
@@ -399,7 +408,17 @@ pub fn run(
     control: &Control,
     reporter: &mut dyn Reporter,
 ) -> Result<Finished, TrainError> {
-    let result = family.train(job, control, reporter);
+    let mut measured = Measured {
+        estimate_mb: family.memory_estimate_mb(&job),
+        memory: JobMemory::begin(),
+        peak_seen_mb: 0.0,
+        inner: reporter,
+    };
+    let mut result = family.train(job, control, &mut measured);
+    if let Ok(Finished::Completed(artifact)) = &mut result {
+        measured.annotate(&mut artifact.metrics);
+    }
+    let reporter = measured.inner;
     match &result {
         Ok(Finished::Completed(artifact)) => reporter.event(TrainingEvent::Finished {
             metrics: artifact.metrics.clone(),
@@ -410,6 +429,44 @@ pub fn run(
         Ok(_) => {}
     }
     result
+}
+
+/// Adds the job's memory (estimate and measured peak) to every epoch's metrics.
+struct Measured<'a> {
+    inner: &'a mut dyn Reporter,
+    memory: JobMemory,
+    estimate_mb: Option<f64>,
+    peak_seen_mb: f64,
+}
+
+impl Measured<'_> {
+    fn annotate(&mut self, metrics: &mut BTreeMap<String, f64>) {
+        if let Some(estimate) = self.estimate_mb {
+            metrics.insert(resident::ESTIMATE_METRIC.into(), round_mb(estimate));
+        }
+        // The kernel's counters lag by a few pages; the figure users see never goes down.
+        if let Some(peak) = self.memory.peak_mb() {
+            self.peak_seen_mb = self.peak_seen_mb.max(peak);
+            metrics.insert(resident::PEAK_METRIC.into(), round_mb(self.peak_seen_mb));
+        }
+    }
+}
+
+fn round_mb(mb: f64) -> f64 {
+    (mb * 10.0).round() / 10.0
+}
+
+impl Reporter for Measured<'_> {
+    fn event(&mut self, mut event: TrainingEvent) {
+        if let TrainingEvent::Epoch(metrics) = &mut event {
+            self.annotate(&mut metrics.values);
+        }
+        self.inner.event(event);
+    }
+
+    fn checkpoint(&mut self, checkpoint: &SavedCheckpoint) -> Result<u64, String> {
+        self.inner.checkpoint(checkpoint)
+    }
 }
 
 /// Checks rows before they reach a model: at least one, `d` values each, all finite as f32.

@@ -132,6 +132,24 @@ impl Family for Tabular {
         })
     }
 
+    fn memory_estimate_mb(&self, job: &Job) -> Option<f64> {
+        let info = &job.dataset.info;
+        let (algorithm, hp) = resolve(&job.algorithm, info, &job.hyperparameters).ok()?;
+        let estimate = crate::estimate_memory(algorithm, &hp, info);
+        let budget = job_budget_mb(&job.limits, &hp);
+        let batch = if hp.batch_size_auto {
+            // The largest batch the probe may choose.
+            let train_rows = (info.n_rows as f64 * (1.0 - hp.validation_split)) as usize;
+            let tried = crate::batch_probe::candidates(&estimate, budget, train_rows);
+            tried.last().copied().unwrap_or(1)
+        } else {
+            estimate
+                .fitting_batch(hp.batch_size as usize, budget)
+                .unwrap_or(1)
+        };
+        Some(estimate.mb_at(batch))
+    }
+
     fn checkpoint_position(&self, bytes: &[u8]) -> Result<(u32, u64), String> {
         let ckpt = Checkpoint::from_bytes(bytes).map_err(|e| e.to_string())?;
         Ok((ckpt.state.epoch, ckpt.state.global_step))

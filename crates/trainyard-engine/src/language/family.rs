@@ -252,6 +252,18 @@ impl Family for Language {
         })
     }
 
+    fn memory_estimate_mb(&self, job: &Job) -> Option<f64> {
+        let info = &job.dataset.info;
+        if job.algorithm == "transformer_classifier" {
+            let classes = info.classes.as_ref()?.len();
+            let hp = spec::resolve(&job.hyperparameters, Target::Labels { classes }).ok()?;
+            return Some(training_mb(&hp));
+        }
+        let chars = info.n_rows;
+        let hp = spec::resolve(&job.hyperparameters, Target::Corpus { chars }).ok()?;
+        Some(job_mb(&hp, chars))
+    }
+
     fn train(
         &self,
         job: Job,
@@ -415,11 +427,7 @@ const CHAR_VOCAB_BOUND: usize = 256;
 
 /// Refuses a model whose training would not fit the job's memory budget.
 pub(super) fn check_memory(hp: &LmHyperparameters, limits: &Limits) -> Result<(), ValidationError> {
-    let vocab = match hp.tokenizer {
-        TokenizerKind::Char => CHAR_VOCAB_BOUND,
-        TokenizerKind::Bpe => hp.vocab_size,
-    };
-    let needed_mb = hp.config(vocab).estimated_bytes(hp.batch_size) / (1 << 20) as f64;
+    let needed_mb = training_mb(hp);
     if needed_mb > limits.job_memory_mb as f64 {
         return Err(ValidationError::new(
             "hyperparameters",
@@ -431,6 +439,21 @@ pub(super) fn check_memory(hp: &LmHyperparameters, limits: &Limits) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// The model's training memory at its batch size (weights, optimiser state, activations).
+fn training_mb(hp: &LmHyperparameters) -> f64 {
+    let vocab = match hp.tokenizer {
+        TokenizerKind::Char => CHAR_VOCAB_BOUND,
+        TokenizerKind::Bpe => hp.vocab_size,
+    };
+    hp.config(vocab).estimated_bytes(hp.batch_size) / (1 << 20) as f64
+}
+
+/// What a job holds: training memory, plus the corpus as text and as `u32` tokens (at most
+/// one per character) when the job reads a corpus.
+fn job_mb(hp: &LmHyperparameters, corpus_chars: usize) -> f64 {
+    training_mb(hp) + corpus_chars as f64 * 5.0 / (1 << 20) as f64
 }
 
 /// The final metrics: the kept model's evaluation (the best one under early stopping, else

@@ -18,6 +18,7 @@ use super::extract::{Source, extract};
 use super::features::{
     LossRecovered, Splice, feature_statistics, loss_recovered_from, next_token_loss,
 };
+use super::memory;
 use super::spec::{self, SaeHyperparameters};
 use super::train::{LayerData, SaeCheckpoint, SaeEvaluation, SaeObserver, SaeRun, train};
 use crate::container::write_sections;
@@ -92,28 +93,7 @@ fn check_matrix(
         n_tokens: dataset.n_rows,
         ..hp.clone()
     };
-    let needed = estimated_mb(&sized, 1, dataset.n_features);
-    if needed > limits.job_memory_mb as f64 {
-        return Err(ValidationError::new(
-            "hyperparameters",
-            format!(
-                "the job needs about {needed:.0} MB, over the memory budget of {} MB; lower \
-                 expansion_factor or batch_size, or raise the server's --job-memory-mb",
-                limits.job_memory_mb
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Memory the job holds: the activations of every layer, and per layer the autoencoder,
-/// its gradients and Adam's two moments, plus the batch's dense codes.
-fn estimated_mb(hp: &SaeHyperparameters, layers: usize, d_in: usize) -> f64 {
-    let d_sae = hp.d_sae(d_in) as f64;
-    let activations = hp.n_tokens as f64 * 1.1 * d_in as f64 * layers as f64;
-    let parameters = 2.0 * d_sae * d_in as f64 * 4.0 * layers as f64;
-    let batch = 3.0 * hp.batch_size as f64 * d_sae;
-    (activations + parameters + batch) * 4.0 / (1 << 20) as f64
+    memory::check_fits(&sized, 1, dataset.n_features, limits.job_memory_mb)
 }
 
 impl Family for SparseAutoencoders {
@@ -184,20 +164,40 @@ impl Family for SparseAutoencoders {
             .map_err(|e| ValidationError::new(field, e.to_string()))?;
         let hp = spec::resolve(hyperparameters)?;
         spec::check_against_source(&hp, config.n_layer, config.n_embd)?;
-        let layers = hp.layers.len().max(1);
-        let needed = estimated_mb(&hp, layers, config.n_embd);
-        if needed > limits.job_memory_mb as f64 {
-            return Err(ValidationError::new(
-                "hyperparameters",
-                format!(
-                    "the job needs about {needed:.0} MB for {layers} layer(s) of {} tokens, over \
-                     the memory budget of {} MB; lower n_tokens, expansion_factor or the number \
-                     of layers, or raise the server's --job-memory-mb",
-                    hp.n_tokens, limits.job_memory_mb
-                ),
-            ));
+        memory::check_fits(
+            &hp,
+            hp.layers.len().max(1),
+            config.n_embd,
+            limits.job_memory_mb,
+        )
+    }
+
+    fn memory_estimate_mb(&self, job: &Job) -> Option<f64> {
+        let hp = spec::resolve(&job.hyperparameters).ok()?;
+        let info = &job.dataset.info;
+        if info.task == Task::Unlabeled {
+            let sized = SaeHyperparameters {
+                n_tokens: info.n_rows,
+                ..hp
+            };
+            let batch = memory::fitting_batch(&sized, 1, info.n_features, job.limits.job_memory_mb);
+            let sized = SaeHyperparameters {
+                batch_size: batch.unwrap_or(sized.batch_size),
+                ..sized
+            };
+            return Some(memory::estimated_mb(&sized, 1, info.n_features));
         }
-        Ok(())
+        let config = language_model_config(job.dependencies.get(SOURCE_FIELD)?).ok()?;
+        // The source model's file, its decoded weights and the module built from them, and the
+        // corpus it reads.
+        let source = (config.parameters() * 4 * 3 + info.n_rows) as f64 / (1 << 20) as f64;
+        let layers = hp.layers.len().max(1);
+        let batch = memory::fitting_batch(&hp, layers, config.n_embd, job.limits.job_memory_mb);
+        let sized = SaeHyperparameters {
+            batch_size: batch.unwrap_or(hp.batch_size),
+            ..hp
+        };
+        Some(memory::estimated_mb(&sized, layers, config.n_embd) + source)
     }
 
     fn train(
@@ -216,6 +216,15 @@ impl Family for SparseAutoencoders {
             .map_err(TrainError::Resume)?;
         if job.dataset.info.task == Task::Unlabeled {
             hp.layers = vec![0];
+            let info = &job.dataset.info;
+            let shape = (1, info.n_features);
+            memory::shrink_to_budget(
+                &mut hp,
+                info.n_rows,
+                shape,
+                job.limits.job_memory_mb,
+                reporter,
+            );
             let layers = vec![matrix_layer(&hp, &job.dataset.table)];
             let run = match fit_layers(&hp, &layers, resume, control, reporter)? {
                 Ok(run) => run,
@@ -235,6 +244,9 @@ impl Family for SparseAutoencoders {
         }
         spec::check_against_source(&hp, source.config.n_layer, source.config.n_embd)
             .map_err(|e| fit(e.to_string()))?;
+        let shape = (hp.layers.len(), source.config.n_embd);
+        let tokens = hp.n_tokens;
+        memory::shrink_to_budget(&mut hp, tokens, shape, job.limits.job_memory_mb, reporter);
         let text = match &job.dataset.text {
             Some(text) => text.clone(),
             None => builtin_corpus(&job.dataset.info.name)

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod family;
 pub mod features;
 pub mod linalg;
+mod memory;
 pub mod model;
 pub mod optim;
 pub mod resample;

@@ -51,6 +51,11 @@ pub struct ListQuery {
     pub status: Option<String>,
     pub dataset: Option<String>,
     pub algorithm: Option<String>,
+    /// Models that read this model (a sparse autoencoder's `source_model`).
+    pub source_model: Option<String>,
+    /// Models with this `architecture` hyperparameter (a sparse autoencoder's `relu`, `topk`
+    /// or `batch_topk`).
+    pub architecture: Option<String>,
     /// 1 to 200, default 50.
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
@@ -221,6 +226,13 @@ pub async fn list_models(
         status: q.status,
         dataset: q.dataset,
         algorithm: q.algorithm,
+        hyperparameters: [
+            ("source_model", q.source_model),
+            ("architecture", q.architecture),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key.to_string(), Value::from(value?))))
+        .collect(),
         limit,
         offset,
     };

@@ -103,6 +103,20 @@ fn note_text(event: &TrainingEvent) -> Option<String> {
         } => Some(format!(
             "batch size reduced from {from} to {to}: about {estimated_mb:.0} MB needed, budget {budget_mb} MB"
         )),
+        TrainingEvent::BatchSizeProbed {
+            chosen,
+            probed,
+            budget_mb,
+        } => {
+            let tried: Vec<String> = probed
+                .iter()
+                .map(|p| format!("{} ({:.0} samples/s)", p.batch_size, p.samples_per_second))
+                .collect();
+            Some(format!(
+                "batch size auto: chose {chosen}, the fastest of {} (each fits the {budget_mb} MB budget)",
+                tried.join(", ")
+            ))
+        }
         _ => None,
     }
 }
@@ -164,7 +178,9 @@ async fn store_report(
             store.set_stage(&job.run_id, job.attempt, &stage).await
         }
         Report::Event(
-            event @ (TrainingEvent::BatchSizeReduced { .. } | TrainingEvent::Resampled { .. }),
+            event @ (TrainingEvent::BatchSizeReduced { .. }
+            | TrainingEvent::BatchSizeProbed { .. }
+            | TrainingEvent::Resampled { .. }),
             _,
         ) => {
             let note = note_text(&event).unwrap_or_default();
