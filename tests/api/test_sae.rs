@@ -252,7 +252,55 @@ async fn an_autoencoder_learns_a_language_models_activations_and_shows_its_featu
     );
 }
 
-/// A `.npy` file of float32 rows: sparse sums of 12 fixed directions in 16 dimensions.
+async fn trained_autoencoder(server: &Server, body: Value) -> (Value, String) {
+    let (code, created) = server.post("/api/models", body).await;
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let run = server.train(&id).await;
+    let status = server
+        .wait_for(&id, &["completed", "failed"], Duration::from_secs(300))
+        .await;
+    assert_eq!(status["status"], "completed", "{status}");
+    let (_, run) = server
+        .get(&format!("/api/runs/{}", run["id"].as_str().unwrap()))
+        .await;
+    let note = run["attempts"][0]["note"].as_str().unwrap_or_default();
+    (status["metrics"].clone(), note.to_string())
+}
+
+/// What an autoencoder learned, without what the machine measured.
+fn learned(metrics: &Value) -> Value {
+    let mut metrics = metrics.clone();
+    metrics
+        .as_object_mut()
+        .unwrap()
+        .retain(|k, _| !k.contains("second") && k != "memory_peak_mb");
+    metrics
+}
+
+#[tokio::test]
+async fn a_second_autoencoder_on_the_same_activations_reads_them_from_the_cache() {
+    let server = Server::start().await;
+    let source = trained_language_model(&server).await;
+    let (first, first_note) = trained_autoencoder(&server, sae(&source, json!({}))).await;
+    assert!(!first_note.contains("cache"), "{first_note}");
+
+    // The same source, corpus, layers, site and token count: extraction is skipped, and the
+    // activations read back are the very ones extracted, so the same settings learn the same.
+    let mut again = sae(&source, json!({}));
+    again["name"] = json!("features again");
+    let (second, second_note) = trained_autoencoder(&server, again).await;
+    assert!(
+        second_note.contains("read from the cache"),
+        "the second job says where its activations came from: {second_note}"
+    );
+    assert_eq!(learned(&first), learned(&second));
+
+    // Another layer is other activations: extracted afresh.
+    let (_, other_note) = trained_autoencoder(&server, sae(&source, json!({"layers": [0]}))).await;
+    assert!(!other_note.contains("cache"), "{other_note}");
+}
+
 /// The seed's listing filters: by source model and architecture, beside status and dataset.
 async fn listing_filters_by_source_model_and_architecture(
     server: &Server,
@@ -292,6 +340,7 @@ async fn listing_filters_by_source_model_and_architecture(
     assert_eq!(server.delete(&format!("/api/models/{relu}")).await, 204);
 }
 
+/// A `.npy` file of float32 rows: sparse sums of 12 fixed directions in 16 dimensions.
 fn npy(rows: usize, shape: &str) -> Vec<u8> {
     let d = 16;
     let direction = |a: usize, j: usize| ((a * 7 + j * 3) as f32 * 0.61).sin();

@@ -89,6 +89,7 @@ pub fn run(export: Option<&Path>) -> anyhow::Result<Value> {
         },
         resume: None,
         dependencies: Default::default(),
+        cache: None,
     };
     let family = Families::builtin()
         .for_algorithm("transformer_classifier")?

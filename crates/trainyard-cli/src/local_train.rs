@@ -193,6 +193,7 @@ impl Reporter for CliObserver {
             } => {
                 self.println(format!("batch size {from} -> {to} to fit the memory budget ({estimated_mb:.0} MB > {budget_mb} MB)"));
             }
+            TrainingEvent::Note { message } => self.println(message),
             TrainingEvent::BatchSizeProbed { chosen, probed, .. } => {
                 let tried: Vec<String> = probed
                     .iter()
@@ -273,6 +274,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         limits,
         resume,
         dependencies: Default::default(),
+        cache: None,
     };
     let mut observer = CliObserver {
         checkpoint_dir: args.checkpoint_dir.clone(),

@@ -98,6 +98,10 @@ pub enum TrainingEvent {
         layer: usize,
         latents: usize,
     },
+    /// Something the run's attempt should say about how it went (work taken from the cache).
+    Note {
+        message: String,
+    },
     Finished {
         metrics: BTreeMap<String, f64>,
     },

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::artifacts::{CACHE_PREFIX, CACHE_RETENTION};
 use crate::state::SharedState;
 
 /// The prefixes the server writes under.
@@ -26,13 +27,21 @@ pub async fn collect(state: &SharedState, grace: Duration) -> anyhow::Result<usi
     .await??;
     let referenced = state.store.referenced_artifacts().await?;
     let now = SystemTime::now();
-    let doomed: Vec<String> = listed
+    let age = |modified: &SystemTime| now.duration_since(*modified).unwrap_or_default();
+    let mut doomed: Vec<String> = listed
         .into_iter()
-        .filter(|(key, modified)| {
-            !referenced.contains(key) && now.duration_since(*modified).unwrap_or_default() >= grace
-        })
+        .filter(|(key, modified)| !referenced.contains(key) && age(modified) >= grace)
         .map(|(key, _)| key)
         .collect();
+    // Cached work is referenced by no row: it goes once it is old.
+    let artifacts = state.artifacts.clone();
+    let cached = tokio::task::spawn_blocking(move || artifacts.list(CACHE_PREFIX)).await??;
+    doomed.extend(
+        cached
+            .into_iter()
+            .filter(|(_, modified)| age(modified) >= CACHE_RETENTION.max(grace))
+            .map(|(key, _)| key),
+    );
     let artifacts = state.artifacts.clone();
     let removed = tokio::task::spawn_blocking(move || {
         let mut removed = 0;

@@ -48,6 +48,18 @@ pub struct Job {
     /// The model files of the trained models this job reads (see [`Family::dependencies`]),
     /// by the field that names them.
     pub dependencies: BTreeMap<String, Vec<u8>>,
+    /// Where work an earlier job did can be found again (see [`JobCache`]); None trains
+    /// without one.
+    pub cache: Option<Arc<dyn JobCache>>,
+}
+
+/// Work a job can skip when an earlier job did it: bytes a family saves under a key derived
+/// from everything they depend on (an autoencoder's extracted activations: the source model's
+/// file, the corpus, the layers), so a key never names two contents. A miss, a damaged entry or
+/// a failed write costs only the work again, so neither is an error.
+pub trait JobCache: Send + Sync {
+    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    fn put(&self, key: &str, bytes: &[u8]);
 }
 
 /// A trained model that another model's training reads: a distillation teacher, weights to

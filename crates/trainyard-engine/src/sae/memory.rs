@@ -12,10 +12,14 @@ const SMALLEST_BATCH: usize = 32;
 /// its gradients and Adam's two moments, plus the batch's dense codes.
 pub(super) fn estimated_mb(hp: &SaeHyperparameters, layers: usize, d_in: usize) -> f64 {
     let d_sae = hp.d_sae(d_in) as f64;
-    let activations = hp.n_tokens as f64 * 1.1 * d_in as f64 * layers as f64;
     let parameters = 2.0 * d_sae * d_in as f64 * 4.0 * layers as f64;
     let batch = 3.0 * hp.batch_size as f64 * d_sae;
-    (activations + parameters + batch) * 4.0 / (1 << 20) as f64
+    activations_mb(hp, layers, d_in) + (parameters + batch) * 4.0 / (1 << 20) as f64
+}
+
+/// The activations of every layer, training and held-out tokens.
+pub(super) fn activations_mb(hp: &SaeHyperparameters, layers: usize, d_in: usize) -> f64 {
+    hp.n_tokens as f64 * 1.1 * d_in as f64 * layers as f64 * 4.0 / (1 << 20) as f64
 }
 
 /// The requested batch size, halved (not below 32) until the estimate fits `budget_mb`; None

@@ -3,6 +3,7 @@
 //! features and loss recovered (`features`), files (`codec`), and the family (`family`,
 //! `served`).
 
+pub mod cache;
 pub mod codec;
 pub mod extract;
 pub mod family;

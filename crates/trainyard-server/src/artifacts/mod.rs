@@ -3,11 +3,13 @@
 //! database write after the upload completes, so a reader never sees a half-written artifact;
 //! what no row references is removed by the garbage collector (`crate::gc`).
 
+mod cache;
 mod local;
 mod s3;
 
 use std::path::PathBuf;
 
+pub use cache::{ArtifactCache, CACHE_PREFIX, CACHE_RETENTION};
 pub use local::LocalArtifacts;
 pub use s3::{S3Artifacts, install_crypto_provider};
 

@@ -14,7 +14,7 @@ use trainyard_engine::family::{Family, Finished, Job, Reporter, SavedCheckpoint}
 use trainyard_engine::{Control, TrainError};
 use trainyard_store::{CheckpointRow, ClaimedJob, StoreError};
 
-use crate::artifacts::{checkpoint_key, model_key, run_prefix};
+use crate::artifacts::{ArtifactCache, checkpoint_key, model_key, run_prefix};
 use crate::events;
 use crate::state::SharedState;
 
@@ -219,6 +219,7 @@ async fn prepare_job(state: &SharedState, claimed: &ClaimedJob) -> Result<Prepar
         limits: state.config.limits(),
         resume: None,
         dependencies,
+        cache: Some(Arc::new(ArtifactCache::new(state.artifacts.clone()))),
     };
     Ok(PreparedJob {
         family,

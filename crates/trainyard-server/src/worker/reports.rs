@@ -103,6 +103,7 @@ fn note_text(event: &TrainingEvent) -> Option<String> {
         } => Some(format!(
             "batch size reduced from {from} to {to}: about {estimated_mb:.0} MB needed, budget {budget_mb} MB"
         )),
+        TrainingEvent::Note { message } => Some(message.clone()),
         TrainingEvent::BatchSizeProbed {
             chosen,
             probed,
@@ -180,6 +181,7 @@ async fn store_report(
         Report::Event(
             event @ (TrainingEvent::BatchSizeReduced { .. }
             | TrainingEvent::BatchSizeProbed { .. }
+            | TrainingEvent::Note { .. }
             | TrainingEvent::Resampled { .. }),
             _,
         ) => {
