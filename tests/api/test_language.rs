@@ -465,7 +465,7 @@ async fn a_student_distils_from_a_trained_teacher_of_its_own_project() {
     let (code, created) = server.post("/api/models", student(&teacher)).await;
     assert_eq!(code, 201, "{created}");
     let id = created["id"].as_str().unwrap();
-    server.train(id).await;
+    let run = server.train(id).await;
     let status = server
         .wait_for(id, &["completed", "failed"], Duration::from_secs(180))
         .await;
@@ -473,6 +473,16 @@ async fn a_student_distils_from_a_trained_teacher_of_its_own_project() {
     assert!(
         status["metrics"]["val_loss"].as_f64().unwrap() < (85f64).ln(),
         "{status}"
+    );
+    // The teacher encoded this corpus with the same tokenizer: the student reuses its tokens.
+    let (_, run) = server
+        .get(&format!("/api/runs/{}", run["id"].as_str().unwrap()))
+        .await;
+    assert!(
+        run["attempts"][0]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("corpus tokens read from the cache")),
+        "{run}"
     );
 
     // Another project cannot name this project's model (last: a key turns on authentication).

@@ -66,6 +66,50 @@ pub fn read_sections<'a>(
     Ok(sections)
 }
 
+/// Little-endian raw numbers, the sections' usual content.
+pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The values' little-endian bytes: borrowed where the machine is little-endian (no copy of a
+/// gigabyte of activations), copied elsewhere.
+pub fn f32_le_view(values: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        // SAFETY: the bytes of initialised `f32`s are initialised `u8`s, `u8` has alignment 1,
+        // and the length covers exactly the slice's memory.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+        };
+        std::borrow::Cow::Borrowed(bytes)
+    } else {
+        std::borrow::Cow::Owned(f32_bytes(values))
+    }
+}
+
+pub fn read_f32s(bytes: &[u8], expected: usize, what: &str) -> Result<Vec<f32>, String> {
+    if bytes.len() != expected * 4 {
+        return Err(format!(
+            "{what}: {} bytes where {expected} floats were expected",
+            bytes.len()
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+pub fn u32_bytes(values: &[u32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+pub fn read_u32s(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use trainyard_data::DatasetInfo;
 use trainyard_data::text::{EncodedCorpus, builtin_corpus};
 use trainyard_data::tokenizer::{TextTokenizer, TokenizerKind};
 
+use super::corpus_cache::encoded_corpus;
 use super::model::{Gpt, GptConfig};
 use super::spec::Target;
 use super::steps::StepRun;
@@ -287,8 +288,13 @@ impl Family for Language {
             tokenizer,
             train: train_tokens,
             validation,
-        } = EncodedCorpus::fit(&text, hp.tokenizer, hp.vocab_size)
-            .map_err(|e| TrainError::Fit(e.to_string()))?;
+        } = encoded_corpus(
+            job.cache.as_deref(),
+            &text,
+            hp.tokenizer,
+            hp.vocab_size,
+            reporter,
+        )?;
         let resume = start(&job, &hp, reporter, train_tokens.len(), validation.len())?;
         let teacher = teacher(&job, &hp, &tokenizer)?;
         let data = LmData {

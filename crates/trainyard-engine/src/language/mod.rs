@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod classifier;
 pub mod classify;
+mod corpus_cache;
 pub mod decode;
 pub mod family;
 pub mod generate;

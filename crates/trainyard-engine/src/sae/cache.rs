@@ -4,11 +4,12 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::codec::{f32_le_view, read_f32s, read_u32s, u32_bytes};
 use super::extract::Extracted;
 use super::spec::SaeHyperparameters;
 use super::train::LayerData;
-use crate::container::{read_sections, write_sections};
+use crate::container::{
+    f32_le_view, read_f32s, read_sections, read_u32s, u32_bytes, write_sections,
+};
 
 const MAGIC: &[u8; 8] = b"TYSAEAC1";
 

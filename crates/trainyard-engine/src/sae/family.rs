@@ -14,7 +14,7 @@ use trainyard_data::DatasetInfo;
 use trainyard_data::text::builtin_corpus;
 
 use super::cache;
-use super::codec::{SaeShape, decode_checkpoint, encode_checkpoint, sae_sections, u32_bytes};
+use super::codec::{SaeShape, decode_checkpoint, encode_checkpoint, sae_sections};
 use super::extract::{Extracted, Source, extract};
 use super::features::{
     LossRecovered, Splice, feature_statistics, loss_recovered_from, next_token_loss,
@@ -22,7 +22,7 @@ use super::features::{
 use super::memory;
 use super::spec::{self, SaeHyperparameters};
 use super::train::{LayerData, SaeCheckpoint, SaeEvaluation, SaeObserver, SaeRun, train};
-use crate::container::write_sections;
+use crate::container::{u32_bytes, write_sections};
 use crate::family::{
     Artifact, Dependency, Family, Finished, Job, JobCache, Limits, Plan, Reporter, SavedCheckpoint,
     Served,

@@ -4,13 +4,14 @@
 
 use serde_json::{Value, json};
 
-use super::codec::{read_sae, read_u32s};
+use super::codec::read_sae;
 use super::extract::{Source, activations};
 use super::family::{MODEL_MAGIC, ModelHeader};
 use super::features::LayerFeatures;
 use super::model::{Architecture, Sae};
 use crate::PredictError;
 use crate::container::read_sections;
+use crate::container::read_u32s;
 use crate::family::{BundleFile, ExportInfo, FeatureQuery, FeatureSort, Served};
 use crate::language::weights::safetensors_file;
 
