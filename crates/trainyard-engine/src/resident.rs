@@ -30,6 +30,8 @@ impl JobMemory {
         let others = RUNNING.fetch_add(1, Ordering::SeqCst);
         let ticket = STARTED.fetch_add(1, Ordering::SeqCst) + 1;
         let baseline_kb = if others == 0 && reset_peak() {
+            release_free_memory();
+            reset_peak();
             read_status_kb("VmRSS:")
         } else {
             None
@@ -57,6 +59,23 @@ impl Drop for JobMemory {
         RUNNING.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+/// Memory an earlier job freed stays resident in the allocator's free lists, where this job
+/// would reuse it without the resident set growing; handing it back to the system first makes
+/// the job's growth its real footprint.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    // SAFETY: glibc's malloc_trim only returns free pages to the system; any thread may call it.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
 
 /// Writing 5 to clear_refs sets the peak resident set to the current one (Linux 4.0+).
 fn reset_peak() -> bool {

@@ -216,14 +216,16 @@ fn fit(
     Ok(Ok(detector))
 }
 
-/// What a fit holds: the standardised split, the scores of every row (sorted copies too), and
-/// the detector (ECOD: each column sorted; a forest: its nodes; histograms are small).
+/// What a fit holds: the standardised split, the scores of every row (sorted and held-out
+/// copies, and again in the model file being written), the detector (ECOD: each column sorted;
+/// a forest: its nodes; histograms are small), and about 1 MB of working state. ECOD keeps
+/// each column sorted and both tails of its empirical distribution.
 fn estimated_bytes(spec: &AnomalySpec, rows: usize, d: usize) -> f64 {
     let (rows, d) = (rows as f64, d as f64);
     let split = rows * d * 4.0 + rows * 2.0;
-    let scores = rows * 8.0 * 3.0;
+    let scores = rows * 8.0 * 5.0 + 1024.0 * 1024.0;
     let detector = match spec.algorithm {
-        AnomalyAlgorithm::Ecod => rows * d * 8.0 * 2.0,
+        AnomalyAlgorithm::Ecod => rows * d * 8.0 * 3.0,
         AnomalyAlgorithm::IsolationForest => {
             let samples = spec.max_samples.unwrap_or(256).min(rows as usize) as f64;
             spec.n_estimators as f64 * 2.0 * samples * 48.0

@@ -453,7 +453,8 @@ fn training_mb(hp: &LmHyperparameters) -> f64 {
         TokenizerKind::Char => CHAR_VOCAB_BOUND,
         TokenizerKind::Bpe => hp.vocab_size,
     };
-    hp.config(vocab).estimated_bytes(hp.batch_size) / (1 << 20) as f64
+    (hp.config(vocab).estimated_bytes(hp.batch_size) + crate::memory::BACKEND_RUNTIME_BYTES)
+        / (1 << 20) as f64
 }
 
 /// What a job holds: training memory, plus the corpus as text and as `u32` tokens (at most

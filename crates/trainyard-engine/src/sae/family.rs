@@ -190,9 +190,11 @@ impl Family for SparseAutoencoders {
             return Some(memory::estimated_mb(&sized, 1, info.n_features));
         }
         let config = language_model_config(job.dependencies.get(SOURCE_FIELD)?).ok()?;
-        // The source model's file, its decoded weights and the module built from them, and the
-        // corpus it reads.
-        let source = (config.parameters() * 4 * 3 + info.n_rows) as f64 / (1 << 20) as f64;
+        // The source model's file, its decoded weights and the module built from them, the
+        // corpus it reads, and the tensor backend it runs on.
+        let source = ((config.parameters() * 4 * 3 + info.n_rows) as f64
+            + crate::memory::BACKEND_RUNTIME_BYTES)
+            / (1 << 20) as f64;
         let layers = hp.layers.len().max(1);
         let batch = memory::fitting_batch(&hp, layers, config.n_embd, job.limits.job_memory_mb);
         let sized = SaeHyperparameters {
