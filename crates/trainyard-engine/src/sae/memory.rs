@@ -108,7 +108,7 @@ mod tests {
         let full = estimated_mb(&hp, 1, 128);
         assert!(fitting_batch(&hp, 1, 128, full.ceil() as u64) == Some(4096));
         let half = fitting_batch(&hp, 1, 128, 30).unwrap();
-        assert!(half < 4096 && half >= 32, "{half}");
+        assert!((32..4096).contains(&half), "{half}");
         assert!(
             estimated_mb(
                 &SaeHyperparameters {
