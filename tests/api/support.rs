@@ -575,6 +575,7 @@ fn spawn(dir: &Path, options: &Options) -> (Child, String) {
         .env("TRAINYARD_FAILPOINT_PANIC_MODEL", "crash-test-dummy")
         .env("TRAINYARD_FAILPOINT_STALL_BEFORE_MODEL", "stale-writer")
         .env("TRAINYARD_FAILPOINT_ABORT_MODEL", "hard-crash")
+        .env("TRAINYARD_FAILPOINT_KILL_MODEL", "memory-hog")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -151,6 +151,49 @@ async fn a_job_that_kills_its_worker_process_takes_down_only_that_worker() {
 }
 
 #[tokio::test]
+async fn a_worker_killed_for_memory_is_retried_at_half_the_batch() {
+    let server = Server::start_with(Options {
+        workers: 1,
+        ..Options::default()
+    })
+    .await;
+    // The first attempt's worker is killed with SIGKILL after its first epoch, as the kernel
+    // kills a process that runs out of memory (a failpoint).
+    let (status, body) = server
+        .post(
+            "/api/models",
+            json!({"name": "memory-hog", "dataset": "wine_quality", "algorithm": "mlp",
+               "hyperparameters": {"epochs": 3, "batch_size": 64, "hidden_layers": [16]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    server.train(&id).await;
+    let done = server
+        .wait_for(&id, &["completed", "failed"], Duration::from_secs(120))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (_, run) = server
+        .get(&format!("/api/runs/{}", done["run_id"].as_str().unwrap()))
+        .await;
+    let attempts = run["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{run}");
+    assert_eq!(attempts[0]["outcome"], "lost", "{run}");
+    assert!(
+        attempts[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("SIGKILL")),
+        "{run}"
+    );
+    assert!(
+        attempts[1]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("batch size 64 halved to 32")),
+        "the retry says what it changed: {run}"
+    );
+}
+
+#[tokio::test]
 async fn cancel_and_pause_reach_a_worker_process() {
     let server = Server::start_with(Options {
         workers: 0,

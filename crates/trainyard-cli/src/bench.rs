@@ -155,6 +155,7 @@ fn run_workload(name: &str) -> anyhow::Result<Value> {
         algorithm,
         hyperparameters: hp,
         resume: None,
+        batch_halvings: 0,
     };
     let mut recorder = Recorder::default();
     trainyard_engine::train(request, &Control::default(), &mut recorder)?;
@@ -190,6 +191,7 @@ fn run_case(case: &Case) -> anyhow::Result<Value> {
         algorithm: case.algorithm,
         hyperparameters: hp,
         resume: None,
+        batch_halvings: 0,
     };
     let mut recorder = Recorder::default();
     let started = Instant::now();
@@ -409,6 +411,7 @@ pub fn checkpoint_cost() -> anyhow::Result<(f64, usize)> {
         algorithm: Algorithm::Mlp,
         hyperparameters: hp,
         resume: None,
+        batch_halvings: 0,
     };
     trainyard_engine::train(request, &Control::default(), &mut observer)?;
     std::fs::remove_dir_all(&dir)?;

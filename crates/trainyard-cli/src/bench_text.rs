@@ -86,6 +86,7 @@ pub fn run(export: Option<&Path>) -> anyhow::Result<Value> {
         hyperparameters: Map::new(),
         limits: Limits {
             job_memory_mb: 8192,
+            batch_halvings: 0,
         },
         resume: None,
         dependencies: Default::default(),

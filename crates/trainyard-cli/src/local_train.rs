@@ -250,6 +250,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let dataset = load_builtin(&args.dataset)?;
     let limits = Limits {
         job_memory_mb: trainyard_server::state::default_job_memory_mb(),
+        batch_halvings: 0,
     };
     let hyperparameters = parse_sets(&args.set)?;
     let plan = family

@@ -40,6 +40,9 @@ pub struct LoopState {
     /// a resumed run keeps it; 0 in checkpoints written before it was recorded.
     #[serde(default)]
     pub batch_size: u32,
+    /// Halvings already applied to `batch_size` after the worker was killed.
+    #[serde(default)]
+    pub batch_halvings: u32,
 }
 
 impl LoopState {
@@ -67,6 +70,7 @@ impl LoopState {
             lr_scale: 1.0,
             nan_rollbacks: 0,
             batch_size: 0,
+            batch_halvings: 0,
         }
     }
 }

@@ -43,6 +43,8 @@ pub struct TrainRequest {
     pub hyperparameters: Hyperparameters,
     /// Continue from this checkpoint instead of starting fresh.
     pub resume: Option<Checkpoint>,
+    /// Halve the batch this many times in all (see `family::Limits::batch_halvings`).
+    pub batch_halvings: u32,
 }
 
 /// How a training call ended, when it did not fail.

@@ -217,6 +217,7 @@ pub(crate) fn train_network(
         }
         recorded => recorded as usize,
     };
+    let batch = halve_after_kills(batch, req.batch_halvings, &mut state, observer);
     state.batch_size = batch as u32;
     let n_batches = n_train.div_ceil(batch) as u32;
     let mut last_progress = Instant::now();
@@ -428,6 +429,30 @@ pub(crate) fn write_checkpoint(
         bytes,
     });
     Ok(())
+}
+
+/// Halves the batch once for each time the job's worker was killed since the checkpoint's
+/// batch was chosen; a mid-epoch position moves to the same sample at the new size.
+fn halve_after_kills(
+    batch: usize,
+    halvings: u32,
+    state: &mut LoopState,
+    observer: &mut dyn Observer,
+) -> usize {
+    let new = halvings.saturating_sub(state.batch_halvings);
+    let halved = (batch >> new.min(31)).max(1);
+    state.batch_halvings = state.batch_halvings.max(halvings);
+    if halved == batch {
+        return batch;
+    }
+    state.next_batch = (state.next_batch as usize * batch / halved) as u32;
+    observer.event(TrainingEvent::Note {
+        message: format!(
+            "the worker was killed (out of memory?) {halvings} time(s): batch size {batch} \
+             halved to {halved}"
+        ),
+    });
+    halved
 }
 
 /// The batch size a fresh run trains with: probed for `"auto"`, else the requested one halved

@@ -107,6 +107,7 @@ impl ServerConfig {
     pub fn limits(&self) -> Limits {
         Limits {
             job_memory_mb: self.job_memory_mb,
+            batch_halvings: 0,
         }
     }
 }

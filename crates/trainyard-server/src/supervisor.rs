@@ -19,12 +19,16 @@ const RESTART_DELAY: Duration = Duration::from_millis(200);
 /// Address space a worker may reserve beyond its job budget (code, thread stacks, allocator).
 const ADDRESS_SPACE_OVERHEAD_MB: u64 = 4096;
 
+/// What a worker's lost attempt says when the kernel killed it, most likely for memory; the
+/// next attempt trains at half the batch (`worker::recovery::killed_for_memory`).
+pub const KILLED_FOR_MEMORY: &str = "SIGKILL: out of memory?";
+
 /// Why a process ended, in words a user can act on.
 pub fn describe_exit(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with code {code}"),
         (None, Some(9)) => {
-            "killed by signal 9 (SIGKILL: out of memory? see the kernel log)".to_string()
+            format!("killed by signal 9 ({KILLED_FOR_MEMORY} see the kernel log)")
         }
         (None, Some(6)) => "killed by signal 6 (SIGABRT: the process aborted)".to_string(),
         (None, Some(11)) => {

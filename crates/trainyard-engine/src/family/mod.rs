@@ -24,6 +24,9 @@ pub use registry::Families;
 pub struct Limits {
     /// Memory one job may use, in MB.
     pub job_memory_mb: u64,
+    /// Times the job's worker process was killed as if out of memory (SIGKILL): each halves
+    /// the batch the job trains with, for families that can train at any batch size.
+    pub batch_halvings: u32,
 }
 
 /// A validated model spec, ready to be stored with the run.

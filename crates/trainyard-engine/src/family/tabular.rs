@@ -120,6 +120,7 @@ impl Family for Tabular {
             algorithm,
             hyperparameters,
             resume,
+            batch_halvings: job.limits.batch_halvings,
         };
         let mut adapter = Adapter(reporter);
         Ok(match crate::train(request, control, &mut adapter)? {

@@ -234,6 +234,7 @@ impl Family for SparseAutoencoders {
                 job.limits.job_memory_mb,
                 reporter,
             );
+            memory::halve_after_kills(&mut hp, job.limits.batch_halvings, reporter);
             let layers = vec![matrix_layer(&hp, &job.dataset.table)];
             let run = match fit_layers(&hp, &layers, resume, control, reporter)? {
                 Ok(run) => run,
@@ -256,6 +257,7 @@ impl Family for SparseAutoencoders {
         let shape = (hp.layers.len(), source.config.n_embd);
         let tokens = hp.n_tokens;
         memory::shrink_to_budget(&mut hp, tokens, shape, job.limits.job_memory_mb, reporter);
+        memory::halve_after_kills(&mut hp, job.limits.batch_halvings, reporter);
         let text = match &job.dataset.text {
             Some(text) => text.clone(),
             None => builtin_corpus(&job.dataset.info.name)

@@ -93,6 +93,27 @@ pub(super) fn shrink_to_budget(
     }
 }
 
+/// Halves the batch once for each time the job's worker was killed (out of memory, it seems),
+/// not below 32, and says so on the run.
+pub(super) fn halve_after_kills(
+    hp: &mut SaeHyperparameters,
+    halvings: u32,
+    reporter: &mut dyn Reporter,
+) {
+    let floor = SMALLEST_BATCH.min(hp.batch_size);
+    let halved = (hp.batch_size >> halvings.min(31)).max(floor);
+    if halved < hp.batch_size {
+        reporter.event(TrainingEvent::Note {
+            message: format!(
+                "the worker was killed (out of memory?) {halvings} time(s): batch size {} \
+                 halved to {halved}",
+                hp.batch_size
+            ),
+        });
+        hp.batch_size = halved;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ pub fn request_on(ds: Arc<Dataset>, algorithm: Algorithm, overrides: Value) -> T
         algorithm,
         hyperparameters: hp,
         resume: None,
+        batch_halvings: 0,
     }
 }
 

@@ -21,7 +21,10 @@ use crate::state::SharedState;
 mod recovery;
 mod reports;
 
-use recovery::{cancelled, fail, newest_valid_checkpoint, restart_budget_exhausted, retry_or_fail};
+use recovery::{
+    cancelled, fail, killed_for_memory, newest_valid_checkpoint, restart_budget_exhausted,
+    retry_or_fail,
+};
 use reports::{Report, persist};
 
 /// How often an idle worker looks for a job (an in-process one is also woken when a job is
@@ -38,11 +41,17 @@ struct JobObserver {
     panic_after_first_epoch: bool,
     /// Failpoint for the worker-process test: abort the whole process after the first epoch.
     abort_after_first_epoch: bool,
+    kill_after_first_epoch: bool,
 }
 
 /// Models with this name abort their worker process after their first epoch; it exists so the
 /// test suite can prove that a crash that takes down a process takes down only a worker.
 const FAILPOINT_ABORT_MODEL: &str = "TRAINYARD_FAILPOINT_ABORT_MODEL";
+
+/// The first attempt of a model with this name has its worker process killed (SIGKILL, as the
+/// kernel kills for memory) after its first epoch; the test suite uses it to prove the next
+/// attempt trains at half the batch.
+const FAILPOINT_KILL_MODEL: &str = "TRAINYARD_FAILPOINT_KILL_MODEL";
 
 /// Models with this name panic inside training after their first epoch; it exists so the test
 /// suite can prove that a crashing job fails alone and the worker survives.
@@ -94,6 +103,11 @@ impl Reporter for JobObserver {
         }
         if epoch_done && self.abort_after_first_epoch {
             std::process::abort();
+        }
+        if epoch_done && self.kill_after_first_epoch {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &std::process::id().to_string()])
+                .status();
         }
     }
 
@@ -283,6 +297,7 @@ async fn run_job(
         Ok(r) => r,
         Err(reason) => return fail(state, &job, &reason).await,
     };
+    request.limits.batch_halvings = killed_for_memory(state, &job).await?;
     let (checkpoint, mut note) = newest_valid_checkpoint(state, &family, &job.run_id).await?;
     if note.is_none() && job.attempt > 1 {
         note = Some("started over: no checkpoint had been written yet".to_string());
@@ -312,6 +327,8 @@ async fn run_job(
         tx,
         panic_after_first_epoch: failpoint_matches(FAILPOINT_PANIC_MODEL, &model_name),
         abort_after_first_epoch: failpoint_matches(FAILPOINT_ABORT_MODEL, &model_name),
+        kill_after_first_epoch: job.attempt == 1
+            && failpoint_matches(FAILPOINT_KILL_MODEL, &model_name),
     };
     let heartbeat = tokio::spawn(heartbeat_loop(
         state.clone(),

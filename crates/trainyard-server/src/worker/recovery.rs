@@ -85,6 +85,24 @@ async fn failed_attempts(state: &SharedState, job: &ClaimedJob) -> Result<u32, S
         .count() as u32)
 }
 
+/// Attempts lost because the kernel killed their worker, most likely for memory: each halves
+/// the batch of the attempts after it.
+pub(super) async fn killed_for_memory(
+    state: &SharedState,
+    job: &ClaimedJob,
+) -> Result<u32, StoreError> {
+    let attempts = state.store.attempts(&job.run_id).await?;
+    Ok(attempts
+        .iter()
+        .filter(|a| {
+            a.outcome.as_deref() == Some("lost")
+                && a.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains(crate::supervisor::KILLED_FOR_MEMORY))
+        })
+        .count() as u32)
+}
+
 pub(super) async fn restart_budget_exhausted(
     state: &SharedState,
     job: &ClaimedJob,
