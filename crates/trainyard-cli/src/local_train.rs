@@ -301,8 +301,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             }
             if table {
                 println!("finished in {seconds:.2}s");
+                let width = model.metrics.keys().map(String::len).max().unwrap_or(0);
                 for (k, v) in &model.metrics {
-                    println!("  {k:<16} {v:.6}");
+                    println!("  {k:<width$} {v:.6}");
                 }
             } else {
                 let out = json!({
