@@ -120,7 +120,7 @@ impl Control {
 
 /// Receives what training produces. `checkpoint` persists one and returns its size in bytes;
 /// an error there fails the run.
-pub trait Observer {
+pub trait Observer: Send {
     fn event(&mut self, event: TrainingEvent);
     fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<u64, String>;
 }
@@ -164,7 +164,10 @@ pub fn train(
     observer: &mut dyn Observer,
 ) -> Result<Outcome, TrainError> {
     let result = if request.algorithm.is_gradient_based() {
-        neural::train_network(request, control, observer)
+        match neural::one_thread_pool(&request) {
+            Some(pool) => pool.install(|| neural::train_network(request, control, observer)),
+            None => neural::train_network(request, control, observer),
+        }
     } else {
         forest_training::train_forest(request, control, observer)
     };

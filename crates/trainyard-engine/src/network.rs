@@ -75,6 +75,26 @@ impl Architecture {
         params as f64 * F32 * 4.0 + batch as f64 * activations as f64 * F32 * AUTODIFF_FACTOR
     }
 
+    /// Multiply-adds of one sample's forward pass: the convolutions (3x3, each block's output
+    /// at its input's size before pooling) and the dense layers.
+    pub fn multiply_adds_per_sample(&self) -> f64 {
+        let mut total = 0.0;
+        let mut channels = self.image_shape.map_or(1, |s| s[0]);
+        let (mut h, mut w) = self.image_shape.map_or((0, 0), |s| (s[1], s[2]));
+        for &out in &self.conv_channels {
+            total += (channels * out * 9 * h * w) as f64;
+            channels = out;
+            h /= 2;
+            w /= 2;
+        }
+        let mut width = self.conv_output_width();
+        for &next in self.hidden.iter().chain(std::iter::once(&self.n_outputs)) {
+            total += (width * next) as f64;
+            width = next;
+        }
+        total
+    }
+
     /// Width of the flattened output of the convolution stack (each block halves the image).
     fn conv_output_width(&self) -> usize {
         match (self.conv_channels.last(), self.image_shape) {
