@@ -8,13 +8,15 @@ activations as Trainyard's side (crates/trainyard-cli/src/bench_sae.rs).
     python torch_sae.py THREADS sae_relu|sae_topk
 """
 import json
+import os
 import sys
 import time
 
 import torch
 
 D_IN, D_SAE, BATCH, K, L1 = 512, 4096, 1024, 32, 5.0
-ROWS, WARMUP, STEPS = 16 * BATCH, 5, 100
+ROWS, STEPS = 16 * BATCH, 100
+WARMUP = int(os.environ.get("SAE_WARMUP", "5"))
 
 
 def activations():
@@ -65,6 +67,7 @@ def main(threads, workload):
                 W_dec.data /= W_dec.data.norm(dim=1, keepdim=True)
     seconds = time.perf_counter() - start
     print(json.dumps({"workload": workload, "steps_per_second": STEPS / seconds,
+                      "warmup_steps": WARMUP, "final_l0": float((z > 0).sum(-1).float().mean()),
                       "threads": threads, "peer": f"PyTorch {torch.__version__}"}))
 
 

@@ -14,6 +14,8 @@ use trainyard_engine::sae::train::{LayerData, init_layer, train_step};
 pub const D_IN: usize = 512;
 pub const BATCH: usize = 1024;
 const ROWS: usize = 16 * BATCH;
+/// Steps before timing starts; `SAE_WARMUP` (read by both sides) measures a later regime, as
+/// `SAE_WARMUP=400` the sparse one a relu SAE settles into.
 const WARMUP: u64 = 5;
 const STEPS: u64 = 100;
 
@@ -30,7 +32,15 @@ fn activations() -> Vec<f32> {
         .collect()
 }
 
+fn warmup_steps() -> u64 {
+    std::env::var("SAE_WARMUP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(WARMUP)
+}
+
 pub fn run(name: &str) -> anyhow::Result<Value> {
+    let warmup = warmup_steps();
     let architecture = if name == "sae_relu" {
         Architecture::Relu
     } else {
@@ -41,7 +51,7 @@ pub fn run(name: &str) -> anyhow::Result<Value> {
         k: 32,
         expansion_factor: 8,
         batch_size: BATCH,
-        max_steps: WARMUP + STEPS,
+        max_steps: warmup + STEPS,
         learning_rate: 4e-4,
         warmup_steps: 0,
         lr_decay_steps: 0,
@@ -64,8 +74,8 @@ pub fn run(name: &str) -> anyhow::Result<Value> {
     };
     let mut state = init_layer(&hp, &data);
     let mut started = Instant::now();
-    for step in 0..WARMUP + STEPS {
-        if step == WARMUP {
+    for step in 0..warmup + STEPS {
+        if step == warmup {
             started = Instant::now();
         }
         let rows = (step as usize * BATCH) % ROWS;
@@ -76,6 +86,7 @@ pub fn run(name: &str) -> anyhow::Result<Value> {
     Ok(json!({
         "workload": name,
         "steps_per_second": STEPS as f64 / seconds,
+        "warmup_steps": warmup,
         "final_l0": state.interval.sums.l0 / state.interval.steps.max(1) as f64,
         "threads": crate::bench::rayon_threads(),
     }))
