@@ -1,15 +1,21 @@
-//! Extracted activations kept in the job cache, so a resumed job, or another autoencoder on the
-//! same source model, corpus, layers and site, skips the extraction.
+//! A job's activations: read back from the job cache when a resumed job, or another autoencoder
+//! on the same source model, corpus, layers and site, extracted them already; else extracted
+//! (with progress) and cached.
+
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use trainyard_core::TrainingEvent;
 
-use super::extract::Extracted;
+use super::extract::{Extracted, Source, extract};
 use super::spec::SaeHyperparameters;
 use super::train::LayerData;
 use crate::container::{
     f32_le_view, read_f32s, read_sections, read_u32s, u32_bytes, write_sections,
 };
+use crate::family::{JobCache, Reporter};
+use crate::{Control, TrainError};
 
 const MAGIC: &[u8; 8] = b"TYSAEAC1";
 
@@ -26,6 +32,74 @@ struct LayerHeader {
     scale: f32,
     train_rows: usize,
     validation_rows: usize,
+}
+
+/// Where a job's activations come from: the source model run over the corpus.
+pub(super) struct ActivationRead<'a> {
+    pub source: &'a Source,
+    pub source_file: &'a [u8],
+    pub corpus: &'a str,
+    pub hp: &'a SaeHyperparameters,
+}
+
+impl ActivationRead<'_> {
+    /// The activations an earlier job extracted with the same model, corpus and settings, or
+    /// extracted now (with progress) and cached for the next job; None when stopped meanwhile.
+    pub(super) fn cached_or_extracted(
+        &self,
+        cache: Option<&dyn JobCache>,
+        control: &Control,
+        reporter: &mut dyn Reporter,
+    ) -> Result<Option<Extracted>, TrainError> {
+        let hp = self.hp;
+        let key = cache.map(|_| activation_key(self.source_file, self.corpus, hp));
+        if let (Some(cache), Some(key)) = (cache, &key)
+            && let Some(bytes) = cache.get(key)
+        {
+            match decode(&bytes) {
+                Ok(extracted) => {
+                    reporter.event(TrainingEvent::Note {
+                        message: format!(
+                            "activations of layer(s) {:?} read from the cache: an earlier job \
+                             extracted them from the same model and corpus",
+                            hp.layers
+                        ),
+                    });
+                    return Ok(Some(extracted));
+                }
+                Err(e) => reporter.event(TrainingEvent::Note {
+                    message: format!(
+                        "cached activations could not be read ({e}); extracting again"
+                    ),
+                }),
+            }
+        }
+        let mut last = Instant::now();
+        let mut progress = |done: u64, total: u64| {
+            if last.elapsed() >= crate::neural::PROGRESS_INTERVAL || done == total {
+                last = Instant::now();
+                reporter.event(TrainingEvent::Preparing {
+                    stage: "initializing".into(),
+                    done,
+                    total,
+                });
+            }
+        };
+        let extracted = extract(
+            self.source,
+            self.corpus,
+            &hp.layers,
+            hp.site,
+            hp.n_tokens,
+            hp.normalize_activations,
+            control,
+            &mut progress,
+        )?;
+        if let (Some(cache), Some(key), Some(extracted)) = (cache, &key, &extracted) {
+            cache.put(key, &encode(extracted));
+        }
+        Ok(extracted)
+    }
 }
 
 /// Everything an extraction depends on: the source model's file, the corpus, and the layers,

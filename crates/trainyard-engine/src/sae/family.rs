@@ -15,7 +15,7 @@ use trainyard_data::text::builtin_corpus;
 
 use super::cache;
 use super::codec::{SaeShape, decode_checkpoint, encode_checkpoint, sae_sections};
-use super::extract::{Extracted, Source, extract};
+use super::extract::Source;
 use super::features::{
     LossRecovered, Splice, feature_statistics, loss_recovered_from, next_token_loss,
 };
@@ -24,8 +24,7 @@ use super::spec::{self, SaeHyperparameters};
 use super::train::{LayerData, SaeCheckpoint, SaeEvaluation, SaeObserver, SaeRun, train};
 use crate::container::{u32_bytes, write_sections};
 use crate::family::{
-    Artifact, Dependency, Family, Finished, Job, JobCache, Limits, Plan, Reporter, SavedCheckpoint,
-    Served,
+    Artifact, Dependency, Family, Finished, Job, Limits, Plan, Reporter, SavedCheckpoint, Served,
 };
 use crate::language::family::language_model_config;
 use crate::{Control, PredictError, Stop, TrainError};
@@ -265,7 +264,7 @@ impl Family for SparseAutoencoders {
                 .into(),
         };
         let cache = job.cache.as_deref();
-        let read = ActivationRead {
+        let read = cache::ActivationRead {
             source: &source,
             source_file,
             corpus: &text,
@@ -299,74 +298,6 @@ impl Family for SparseAutoencoders {
 
     fn load(&self, bytes: &[u8]) -> Result<Arc<dyn Served>, PredictError> {
         Ok(Arc::new(super::served::ServedSae::decode(bytes)?))
-    }
-}
-
-/// Where a job's activations come from: the source model run over the corpus.
-struct ActivationRead<'a> {
-    source: &'a Source,
-    source_file: &'a [u8],
-    corpus: &'a str,
-    hp: &'a SaeHyperparameters,
-}
-
-impl ActivationRead<'_> {
-    /// The activations an earlier job extracted with the same model, corpus and settings, or
-    /// extracted now (with progress) and cached for the next job; None when stopped meanwhile.
-    fn cached_or_extracted(
-        &self,
-        cache: Option<&dyn JobCache>,
-        control: &Control,
-        reporter: &mut dyn Reporter,
-    ) -> Result<Option<Extracted>, TrainError> {
-        let hp = self.hp;
-        let key = cache.map(|_| cache::activation_key(self.source_file, self.corpus, hp));
-        if let (Some(cache), Some(key)) = (cache, &key)
-            && let Some(bytes) = cache.get(key)
-        {
-            match cache::decode(&bytes) {
-                Ok(extracted) => {
-                    reporter.event(TrainingEvent::Note {
-                        message: format!(
-                            "activations of layer(s) {:?} read from the cache: an earlier job \
-                             extracted them from the same model and corpus",
-                            hp.layers
-                        ),
-                    });
-                    return Ok(Some(extracted));
-                }
-                Err(e) => reporter.event(TrainingEvent::Note {
-                    message: format!(
-                        "cached activations could not be read ({e}); extracting again"
-                    ),
-                }),
-            }
-        }
-        let mut last = Instant::now();
-        let mut progress = |done: u64, total: u64| {
-            if last.elapsed() >= crate::neural::PROGRESS_INTERVAL || done == total {
-                last = Instant::now();
-                reporter.event(TrainingEvent::Preparing {
-                    stage: "initializing".into(),
-                    done,
-                    total,
-                });
-            }
-        };
-        let extracted = extract(
-            self.source,
-            self.corpus,
-            &hp.layers,
-            hp.site,
-            hp.n_tokens,
-            hp.normalize_activations,
-            control,
-            &mut progress,
-        )?;
-        if let (Some(cache), Some(key), Some(extracted)) = (cache, &key, &extracted) {
-            cache.put(key, &cache::encode(extracted));
-        }
-        Ok(extracted)
     }
 }
 
