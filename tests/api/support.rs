@@ -297,6 +297,15 @@ impl Server {
         body
     }
 
+    /// A run with its attempts, by the id a train or status answer gives (`run["id"]`,
+    /// `status["run_id"]`).
+    pub async fn run(&self, run_id: &Value) -> Value {
+        let id = run_id.as_str().expect("a run id");
+        let (code, run) = self.get(&format!("/api/runs/{id}")).await;
+        assert_eq!(code, StatusCode::OK, "{run}");
+        run
+    }
+
     /// Polls the status endpoint until the status is one of `wanted`.
     pub async fn wait_for(&self, model_id: &str, wanted: &[&str], timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;

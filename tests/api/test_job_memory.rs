@@ -210,9 +210,7 @@ async fn test_batch_size_auto_trains_with_the_fastest_size_that_fits_and_says_so
     let chosen = status["metrics"]["batch_size"]
         .as_f64()
         .expect("the chosen size");
-    let (_, run) = server
-        .get(&format!("/api/runs/{}", run["id"].as_str().unwrap()))
-        .await;
+    let run = server.run(&run["id"]).await;
     let note = run["attempts"][0]["note"].as_str().unwrap_or_default();
     assert!(
         note.contains(&format!("batch size auto: chose {chosen}"))

@@ -475,9 +475,7 @@ async fn a_student_distils_from_a_trained_teacher_of_its_own_project() {
         "{status}"
     );
     // The teacher encoded this corpus with the same tokenizer: the student reuses its tokens.
-    let (_, run) = server
-        .get(&format!("/api/runs/{}", run["id"].as_str().unwrap()))
-        .await;
+    let run = server.run(&run["id"]).await;
     assert!(
         run["attempts"][0]["note"]
             .as_str()

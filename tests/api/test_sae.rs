@@ -261,9 +261,7 @@ async fn trained_autoencoder(server: &Server, body: Value) -> (Value, String) {
         .wait_for(&id, &["completed", "failed"], Duration::from_secs(300))
         .await;
     assert_eq!(status["status"], "completed", "{status}");
-    let (_, run) = server
-        .get(&format!("/api/runs/{}", run["id"].as_str().unwrap()))
-        .await;
+    let run = server.run(&run["id"]).await;
     let note = run["attempts"][0]["note"].as_str().unwrap_or_default();
     (status["metrics"].clone(), note.to_string())
 }

@@ -86,9 +86,7 @@ async fn a_killed_worker_loses_no_work() {
         .wait_for(&id, &["completed", "failed"], Duration::from_secs(120))
         .await;
     assert_eq!(done["status"], "completed", "{done}");
-    let (_, run) = server
-        .get(&format!("/api/runs/{}", done["run_id"].as_str().unwrap()))
-        .await;
+    let run = server.run(&done["run_id"]).await;
     let attempts = run["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{run}");
     let (_, metrics) = server.get(&format!("/api/models/{id}/metrics")).await;
@@ -126,9 +124,7 @@ async fn a_job_that_kills_its_worker_process_takes_down_only_that_worker() {
     let done = server
         .wait_for(&crashing, &["failed"], Duration::from_secs(60))
         .await;
-    let (_, run) = server
-        .get(&format!("/api/runs/{}", done["run_id"].as_str().unwrap()))
-        .await;
+    let run = server.run(&done["run_id"]).await;
     let attempts = run["attempts"].as_array().unwrap();
     assert!(attempts.len() >= 2, "{run}");
     for attempt in &attempts[..2] {
@@ -173,9 +169,7 @@ async fn a_worker_killed_for_memory_is_retried_at_half_the_batch() {
         .wait_for(&id, &["completed", "failed"], Duration::from_secs(120))
         .await;
     assert_eq!(done["status"], "completed", "{done}");
-    let (_, run) = server
-        .get(&format!("/api/runs/{}", done["run_id"].as_str().unwrap()))
-        .await;
+    let run = server.run(&done["run_id"]).await;
     let attempts = run["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{run}");
     assert_eq!(attempts[0]["outcome"], "lost", "{run}");
