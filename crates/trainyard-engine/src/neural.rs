@@ -469,12 +469,7 @@ fn halve_after_kills(
         return batch;
     }
     state.next_batch = (state.next_batch as usize * batch / halved) as u32;
-    observer.event(TrainingEvent::Note {
-        message: format!(
-            "the worker was killed (out of memory?) {halvings} time(s): batch size {batch} \
-             halved to {halved}"
-        ),
-    });
+    observer.event(crate::family::halved_after_kills(halvings, batch, halved));
     halved
 }
 

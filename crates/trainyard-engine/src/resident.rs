@@ -29,10 +29,9 @@ impl JobMemory {
     pub fn begin() -> Self {
         let others = RUNNING.fetch_add(1, Ordering::SeqCst);
         let ticket = STARTED.fetch_add(1, Ordering::SeqCst) + 1;
-        let baseline_kb = if others == 0 && reset_peak() {
+        let baseline_kb = if others == 0 {
             release_free_memory();
-            reset_peak();
-            read_status_kb("VmRSS:")
+            reset_peak().then(|| read_status_kb("VmRSS:")).flatten()
         } else {
             None
         };

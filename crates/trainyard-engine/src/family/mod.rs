@@ -446,6 +446,17 @@ pub fn run(
     result
 }
 
+/// What an attempt says when it trains at a smaller batch because its worker was killed
+/// (`Limits::batch_halvings`); every family that halves says it the same way.
+pub(crate) fn halved_after_kills(halvings: u32, from: usize, to: usize) -> TrainingEvent {
+    TrainingEvent::Note {
+        message: format!(
+            "the worker was killed (out of memory?) {halvings} time(s): batch size {from} \
+             halved to {to}"
+        ),
+    }
+}
+
 /// Adds the job's memory (estimate and measured peak) to every epoch's metrics.
 struct Measured<'a> {
     inner: &'a mut dyn Reporter,

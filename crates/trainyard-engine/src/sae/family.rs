@@ -181,12 +181,12 @@ impl Family for SparseAutoencoders {
                 n_tokens: info.n_rows,
                 ..hp
             };
-            let batch = memory::fitting_batch(&sized, 1, info.n_features, job.limits.job_memory_mb);
-            let sized = SaeHyperparameters {
-                batch_size: batch.unwrap_or(sized.batch_size),
-                ..sized
-            };
-            return Some(memory::estimated_mb(&sized, 1, info.n_features));
+            return Some(memory::fitted_mb(
+                &sized,
+                1,
+                info.n_features,
+                job.limits.job_memory_mb,
+            ));
         }
         let config = language_model_config(job.dependencies.get(SOURCE_FIELD)?).ok()?;
         // The source model's file, its decoded weights and the module built from them, the
@@ -195,17 +195,13 @@ impl Family for SparseAutoencoders {
             + crate::memory::BACKEND_RUNTIME_BYTES)
             / (1 << 20) as f64;
         let layers = hp.layers.len().max(1);
-        let batch = memory::fitting_batch(&hp, layers, config.n_embd, job.limits.job_memory_mb);
-        let sized = SaeHyperparameters {
-            batch_size: batch.unwrap_or(hp.batch_size),
-            ..hp
-        };
         // Cached activations are written (or read) whole beside the job's own copy.
         let cached = match job.cache {
-            Some(_) => memory::activations_mb(&sized, layers, config.n_embd),
+            Some(_) => memory::activations_mb(&hp, layers, config.n_embd),
             None => 0.0,
         };
-        Some(memory::estimated_mb(&sized, layers, config.n_embd) + source + cached)
+        let fitted = memory::fitted_mb(&hp, layers, config.n_embd, job.limits.job_memory_mb);
+        Some(fitted + source + cached)
     }
 
     fn train(

@@ -38,6 +38,20 @@ pub(super) fn fitting_batch(
     (estimated_mb(&sized, layers, d_in) <= budget_mb as f64).then_some(sized.batch_size)
 }
 
+/// The estimate at the batch the job will train with (the fitting one, else as asked).
+pub(super) fn fitted_mb(
+    hp: &SaeHyperparameters,
+    layers: usize,
+    d_in: usize,
+    budget_mb: u64,
+) -> f64 {
+    let sized = SaeHyperparameters {
+        batch_size: fitting_batch(hp, layers, d_in, budget_mb).unwrap_or(hp.batch_size),
+        ..hp.clone()
+    };
+    estimated_mb(&sized, layers, d_in)
+}
+
 /// Refuses a job that does not fit even at the smallest batch, saying what to lower.
 pub(super) fn check_fits(
     hp: &SaeHyperparameters,
@@ -103,13 +117,11 @@ pub(super) fn halve_after_kills(
     let floor = SMALLEST_BATCH.min(hp.batch_size);
     let halved = (hp.batch_size >> halvings.min(31)).max(floor);
     if halved < hp.batch_size {
-        reporter.event(TrainingEvent::Note {
-            message: format!(
-                "the worker was killed (out of memory?) {halvings} time(s): batch size {} \
-                 halved to {halved}",
-                hp.batch_size
-            ),
-        });
+        reporter.event(crate::family::halved_after_kills(
+            halvings,
+            hp.batch_size,
+            halved,
+        ));
         hp.batch_size = halved;
     }
 }

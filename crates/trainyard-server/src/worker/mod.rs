@@ -285,7 +285,8 @@ async fn run_job(
     // first batch; removed whichever way this attempt ends.
     let control = Control::new();
     let _registered = RegisteredControl::new(state, &job.run_id, control.clone());
-    if let Some(reason) = restart_budget_exhausted(state, &job).await? {
+    let attempts = store.attempts(&job.run_id).await?;
+    if let Some(reason) = restart_budget_exhausted(state, &attempts) {
         return fail(state, &job, &reason).await;
     }
     let PreparedJob {
@@ -297,7 +298,7 @@ async fn run_job(
         Ok(r) => r,
         Err(reason) => return fail(state, &job, &reason).await,
     };
-    request.limits.batch_halvings = killed_for_memory(state, &job).await?;
+    request.limits.batch_halvings = killed_for_memory(&attempts);
     let (checkpoint, mut note) = newest_valid_checkpoint(state, &family, &job.run_id).await?;
     if note.is_none() && job.attempt > 1 {
         note = Some("started over: no checkpoint had been written yet".to_string());

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use trainyard_engine::family::{Family, SavedCheckpoint};
-use trainyard_store::{ClaimedJob, StoreError};
+use trainyard_store::{AttemptRow, ClaimedJob, StoreError};
 
 use crate::state::SharedState;
 
@@ -77,22 +77,21 @@ pub(super) async fn newest_valid_checkpoint(
 }
 
 /// Attempts that ended by failing or losing their worker; pauses and shutdowns do not count.
-async fn failed_attempts(state: &SharedState, job: &ClaimedJob) -> Result<u32, StoreError> {
-    let attempts = state.store.attempts(&job.run_id).await?;
-    Ok(attempts
+fn failed_count(attempts: &[AttemptRow]) -> u32 {
+    attempts
         .iter()
         .filter(|a| matches!(a.outcome.as_deref(), Some("failed" | "lost")))
-        .count() as u32)
+        .count() as u32
+}
+
+async fn failed_attempts(state: &SharedState, job: &ClaimedJob) -> Result<u32, StoreError> {
+    Ok(failed_count(&state.store.attempts(&job.run_id).await?))
 }
 
 /// Attempts lost because the kernel killed their worker, most likely for memory: each halves
 /// the batch of the attempts after it.
-pub(super) async fn killed_for_memory(
-    state: &SharedState,
-    job: &ClaimedJob,
-) -> Result<u32, StoreError> {
-    let attempts = state.store.attempts(&job.run_id).await?;
-    Ok(attempts
+pub(super) fn killed_for_memory(attempts: &[AttemptRow]) -> u32 {
+    attempts
         .iter()
         .filter(|a| {
             a.outcome.as_deref() == Some("lost")
@@ -100,20 +99,21 @@ pub(super) async fn killed_for_memory(
                     .as_deref()
                     .is_some_and(|r| r.contains(crate::supervisor::KILLED_FOR_MEMORY))
         })
-        .count() as u32)
+        .count() as u32
 }
 
-pub(super) async fn restart_budget_exhausted(
+/// Why the run may not start another attempt, if it may not.
+pub(super) fn restart_budget_exhausted(
     state: &SharedState,
-    job: &ClaimedJob,
-) -> Result<Option<String>, StoreError> {
-    let failures = failed_attempts(state, job).await?;
-    Ok((failures > state.config.max_restarts).then(|| {
+    attempts: &[AttemptRow],
+) -> Option<String> {
+    let failures = failed_count(attempts);
+    (failures > state.config.max_restarts).then(|| {
         format!(
             "gave up after {failures} failed or lost attempts (max_restarts is {}); see the run's attempts",
             state.config.max_restarts
         )
-    }))
+    })
 }
 
 /// A retryable failure (storage, I/O) goes back to the queue with exponential backoff until
