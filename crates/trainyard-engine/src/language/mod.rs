@@ -9,6 +9,7 @@ pub mod decode;
 pub mod family;
 pub mod generate;
 pub mod model;
+mod native;
 pub mod spec;
 pub mod steps;
 pub mod train;

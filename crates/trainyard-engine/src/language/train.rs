@@ -254,6 +254,9 @@ pub fn train(
             hp.block_size
         )));
     }
+    if super::native::handles(data, resume) {
+        return super::native::train(hp, data, resume, control, observer);
+    }
     let smoothing = (hp.label_smoothing > 0.0).then_some(hp.label_smoothing as f32);
     let objective = NextToken {
         hp,

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 
 use super::model::{Gpt, GptConfig};
@@ -203,4 +203,50 @@ pub fn safetensors_file(named: Vec<Named<'_>>) -> Result<Vec<u8>, String> {
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     safetensors::serialize(views, Some(metadata.into_iter().collect())).map_err(|e| e.to_string())
+}
+
+impl GptWeights {
+    /// A burn network holding these weights (the inverse of [`GptWeights::from_model`]).
+    pub fn to_model(&self, device: &burn::tensor::Device) -> Gpt {
+        let mut model = Gpt::new(&self.config, device);
+        set_matrix(&mut model.tokens.weight, &self.wte, self.config.n_embd);
+        set_matrix(&mut model.positions.weight, &self.wpe, self.config.n_embd);
+        for (block, layer) in model.blocks.iter_mut().zip(&self.layers) {
+            set_norm(&mut block.ln_attention, &layer.ln_1);
+            set_dense(&mut block.attention.query, &layer.q);
+            set_dense(&mut block.attention.key, &layer.k);
+            set_dense(&mut block.attention.value, &layer.v);
+            set_dense(&mut block.attention.output, &layer.proj);
+            set_norm(&mut block.ln_mlp, &layer.ln_2);
+            set_dense(&mut block.expand, &layer.fc);
+            set_dense(&mut block.project, &layer.mlp_proj);
+        }
+        set_norm(&mut model.ln_final, &self.ln_f);
+        model
+    }
+}
+
+fn set_matrix(param: &mut Param<Tensor<2>>, values: &[f32], cols: usize) {
+    let device = param.val().device();
+    let shape = [values.len() / cols, cols];
+    *param = Param::from_data(TensorData::new(values.to_vec(), shape), &device);
+}
+
+fn set_vector(param: &mut Param<Tensor<1>>, values: &[f32]) {
+    let device = param.val().device();
+    *param = Param::from_data(TensorData::new(values.to_vec(), [values.len()]), &device);
+}
+
+fn set_dense(linear: &mut Linear, dense: &Dense) {
+    set_matrix(&mut linear.weight, &dense.weight, dense.d_out);
+    if let (Some(param), Some(bias)) = (linear.bias.as_mut(), dense.bias.as_ref()) {
+        set_vector(param, bias);
+    }
+}
+
+fn set_norm(layer_norm: &mut LayerNorm, norm: &Norm) {
+    set_vector(&mut layer_norm.gamma, &norm.weight);
+    if let (Some(param), Some(bias)) = (layer_norm.beta.as_mut(), norm.bias.as_ref()) {
+        set_vector(param, bias);
+    }
 }

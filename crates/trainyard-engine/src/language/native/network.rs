@@ -1,0 +1,500 @@
+//! The transformer's forward and backward passes over flat `f32` buffers: the same network as
+//! `language::model::Gpt` (pre-norm blocks, causal attention, exact GELU, tied head), with
+//! every activation the backward pass needs kept on a [`Tape`]. Products run through `gemm`
+//! (split over output rows, never over sums) and reductions run in a fixed order, so a step's
+//! result does not depend on the number of threads.
+
+use rayon::prelude::*;
+
+use super::kernels::{
+    Mat, NormStats, Out, SharedMut, add_bias, add_column_sums, gelu, gelu_backward, layer_norm,
+    layer_norm_backward, matmul, softmax_in_place,
+};
+use super::layout::{BlockOffsets, Layout};
+use crate::language::weights::LAYER_NORM_EPSILON;
+
+/// Dropout masks (0 or `1 / (1 - p)`) in the order the network draws them.
+pub struct Masks {
+    pub embedding: Vec<f32>,
+    /// Per block: the attention output's and the MLP output's.
+    pub blocks: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+/// One micro-batch: `batch` windows of the model's `block_size` tokens, row-major.
+pub struct Batch<'a> {
+    pub inputs: &'a [u32],
+    pub targets: &'a [u32],
+    pub batch: usize,
+    /// Targets smoothed towards uniform by this much.
+    pub smoothing: f32,
+    pub masks: Option<Masks>,
+    /// Keep only each block's input and recompute the block in the backward pass (gradient
+    /// checkpointing): one block's activations alive at a time, the same results.
+    pub recompute: bool,
+}
+
+struct BlockTape {
+    ln_1: Vec<f32>,
+    ln_1_stats: NormStats,
+    qkv: Vec<f32>,
+    /// Attention probabilities, `[batch, heads, time, time]`.
+    att: Vec<f32>,
+    att_out: Vec<f32>,
+    /// The residual stream after attention.
+    mid: Vec<f32>,
+    ln_2: Vec<f32>,
+    ln_2_stats: NormStats,
+    fc_pre: Vec<f32>,
+    fc_act: Vec<f32>,
+}
+
+/// What the forward pass keeps for the backward one.
+pub struct Tape {
+    /// The residual stream entering each block, and after the last.
+    residual: Vec<Vec<f32>>,
+    blocks: Vec<BlockTape>,
+    ln_f: Vec<f32>,
+    ln_f_stats: NormStats,
+    /// Softmax of the logits, `[rows, vocab]`.
+    probs: Vec<f32>,
+    /// Mean cross-entropy over the batch's positions.
+    pub loss: f64,
+}
+
+fn stats(rows: usize) -> NormStats {
+    NormStats {
+        mean: vec![0.0; rows],
+        rstd: vec![0.0; rows],
+    }
+}
+
+fn slice(p: &[f32], at: usize, len: usize) -> &[f32] {
+    &p[at..at + len]
+}
+
+fn apply_mask(x: &mut [f32], mask: Option<&Vec<f32>>) {
+    if let Some(mask) = mask {
+        for (v, m) in x.iter_mut().zip(mask) {
+            *v *= m;
+        }
+    }
+}
+
+/// `out = x @ w (+ bias)` for `x` of `rows x d_in` and `w` of `d_in x d_out`.
+fn linear(
+    x: &[f32],
+    p: &[f32],
+    w: usize,
+    bias: Option<usize>,
+    d_in: usize,
+    d_out: usize,
+) -> Vec<f32> {
+    let rows = x.len() / d_in;
+    let mut out = vec![0.0; rows * d_out];
+    matmul(
+        Out::of(&mut out, rows, d_out),
+        Mat::of(x, rows, d_in),
+        Mat::rows(p, w, d_in, d_out, d_out),
+        false,
+        1.0,
+        true,
+    );
+    if let Some(b) = bias {
+        add_bias(&mut out, slice(p, b, d_out));
+    }
+    out
+}
+
+fn norm(x: &[f32], p: &[f32], w: usize, bias: Option<usize>, c: usize) -> (Vec<f32>, NormStats) {
+    let mut out = vec![0.0; x.len()];
+    let mut s = stats(x.len() / c);
+    let bias = bias.map(|b| slice(p, b, c));
+    layer_norm(
+        &mut out,
+        &mut s,
+        x,
+        slice(p, w, c),
+        bias,
+        LAYER_NORM_EPSILON,
+    );
+    (out, s)
+}
+
+/// The forward pass; with targets it computes the loss and keeps the softmax for backward.
+pub fn forward(layout: &Layout, p: &[f32], batch: &Batch<'_>) -> Tape {
+    let cfg = &layout.config;
+    let (t, c) = (cfg.block_size, cfg.n_embd);
+    let rows = batch.batch * t;
+    let mut x = vec![0.0f32; rows * c];
+    for (row, (&token, out)) in batch.inputs.iter().zip(x.chunks_exact_mut(c)).enumerate() {
+        let tok = slice(p, layout.wte + token as usize * c, c);
+        let pos = slice(p, layout.wpe + (row % t) * c, c);
+        for ((o, a), b) in out.iter_mut().zip(tok).zip(pos) {
+            *o = a + b;
+        }
+    }
+    apply_mask(&mut x, batch.masks.as_ref().map(|m| &m.embedding));
+    let mut residual = vec![x];
+    let mut blocks = Vec::with_capacity(layout.blocks.len());
+    for (l, o) in layout.blocks.iter().enumerate() {
+        let masks = batch.masks.as_ref().map(|m| &m.blocks[l]);
+        let (out, tape) = block_forward(layout, o, p, &residual[l], batch.batch, masks);
+        residual.push(out);
+        if !batch.recompute {
+            blocks.push(tape);
+        }
+    }
+    let (ln_f, ln_f_stats) = norm(&residual[cfg.n_layer], p, layout.ln_f, layout.ln_f_bias, c);
+    let v = cfg.vocab_size;
+    let mut probs = vec![0.0; rows * v];
+    matmul(
+        Out::of(&mut probs, rows, v),
+        Mat::of(&ln_f, rows, c),
+        Mat::rows(p, layout.wte, v, c, c).t(),
+        false,
+        1.0,
+        true,
+    );
+    let loss = cross_entropy(&mut probs, batch.targets, v, batch.smoothing);
+    Tape {
+        residual,
+        blocks,
+        ln_f,
+        ln_f_stats,
+        probs,
+        loss,
+    }
+}
+
+/// Turns logits into probabilities in place and returns the mean (smoothed) cross-entropy.
+fn cross_entropy(logits: &mut [f32], targets: &[u32], v: usize, smoothing: f32) -> f64 {
+    let mut losses = vec![0.0f64; targets.len()];
+    logits
+        .par_chunks_mut(v)
+        .zip(targets.par_iter())
+        .zip(losses.par_iter_mut())
+        .for_each(|((row, &target), loss)| {
+            let mean_logit = row.iter().sum::<f32>() / v as f32;
+            let target_logit = row[target as usize];
+            let log_norm = softmax_in_place(row);
+            let hard = log_norm - target_logit;
+            let uniform = log_norm - mean_logit;
+            *loss = ((1.0 - smoothing) * hard + smoothing * uniform) as f64;
+        });
+    losses.iter().sum::<f64>() / targets.len().max(1) as f64
+}
+
+fn block_forward(
+    layout: &Layout,
+    o: &BlockOffsets,
+    p: &[f32],
+    x: &[f32],
+    batch: usize,
+    masks: Option<&(Vec<f32>, Vec<f32>)>,
+) -> (Vec<f32>, BlockTape) {
+    let c = layout.config.n_embd;
+    let (ln_1, ln_1_stats) = norm(x, p, o.ln_1, o.ln_1_bias, c);
+    let qkv = linear(&ln_1, p, o.qkv, o.qkv_bias, c, 3 * c);
+    let (att, att_out) = attention(layout, &qkv, batch);
+    let mut projected = linear(&att_out, p, o.proj, o.proj_bias, c, c);
+    apply_mask(&mut projected, masks.map(|m| &m.0));
+    let mid: Vec<f32> = x.iter().zip(&projected).map(|(a, b)| a + b).collect();
+    let (ln_2, ln_2_stats) = norm(&mid, p, o.ln_2, o.ln_2_bias, c);
+    let fc_pre = linear(&ln_2, p, o.fc, o.fc_bias, c, 4 * c);
+    let mut fc_act = vec![0.0; fc_pre.len()];
+    gelu(&mut fc_act, &fc_pre);
+    let mut mlp = linear(&fc_act, p, o.mlp_proj, o.mlp_proj_bias, 4 * c, c);
+    apply_mask(&mut mlp, masks.map(|m| &m.1));
+    let out = mid.iter().zip(&mlp).map(|(a, b)| a + b).collect();
+    let tape = BlockTape {
+        ln_1,
+        ln_1_stats,
+        qkv,
+        att,
+        att_out,
+        mid,
+        ln_2,
+        ln_2_stats,
+        fc_pre,
+        fc_act,
+    };
+    (out, tape)
+}
+
+/// Heads' geometry: `(time, width, heads, head width)`.
+fn heads(layout: &Layout) -> (usize, usize, usize, usize) {
+    let cfg = &layout.config;
+    let c = cfg.n_embd;
+    (cfg.block_size, c, cfg.n_head, c / cfg.n_head)
+}
+
+/// Causal self-attention of every (window, head) in parallel: the probabilities and the heads'
+/// outputs side by side, `[rows, C]`.
+fn attention(layout: &Layout, qkv: &[f32], batch: usize) -> (Vec<f32>, Vec<f32>) {
+    let (t, c, nh, hs) = heads(layout);
+    let scale = 1.0 / (hs as f32).sqrt();
+    let mut att = vec![0.0f32; batch * nh * t * t];
+    let mut out = vec![0.0f32; batch * t * c];
+    let shared = SharedMut::new(&mut out);
+    att.par_chunks_mut(t * t).enumerate().for_each(|(bh, att)| {
+        let (b, h) = (bh / nh, bh % nh);
+        let base = b * t * 3 * c + h * hs;
+        let q = Mat::rows(qkv, base, t, hs, 3 * c);
+        let k = Mat::rows(qkv, base + c, t, hs, 3 * c);
+        let v = Mat::rows(qkv, base + 2 * c, t, hs, 3 * c);
+        matmul(Out::of(att, t, t), q, k.t(), false, scale, false);
+        for (i, row) in att.chunks_exact_mut(t).enumerate() {
+            softmax_in_place(&mut row[..=i]);
+            row[i + 1..].fill(0.0);
+        }
+        // SAFETY: head `h` of window `b` owns rows `b*t..(b+1)*t`, columns `h*hs..(h+1)*hs`.
+        let dst = unsafe { Out::shared(shared, b * t * c + h * hs, t, hs, c) };
+        matmul(dst, Mat::of(att, t, t), v, false, 1.0, false);
+    });
+    (att, out)
+}
+
+/// The backward pass of a forward pass with targets: adds every parameter's gradient of the
+/// loss times `scale` to `grads` (laid out as the parameters).
+pub fn backward(
+    layout: &Layout,
+    p: &[f32],
+    tape: &Tape,
+    batch: &Batch<'_>,
+    scale: f32,
+    grads: &mut [f32],
+) {
+    let cfg = &layout.config;
+    let (c, v) = (cfg.n_embd, cfg.vocab_size);
+    let rows = batch.inputs.len();
+    // The mean loss's gradient: (softmax - smoothed one-hot target) / rows.
+    let mut dlogits = tape.probs.clone();
+    let per_row = scale / rows as f32;
+    let (uniform, hard) = (batch.smoothing / v as f32, 1.0 - batch.smoothing);
+    dlogits
+        .par_chunks_mut(v)
+        .zip(batch.targets.par_iter())
+        .for_each(|(row, &target)| {
+            row[target as usize] -= hard;
+            for g in row.iter_mut() {
+                *g = (*g - uniform) * per_row;
+            }
+        });
+    let mut dln_f = vec![0.0; rows * c];
+    matmul(
+        Out::of(&mut dln_f, rows, c),
+        Mat::of(&dlogits, rows, v),
+        Mat::rows(p, layout.wte, v, c, c),
+        false,
+        1.0,
+        true,
+    );
+    matmul(
+        Out::rows(grads, layout.wte, v, c, c),
+        Mat::of(&dlogits, rows, v).t(),
+        Mat::of(&tape.ln_f, rows, c),
+        true,
+        1.0,
+        true,
+    );
+    let mut dx = vec![0.0; rows * c];
+    norm_backward(
+        &mut dx,
+        grads,
+        layout.ln_f,
+        layout.ln_f_bias,
+        &dln_f,
+        &tape.residual[cfg.n_layer],
+        &tape.ln_f_stats,
+        p,
+        c,
+    );
+    for (l, o) in layout.blocks.iter().enumerate().rev() {
+        let masks = batch.masks.as_ref().map(|m| &m.blocks[l]);
+        let x = &tape.residual[l];
+        let recomputed;
+        let block = match tape.blocks.get(l) {
+            Some(block) => block,
+            None => {
+                recomputed = block_forward(layout, o, p, x, batch.batch, masks).1;
+                &recomputed
+            }
+        };
+        block_backward(layout, o, p, block, x, masks, &mut dx, grads);
+    }
+    apply_mask(&mut dx, batch.masks.as_ref().map(|m| &m.embedding));
+    let t = cfg.block_size;
+    for (row, (&token, d)) in batch.inputs.iter().zip(dx.chunks_exact(c)).enumerate() {
+        for (at, g) in [
+            (layout.wte + token as usize * c, d),
+            (layout.wpe + (row % t) * c, d),
+        ] {
+            for (acc, g) in grads[at..at + c].iter_mut().zip(g) {
+                *acc += g;
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn norm_backward(
+    dx: &mut [f32],
+    grads: &mut [f32],
+    w: usize,
+    bias: Option<usize>,
+    dout: &[f32],
+    x: &[f32],
+    stats: &NormStats,
+    p: &[f32],
+    c: usize,
+) {
+    // A norm's bias directly follows its weight in the layout.
+    let (head, tail) = grads.split_at_mut(w + c);
+    let dbias = bias.map(|b| &mut tail[b - (w + c)..b - (w + c) + c]);
+    layer_norm_backward(
+        dx,
+        &mut head[w..w + c],
+        dbias,
+        dout,
+        x,
+        stats,
+        slice(p, w, c),
+    );
+}
+
+/// Adds `x^T @ d` to the weight's gradient and `d`'s column sums to the bias's; returns
+/// `d @ w^T`, the input's gradient.
+#[allow(clippy::too_many_arguments)]
+fn linear_backward(
+    grads: &mut [f32],
+    p: &[f32],
+    w: usize,
+    bias: Option<usize>,
+    x: &[f32],
+    d: &[f32],
+    d_in: usize,
+    d_out: usize,
+) -> Vec<f32> {
+    let rows = x.len() / d_in;
+    matmul(
+        Out::rows(grads, w, d_in, d_out, d_out),
+        Mat::of(x, rows, d_in).t(),
+        Mat::of(d, rows, d_out),
+        true,
+        1.0,
+        true,
+    );
+    if let Some(b) = bias {
+        add_column_sums(&mut grads[b..b + d_out], d);
+    }
+    let mut dx = vec![0.0; rows * d_in];
+    matmul(
+        Out::of(&mut dx, rows, d_in),
+        Mat::of(d, rows, d_out),
+        Mat::rows(p, w, d_in, d_out, d_out).t(),
+        false,
+        1.0,
+        true,
+    );
+    dx
+}
+
+#[allow(clippy::too_many_arguments)]
+fn block_backward(
+    layout: &Layout,
+    o: &BlockOffsets,
+    p: &[f32],
+    tape: &BlockTape,
+    x: &[f32],
+    masks: Option<&(Vec<f32>, Vec<f32>)>,
+    dx: &mut [f32],
+    grads: &mut [f32],
+) {
+    let c = layout.config.n_embd;
+    let batch = dx.len() / (c * layout.config.block_size);
+    let mut d = dx.to_vec();
+    apply_mask(&mut d, masks.map(|m| &m.1));
+    let mut dfc = linear_backward(
+        grads,
+        p,
+        o.mlp_proj,
+        o.mlp_proj_bias,
+        &tape.fc_act,
+        &d,
+        4 * c,
+        c,
+    );
+    gelu_backward(&mut dfc, &tape.fc_pre);
+    let dln_2 = linear_backward(grads, p, o.fc, o.fc_bias, &tape.ln_2, &dfc, c, 4 * c);
+    norm_backward(
+        dx,
+        grads,
+        o.ln_2,
+        o.ln_2_bias,
+        &dln_2,
+        &tape.mid,
+        &tape.ln_2_stats,
+        p,
+        c,
+    );
+    let mut d = dx.to_vec();
+    apply_mask(&mut d, masks.map(|m| &m.0));
+    let datt_out = linear_backward(grads, p, o.proj, o.proj_bias, &tape.att_out, &d, c, c);
+    let dqkv = attention_backward(layout, tape, &datt_out, batch);
+    let dln_1 = linear_backward(grads, p, o.qkv, o.qkv_bias, &tape.ln_1, &dqkv, c, 3 * c);
+    norm_backward(
+        dx,
+        grads,
+        o.ln_1,
+        o.ln_1_bias,
+        &dln_1,
+        x,
+        &tape.ln_1_stats,
+        p,
+        c,
+    );
+}
+
+/// The gradient of the query, key and value projections, `[rows, 3C]`, from the heads'
+/// output gradient.
+fn attention_backward(layout: &Layout, tape: &BlockTape, dout: &[f32], batch: usize) -> Vec<f32> {
+    let (t, c, nh, hs) = heads(layout);
+    let scale = 1.0 / (hs as f32).sqrt();
+    let qkv = &tape.qkv;
+    let mut dqkv = vec![0.0f32; batch * t * 3 * c];
+    let shared = SharedMut::new(&mut dqkv);
+    tape.att
+        .par_chunks(t * t)
+        .enumerate()
+        .for_each(|(bh, att)| {
+            let (b, h) = (bh / nh, bh % nh);
+            let base = b * t * 3 * c + h * hs;
+            let q = Mat::rows(qkv, base, t, hs, 3 * c);
+            let k = Mat::rows(qkv, base + c, t, hs, 3 * c);
+            let v = Mat::rows(qkv, base + 2 * c, t, hs, 3 * c);
+            let dy = Mat::rows(dout, b * t * c + h * hs, t, hs, c);
+            let att_m = Mat::of(att, t, t);
+            let mut datt = vec![0.0f32; t * t];
+            matmul(Out::of(&mut datt, t, t), dy, v.t(), false, 1.0, false);
+            // SAFETY: head `h` of window `b` owns rows `b*t..(b+1)*t` of its q, k and v columns.
+            let (dq, dk, dv) = unsafe {
+                (
+                    Out::shared(shared, base, t, hs, 3 * c),
+                    Out::shared(shared, base + c, t, hs, 3 * c),
+                    Out::shared(shared, base + 2 * c, t, hs, 3 * c),
+                )
+            };
+            matmul(dv, att_m.t(), dy, false, 1.0, false);
+            // Softmax backward; entries above the diagonal have zero probability and stay zero.
+            for (a, g) in att.chunks_exact(t).zip(datt.chunks_exact_mut(t)) {
+                let inner: f32 = a.iter().zip(g.iter()).map(|(a, g)| a * g).sum();
+                for (g, a) in g.iter_mut().zip(a) {
+                    *g = a * (*g - inner);
+                }
+            }
+            let dpre = Mat::of(&datt, t, t);
+            matmul(dq, dpre, k, false, scale, false);
+            matmul(dk, dpre.t(), q, false, scale, false);
+        });
+    dqkv
+}

@@ -1,0 +1,249 @@
+//! The hand-written network against burn's: the same weights give the same loss and the same
+//! gradients (dropout, label smoothing and biases included), and a step's result does not
+//! depend on the number of threads.
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor};
+use trainyard_data::SeededRng;
+
+use super::layout::Layout;
+use super::network::{Batch, backward, forward};
+use super::trainer::masks;
+use crate::language::model::{Dropout, Gpt, GptConfig, token_tensor};
+use crate::language::train::LmHyperparameters;
+use crate::language::weights::{Dense, GptWeights, LayerWeights, Norm};
+
+fn config(bias: bool) -> GptConfig {
+    GptConfig {
+        vocab_size: 13,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 8,
+        block_size: 6,
+        bias,
+    }
+}
+
+/// Seeded weights with every tensor perturbed (so norms' gains and biases are not 1 and 0).
+fn weights(config: &GptConfig, seed: u64) -> (Layout, Vec<f32>) {
+    let layout = Layout::new(config);
+    let mut rng = SeededRng::new(seed);
+    let model = {
+        let _guard = crate::neural::init_lock();
+        let device = Device::flex();
+        device.seed(seed);
+        Gpt::new(config, &device)
+    };
+    let mut p = layout.pack(&GptWeights::from_model(&model, config));
+    for x in &mut p {
+        *x += 0.2 * rng.normal() as f32;
+    }
+    (layout, p)
+}
+
+fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut rng = SeededRng::new(seed);
+    (0..n).map(|_| rng.below(vocab) as u32).collect()
+}
+
+fn grad_of<const D: usize>(
+    grads: &GradientsParams,
+    param: &burn::module::Param<Tensor<D>>,
+) -> Vec<f32> {
+    grads
+        .get::<D>(param.id)
+        .expect("a gradient")
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
+fn dense_grad(grads: &GradientsParams, linear: &burn::nn::Linear) -> Dense {
+    let weight = grad_of(grads, &linear.weight);
+    let d_out = linear.weight.val().dims()[1];
+    Dense {
+        d_in: weight.len() / d_out,
+        d_out,
+        weight,
+        bias: linear.bias.as_ref().map(|b| grad_of(grads, b)),
+    }
+}
+
+fn norm_grad(grads: &GradientsParams, norm: &burn::nn::LayerNorm) -> Norm {
+    Norm {
+        weight: grad_of(grads, &norm.gamma),
+        bias: norm.beta.as_ref().map(|b| grad_of(grads, b)),
+    }
+}
+
+/// burn's loss and gradients (laid out as named weights) for the same batch.
+fn burn_reference(
+    layout: &Layout,
+    p: &[f32],
+    batch: &Batch<'_>,
+    dropout: Option<(f64, u64)>,
+) -> (f64, GptWeights) {
+    let cfg = &layout.config;
+    let device = Device::flex().autodiff();
+    let model = layout.unpack(p).to_model(&device);
+    let inputs = token_tensor(batch.inputs, batch.batch, cfg.block_size, &device);
+    let targets =
+        token_tensor(batch.targets, 1, batch.targets.len(), &device).reshape([batch.targets.len()]);
+    let mut drop = dropout.map(|(p, seed)| Dropout {
+        p,
+        rng: SeededRng::derive(seed, 2_000_000),
+    });
+    let logits = model.forward_with(inputs, drop.as_mut());
+    let smoothing = (batch.smoothing > 0.0).then_some(batch.smoothing);
+    let loss = CrossEntropyLossConfig::new()
+        .with_smoothing(smoothing)
+        .init(&device)
+        .forward(logits, targets);
+    let value = loss.clone().into_scalar::<f32>() as f64;
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let layers = model
+        .blocks
+        .iter()
+        .map(|b| LayerWeights {
+            ln_1: norm_grad(&grads, &b.ln_attention),
+            q: dense_grad(&grads, &b.attention.query),
+            k: dense_grad(&grads, &b.attention.key),
+            v: dense_grad(&grads, &b.attention.value),
+            proj: dense_grad(&grads, &b.attention.output),
+            ln_2: norm_grad(&grads, &b.ln_mlp),
+            fc: dense_grad(&grads, &b.expand),
+            mlp_proj: dense_grad(&grads, &b.project),
+        })
+        .collect();
+    let named = GptWeights {
+        config: cfg.clone(),
+        wte: grad_of(&grads, &model.tokens.weight),
+        wpe: grad_of(&grads, &model.positions.weight),
+        layers,
+        ln_f: norm_grad(&grads, &model.ln_final),
+    };
+    (value, named)
+}
+
+fn assert_close(name: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 2e-5 + 1e-3 * w.abs(),
+            "{name}[{i}]: {g} vs burn's {w}"
+        );
+    }
+}
+
+fn check_against_burn(bias: bool, smoothing: f32, dropout: Option<f64>) {
+    let cfg = config(bias);
+    let (layout, p) = weights(&cfg, 7);
+    let batch_rows = 3;
+    let inputs = tokens(batch_rows * cfg.block_size, cfg.vocab_size, 1);
+    let targets = tokens(batch_rows * cfg.block_size, cfg.vocab_size, 2);
+    let hp = LmHyperparameters {
+        dropout: dropout.unwrap_or(0.0),
+        n_layer: cfg.n_layer,
+        n_embd: cfg.n_embd,
+        seed: 5,
+        ..LmHyperparameters::default()
+    };
+    let batch = Batch {
+        inputs: &inputs,
+        targets: &targets,
+        batch: batch_rows,
+        smoothing,
+        masks: masks(&hp, 0, inputs.len()),
+        recompute: false,
+    };
+    let tape = forward(&layout, &p, &batch);
+    let mut grads = vec![0.0; layout.len];
+    backward(&layout, &p, &tape, &batch, 1.0, &mut grads);
+    let (loss, want) = burn_reference(&layout, &p, &batch, dropout.map(|d| (d, 5)));
+    assert!(
+        (tape.loss - loss).abs() < 1e-5 * loss.abs(),
+        "loss {} vs burn's {loss}",
+        tape.loss
+    );
+    let got = layout.unpack(&grads);
+    for ((name, _, g), (_, _, w)) in got.named().iter().zip(want.named().iter()) {
+        assert_close(name, g, w);
+    }
+}
+
+#[test]
+fn loss_and_gradients_match_burns_network() {
+    check_against_burn(true, 0.0, None);
+}
+
+#[test]
+fn without_biases_with_label_smoothing_and_dropout_too() {
+    check_against_burn(false, 0.1, None);
+    check_against_burn(true, 0.0, Some(0.25));
+}
+
+#[test]
+fn packing_round_trips_through_named_weights_and_burns_model() {
+    let cfg = config(true);
+    let (layout, p) = weights(&cfg, 3);
+    let model = layout.unpack(&p).to_model(&Device::flex());
+    assert_eq!(layout.pack(&GptWeights::from_model(&model, &cfg)), p);
+    let decayed: usize = layout.decayed.iter().map(|r| r.len()).sum();
+    let e = cfg.n_embd;
+    let matrices = cfg.vocab_size * e + cfg.block_size * e + cfg.n_layer * 12 * e * e;
+    assert_eq!(
+        decayed, matrices,
+        "embeddings and matrices decay; norms and biases do not"
+    );
+}
+
+/// One forward and backward pass in a pool of `threads`.
+fn step_in_pool(threads: usize, recompute: bool) -> (f64, Vec<f32>) {
+    let cfg = GptConfig {
+        vocab_size: 50,
+        n_layer: 2,
+        n_head: 4,
+        n_embd: 64,
+        block_size: 32,
+        bias: true,
+    };
+    let (layout, p) = weights(&cfg, 11);
+    let inputs = tokens(8 * cfg.block_size, cfg.vocab_size, 3);
+    let targets = tokens(8 * cfg.block_size, cfg.vocab_size, 4);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let batch = Batch {
+            inputs: &inputs,
+            targets: &targets,
+            batch: 8,
+            smoothing: 0.0,
+            masks: None,
+            recompute,
+        };
+        let tape = forward(&layout, &p, &batch);
+        let mut grads = vec![0.0; layout.len];
+        backward(&layout, &p, &tape, &batch, 1.0, &mut grads);
+        (tape.loss, grads)
+    })
+}
+
+#[test]
+fn a_step_does_not_depend_on_threads_or_on_recomputing_blocks() {
+    let one = step_in_pool(1, false);
+    for (name, other) in [
+        ("three threads", step_in_pool(3, false)),
+        ("recomputed blocks", step_in_pool(2, true)),
+    ] {
+        assert_eq!(other.0, one.0, "{name}: loss");
+        let differ = other
+            .1
+            .iter()
+            .zip(&one.1)
+            .position(|(a, b)| a.to_bits() != b.to_bits());
+        assert_eq!(differ, None, "{name}: the first gradient that differs");
+    }
+}
