@@ -69,6 +69,16 @@ impl Reporter for Ignore {
 
 /// Trains the default classifier on the plays' lines; writes `train.csv` and
 /// `validation.csv` (the classifier's own split) under `export` when given.
+/// The classifier's hyperparameters: its defaults, or the JSON object in
+/// `TRAINYARD_BENCH_HYPERPARAMETERS` (for trying other settings against the same peer).
+fn hyperparameters() -> anyhow::Result<Map<String, Value>> {
+    match std::env::var("TRAINYARD_BENCH_HYPERPARAMETERS") {
+        Ok(text) => serde_json::from_str(&text)
+            .context("TRAINYARD_BENCH_HYPERPARAMETERS must be a JSON object of hyperparameters"),
+        Err(_) => Ok(Map::new()),
+    }
+}
+
 pub fn run(export: Option<&Path>) -> anyhow::Result<Value> {
     let rows = play_lines(&builtin_corpus("shakespeare")?);
     let all: Vec<usize> = (0..rows.len()).collect();
@@ -83,7 +93,7 @@ pub fn run(export: Option<&Path>) -> anyhow::Result<Value> {
     let job = Job {
         dataset: Arc::new(dataset),
         algorithm: "transformer_classifier".into(),
-        hyperparameters: Map::new(),
+        hyperparameters: hyperparameters()?,
         limits: Limits {
             job_memory_mb: 8192,
             batch_halvings: 0,

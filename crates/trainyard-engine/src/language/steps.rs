@@ -103,7 +103,11 @@ pub fn train_steps<O: Objective>(
     let mut model = {
         let _guard = crate::neural::init_lock();
         device.seed(hp.seed);
-        objective.init(&device)?
+        let model = objective.init(&device)?;
+        // Parameters initialise lazily: reading them here makes their draws happen under the
+        // lock, right after seeding, not interleaved with another job's.
+        weights(&model)?;
+        model
     };
     let mut optimizer = optimizer(hp);
     let (mut first_step, mut evaluations, mut best_model) = (0, Vec::new(), None);

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 
 use super::model::{Gpt, GptConfig};
@@ -207,46 +207,55 @@ pub fn safetensors_file(named: Vec<Named<'_>>) -> Result<Vec<u8>, String> {
 
 impl GptWeights {
     /// A burn network holding these weights (the inverse of [`GptWeights::from_model`]).
-    pub fn to_model(&self, device: &burn::tensor::Device) -> Gpt {
-        let mut model = Gpt::new(&self.config, device);
-        set_matrix(&mut model.tokens.weight, &self.wte, self.config.n_embd);
-        set_matrix(&mut model.positions.weight, &self.wpe, self.config.n_embd);
+    pub fn to_model(&self, device: &Device) -> Gpt {
+        // Parameters initialise lazily, and every one is replaced before it is read, so the
+        // shared generator is not drawn from; the lock covers any eager draw all the same.
+        let mut model = {
+            let _guard = crate::neural::init_lock();
+            Gpt::new(&self.config, device)
+        };
+        let d = device;
+        set_matrix(&mut model.tokens.weight, &self.wte, self.config.n_embd, d);
+        set_matrix(
+            &mut model.positions.weight,
+            &self.wpe,
+            self.config.n_embd,
+            d,
+        );
         for (block, layer) in model.blocks.iter_mut().zip(&self.layers) {
-            set_norm(&mut block.ln_attention, &layer.ln_1);
-            set_dense(&mut block.attention.query, &layer.q);
-            set_dense(&mut block.attention.key, &layer.k);
-            set_dense(&mut block.attention.value, &layer.v);
-            set_dense(&mut block.attention.output, &layer.proj);
-            set_norm(&mut block.ln_mlp, &layer.ln_2);
-            set_dense(&mut block.expand, &layer.fc);
-            set_dense(&mut block.project, &layer.mlp_proj);
+            set_norm(&mut block.ln_attention, &layer.ln_1, d);
+            set_dense(&mut block.attention.query, &layer.q, d);
+            set_dense(&mut block.attention.key, &layer.k, d);
+            set_dense(&mut block.attention.value, &layer.v, d);
+            set_dense(&mut block.attention.output, &layer.proj, d);
+            set_norm(&mut block.ln_mlp, &layer.ln_2, d);
+            set_dense(&mut block.expand, &layer.fc, d);
+            set_dense(&mut block.project, &layer.mlp_proj, d);
         }
-        set_norm(&mut model.ln_final, &self.ln_f);
+        set_norm(&mut model.ln_final, &self.ln_f, d);
         model
     }
 }
 
-fn set_matrix(param: &mut Param<Tensor<2>>, values: &[f32], cols: usize) {
-    let device = param.val().device();
+fn set_matrix(param: &mut Param<Tensor<2>>, values: &[f32], cols: usize, device: &Device) {
     let shape = [values.len() / cols, cols];
-    *param = Param::from_data(TensorData::new(values.to_vec(), shape), &device);
+    *param = Param::from_data(TensorData::new(values.to_vec(), shape), device);
 }
 
-fn set_vector(param: &mut Param<Tensor<1>>, values: &[f32]) {
-    let device = param.val().device();
-    *param = Param::from_data(TensorData::new(values.to_vec(), [values.len()]), &device);
+fn set_vector(param: &mut Param<Tensor<1>>, values: &[f32], device: &Device) {
+    *param = Param::from_data(TensorData::new(values.to_vec(), [values.len()]), device);
 }
 
-fn set_dense(linear: &mut Linear, dense: &Dense) {
-    set_matrix(&mut linear.weight, &dense.weight, dense.d_out);
+fn set_dense(linear: &mut Linear, dense: &Dense, device: &Device) {
+    set_matrix(&mut linear.weight, &dense.weight, dense.d_out, device);
     if let (Some(param), Some(bias)) = (linear.bias.as_mut(), dense.bias.as_ref()) {
-        set_vector(param, bias);
+        set_vector(param, bias, device);
     }
 }
 
-fn set_norm(layer_norm: &mut LayerNorm, norm: &Norm) {
-    set_vector(&mut layer_norm.gamma, &norm.weight);
+fn set_norm(layer_norm: &mut LayerNorm, norm: &Norm, device: &Device) {
+    set_vector(&mut layer_norm.gamma, &norm.weight, device);
     if let (Some(param), Some(bias)) = (layer_norm.beta.as_mut(), norm.bias.as_ref()) {
-        set_vector(param, bias);
+        set_vector(param, bias, device);
     }
 }

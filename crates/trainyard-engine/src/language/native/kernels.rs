@@ -69,6 +69,7 @@ pub struct Out {
     rows: usize,
     cols: usize,
     rs: isize,
+    cs: isize,
 }
 
 impl Out {
@@ -83,11 +84,23 @@ impl Out {
             rows,
             cols,
             rs: rs as isize,
+            cs: 1,
         }
     }
 
     pub fn of(data: &mut [f32], rows: usize, cols: usize) -> Out {
         Out::rows(data, 0, rows, cols, cols)
+    }
+
+    /// The transpose, without copying.
+    fn t(self) -> Out {
+        Out {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
     }
 
     /// Rows `start..start + rows`.
@@ -121,6 +134,7 @@ impl Out {
             rows,
             cols,
             rs: rs as isize,
+            cs: 1,
         }
     }
 }
@@ -147,25 +161,41 @@ impl SharedMut {
 
 /// Rows of the output one task computes when a product is split over threads: fixed, so
 /// every call gemm sees has the same shape whatever the pool size, and so does its sum order.
-const ROWS_PER_TASK: usize = 64;
+const ROWS_PER_TASK: usize = 128;
 
 /// `out = scale * a @ b`, or `out += scale * a @ b` when `accumulate`. `parallel` splits the
 /// output into fixed blocks of rows computed on the pool, so results do not depend on it.
 pub fn matmul(out: Out, a: Mat, b: Mat, accumulate: bool, scale: f32, parallel: bool) {
     assert_eq!(a.cols, b.rows, "inner dimensions");
     assert_eq!((out.rows, out.cols), (a.rows, b.cols), "output shape");
-    if !parallel || out.rows <= ROWS_PER_TASK {
+    if !parallel || out.rows.max(out.cols) <= ROWS_PER_TASK {
         return gemm_block(&out, &a, &b, accumulate, scale);
     }
-    let blocks = out.rows.div_ceil(ROWS_PER_TASK);
+    // Split the rows; a product with few rows (a weight's gradient) splits its columns.
+    let by_rows = out.rows > ROWS_PER_TASK;
+    let extent = if by_rows { out.rows } else { out.cols };
+    let blocks = extent.div_ceil(ROWS_PER_TASK);
     (0..blocks).into_par_iter().for_each(|i| {
-        let (start, rows) = (
+        let (start, len) = (
             i * ROWS_PER_TASK,
-            ROWS_PER_TASK.min(out.rows - i * ROWS_PER_TASK),
+            ROWS_PER_TASK.min(extent - i * ROWS_PER_TASK),
         );
-        // SAFETY: block `i` covers rows `start..start + rows` of `out` and of `a`, inside them.
-        let (out, a) = unsafe { (out.block(start, rows), a.block(start, rows)) };
-        gemm_block(&out, &a, &b, accumulate, scale);
+        // SAFETY: block `i` covers rows (or columns) `start..start + len` of `out` and of `a`
+        // (or `b`), inside them; blocks do not overlap.
+        unsafe {
+            if by_rows {
+                gemm_block(
+                    &out.block(start, len),
+                    &a.block(start, len),
+                    &b,
+                    accumulate,
+                    scale,
+                );
+            } else {
+                let (out, b) = (out.t().block(start, len).t(), b.t().block(start, len).t());
+                gemm_block(&out, &a, &b, accumulate, scale);
+            }
+        }
     });
 }
 
@@ -178,7 +208,7 @@ fn gemm_block(out: &Out, a: &Mat, b: &Mat, accumulate: bool, scale: f32) {
             b.cols,
             a.cols,
             out.ptr,
-            1,
+            out.cs,
             out.rs,
             accumulate,
             a.ptr,
@@ -197,14 +227,41 @@ fn gemm_block(out: &Out, a: &Mat, b: &Mat, accumulate: bool, scale: f32) {
     }
 }
 
+/// Defines a function twice: compiled for AVX2 and FMA (chosen at run time when the CPU has
+/// them) and for the baseline, so the element-wise loops vectorise eight lanes wide. Results
+/// are the same either way: the loops are element-wise (no reassociated sums) and Rust never
+/// fuses a multiply and an add on its own.
+macro_rules! simd_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? $body
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `wide` was compiled for.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $body
+        }
+    };
+}
+
 /// `e^x`, within about 2e-7 relative, branch-free so loops over it vectorise.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a library call.
+    const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E).round_ties_even();
+    let n = (x * LOG2E + ROUND) - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
@@ -213,38 +270,52 @@ pub fn exp(x: f32) -> f32 {
     f32::from_bits(((n as i32 + 127) << 23) as u32) * p
 }
 
-/// `erf(x)` within 1.5e-7 (Abramowitz and Stegun 7.1.26), branch-free.
+/// `(erf(x), e^(-x^2))`, the first within 1.5e-7 (Abramowitz and Stegun 7.1.26), branch-free.
 #[inline(always)]
-pub fn erf(x: f32) -> f32 {
+fn erf_and_gaussian(x: f32) -> (f32, f32) {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t
         * (0.254_829_6
             + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
-    (1.0 - poly * exp(-a * a)).copysign(x)
+    let gaussian = exp(-a * a);
+    ((1.0 - poly * gaussian).copysign(x), gaussian)
+}
+
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    erf_and_gaussian(x).0
+}
+
+const ROOT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
+
+simd_fn! {
+    fn gelu_chunk(out: &mut [f32], pre: &[f32]) {
+        for (o, &x) in out.iter_mut().zip(pre) {
+            *o = 0.5 * x * (1.0 + erf(x * ROOT_HALF));
+        }
+    }
+}
+
+simd_fn! {
+    fn gelu_backward_chunk(d: &mut [f32], pre: &[f32]) {
+        const INV_ROOT_TAU: f32 = 0.398_942_3;
+        for (g, &x) in d.iter_mut().zip(pre) {
+            // erf(x / sqrt 2) and the normal density share e^(-x^2 / 2).
+            let (erf, gaussian) = erf_and_gaussian(x * ROOT_HALF);
+            *g *= 0.5 * (1.0 + erf) + x * INV_ROOT_TAU * gaussian;
+        }
+    }
 }
 
 /// Exact (erf) GELU of `pre` into `out`.
 pub fn gelu(out: &mut [f32], pre: &[f32]) {
-    const ROOT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
-    par_zip(out, pre, |out, pre| {
-        for (o, &x) in out.iter_mut().zip(pre) {
-            *o = 0.5 * x * (1.0 + erf(x * ROOT_HALF));
-        }
-    });
+    par_zip(out, pre, gelu_chunk);
 }
 
 /// `d_pre = d_out * gelu'(pre)`, in place over `d` (which holds `d_out`).
 pub fn gelu_backward(d: &mut [f32], pre: &[f32]) {
-    const ROOT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
-    const INV_ROOT_TAU: f32 = 0.398_942_3;
-    par_zip(d, pre, |d, pre| {
-        for (g, &x) in d.iter_mut().zip(pre) {
-            let cdf = 0.5 * (1.0 + erf(x * ROOT_HALF));
-            let pdf = INV_ROOT_TAU * exp(-0.5 * x * x);
-            *g *= cdf + x * pdf;
-        }
-    });
+    par_zip(d, pre, gelu_backward_chunk);
 }
 
 /// Chunks of this many elements are one task: enough work to pay for a thread hand-off.
@@ -263,6 +334,63 @@ pub struct NormStats {
     pub rstd: Vec<f32>,
 }
 
+/// `sum(a[i] * b[i])` in eight lanes (a fixed order, so the compiler may vectorise it).
+#[inline(always)]
+fn dot8(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let full = a.len() / 8 * 8;
+    for (ca, cb) in a[..full].chunks_exact(8).zip(b[..full].chunks_exact(8)) {
+        for l in 0..8 {
+            lanes[l] += ca[l] * cb[l];
+        }
+    }
+    let tail: f32 = a[full..].iter().zip(&b[full..]).map(|(x, y)| x * y).sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn sum8(a: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let full = a.len() / 8 * 8;
+    for c in a[..full].chunks_exact(8) {
+        for l in 0..8 {
+            lanes[l] += c[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + a[full..].iter().sum::<f32>()
+}
+
+simd_fn! {
+    fn norm_rows(
+        out: &mut [f32],
+        x: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        eps: f32,
+        mean: &mut [f32],
+        rstd: &mut [f32],
+    ) {
+        let width = weight.len();
+        for (i, (o, row)) in out.chunks_exact_mut(width).zip(x.chunks_exact(width)).enumerate() {
+            let m = sum8(row) / width as f32;
+            for (o, v) in o.iter_mut().zip(row) {
+                *o = v - m;
+            }
+            let r = 1.0 / (dot8(o, o) / width as f32 + eps).sqrt();
+            for (o, w) in o.iter_mut().zip(weight) {
+                *o = *o * r * w;
+            }
+            if let Some(b) = bias {
+                for (o, b) in o.iter_mut().zip(b) {
+                    *o += b;
+                }
+            }
+            mean[i] = m;
+            rstd[i] = r;
+        }
+    }
+}
+
 pub fn layer_norm(
     out: &mut [f32],
     stats: &mut NormStats,
@@ -277,27 +405,46 @@ pub fn layer_norm(
         .zip(x.par_chunks(rows_per_task * width))
         .zip(stats.mean.par_chunks_mut(rows_per_task))
         .zip(stats.rstd.par_chunks_mut(rows_per_task))
-        .for_each(|(((out, x), mean), rstd)| {
-            for (i, (o, row)) in out
-                .chunks_exact_mut(width)
-                .zip(x.chunks_exact(width))
-                .enumerate()
-            {
-                let m = row.iter().sum::<f32>() / width as f32;
-                let var = row.iter().map(|v| (v - m) * (v - m)).sum::<f32>() / width as f32;
-                let r = 1.0 / (var + eps).sqrt();
-                for ((o, v), w) in o.iter_mut().zip(row).zip(weight) {
-                    *o = (v - m) * r * w;
-                }
-                if let Some(b) = bias {
-                    for (o, b) in o.iter_mut().zip(b) {
-                        *o += b;
-                    }
-                }
-                mean[i] = m;
-                rstd[i] = r;
+        .for_each(|(((out, x), mean), rstd)| norm_rows(out, x, weight, bias, eps, mean, rstd));
+}
+
+simd_fn! {
+    fn norm_backward_rows(
+        dx: &mut [f32],
+        dout: &[f32],
+        x: &[f32],
+        weight: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+    ) {
+        let width = weight.len();
+        let (mut dnorm, mut xhat) = (vec![0.0f32; width], vec![0.0f32; width]);
+        let rows = dx.chunks_exact_mut(width).zip(dout.chunks_exact(width)).zip(x.chunks_exact(width));
+        for (i, ((dx, dout), x)) in rows.enumerate() {
+            let (m, r) = (mean[i], rstd[i]);
+            for ((((dn, xh), d), w), v) in dnorm.iter_mut().zip(&mut xhat).zip(dout).zip(weight).zip(x) {
+                *dn = d * w;
+                *xh = (v - m) * r;
             }
-        });
+            let mean_d = sum8(&dnorm) / width as f32;
+            let mean_dn = dot8(&dnorm, &xhat) / width as f32;
+            for ((g, dn), xh) in dx.iter_mut().zip(&dnorm).zip(&xhat) {
+                *g += r * (dn - mean_d - xh * mean_dn);
+            }
+        }
+    }
+}
+
+simd_fn! {
+    fn norm_weight_grads(dweight: &mut [f32], dout: &[f32], x: &[f32], mean: &[f32], rstd: &[f32]) {
+        let width = dweight.len();
+        for (row, (dout, x)) in dout.chunks_exact(width).zip(x.chunks_exact(width)).enumerate() {
+            let (m, r) = (mean[row], rstd[row]);
+            for ((g, d), v) in dweight.iter_mut().zip(dout).zip(x) {
+                *g += d * (v - m) * r;
+            }
+        }
+    }
 }
 
 /// The layer norm's backward: adds the input's gradient to `dx`, and the weight's and bias's
@@ -317,42 +464,37 @@ pub fn layer_norm_backward(
     dx.par_chunks_mut(rows_per_task * width)
         .zip(dout.par_chunks(rows_per_task * width))
         .zip(x.par_chunks(rows_per_task * width))
-        .enumerate()
-        .for_each(|(task, ((dx, dout), x))| {
-            let mut dnorm = vec![0.0f32; width];
-            for (i, ((dx, dout), x)) in dx
-                .chunks_exact_mut(width)
-                .zip(dout.chunks_exact(width))
-                .zip(x.chunks_exact(width))
-                .enumerate()
-            {
-                let row = task * rows_per_task + i;
-                let (m, r) = (stats.mean[row], stats.rstd[row]);
-                let (mut mean_d, mut mean_dn) = (0.0f32, 0.0f32);
-                for (((dn, d), w), v) in dnorm.iter_mut().zip(dout).zip(weight).zip(x) {
-                    *dn = d * w;
-                    mean_d += *dn;
-                    mean_dn += *dn * (v - m) * r;
-                }
-                mean_d /= width as f32;
-                mean_dn /= width as f32;
-                for ((g, dn), v) in dx.iter_mut().zip(&dnorm).zip(x) {
-                    *g += r * (dn - mean_d - (v - m) * r * mean_dn);
-                }
-            }
+        .zip(stats.mean.par_chunks(rows_per_task))
+        .zip(stats.rstd.par_chunks(rows_per_task))
+        .for_each(|((((dx, dout), x), mean), rstd)| {
+            norm_backward_rows(dx, dout, x, weight, mean, rstd)
         });
-    for (row, (dout, x)) in dout
-        .chunks_exact(width)
-        .zip(x.chunks_exact(width))
-        .enumerate()
-    {
-        let (m, r) = (stats.mean[row], stats.rstd[row]);
-        for ((g, d), v) in dweight.iter_mut().zip(dout).zip(x) {
-            *g += d * (v - m) * r;
-        }
-    }
+    norm_weight_grads(dweight, dout, x, &stats.mean, &stats.rstd);
     if let Some(dbias) = dbias {
         add_column_sums(dbias, dout);
+    }
+}
+
+simd_fn! {
+    #[allow(clippy::too_many_arguments)]
+    /// One AdamW update of a chunk of parameters: `p -= step_size * m / (sqrt(v / c2) + eps)`,
+    /// `step_size` being the learning rate over the first moment's bias correction.
+    pub fn adamw_chunk(
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        betas: (f32, f32),
+        step_size: f32,
+        inv_c2: f32,
+        eps: f32,
+    ) {
+        let (b1, b2) = betas;
+        for (((p, g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            *p -= step_size * *m / ((*v * inv_c2).sqrt() + eps);
+        }
     }
 }
 
@@ -378,19 +520,20 @@ pub fn add_bias(m: &mut [f32], bias: &[f32]) {
         });
 }
 
-/// Softmax of `row` in place; returns the log of its normaliser (log-sum-exp).
-pub fn softmax_in_place(row: &mut [f32]) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
-    for v in row.iter_mut() {
-        *v = exp(*v - max);
-        sum += *v;
+simd_fn! {
+    /// Softmax of `row` in place; returns the log of its normaliser (log-sum-exp).
+    pub fn softmax_in_place(row: &mut [f32]) -> f32 {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for v in row.iter_mut() {
+            *v = exp(*v - max);
+        }
+        let sum: f32 = row.iter().sum();
+        let inv = 1.0 / sum;
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
+        max + sum.ln()
     }
-    let inv = 1.0 / sum;
-    for v in row.iter_mut() {
-        *v *= inv;
-    }
-    max + sum.ln()
 }
 
 #[cfg(test)]

@@ -29,13 +29,12 @@ fn config(bias: bool) -> GptConfig {
 fn weights(config: &GptConfig, seed: u64) -> (Layout, Vec<f32>) {
     let layout = Layout::new(config);
     let mut rng = SeededRng::new(seed);
-    let model = {
+    let mut p = {
         let _guard = crate::neural::init_lock();
         let device = Device::flex();
         device.seed(seed);
-        Gpt::new(config, &device)
+        layout.pack(&GptWeights::from_model(&Gpt::new(config, &device), config))
     };
-    let mut p = layout.pack(&GptWeights::from_model(&model, config));
     for x in &mut p {
         *x += 0.2 * rng.normal() as f32;
     }

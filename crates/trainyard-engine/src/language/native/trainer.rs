@@ -8,9 +8,11 @@
 use std::time::Instant;
 
 use burn::tensor::Device;
+use rayon::prelude::*;
 use trainyard_data::SeededRng;
 use trainyard_data::text::windows;
 
+use super::kernels::adamw_chunk;
 use super::layout::Layout;
 use super::network::{Batch, Masks, backward, forward};
 use crate::language::model::{Gpt, GptConfig};
@@ -52,11 +54,15 @@ impl AdamW {
         self.time += 1;
         let c1 = 1.0 - BETA_1.powi(self.time as i32);
         let c2 = 1.0 - BETA_2.powi(self.time as i32);
-        for (((p, g), m), v) in p.iter_mut().zip(g).zip(&mut self.m).zip(&mut self.v) {
-            *m = BETA_1 * *m + (1.0 - BETA_1) * g;
-            *v = BETA_2 * *v + (1.0 - BETA_2) * g * g;
-            *p -= lr * (*m / c1) / ((*v / c2).sqrt() + EPSILON);
-        }
+        const CHUNK: usize = 1 << 14;
+        let (step_size, inv_c2) = (lr / c1, 1.0 / c2);
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(self.m.par_chunks_mut(CHUNK))
+            .zip(self.v.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), m), v)| {
+                adamw_chunk(p, g, m, v, (BETA_1, BETA_2), step_size, inv_c2, EPSILON)
+            });
     }
 
     fn to_bytes(&self) -> Vec<u8> {
@@ -199,11 +205,12 @@ fn evaluate(state: &State, tokens: &[u32], hp: &LmHyperparameters) -> f64 {
 /// Applies one step's update: clipping by global norm, decoupled decay on matrices, AdamW.
 /// Returns the gradients' global norm before clipping.
 fn update(state: &mut State, hp: &LmHyperparameters, mut grads: Vec<f32>, lr: f64) -> f64 {
-    let norm = grads
-        .iter()
-        .map(|g| (*g as f64) * (*g as f64))
-        .sum::<f64>()
-        .sqrt();
+    // Partial sums over fixed chunks, added in order: the same norm on any number of threads.
+    let partials: Vec<f64> = grads
+        .par_chunks(1 << 14)
+        .map(|c| c.iter().map(|g| (*g as f64) * (*g as f64)).sum::<f64>())
+        .collect();
+    let norm = partials.iter().sum::<f64>().sqrt();
     if hp.grad_clip > 0.0 && norm > hp.grad_clip {
         let factor = (hp.grad_clip / (norm + 1e-6)) as f32;
         grads.iter_mut().for_each(|g| *g *= factor);
@@ -241,15 +248,14 @@ fn start(
     resume: Option<&LmCheckpoint>,
 ) -> Result<State, TrainError> {
     let device = Device::flex();
-    let fresh = {
+    let Some(checkpoint) = resume else {
+        // Parameters initialise lazily: reading them (`from_model`) is what draws, so it
+        // happens under the lock, right after seeding.
         let _guard = crate::neural::init_lock();
         device.seed(hp.seed);
-        Gpt::new(config, &device)
+        return Ok(State::from_model(&Gpt::new(config, &device), config));
     };
-    let Some(checkpoint) = resume else {
-        return Ok(State::from_model(&fresh, config));
-    };
-    let model = load_weights(fresh, &checkpoint.model)?;
+    let model = load_weights(Gpt::new(config, &device), &checkpoint.model)?;
     let mut state = State::from_model(&model, config);
     state.optimizer = AdamW::from_bytes(&checkpoint.optimizer, state.layout.len)?;
     Ok(state)
