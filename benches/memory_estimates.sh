@@ -5,6 +5,7 @@
 # the job added to its process). Epochs and steps are capped so the whole run takes minutes; the
 # peak is reached in the first epoch.
 #   cargo build --release -p trainyard-cli && benches/memory_estimates.sh
+#   ONLY=transformer_lm benches/memory_estimates.sh   # the rows whose label matches (grep -E)
 set -euo pipefail
 BIN="${TRAINYARD_BIN:-${CARGO_TARGET_DIR:-target}/release/trainyard}"
 BIN="$(realpath "$BIN")"
@@ -22,6 +23,7 @@ H='content-type: application/json'
 train() {
   local dataset=$1 algorithm=$2 hp=$3
   local body id status
+  if [ -n "${ONLY:-}" ] && ! echo "$algorithm on $dataset $hp" | grep -qE "$ONLY"; then return 0; fi
   body=$(jq -nc --arg d "$dataset" --arg a "$algorithm" --argjson hp "$hp" \
     '{name: ($a + " on " + $d), dataset: $d, algorithm: $a, hyperparameters: $hp}')
   id=$(curl -sf "$API/models" -H "$H" -d "$body" | jq -r .id)
@@ -34,7 +36,7 @@ train() {
     esac
     sleep 1
   done
-  echo "$status" | jq -r --arg w "$algorithm on $dataset" \
+  echo "$status" | jq -r --arg w "$algorithm on $dataset $hp" \
     '.metrics | [$w, .memory_estimate_mb, .memory_peak_mb,
       (if .memory_peak_mb > 0 then (.memory_estimate_mb / .memory_peak_mb * 100 | round / 100) else null end)]
      | @tsv'
@@ -57,6 +59,9 @@ train shuttle ecod '{}'
 train shuttle hbos '{}'
 train shuttle half_space_trees '{}'
 train shakespeare transformer_lm '{"max_steps": 200, "eval_interval": 100, "eval_batches": 20}'
-LM=$LAST_ID
+LM=${LAST_ID:-}
+# A longer context and a larger batch, with and without gradient checkpointing: its saving.
+train shakespeare transformer_lm '{"max_steps": 20, "eval_interval": 20, "eval_batches": 2, "batch_size": 32, "block_size": 256}'
+train shakespeare transformer_lm '{"max_steps": 20, "eval_interval": 20, "eval_batches": 2, "batch_size": 32, "block_size": 256, "gradient_checkpointing": true}'
 train shakespeare sparse_autoencoder "$(jq -nc --arg lm "$LM" \
   '{source_model: $lm, max_steps: 200, log_interval: 100}')"

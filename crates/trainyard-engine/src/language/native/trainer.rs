@@ -195,7 +195,8 @@ fn evaluate(state: &State, tokens: &[u32], hp: &LmHyperparameters) -> f64 {
             batch: hp.batch_size,
             smoothing: 0.0,
             masks: None,
-            recompute: false,
+            // No backward pass follows: keep no block's activations.
+            recompute: true,
         };
         sum += forward(&state.layout, &state.params, &batch).loss;
     }
