@@ -281,8 +281,7 @@ fn early_stopping_keeps_the_best_evaluation_and_resumes_with_it() {
     assert_eq!(run.best_step, Some(best.step));
     let kept = trainyard_engine::language::evaluate(&run.model, &corpus.validation, &hp);
     assert!(
-        // The run evaluates on its own network; `evaluate` runs burn's, which rounds differently.
-        (kept - best.val_loss).abs() < 1e-4,
+        (kept - best.val_loss).abs() < 1e-6,
         "the model kept is the best evaluation's: {kept} vs {}",
         best.val_loss
     );

@@ -130,7 +130,14 @@ pub fn train_steps<O: Objective>(
                 let checkpoint = snapshot(step, &evaluations, &model, &optimizer, &best_model)?;
                 observer.checkpoint(&checkpoint)?;
             }
-            return finish(model, evaluations, best_model, Some(stop), false, hp);
+            return finish(
+                model.valid(),
+                evaluations,
+                best_model,
+                Some(stop),
+                false,
+                hp,
+            );
         }
         let (mut grads, loss) = step_gradients(objective, &model, hp, step, &device);
         for id in &frozen {
@@ -186,11 +193,19 @@ pub fn train_steps<O: Objective>(
         (loss_sum, losses, window_tokens) = (0.0, 0, 0);
         window_start = Instant::now();
     }
-    finish(model, evaluations, best_model, None, stopped_early, hp)
+    finish(
+        model.valid(),
+        evaluations,
+        best_model,
+        None,
+        stopped_early,
+        hp,
+    )
 }
 
-/// The run's result: under early stopping, the best evaluation's weights.
-fn finish<M: Module>(
+/// The run's result from its inference model: under early stopping, the best evaluation's
+/// weights.
+pub(super) fn finish<M: Module>(
     model: M,
     evaluations: Vec<Evaluation>,
     best_model: Option<Vec<u8>>,
@@ -203,11 +218,10 @@ fn finish<M: Module>(
         .as_ref()
         .and_then(|es| early_stopping_state(es, &evaluations).0);
     let (model, best_step) = match (best, best_model) {
-        (Some(index), Some(bytes)) if stopped.is_none() => (
-            load_weights(model.valid(), &bytes)?,
-            Some(evaluations[index].step),
-        ),
-        _ => (model.valid(), None),
+        (Some(index), Some(bytes)) if stopped.is_none() => {
+            (load_weights(model, &bytes)?, Some(evaluations[index].step))
+        }
+        _ => (model, None),
     };
     Ok(StepRun {
         model,

@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor, activation};
 use serde::{Deserialize, Serialize};
 use trainyard_core::hyperparameters::EarlyStopping;
 use trainyard_data::SeededRng;
-use trainyard_data::text::windows;
+use trainyard_data::text::{Windows, windows};
 use trainyard_data::tokenizer::TokenizerKind;
 
 use super::classifier::Pooling;
@@ -293,21 +293,17 @@ fn distillation_loss(
 }
 
 /// Mean next-token loss over `eval_batches` windows drawn from a stream of their own (the same
-/// windows at every evaluation, so evaluations compare like with like).
+/// windows at every evaluation, so evaluations compare like with like), computed as a run's
+/// own evaluations are.
 pub fn evaluate(model: &Gpt, tokens: &[u32], hp: &LmHyperparameters) -> f64 {
-    let device = Device::flex();
-    let loss_fn = CrossEntropyLoss::new(None, &device);
-    let mut sum = 0.0;
+    super::native::validation_loss(model, tokens, hp)
+}
+
+/// The windows every evaluation reads: `eval_batches` draws from a stream of their own.
+pub fn validation_windows<'a>(
+    tokens: &'a [u32],
+    hp: &'a LmHyperparameters,
+) -> impl Iterator<Item = Windows> + 'a {
     let seed = SeededRng::derive(hp.seed, 3_000_000).next_u64();
-    for i in 0..hp.eval_batches {
-        let batch = windows(tokens, hp.block_size, hp.batch_size, seed, i as u64);
-        let inputs = token_tensor(&batch.inputs, hp.batch_size, hp.block_size, &device);
-        let targets: Tensor<1, burn::tensor::Int> =
-            token_tensor(&batch.targets, 1, hp.batch_size * hp.block_size, &device)
-                .reshape([hp.batch_size * hp.block_size]);
-        sum += loss_fn
-            .forward(model.forward(inputs), targets)
-            .into_scalar::<f32>() as f64;
-    }
-    sum / hp.eval_batches.max(1) as f64
+    (0..hp.eval_batches).map(move |i| windows(tokens, hp.block_size, hp.batch_size, seed, i as u64))
 }

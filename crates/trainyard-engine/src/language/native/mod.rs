@@ -10,7 +10,7 @@ mod layout;
 mod network;
 mod trainer;
 
-pub use trainer::{handles, train};
+pub use trainer::{handles, train, validation_loss};
 
 #[cfg(test)]
 mod tests;

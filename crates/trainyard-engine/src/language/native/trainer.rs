@@ -16,8 +16,10 @@ use super::kernels::adamw_chunk;
 use super::layout::Layout;
 use super::network::{Batch, Masks, backward, forward};
 use crate::language::model::{Gpt, GptConfig};
-use crate::language::steps::{StepRun, early_stopping_state, load_weights, weights};
-use crate::language::train::{Evaluation, LmCheckpoint, LmData, LmHyperparameters, LmObserver};
+use crate::language::steps::{StepRun, early_stopping_state, finish, load_weights, weights};
+use crate::language::train::{
+    Evaluation, LmCheckpoint, LmData, LmHyperparameters, LmObserver, validation_windows,
+};
 use crate::language::weights::GptWeights;
 use crate::{Control, Stop, TrainError};
 
@@ -183,12 +185,10 @@ fn gradients(
     (grads, loss)
 }
 
-/// Mean next-token loss on the validation windows `train::evaluate` uses.
-fn evaluate(state: &State, tokens: &[u32], hp: &LmHyperparameters) -> f64 {
-    let seed = SeededRng::derive(hp.seed, 3_000_000).next_u64();
+/// Mean next-token loss on the validation windows every evaluation reads.
+fn evaluate(layout: &Layout, params: &[f32], tokens: &[u32], hp: &LmHyperparameters) -> f64 {
     let mut sum = 0.0;
-    for i in 0..hp.eval_batches {
-        let w = windows(tokens, hp.block_size, hp.batch_size, seed, i as u64);
+    for w in validation_windows(tokens, hp) {
         let batch = Batch {
             inputs: &w.inputs,
             targets: &w.targets,
@@ -198,9 +198,18 @@ fn evaluate(state: &State, tokens: &[u32], hp: &LmHyperparameters) -> f64 {
             // No backward pass follows: keep no block's activations.
             recompute: true,
         };
-        sum += forward(&state.layout, &state.params, &batch).loss;
+        sum += forward(layout, params, &batch).loss;
     }
     sum / hp.eval_batches.max(1) as f64
+}
+
+/// A trained model's validation loss, computed as its run computed it.
+pub fn validation_loss(model: &Gpt, tokens: &[u32], hp: &LmHyperparameters) -> f64 {
+    let [vocab_size, _] = model.token_embedding().dims();
+    let config = hp.config(vocab_size);
+    let layout = Layout::new(&config);
+    let params = layout.pack(&GptWeights::from_model(model, &config));
+    evaluate(&layout, &params, tokens, hp)
 }
 
 /// Applies one step's update: clipping by global norm, decoupled decay on matrices, AdamW.
@@ -284,7 +293,14 @@ pub fn train(
             if stop == Stop::Pause {
                 observer.checkpoint(&snapshot(&state, step, &evaluations, &best_model)?)?;
             }
-            return finish(&state, evaluations, best_model, Some(stop), false, hp);
+            return finish(
+                state.model(),
+                evaluations,
+                best_model,
+                Some(stop),
+                false,
+                hp,
+            );
         }
         let (grads, loss) = gradients(&state, hp, data, step);
         loss_sum += loss;
@@ -302,7 +318,7 @@ pub fn train(
             seconds,
             step: done,
             train_loss: loss_sum / losses as f64,
-            val_loss: evaluate(&state, data.validation, hp),
+            val_loss: evaluate(&state.layout, &state.params, data.validation, hp),
             learning_rate: lr,
             tokens_per_second: window_tokens as f64 / seconds.max(1e-9),
             grad_norm,
@@ -326,33 +342,12 @@ pub fn train(
         (loss_sum, losses, window_tokens) = (0.0, 0, 0);
         window_start = Instant::now();
     }
-    finish(&state, evaluations, best_model, None, stopped_early, hp)
-}
-
-fn finish(
-    state: &State,
-    evaluations: Vec<Evaluation>,
-    best_model: Option<Vec<u8>>,
-    stopped: Option<Stop>,
-    stopped_early: bool,
-    hp: &LmHyperparameters,
-) -> Result<StepRun<Gpt>, TrainError> {
-    let best = hp
-        .early_stopping
-        .as_ref()
-        .and_then(|es| early_stopping_state(es, &evaluations).0);
-    let (model, best_step) = match (best, best_model) {
-        (Some(index), Some(bytes)) if stopped.is_none() => (
-            load_weights(state.model(), &bytes)?,
-            Some(evaluations[index].step),
-        ),
-        _ => (state.model(), None),
-    };
-    Ok(StepRun {
-        model,
+    finish(
+        state.model(),
         evaluations,
-        stopped,
-        best_step,
+        best_model,
+        None,
         stopped_early,
-    })
+        hp,
+    )
 }
