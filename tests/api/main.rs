@@ -4,6 +4,7 @@
 mod support;
 
 mod test_access;
+mod test_activation_datasets;
 mod test_anomaly;
 mod test_anomaly_stream;
 mod test_auth;

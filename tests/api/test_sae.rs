@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::support::Server;
 
-async fn trained_language_model(server: &Server) -> String {
+pub(crate) async fn trained_language_model(server: &Server) -> String {
     let (code, created) = server
         .post(
             "/api/models",
@@ -28,7 +28,7 @@ async fn trained_language_model(server: &Server) -> String {
     id
 }
 
-fn sae(source: &str, extra: Value) -> Value {
+pub(crate) fn sae(source: &str, extra: Value) -> Value {
     let mut hp = json!({"source_model": source, "layers": [1], "n_tokens": 4096,
         "expansion_factor": 4, "k": 8, "batch_size": 256, "max_steps": 60, "log_interval": 30,
         "learning_rate": 0.003, "warmup_steps": 5, "lr_decay_steps": 10});
@@ -252,7 +252,7 @@ async fn an_autoencoder_learns_a_language_models_activations_and_shows_its_featu
     );
 }
 
-async fn trained_autoencoder(server: &Server, body: Value) -> (Value, String) {
+pub(crate) async fn trained_autoencoder(server: &Server, body: Value) -> (Value, String) {
     let (code, created) = server.post("/api/models", body).await;
     assert_eq!(code, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_string();
@@ -267,7 +267,7 @@ async fn trained_autoencoder(server: &Server, body: Value) -> (Value, String) {
 }
 
 /// What an autoencoder learned, without what the machine measured.
-fn learned(metrics: &Value) -> Value {
+pub(crate) fn learned(metrics: &Value) -> Value {
     let mut metrics = metrics.clone();
     metrics
         .as_object_mut()

@@ -381,4 +381,40 @@ async fn a_sparse_autoencoders_features_show_from_the_cli() {
     );
     let text = String::from_utf8(encoded.stdout).unwrap();
     assert_eq!(text.lines().count(), 4, "one line per character: {text}");
+    // The same activations as a dataset of their own, extracted by the server's workers.
+    let extracted = cli(
+        &server,
+        &[
+            "datasets",
+            "extract",
+            "--name",
+            "acts",
+            "--source-model",
+            &lm,
+            "--layers",
+            "0",
+            "--n-tokens",
+            "2048",
+            "--watch",
+        ],
+    );
+    let text = String::from_utf8_lossy(&extracted.stdout);
+    assert!(
+        extracted.status.success() && text.contains("acts ready: 2048 tokens x 16"),
+        "{text} {}",
+        String::from_utf8_lossy(&extracted.stderr)
+    );
+    let listed = String::from_utf8(cli(&server, &["datasets", "list"]).stdout).unwrap();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("acts ") && l.contains("2048 rows")),
+        "{listed}"
+    );
+    let finished = cli(&server, &["datasets", "cancel", "acts"]);
+    assert_eq!(
+        finished.status.code(),
+        Some(1),
+        "only a running extraction cancels"
+    );
 }

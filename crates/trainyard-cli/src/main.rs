@@ -7,6 +7,7 @@ mod bench_sae;
 mod bench_text;
 mod doctor;
 mod encoding;
+mod extract;
 mod features;
 mod keys;
 mod language;

@@ -146,6 +146,33 @@ pub enum DatasetsCommand {
     Delete {
         name: String,
     },
+    /// Extract a trained language model's activations as a dataset (a job on the workers).
+    Extract {
+        #[arg(long)]
+        name: String,
+        /// The transformer_lm model's id.
+        #[arg(long)]
+        source_model: String,
+        /// The text corpus read through it.
+        #[arg(long, default_value = "shakespeare")]
+        text_dataset: String,
+        /// Blocks, comma-separated (default: the middle one).
+        #[arg(long, value_delimiter = ',')]
+        layers: Vec<usize>,
+        /// resid_post (default), mlp_out or attn_out.
+        #[arg(long)]
+        site: Option<String>,
+        /// Training tokens to read (default 262144).
+        #[arg(long)]
+        n_tokens: Option<usize>,
+        /// Follow it until it ends; exit 1 unless it is ready.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Stop an activation dataset's extraction.
+    Cancel {
+        name: String,
+    },
 }
 
 /// Why a command stopped: the server said no, or could not be reached.
@@ -485,17 +512,17 @@ pub async fn datasets(
             let list = client.request(Method::GET, "/api/datasets", None).await?;
             print(out, &list, |l| {
                 for d in l["datasets"].as_array().into_iter().flatten() {
+                    let origin = match (d["builtin"] == true, d["status"].as_str()) {
+                        (true, _) => String::new(),
+                        (false, Some("ready")) | (false, None) => "  (uploaded)".into(),
+                        (false, Some(status)) => format!("  ({status})"),
+                    };
                     println!(
-                        "{:<22} {:<15} {:>7} rows {:>4} features{}",
+                        "{:<22} {:<15} {:>7} rows {:>4} features{origin}",
                         d["name"].as_str().unwrap_or_default(),
                         d["task"].as_str().unwrap_or_default(),
                         d["n_rows"],
                         d["n_features"],
-                        if d["builtin"] == true {
-                            ""
-                        } else {
-                            "  (uploaded)"
-                        }
                     );
                 }
             });
@@ -543,6 +570,29 @@ pub async fn datasets(
                     d["task"].as_str().unwrap_or_default()
                 )
             });
+        }
+        DatasetsCommand::Extract {
+            name,
+            source_model,
+            text_dataset,
+            layers,
+            site,
+            n_tokens,
+            watch,
+        } => {
+            let args = crate::extract::ExtractArgs {
+                name,
+                source_model,
+                text_dataset,
+                layers,
+                site,
+                n_tokens,
+                watch,
+            };
+            return crate::extract::extract(&client, out, args).await;
+        }
+        DatasetsCommand::Cancel { name } => {
+            return crate::extract::cancel(&client, out, &name).await;
         }
         DatasetsCommand::Delete { name } => {
             client

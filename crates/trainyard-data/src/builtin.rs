@@ -206,6 +206,7 @@ fn shuttle_odds() -> Result<Dataset, DataError> {
         test: None,
         text: None,
         texts: None,
+        activations: None,
     })
 }
 
@@ -246,6 +247,7 @@ fn mnist() -> Result<Dataset, DataError> {
         test: Some(test),
         text: None,
         texts: None,
+        activations: None,
     })
 }
 
@@ -264,6 +266,7 @@ fn mnist_info(n_rows: usize, test_rows: usize) -> DatasetInfo {
         image_shape: Some([1, 28, 28]),
         test_rows: Some(test_rows),
         license: "CC BY-SA 3.0 (LeCun, Cortes, Burges)".into(),
+        extracted_from: None,
     }
 }
 

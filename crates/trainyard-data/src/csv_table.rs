@@ -147,6 +147,7 @@ pub(crate) fn assemble(
             image_shape: None,
             test_rows: None,
             license: options.license.clone(),
+            extracted_from: None,
         };
         let table = Table {
             x,
@@ -159,6 +160,7 @@ pub(crate) fn assemble(
             test: None,
             text: None,
             texts: None,
+            activations: None,
         });
     };
 
@@ -210,6 +212,7 @@ pub(crate) fn assemble(
         image_shape: None,
         test_rows: None,
         license: options.license.clone(),
+        extracted_from: None,
     };
     Ok(Dataset {
         info,
@@ -217,6 +220,7 @@ pub(crate) fn assemble(
         test: None,
         text: None,
         texts: None,
+        activations: None,
     })
 }
 

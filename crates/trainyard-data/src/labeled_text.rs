@@ -114,6 +114,7 @@ pub fn parse_labeled_texts(name: &str, bytes: &[u8], label: &str) -> Result<Data
             image_shape: None,
             test_rows: None,
             license: "provided by the uploader".into(),
+            extracted_from: None,
         },
         table: Table {
             x: vec![],
@@ -123,6 +124,7 @@ pub fn parse_labeled_texts(name: &str, bytes: &[u8], label: &str) -> Result<Data
         test: None,
         text: None,
         texts: Some(Arc::from(texts)),
+        activations: None,
     })
 }
 

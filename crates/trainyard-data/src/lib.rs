@@ -6,6 +6,7 @@ pub mod activations;
 mod builtin;
 mod csv_table;
 mod error;
+pub mod extracted;
 mod idx;
 pub mod labeled_text;
 mod outliers;

@@ -109,6 +109,7 @@ impl SyntheticSpec {
             image_shape: None,
             test_rows: None,
             license: "generated".into(),
+            extracted_from: None,
         }
     }
 
@@ -153,6 +154,7 @@ impl SyntheticSpec {
             test: None,
             text: None,
             texts: None,
+            activations: None,
         }
     }
 }

@@ -61,6 +61,9 @@ pub struct DatasetInfo {
     /// Rows of a held-out test split shipped with the dataset (mnist's 10k).
     pub test_rows: Option<usize>,
     pub license: String,
+    /// For an activation dataset extracted from a language model: what it was read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extracted_from: Option<crate::extracted::ExtractedFrom>,
 }
 
 impl DatasetInfo {
@@ -89,4 +92,6 @@ pub struct Dataset {
     pub text: Option<std::sync::Arc<str>>,
     /// Labeled texts (`Task::Text` with classes): one per row, the labels in `table.y`.
     pub texts: Option<std::sync::Arc<[String]>>,
+    /// An extracted activation dataset's contents; its table is empty.
+    pub activations: Option<std::sync::Arc<crate::extracted::ActivationSet>>,
 }

@@ -43,6 +43,7 @@ pub fn corpus_dataset(
             image_shape: None,
             test_rows: None,
             license: license.into(),
+            extracted_from: None,
         },
         table: Table {
             x: vec![],
@@ -52,6 +53,7 @@ pub fn corpus_dataset(
         test: None,
         text: Some(Arc::from(text)),
         texts: None,
+        activations: None,
     })
 }
 

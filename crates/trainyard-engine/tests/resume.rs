@@ -111,6 +111,7 @@ fn small_mnist(rows: usize) -> Arc<Dataset> {
         test: Some(test),
         text: None,
         texts: None,
+        activations: None,
     })
 }
 

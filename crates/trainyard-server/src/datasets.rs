@@ -27,6 +27,7 @@ pub async fn info(
             .map_err(ApiError::internal);
     }
     match state.store.get_dataset(project, name).await? {
+        Some(row) if row.status != trainyard_store::DATASET_READY => Err(not_ready(&row)),
         Some(row) => upload_info(&row),
         None => Err(ApiError::bad_request(
             field,
@@ -36,6 +37,24 @@ pub async fn info(
             ),
         )),
     }
+}
+
+/// A dataset still extracting (or whose extraction failed or was cancelled) trains nothing.
+fn not_ready(row: &DatasetRow) -> ApiError {
+    let extraction = crate::extraction::Extraction::of(row);
+    let detail = match (row.status.as_str(), extraction) {
+        (trainyard_store::DATASET_INITIALIZING, Some(e)) => format!(
+            "is still initializing ({} of {} shards); wait for status ready",
+            e.shards_done,
+            e.shards_total.map_or("?".to_string(), |t| t.to_string())
+        ),
+        ("failed", Some(e)) => format!(
+            "failed to extract ({}); delete it and create it again",
+            e.error.unwrap_or_default()
+        ),
+        (status, _) => format!("is {status}; delete it and create it again"),
+    };
+    ApiError::conflict(format!("dataset '{}' {detail}", row.name))
 }
 
 /// The description stored with an upload.
@@ -97,6 +116,22 @@ pub async fn load(state: &SharedState, project: &str, name: &str) -> Result<Arc<
     let cache_key = upload_cache_key(&row);
     if let Some(ds) = state.uploaded.get(&cache_key) {
         return Ok(ds);
+    }
+    if row.extraction.is_some() {
+        let set = crate::extraction::load_set(state, &row).await?;
+        let info: DatasetInfo =
+            serde_json::from_value(row.info.clone()).map_err(|e| e.to_string())?;
+        let bytes = set.bytes();
+        let dataset = Arc::new(Dataset {
+            info,
+            table: trainyard_data::Table::default(),
+            test: None,
+            text: None,
+            texts: None,
+            activations: Some(Arc::new(set)),
+        });
+        state.uploaded.insert(cache_key, dataset.clone(), bytes);
+        return Ok(dataset);
     }
     let info: DatasetInfo = serde_json::from_value(row.info.clone()).map_err(|e| e.to_string())?;
     let artifacts = state.artifacts.clone();

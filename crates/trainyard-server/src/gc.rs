@@ -28,9 +28,14 @@ pub async fn collect(state: &SharedState, grace: Duration) -> anyhow::Result<usi
     let referenced = state.store.referenced_artifacts().await?;
     let now = SystemTime::now();
     let age = |modified: &SystemTime| now.duration_since(*modified).unwrap_or_default();
+    // A row may reference a folder (an activation dataset's shards): everything under it.
+    let folders: Vec<&String> = referenced.iter().filter(|k| k.ends_with('/')).collect();
+    let in_folder = |key: &str| folders.iter().any(|f| key.starts_with(f.as_str()));
     let mut doomed: Vec<String> = listed
         .into_iter()
-        .filter(|(key, modified)| !referenced.contains(key) && age(modified) >= grace)
+        .filter(|(key, modified)| {
+            !referenced.contains(key) && !in_folder(key) && age(modified) >= grace
+        })
         .map(|(key, _)| key)
         .collect();
     // Cached work is referenced by no row: it goes once it is old.

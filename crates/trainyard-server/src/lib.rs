@@ -8,6 +8,7 @@ pub mod cache;
 pub mod datasets;
 pub mod error;
 pub mod events;
+pub mod extraction;
 pub mod gc;
 pub mod state;
 pub mod supervisor;
@@ -95,9 +96,10 @@ fn process_name(label: &str) -> String {
 }
 
 /// Starts `config.workers` worker loops, leasing jobs as `{prefix}-w{i}`.
+/// A process with workers also runs activation extractions, one at a time.
 fn spawn_workers(state: &SharedState, prefix: &str) -> Vec<tokio::task::JoinHandle<()>> {
     let stop_rx = state.shutdown.subscribe();
-    (0..state.config.workers)
+    let mut tasks: Vec<_> = (0..state.config.workers)
         .map(|i| {
             tokio::spawn(worker::worker_loop(
                 state.clone(),
@@ -105,7 +107,14 @@ fn spawn_workers(state: &SharedState, prefix: &str) -> Vec<tokio::task::JoinHand
                 stop_rx.clone(),
             ))
         })
-        .collect()
+        .collect();
+    if state.config.workers > 0 {
+        tasks.push(tokio::spawn(extraction::run_extractions(
+            state.clone(),
+            stop_rx,
+        )));
+    }
+    tasks
 }
 
 /// Waits for the workers until `deadline`: training reaches a checkpoint and its jobs go back

@@ -356,6 +356,17 @@ pub struct DatasetView {
     pub bytes: Option<i64>,
     /// Uploads only: the stored file's sha256.
     pub sha256: Option<String>,
+    /// Uploads only: `ready`, or for an activation dataset `initializing` while it is
+    /// extracted, then `ready`, `failed` or `cancelled`.
+    pub status: Option<String>,
+    /// Activation datasets only: the request, shards and tokens done of the total,
+    /// `progress` (0 to 1) and the error of a failed extraction.
+    #[schema(value_type = Option<Object>)]
+    pub extraction: Option<Value>,
+    /// Activation datasets only: the source model, corpus, layers, site, token counts, width
+    /// and per-layer statistics (mean norm, mean row).
+    #[schema(value_type = Option<Object>)]
+    pub extracted_from: Option<Value>,
 }
 
 /// `GET /api/datasets`.

@@ -21,7 +21,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, Executor, Transaction};
 
 pub use access::{AuditFilter, AuditRow, KeyRow, NewAudit, NewKey};
-pub use datasets::DatasetRow;
+pub use datasets::{DATASET_INITIALIZING, DATASET_READY, DatasetRow};
 pub use events::EventRow;
 pub use idempotency::StoredResponse;
 pub use models::{ModelFilter, NewModel};
@@ -59,6 +59,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0007_fenced_attempts.sql"),
     ),
     (8, include_str!("../migrations/sqlite/0008_access.sql")),
+    (9, include_str!("../migrations/sqlite/0009_extraction.sql")),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -76,6 +77,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0007_fenced_attempts.sql"),
     ),
     (8, include_str!("../migrations/postgres/0008_access.sql")),
+    (
+        9,
+        include_str!("../migrations/postgres/0009_extraction.sql"),
+    ),
 ];
 
 /// Which database a store talks to, from its URL's scheme.

@@ -204,6 +204,13 @@ pub trait Family: Send + Sync {
         let _ = job;
         None
     }
+
+    /// Whether the family learns activation datasets extracted from a language model
+    /// (`DatasetInfo::extracted_from`, contents in `Dataset::activations`); the server
+    /// refuses such a dataset for the others.
+    fn learns_extracted_activations(&self) -> bool {
+        false
+    }
 }
 
 /// Why a change to a served model was refused.

@@ -1,8 +1,11 @@
 //! Reading a language model's activations: windows of the corpus (evenly spread over the
-//! training split, so every part of the text is represented) go through the model once, and
-//! a hook copies every requested layer's activations at the chosen site.
+//! training split, so every part of the text is represented) go through the model in chunks
+//! of whole windows, and a hook copies every requested layer's activations at the chosen site.
+//! A job extracts in one go ([`extract`]); an activation dataset stores each chunk as a shard
+//! ([`super::shards`]), and both read the same chunks, so their activations are the same bits.
 
 use burn::tensor::{Device, Tensor};
+use trainyard_data::extracted::ActivationSet;
 use trainyard_data::text::{VALIDATION_FRACTION, split_corpus};
 use trainyard_data::tokenizer::TextTokenizer;
 
@@ -12,8 +15,8 @@ use crate::language::model::token_tensor;
 use crate::language::{Gpt, GptConfig, Site};
 use crate::{Control, TrainError};
 
-/// Windows per forward pass.
-const BATCH_WINDOWS: usize = 32;
+/// Windows per forward pass (and per shard of an activation dataset).
+pub const BATCH_WINDOWS: usize = 32;
 
 /// The source model, decoded.
 pub struct Source {
@@ -42,6 +45,66 @@ pub struct Extracted {
     pub windows: Vec<u32>,
     pub validation_windows: Vec<u32>,
     pub block: usize,
+}
+
+/// The windows an extraction reads: `n_tokens` worth from the training split, a tenth as many
+/// (at least 4 windows, at most 256) from the validation split.
+pub struct ExtractionPlan {
+    pub block: usize,
+    pub windows: Vec<u32>,
+    pub validation_windows: Vec<u32>,
+}
+
+impl ExtractionPlan {
+    pub fn new(source: &Source, text: &str, n_tokens: usize) -> Result<Self, TrainError> {
+        let block = source.config.block_size;
+        let (train_text, validation_text) = split_corpus(text, VALIDATION_FRACTION);
+        let train_tokens = source.tokenizer.encode(train_text);
+        let validation_tokens = source.tokenizer.encode(validation_text);
+        if train_tokens.len() < block || validation_tokens.len() < block {
+            return Err(TrainError::Fit(format!(
+                "the corpus is too short for the source model's context of {block} tokens"
+            )));
+        }
+        let (train_windows, validation_windows) = planned_windows(n_tokens, block);
+        Ok(ExtractionPlan {
+            block,
+            windows: cut_windows(&train_tokens, block, train_windows),
+            validation_windows: cut_windows(&validation_tokens, block, validation_windows),
+        })
+    }
+
+    fn chunk_tokens(&self) -> usize {
+        BATCH_WINDOWS * self.block
+    }
+
+    fn train_chunks(&self) -> usize {
+        self.windows.len().div_ceil(self.chunk_tokens())
+    }
+
+    /// Chunks in all: the training windows' first, then the validation windows'.
+    pub fn chunks(&self) -> usize {
+        self.train_chunks() + self.validation_windows.len().div_ceil(self.chunk_tokens())
+    }
+
+    /// Chunk `i`'s tokens, and whether it is held out.
+    pub fn chunk(&self, i: usize) -> (bool, &[u32]) {
+        let size = self.chunk_tokens();
+        let train = self.train_chunks();
+        let (held_out, tokens, at) = if i < train {
+            (false, &self.windows, i)
+        } else {
+            (true, &self.validation_windows, i - train)
+        };
+        let start = at * size;
+        (held_out, &tokens[start..(start + size).min(tokens.len())])
+    }
+}
+
+/// Training and held-out windows of `block` tokens an extraction of `n_tokens` reads.
+pub fn planned_windows(n_tokens: usize, block: usize) -> (usize, usize) {
+    let train = n_tokens.div_ceil(block);
+    (train, (train / 10).clamp(4, 256))
 }
 
 /// Evenly spaced window starts over `tokens`, as many as `count`, each `block` long.
@@ -73,43 +136,75 @@ pub fn extract(
     control: &Control,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Option<Extracted>, TrainError> {
-    let block = source.config.block_size;
-    let (train_text, validation_text) = split_corpus(text, VALIDATION_FRACTION);
-    let train_tokens = source.tokenizer.encode(train_text);
-    let validation_tokens = source.tokenizer.encode(validation_text);
-    if train_tokens.len() < block || validation_tokens.len() < block {
-        return Err(TrainError::Fit(format!(
-            "the corpus is too short for the source model's context of {block} tokens"
-        )));
-    }
-    let train_windows = n_tokens.div_ceil(block);
-    let validation_windows = (train_windows / 10).clamp(4, 256);
-    let windows = cut_windows(&train_tokens, block, train_windows);
-    let held_out = cut_windows(&validation_tokens, block, validation_windows);
-    let total = (windows.len() + held_out.len()) as u64;
+    let plan = ExtractionPlan::new(source, text, n_tokens)?;
+    let total = (plan.windows.len() + plan.validation_windows.len()) as u64;
     let mut done = 0u64;
-    let mut read = |tokens: &[u32]| -> Result<Option<Vec<Vec<f32>>>, TrainError> {
-        let mut out = vec![Vec::new(); layers.len()];
-        for chunk in tokens.chunks(BATCH_WINDOWS * block) {
-            if control.requested().is_some() {
-                return Ok(None);
-            }
-            for (buffer, values) in out.iter_mut().zip(activations(source, chunk, layers, site)) {
-                buffer.extend(values);
-            }
-            done += chunk.len() as u64;
-            progress(done, total);
+    let mut train = vec![Vec::new(); layers.len()];
+    let mut validation = vec![Vec::new(); layers.len()];
+    for i in 0..plan.chunks() {
+        if control.requested().is_some() {
+            return Ok(None);
         }
-        Ok(Some(out))
-    };
-    let Some(train) = read(&windows)? else {
-        return Ok(None);
-    };
-    let Some(validation) = read(&held_out)? else {
-        return Ok(None);
-    };
+        let (held_out, tokens) = plan.chunk(i);
+        let into = if held_out {
+            &mut validation
+        } else {
+            &mut train
+        };
+        for (buffer, values) in into
+            .iter_mut()
+            .zip(activations(source, tokens, layers, site))
+        {
+            buffer.extend(values);
+        }
+        done += tokens.len() as u64;
+        progress(done, total);
+    }
     let d = source.config.n_embd;
-    let layers = layers
+    Ok(Some(Extracted {
+        layers: normalized_layers(layers, train, validation, d, normalize),
+        windows: plan.windows,
+        validation_windows: plan.validation_windows,
+        block: plan.block,
+    }))
+}
+
+/// The layers of an extracted activation dataset an autoencoder asked for, normalised as it
+/// asked: the same activations [`extract`] gives for the same source, corpus and settings.
+pub fn from_dataset(set: &ActivationSet, layers: &[usize], normalize: bool) -> Extracted {
+    let pick = |per_layer: &[Vec<f32>]| -> Vec<Vec<f32>> {
+        layers
+            .iter()
+            .map(|l| {
+                let i = set.from.layers.iter().position(|x| x == l);
+                i.map_or_else(Vec::new, |i| per_layer[i].clone())
+            })
+            .collect()
+    };
+    Extracted {
+        layers: normalized_layers(
+            layers,
+            pick(&set.train),
+            pick(&set.validation),
+            set.from.d_model,
+            normalize,
+        ),
+        windows: set.windows.clone(),
+        validation_windows: set.validation_windows.clone(),
+        block: set.from.block_size,
+    }
+}
+
+/// Each layer's activations, scaled (when `normalize`) so a training row's mean norm is
+/// sqrt(d); the scale is kept so inference undoes it.
+fn normalized_layers(
+    layers: &[usize],
+    train: Vec<Vec<f32>>,
+    validation: Vec<Vec<f32>>,
+    d: usize,
+    normalize: bool,
+) -> Vec<LayerData> {
+    layers
         .iter()
         .zip(train.into_iter().zip(validation))
         .map(|(&layer, (mut train, mut validation))| {
@@ -129,13 +224,7 @@ pub fn extract(
                 validation,
             }
         })
-        .collect();
-    Ok(Some(Extracted {
-        layers,
-        windows,
-        validation_windows: held_out,
-        block,
-    }))
+        .collect()
 }
 
 /// One forward pass over whole windows; each requested layer's activations, row per token.

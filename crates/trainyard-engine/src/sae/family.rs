@@ -11,11 +11,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use trainyard_core::{EpochMetrics, Task, TrainingEvent, ValidationError};
 use trainyard_data::DatasetInfo;
+use trainyard_data::extracted::ActivationSet;
 use trainyard_data::text::builtin_corpus;
 
 use super::cache;
 use super::codec::{SaeShape, decode_checkpoint, encode_checkpoint, sae_sections};
-use super::extract::Source;
+use super::extract::{Extracted, Source};
 use super::features::{
     LossRecovered, Splice, feature_statistics, loss_recovered_from, next_token_loss,
 };
@@ -113,6 +114,13 @@ impl Family for SparseAutoencoders {
         hyperparameters: &Map<String, Value>,
         limits: &Limits,
     ) -> Result<Plan, ValidationError> {
+        if let Some(from) = &dataset.extracted_from {
+            let hp = super::dataset::resolve_on_dataset(hyperparameters, dataset, from, limits)?;
+            return Ok(Plan {
+                hyperparameters: serde_json::to_value(&hp).expect("hyperparameters serialise"),
+                epochs: planned_evaluations(&hp),
+            });
+        }
         let matrix = dataset.task == Task::Unlabeled;
         if !matrix && (dataset.task != Task::Text || dataset.classes.is_some()) {
             return Err(ValidationError::new(
@@ -176,6 +184,15 @@ impl Family for SparseAutoencoders {
     fn memory_estimate_mb(&self, job: &Job) -> Option<f64> {
         let hp = spec::resolve(&job.hyperparameters).ok()?;
         let info = &job.dataset.info;
+        if let Some(from) = &info.extracted_from {
+            let fitted =
+                memory::fitted_mb(&hp, hp.layers.len(), from.d_model, job.limits.job_memory_mb);
+            let config = language_model_config(job.dependencies.get(SOURCE_FIELD)?).ok()?;
+            let source = ((config.parameters() * 4 * 3) as f64
+                + crate::memory::BACKEND_RUNTIME_BYTES)
+                / (1 << 20) as f64;
+            return Some(fitted + source + super::dataset::dataset_mb(from));
+        }
         if info.task == Task::Unlabeled {
             let sized = SaeHyperparameters {
                 n_tokens: info.n_rows,
@@ -218,6 +235,9 @@ impl Family for SparseAutoencoders {
             .map(decode_checkpoint)
             .transpose()
             .map_err(TrainError::Resume)?;
+        if let Some(set) = &job.dataset.activations {
+            return train_on_dataset(&job, hp, set, resume, control, reporter);
+        }
         if job.dataset.info.task == Task::Unlabeled {
             hp.layers = vec![0];
             let info = &job.dataset.info;
@@ -269,22 +289,12 @@ impl Family for SparseAutoencoders {
         let Some(extracted) = read.cached_or_extracted(cache, control, reporter)? else {
             return Ok(stopped_before_training(control));
         };
-        let run = match fit_layers(&hp, &extracted.layers, resume, control, reporter)? {
-            Ok(run) => run,
-            Err(finished) => return Ok(finished),
-        };
-        let origin = Origin {
-            source: &source,
-            file: source_file,
-            windows: &extracted.windows,
-            validation_windows: &extracted.validation_windows,
-        };
-        Ok(Finished::Completed(model_file(
-            &hp,
-            Some(origin),
-            &extracted.layers,
-            &run,
-        )))
+        let origin = (&source, source_file.as_slice());
+        fit_extracted(&hp, origin, &extracted, resume, control, reporter)
+    }
+
+    fn learns_extracted_activations(&self) -> bool {
+        true
     }
 
     fn checkpoint_position(&self, bytes: &[u8]) -> Result<(u32, u64), String> {
@@ -295,6 +305,72 @@ impl Family for SparseAutoencoders {
     fn load(&self, bytes: &[u8]) -> Result<Arc<dyn Served>, PredictError> {
         Ok(Arc::new(super::served::ServedSae::decode(bytes)?))
     }
+}
+
+/// Trains on an extracted activation dataset: its source model comes as the job's
+/// dependency, its activations with the dataset.
+fn train_on_dataset(
+    job: &Job,
+    mut hp: SaeHyperparameters,
+    set: &ActivationSet,
+    resume: Option<SaeCheckpoint>,
+    control: &Control,
+    reporter: &mut dyn Reporter,
+) -> Result<Finished, TrainError> {
+    let fit = |e: String| TrainError::Fit(e);
+    let source_file = job.dependencies.get(SOURCE_FIELD).ok_or_else(|| {
+        fit(format!(
+            "{SOURCE_FIELD}: the source model was not provided to this job; train on a server"
+        ))
+    })?;
+    let source = Source::decode(source_file).map_err(|e| fit(format!("{SOURCE_FIELD}: {e}")))?;
+    let shape = (hp.layers.len(), set.from.d_model);
+    let tokens = hp.n_tokens;
+    memory::shrink_to_budget(&mut hp, tokens, shape, job.limits.job_memory_mb, reporter);
+    memory::halve_after_kills(&mut hp, job.limits.batch_halvings, reporter);
+    let extracted = super::extract::from_dataset(set, &hp.layers, hp.normalize_activations);
+    reporter.event(TrainingEvent::Note {
+        message: format!(
+            "activations of layer(s) {:?} read from dataset '{}'",
+            hp.layers, job.dataset.info.name
+        ),
+    });
+    fit_extracted(
+        &hp,
+        (&source, source_file.as_slice()),
+        &extracted,
+        resume,
+        control,
+        reporter,
+    )
+}
+
+/// Trains on a language model's activations and writes the model file with what the source
+/// model gives: contexts, promoted tokens and the loss recovered.
+fn fit_extracted(
+    hp: &SaeHyperparameters,
+    (source, file): (&Source, &[u8]),
+    extracted: &Extracted,
+    resume: Option<SaeCheckpoint>,
+    control: &Control,
+    reporter: &mut dyn Reporter,
+) -> Result<Finished, TrainError> {
+    let run = match fit_layers(hp, &extracted.layers, resume, control, reporter)? {
+        Ok(run) => run,
+        Err(finished) => return Ok(finished),
+    };
+    let origin = Origin {
+        source,
+        file,
+        windows: &extracted.windows,
+        validation_windows: &extracted.validation_windows,
+    };
+    Ok(Finished::Completed(model_file(
+        hp,
+        Some(origin),
+        &extracted.layers,
+        &run,
+    )))
 }
 
 /// Reports the start and trains; `Err` with how the job ended when it stopped early.

@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod codec;
+mod dataset;
 pub mod extract;
 pub mod family;
 pub mod features;
@@ -14,6 +15,7 @@ pub mod model;
 pub mod optim;
 pub mod resample;
 pub mod served;
+pub mod shards;
 pub mod spec;
 pub mod stats;
 pub mod train;

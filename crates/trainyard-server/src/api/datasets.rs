@@ -15,14 +15,16 @@ use trainyard_data::{BUILTIN_NAMES, DatasetInfo, builtin_info, is_parquet, parse
 use trainyard_store::DatasetRow;
 
 use crate::access::Caller;
+use crate::api::ApiJson;
 use crate::datasets::csv_options;
 use crate::error::{ApiError, ApiResult};
+use crate::extraction::Extraction;
 use crate::state::SharedState;
 
 /// What the dataset listing shows: everything but the per-feature names of wide datasets.
 fn summary(info: &DatasetInfo, builtin: bool) -> Value {
     let mut v = serde_json::to_value(info).unwrap_or(Value::Null);
-    if info.n_features > 50 {
+    if info.n_features > 50 && info.feature_names.len() == info.n_features {
         v["feature_names"] = json!(format!(
             "{} features: {} ... {}",
             info.n_features,
@@ -51,7 +53,9 @@ pub async fn list_datasets(
     let mut datasets: Vec<Value> = builtins.iter().map(|i| summary(i, true)).collect();
     for row in state.store.list_datasets(&caller.project).await? {
         let info = crate::datasets::upload_info(&row)?;
-        datasets.push(summary(&info, false));
+        let mut view = summary(&info, false);
+        add_state(&mut view, &row);
+        datasets.push(view);
     }
     Ok(Json(json!({ "datasets": datasets })))
 }
@@ -74,12 +78,39 @@ pub async fn get_dataset(
         .get_dataset(&caller.project, &name)
         .await?
         .ok_or_else(|| ApiError::not_found("dataset", &name))?;
-    let info = crate::datasets::upload_info(&row)?;
+    Ok(Json(row_view(&row)?))
+}
+
+/// An uploaded or extracted dataset as the API shows it.
+pub(super) fn row_view(row: &DatasetRow) -> ApiResult<Value> {
+    let info = crate::datasets::upload_info(row)?;
     let mut v = serde_json::to_value(info).map_err(ApiError::internal)?;
     v["builtin"] = json!(false);
     v["bytes"] = json!(row.bytes);
     v["sha256"] = json!(row.sha256);
-    Ok(Json(v))
+    add_state(&mut v, row);
+    Ok(v)
+}
+
+/// The dataset's status, and an extraction's progress.
+fn add_state(view: &mut Value, row: &DatasetRow) {
+    view["status"] = json!(row.status);
+    if let Some(e) = Extraction::of(row) {
+        let progress = match e.tokens_total {
+            Some(total) if total > 0 => e.tokens_done as f64 / total as f64,
+            _ => 0.0,
+        };
+        view["extraction"] = json!({
+            "request": e.request,
+            "shards_done": e.shards_done,
+            "shards_total": e.shards_total,
+            "tokens_done": e.tokens_done,
+            "tokens_total": e.tokens_total,
+            "progress": progress,
+            "error": e.error,
+            "resumed_at": e.resumed_at,
+        });
+    }
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
@@ -105,7 +136,7 @@ pub struct UploadQuery {
     pub task: Option<String>,
 }
 
-fn validate_name(name: &str) -> ApiResult<()> {
+pub(super) fn validate_name(name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -207,8 +238,12 @@ async fn read_upload(
 }
 
 #[utoipa::path(post, path = "/api/datasets", params(UploadQuery), tag = "datasets",
-    request_body(content = String, content_type = "text/csv", description = "the CSV or Parquet file (or multipart/form-data with name, target, label, task and file)"),
-    responses((status = 201, description = "the stored dataset", body = crate::views::DatasetView), (status = 400, body = crate::error::ErrorBody),
+    request_body(content(
+        (String = "text/csv"),
+        (crate::api::activation_datasets::CreateActivationDataset = "application/json")),
+        description = "the CSV or Parquet file (or multipart/form-data with name, target, label, task and file); or, as JSON without query parameters, an activation dataset to extract from a trained language model"),
+    responses((status = 201, description = "the stored dataset", body = crate::views::DatasetView),
+              (status = 202, description = "the activation dataset, initializing: its extraction is queued", body = crate::views::DatasetView), (status = 400, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody)))]
 pub async fn upload_dataset(
     caller: Caller,
@@ -217,6 +252,10 @@ pub async fn upload_dataset(
     req: Request,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Query(query) = query?;
+    if is_json(&req) && query.name.is_none() {
+        let ApiJson(body) = ApiJson::<Value>::from_request(req, &state).await?;
+        return super::activation_datasets::create(&caller, &state, body).await;
+    }
     let (form, csv) = read_upload(&state, query, req).await?;
     let name = form
         .name
@@ -296,6 +335,14 @@ pub async fn upload_dataset(
     store_upload(&state, &caller, name, csv, dataset).await
 }
 
+/// A JSON body without a `name` query parameter asks for an extraction.
+fn is_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"))
+}
+
 /// The column to learn (or evaluate with) and its task; neither for an unlabeled upload.
 fn upload_target(form: &UploadQuery) -> ApiResult<(Option<String>, Option<Task>)> {
     if let Some(label) = &form.label {
@@ -372,9 +419,16 @@ async fn store_upload(
         bytes: csv.len() as i64,
         sha256: hex::encode(Sha256::digest(&csv)),
         created_at: 0,
+        status: trainyard_store::DATASET_READY.into(),
+        extraction: None,
     };
     if !state.store.insert_dataset(&row).await? {
-        if let Err(e) = state.artifacts.delete(&row.path) {
+        let removed = if row.path.ends_with('/') {
+            state.artifacts.delete_prefix(&row.path)
+        } else {
+            state.artifacts.delete(&row.path)
+        };
+        if let Err(e) = removed {
             tracing::warn!(path = %row.path, error = %e, "could not remove a losing upload's file");
         }
         return Err(ApiError::conflict(format!(
@@ -403,6 +457,12 @@ pub async fn delete_dataset(
     let Some(row) = state.store.get_dataset(&caller.project, &name).await? else {
         return Err(ApiError::not_found("dataset", &name));
     };
+    // A running extraction notices at its next shard; what it writes after that the
+    // garbage collector removes.
+    state
+        .store
+        .cancel_extraction(&caller.project, &name)
+        .await?;
     let users = state
         .store
         .delete_dataset_if_unused(&caller.project, &name)

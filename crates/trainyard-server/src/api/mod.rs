@@ -2,6 +2,7 @@
 //! metrics, and `Idempotency-Key` replay for every POST.
 
 pub mod access;
+pub mod activation_datasets;
 pub mod checkpoints;
 pub mod control;
 pub mod datasets;
@@ -109,6 +110,10 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/api/datasets/{name}",
             get(datasets::get_dataset).delete(datasets::delete_dataset),
+        )
+        .route(
+            "/api/datasets/{name}/cancel",
+            post(activation_datasets::cancel_dataset),
         )
         .route("/api/keys", post(access::create_key).get(access::list_keys))
         .route("/api/keys/{id}", axum::routing::delete(access::revoke_key))

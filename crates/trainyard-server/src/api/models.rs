@@ -77,6 +77,15 @@ async fn validate_spec(
 ) -> ApiResult<Plan> {
     let family = state.config.families.for_algorithm(algorithm)?.clone();
     let info = crate::datasets::info(state, project, dataset, "dataset").await?;
+    if info.extracted_from.is_some() && !family.learns_extracted_activations() {
+        return Err(ApiError::bad_request(
+            "dataset",
+            format!(
+                "'{dataset}' holds activations extracted from a language model; only \
+                 sparse_autoencoder learns them"
+            ),
+        ));
+    }
     let plan = family.plan(algorithm, &info, hp, &state.config.limits())?;
     let resolved = plan
         .hyperparameters
@@ -96,7 +105,7 @@ async fn validate_spec(
 }
 
 /// A model a job reads must be in the caller's project, of an allowed algorithm, and trained.
-async fn check_dependency(
+pub(crate) async fn check_dependency(
     state: &SharedState,
     project: &str,
     dependency: &Dependency,

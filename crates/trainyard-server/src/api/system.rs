@@ -108,6 +108,7 @@ pub async fn prometheus(State(state): State<SharedState>) -> ApiResult<impl Into
         crate::api::datasets::get_dataset,
         crate::api::datasets::upload_dataset,
         crate::api::datasets::delete_dataset,
+        crate::api::activation_datasets::cancel_dataset,
         crate::api::access::create_key,
         crate::api::access::list_keys,
         crate::api::access::revoke_key,

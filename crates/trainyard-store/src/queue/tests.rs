@@ -253,3 +253,76 @@ async fn a_paused_run_blocks_a_new_run_until_restart_cancels_it() {
     let attempts = store.attempts(&run_id).await.unwrap();
     assert_eq!(attempts.last().unwrap().outcome.as_deref(), Some("paused"));
 }
+
+fn extraction_row(name: &str) -> crate::DatasetRow {
+    crate::DatasetRow {
+        name: name.into(),
+        project_id: "default".into(),
+        info: json!({}),
+        path: format!("datasets/{name}/"),
+        bytes: 0,
+        sha256: String::new(),
+        created_at: 0,
+        status: crate::DATASET_INITIALIZING.into(),
+        extraction: Some(json!({"shards_done": 0})),
+    }
+}
+
+#[tokio::test]
+async fn an_extraction_is_leased_to_one_node_until_its_lease_runs_out_or_it_is_given_back() {
+    let (store, _dir) = store().await;
+    assert!(store.insert_dataset(&extraction_row("acts")).await.unwrap());
+    let claimed = store.claim_extraction(60_000).await.unwrap().unwrap();
+    assert_eq!(claimed.name, "acts");
+    assert!(
+        store.claim_extraction(60_000).await.unwrap().is_none(),
+        "held"
+    );
+    let progress = json!({"shards_done": 3});
+    assert!(
+        store
+            .extraction_progress("default", "acts", &progress, 60_000)
+            .await
+            .unwrap()
+    );
+    store.release_extraction("default", "acts").await.unwrap();
+    let again = store.claim_extraction(-1).await.unwrap().unwrap();
+    assert_eq!(
+        again.extraction,
+        Some(progress),
+        "the next node continues from the progress"
+    );
+    // A lease that ran out (here at once) makes it claimable by another node.
+    assert!(store.claim_extraction(60_000).await.unwrap().is_some());
+    assert!(store.cancel_extraction("default", "acts").await.unwrap());
+    assert!(!store.cancel_extraction("default", "acts").await.unwrap());
+    assert!(
+        !store
+            .extraction_progress("default", "acts", &json!({}), 60_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.claim_extraction(60_000).await.unwrap().is_none(),
+        "cancelled"
+    );
+    let cancelled = store.get_dataset("default", "acts").await.unwrap().unwrap();
+    assert_eq!(cancelled.status, "cancelled");
+
+    assert!(store.insert_dataset(&extraction_row("done")).await.unwrap());
+    let row = store.claim_extraction(60_000).await.unwrap().unwrap();
+    assert!(
+        store
+            .finish_extraction(&row, crate::DATASET_READY, &json!({}))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_extraction(&row, "failed", &json!({}))
+            .await
+            .unwrap(),
+        "once"
+    );
+    assert!(store.claim_extraction(-1).await.unwrap().is_none());
+}
