@@ -57,10 +57,21 @@ fn csv_of(rows: &[(String, String)], indices: &[usize]) -> anyhow::Result<Vec<u8
     Ok(writer.into_inner()?)
 }
 
-struct Ignore;
+/// Prints each evaluation to stderr, so a long run shows how it learns.
+struct Evaluations;
 
-impl Reporter for Ignore {
-    fn event(&mut self, _: trainyard_core::TrainingEvent) {}
+impl Reporter for Evaluations {
+    fn event(&mut self, event: trainyard_core::TrainingEvent) {
+        if let trainyard_core::TrainingEvent::Epoch(m) = event {
+            eprintln!(
+                "evaluation {}: train_loss {:.4}, val_loss {:.4}, accuracy {:.4}",
+                m.epoch,
+                m.train_loss,
+                m.val_loss,
+                m.values.get("accuracy").copied().unwrap_or(f64::NAN)
+            );
+        }
+    }
 
     fn checkpoint(&mut self, _: &SavedCheckpoint) -> Result<u64, String> {
         Ok(0)
@@ -68,7 +79,8 @@ impl Reporter for Ignore {
 }
 
 /// Trains the default classifier on the plays' lines; writes `train.csv` and
-/// `validation.csv` (the classifier's own split) under `export` when given.
+/// `validation.csv` (the classifier's own split) and `plays.csv` (every row, to upload)
+/// under `export` when given.
 /// The classifier's hyperparameters: its defaults, or the JSON object in
 /// `TRAINYARD_BENCH_HYPERPARAMETERS` (for trying other settings against the same peer).
 fn hyperparameters() -> anyhow::Result<Map<String, Value>> {
@@ -89,6 +101,8 @@ pub fn run(export: Option<&Path>) -> anyhow::Result<Value> {
         let (train, validation) = split(rows.len(), seed);
         std::fs::write(dir.join("train.csv"), csv_of(&rows, &train)?)?;
         std::fs::write(dir.join("validation.csv"), csv_of(&rows, &validation)?)?;
+        // Every row in order: uploaded as is, a classifier splits it as above.
+        std::fs::write(dir.join("plays.csv"), csv_of(&rows, &all)?)?;
     }
     let job = Job {
         dataset: Arc::new(dataset),
@@ -106,7 +120,8 @@ pub fn run(export: Option<&Path>) -> anyhow::Result<Value> {
         .for_algorithm("transformer_classifier")?
         .clone();
     let started = Instant::now();
-    let Finished::Completed(artifact) = family.train(job, &Control::default(), &mut Ignore)? else {
+    let Finished::Completed(artifact) = family.train(job, &Control::default(), &mut Evaluations)?
+    else {
         anyhow::bail!("the classifier did not complete");
     };
     let metric = |name: &str| artifact.metrics.get(name).copied().unwrap_or(f64::NAN);

@@ -11,13 +11,27 @@ use crate::encoding::segment;
 use crate::remote::{Client, ClientError, print};
 
 /// What `datasets extract` asks for.
+#[derive(Debug, clap::Args)]
 pub struct ExtractArgs {
+    #[arg(long)]
     pub name: String,
+    /// The transformer_lm model's id.
+    #[arg(long)]
     pub source_model: String,
+    /// The text corpus read through it.
+    #[arg(long, default_value = "shakespeare")]
     pub text_dataset: String,
+    /// Blocks, comma-separated (default: the middle one).
+    #[arg(long, value_delimiter = ',')]
     pub layers: Vec<usize>,
+    /// resid_post (default), mlp_out or attn_out.
+    #[arg(long)]
     pub site: Option<String>,
+    /// Training tokens to read (default 262144).
+    #[arg(long)]
     pub n_tokens: Option<usize>,
+    /// Follow it until it ends; exit 1 unless it is ready.
+    #[arg(long)]
     pub watch: bool,
 }
 

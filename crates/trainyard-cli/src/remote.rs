@@ -147,28 +147,7 @@ pub enum DatasetsCommand {
         name: String,
     },
     /// Extract a trained language model's activations as a dataset (a job on the workers).
-    Extract {
-        #[arg(long)]
-        name: String,
-        /// The transformer_lm model's id.
-        #[arg(long)]
-        source_model: String,
-        /// The text corpus read through it.
-        #[arg(long, default_value = "shakespeare")]
-        text_dataset: String,
-        /// Blocks, comma-separated (default: the middle one).
-        #[arg(long, value_delimiter = ',')]
-        layers: Vec<usize>,
-        /// resid_post (default), mlp_out or attn_out.
-        #[arg(long)]
-        site: Option<String>,
-        /// Training tokens to read (default 262144).
-        #[arg(long)]
-        n_tokens: Option<usize>,
-        /// Follow it until it ends; exit 1 unless it is ready.
-        #[arg(long)]
-        watch: bool,
-    },
+    Extract(crate::extract::ExtractArgs),
     /// Stop an activation dataset's extraction.
     Cancel {
         name: String,
@@ -571,24 +550,7 @@ pub async fn datasets(
                 )
             });
         }
-        DatasetsCommand::Extract {
-            name,
-            source_model,
-            text_dataset,
-            layers,
-            site,
-            n_tokens,
-            watch,
-        } => {
-            let args = crate::extract::ExtractArgs {
-                name,
-                source_model,
-                text_dataset,
-                layers,
-                site,
-                n_tokens,
-                watch,
-            };
+        DatasetsCommand::Extract(args) => {
             return crate::extract::extract(&client, out, args).await;
         }
         DatasetsCommand::Cancel { name } => {

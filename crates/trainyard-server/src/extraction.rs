@@ -233,17 +233,24 @@ async fn describe(
     let set = load_shards(state, &row.path, from, total).await?;
     let from = &set.from;
     let request = &extraction.request;
-    let info = DatasetInfo {
-        name: row.name.clone(),
-        description: format!(
-            "activations of model {} ({} of layer(s) {:?}) on '{}': {} tokens x {}",
-            request.source_model,
-            request.site,
-            request.layers,
-            request.text_dataset,
-            from.n_tokens,
-            from.d_model
-        ),
+    let description = format!(
+        "activations of model {} ({} of layer(s) {:?}) on '{}': {} tokens x {}",
+        request.source_model,
+        request.site,
+        request.layers,
+        request.text_dataset,
+        from.n_tokens,
+        from.d_model
+    );
+    let info = dataset_info(&row.name, description, set.from.clone());
+    serde_json::to_value(info).map_err(|e| e.to_string())
+}
+
+/// An activation dataset's description: rows of `from.d_model` activations, no target.
+pub fn dataset_info(name: &str, description: String, from: ExtractedFrom) -> DatasetInfo {
+    DatasetInfo {
+        name: name.to_string(),
+        description,
         task: trainyard_core::Task::Unlabeled,
         n_rows: from.n_tokens,
         n_features: from.d_model,
@@ -252,10 +259,9 @@ async fn describe(
         classes: None,
         image_shape: None,
         test_rows: None,
-        license: format!("derived from '{}'", request.text_dataset),
-        extracted_from: Some(set.from.clone()),
-    };
-    serde_json::to_value(info).map_err(|e| e.to_string())
+        license: format!("derived from '{}'", from.text_dataset),
+        extracted_from: Some(from),
+    }
 }
 
 /// What an extracted dataset's description promises, before its shards are read.

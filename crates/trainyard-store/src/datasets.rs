@@ -192,31 +192,30 @@ impl Store {
 
     /// Cancels an extraction still running; false when it is not.
     pub async fn cancel_extraction(&self, project_id: &str, name: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE datasets SET status = 'cancelled', lease_expires_at = NULL \
-             WHERE project_id = $1 AND name = $2 AND status = $3",
+        self.update_initializing(
+            project_id,
+            name,
+            "status = 'cancelled', lease_expires_at = NULL",
         )
+        .await
+    }
+
+    /// Gives an extraction back (a graceful stop): the next node to look takes it at once.
+    pub async fn release_extraction(&self, project_id: &str, name: &str) -> Result<()> {
+        self.update_initializing(project_id, name, "lease_expires_at = NULL")
+            .await
+            .map(|_| ())
+    }
+
+    async fn update_initializing(&self, project_id: &str, name: &str, set: &str) -> Result<bool> {
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE datasets SET {set} WHERE project_id = $1 AND name = $2 AND status = $3"
+        )))
         .bind(project_id)
         .bind(name)
         .bind(DATASET_INITIALIZING)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
-    }
-}
-
-impl Store {
-    /// Gives an extraction back (a graceful stop): the next node to look takes it at once.
-    pub async fn release_extraction(&self, project_id: &str, name: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE datasets SET lease_expires_at = NULL \
-             WHERE project_id = $1 AND name = $2 AND status = $3",
-        )
-        .bind(project_id)
-        .bind(name)
-        .bind(DATASET_INITIALIZING)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 }

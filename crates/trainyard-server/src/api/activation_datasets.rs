@@ -7,14 +7,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use trainyard_data::DatasetInfo;
 use trainyard_engine::family::Dependency;
 use trainyard_engine::sae::shards::source_shape;
 use trainyard_store::{DATASET_INITIALIZING, DatasetRow};
 
 use crate::access::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extraction::{Extraction, ExtractionRequest, provisional_from};
+use crate::extraction::{Extraction, ExtractionRequest, dataset_info, provisional_from};
 use crate::state::SharedState;
 
 const SITES: [&str; 3] = ["resid_post", "mlp_out", "attn_out"];
@@ -75,23 +74,11 @@ pub async fn create(
     let (request, d_model, block) = validate(state, project, &body).await?;
     let from = provisional_from(&request, d_model, block);
     check_memory(state, &from)?;
-    let info = DatasetInfo {
-        name: body.name.clone(),
-        description: format!(
-            "activations of model {} being extracted",
-            request.source_model
-        ),
-        task: trainyard_core::Task::Unlabeled,
-        n_rows: from.n_tokens,
-        n_features: d_model,
-        feature_names: Vec::new(),
-        target_name: String::new(),
-        classes: None,
-        image_shape: None,
-        test_rows: None,
-        license: format!("derived from '{}'", request.text_dataset),
-        extracted_from: Some(from),
-    };
+    let description = format!(
+        "activations of model {} being extracted",
+        request.source_model
+    );
+    let info = dataset_info(&body.name, description, from);
     let row = DatasetRow {
         name: body.name.clone(),
         project_id: project.clone(),
