@@ -175,6 +175,13 @@ async fn a_classifier_starts_from_a_trained_language_model() {
     server
         .wait_for(&lm, &["completed"], Duration::from_secs(120))
         .await;
+    // The parts to freeze are the language model's (one block), whatever n_layer says.
+    let mut deeper = body.clone();
+    deeper["hyperparameters"]["n_layer"] = json!(3);
+    deeper["hyperparameters"]["freeze"] = json!(["blocks.2"]);
+    let (code, err) = server.post("/api/models", deeper).await;
+    assert_eq!(code, 400, "{err}");
+    assert_eq!(err["error"]["field"], "hyperparameters.freeze", "{err}");
     let (code, created) = server.post("/api/models", body).await;
     assert_eq!(code, 201, "{created}");
     let id = created["id"].as_str().unwrap();

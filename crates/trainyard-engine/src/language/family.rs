@@ -349,14 +349,38 @@ impl Family for Language {
         .into_iter()
         .filter_map(|(key, field)| {
             let id = hyperparameters.get(key)?.as_str()?;
+            // Frozen parts are the starting model's: its depth is in its file.
+            let freezes = hyperparameters
+                .get("freeze")
+                .and_then(Value::as_array)
+                .is_some_and(|parts| !parts.is_empty());
             Some(Dependency {
                 field: field.into(),
                 model_id: id.into(),
                 algorithms: vec!["transformer_lm"],
-                inspect: false,
+                inspect: key == "init_from" && freezes,
             })
         })
         .collect()
+    }
+
+    fn check_dependency(
+        &self,
+        hyperparameters: &Map<String, Value>,
+        field: &str,
+        model_file: &[u8],
+        _limits: &Limits,
+    ) -> Result<(), ValidationError> {
+        if field != classify::INIT_FROM_FIELD {
+            return Ok(());
+        }
+        let config = language_model_config(model_file)
+            .map_err(|e| ValidationError::new(field, e.to_string()))?;
+        let freeze: Vec<String> = hyperparameters
+            .get("freeze")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        spec::check_freeze(&freeze, config.n_layer)
     }
 }
 

@@ -298,6 +298,18 @@ fn set_classifier_key(
     Ok(true)
 }
 
+/// Every part named in `freeze` exists in a network of `n_layer` blocks.
+pub fn check_freeze(freeze: &[String], n_layer: usize) -> Result<(), ValidationError> {
+    let parts = freezable(n_layer);
+    match freeze.iter().find(|p| !parts.contains(p)) {
+        Some(unknown) => Err(ValidationError::new(
+            "hyperparameters.freeze",
+            format!("unknown part '{unknown}'; parts are {}", parts.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Bounds that depend on what the model learns from.
 fn check_target(hp: &LmHyperparameters, target: Target) -> Result<(), ValidationError> {
     match target {
@@ -341,12 +353,10 @@ fn check_target(hp: &LmHyperparameters, target: Target) -> Result<(), Validation
                     ),
                 ));
             }
-            let parts = freezable(hp.n_layer);
-            if let Some(unknown) = hp.freeze.iter().find(|p| !parts.contains(p)) {
-                return Err(ValidationError::new(
-                    "hyperparameters.freeze",
-                    format!("unknown part '{unknown}'; parts are {}", parts.join(", ")),
-                ));
+            // Starting from a language model, the parts are its own: checked against its
+            // file (`check_freeze`, through the family's dependency check).
+            if hp.init_from.is_none() {
+                check_freeze(&hp.freeze, hp.n_layer)?;
             }
         }
     }
