@@ -13,6 +13,7 @@ pub mod linalg;
 mod memory;
 pub mod model;
 pub mod optim;
+mod relu_dense;
 pub mod resample;
 pub mod served;
 pub mod shards;

@@ -94,7 +94,7 @@ pub struct Grads {
 }
 
 /// Above this fraction of active codes the decoder's products run dense.
-const DENSE_ABOVE: f64 = 0.04;
+pub(super) const DENSE_ABOVE: f64 = 0.04;
 
 impl Sae {
     /// Random unit-norm decoder rows, the encoder as the decoder's transpose, biases at zero
@@ -182,10 +182,29 @@ impl Sae {
         settings: &LossSettings,
         dead: &[bool],
     ) -> (Grads, Codes, StepStats) {
+        let (pre, xc) = self.pre_activations(x);
+        let (codes, smallest_kept) = select(&pre, self.d_sae, settings.architecture, settings.k);
+        if settings.architecture == Architecture::Relu && codes.density() > DENSE_ABOVE {
+            return self.relu_dense_step(x, pre, &xc, codes, settings);
+        }
+        self.sparse_step(x, pre, &xc, codes, smallest_kept, settings, dead)
+    }
+
+    /// `step` over code lists: every architecture, with the decoder's side sparse once few
+    /// latents fire.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn sparse_step(
+        &mut self,
+        x: &[f32],
+        pre: Vec<f32>,
+        xc: &[f32],
+        codes: Codes,
+        smallest_kept: f32,
+        settings: &LossSettings,
+        dead: &[bool],
+    ) -> (Grads, Codes, StepStats) {
         let (d, m) = (self.d_in, self.d_sae);
         let n = x.len() / d;
-        let (pre, xc) = self.pre_activations(x);
-        let (codes, smallest_kept) = select(&pre, m, settings.architecture, settings.k);
         if settings.architecture == Architecture::BatchTopk && smallest_kept.is_finite() {
             self.threshold = 0.99 * self.threshold + 0.01 * smallest_kept;
         }
@@ -233,10 +252,19 @@ impl Sae {
             let (aux, aux_codes, g_aux) =
                 self.aux_loss(&pre, &residual, dead, settings, &mut grads);
             stats.aux = aux;
-            self.encoder_grads(&aux_codes, &g_aux, &xc, &mut grads, false);
+            self.encoder_grads(&aux_codes, &g_aux, xc, &mut grads, false);
         }
-        self.encoder_grads(&codes, &g_codes, &xc, &mut grads, dense);
+        self.encoder_grads(&codes, &g_codes, xc, &mut grads, dense);
         (grads, codes, stats)
+    }
+
+    /// Each latent's weight in the L1 penalty: its decoder norm, or 1.
+    pub(super) fn penalty_weights(&self, settings: &LossSettings) -> Vec<f32> {
+        if settings.norm_weighted_penalty {
+            self.decoder_norms()
+        } else {
+            vec![1.0; self.d_sae]
+        }
     }
 
     /// Adds the (decoder-norm weighted) L1 penalty's gradients; returns its value.
@@ -249,11 +277,7 @@ impl Sae {
         n: usize,
     ) -> f64 {
         let d = self.d_in;
-        let norms = if settings.norm_weighted_penalty {
-            self.decoder_norms()
-        } else {
-            vec![1.0; self.d_sae]
-        };
+        let norms = self.penalty_weights(settings);
         let coefficient = settings.l1 / n as f32;
         let mut totals = vec![0.0f32; self.d_sae];
         let mut penalty = 0.0f64;

@@ -1,6 +1,7 @@
 //! Adam over the autoencoder's four tensors, gradient clipping, and the unit-norm decoder
 //! constraint (project the gradient, step, renormalise).
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::linalg::{axpy, dot};
@@ -9,6 +10,8 @@ use super::model::{Grads, Sae, normalize};
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
 const EPSILON: f32 = 1e-8;
+/// Elements per parallel task in the element-wise updates and the norm's partial sums.
+const CHUNK: usize = 1 << 14;
 
 /// Adam's moments, shaped as the parameters, and its step count.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,12 +52,19 @@ impl Adam {
         ];
         let gradients = [&grads.w_enc, &grads.b_enc, &grads.w_dec, &grads.b_dec];
         for (i, (param, grad)) in params.into_iter().zip(gradients).enumerate() {
-            let (m, v) = (&mut self.m[i], &mut self.v[i]);
-            for (((p, g), m), v) in param.iter_mut().zip(grad).zip(m).zip(v) {
-                *m = BETA1 as f32 * *m + (1.0 - BETA1 as f32) * g;
-                *v = BETA2 as f32 * *v + (1.0 - BETA2 as f32) * g * g;
-                *p -= step_size * *m / (v.sqrt() + EPSILON);
-            }
+            // Element-wise, so splitting it over threads changes no bit.
+            param
+                .par_chunks_mut(CHUNK)
+                .zip(grad.par_chunks(CHUNK))
+                .zip(self.m[i].par_chunks_mut(CHUNK))
+                .zip(self.v[i].par_chunks_mut(CHUNK))
+                .for_each(|(((param, grad), m), v)| {
+                    for (((p, g), m), v) in param.iter_mut().zip(grad).zip(m).zip(v) {
+                        *m = BETA1 as f32 * *m + (1.0 - BETA1 as f32) * g;
+                        *v = BETA2 as f32 * *v + (1.0 - BETA2 as f32) * g * g;
+                        *p -= step_size * *m / (v.sqrt() + EPSILON);
+                    }
+                });
         }
     }
 
@@ -73,9 +83,14 @@ impl Adam {
 /// The gradients' global norm; scaled down to `max_norm` when above it (0 disables).
 pub fn clip(grads: &mut Grads, max_norm: f64) -> f64 {
     let all = [&grads.w_enc, &grads.b_enc, &grads.w_dec, &grads.b_dec];
+    // Fixed chunks summed in order: the same bits whatever the threads.
     let norm = all
         .iter()
-        .map(|g| g.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>())
+        .flat_map(|g| {
+            g.par_chunks(CHUNK)
+                .map(|c| c.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>())
+                .collect::<Vec<f64>>()
+        })
         .sum::<f64>()
         .sqrt();
     if max_norm > 0.0 && norm > max_norm {
@@ -86,7 +101,7 @@ pub fn clip(grads: &mut Grads, max_norm: f64) -> f64 {
             &mut grads.w_dec,
             &mut grads.b_dec,
         ] {
-            g.iter_mut().for_each(|v| *v *= scale);
+            g.par_iter_mut().for_each(|v| *v *= scale);
         }
     }
     norm
@@ -96,14 +111,15 @@ pub fn clip(grads: &mut Grads, max_norm: f64) -> f64 {
 /// moves the direction rather than its length.
 pub fn project_decoder_gradient(sae: &Sae, grads: &mut Grads) {
     let d = sae.d_in;
-    for (row, grad) in sae.w_dec.chunks(d).zip(grads.w_dec.chunks_mut(d)) {
-        let along = dot(row, grad);
-        axpy(grad, -along, row);
-    }
+    sae.w_dec
+        .par_chunks(d)
+        .zip(grads.w_dec.par_chunks_mut(d))
+        .for_each(|(row, grad)| {
+            let along = dot(row, grad);
+            axpy(grad, -along, row);
+        });
 }
 
 pub fn normalize_decoder(sae: &mut Sae) {
-    for row in sae.w_dec.chunks_mut(sae.d_in) {
-        normalize(row);
-    }
+    sae.w_dec.par_chunks_mut(sae.d_in).for_each(normalize);
 }

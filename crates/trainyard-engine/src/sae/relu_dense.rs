@@ -1,0 +1,221 @@
+//! The ReLU autoencoder's step while many latents fire (the start of training, before the L1
+//! penalty has made the codes sparse): the codes stay a dense matrix in the pre-activations'
+//! buffer, so the five products run back to back through gemm with no code lists, gathers or
+//! re-densified copies in between. The gradients are the sparse path's, bit for bit: the same
+//! products, and sums taken in the same (row) order.
+
+use rayon::prelude::*;
+
+use super::linalg::{Codes, View, axpy, matmul};
+use super::model::{Grads, LossSettings, Sae, StepStats, reconstruction_stats};
+
+/// Latent columns per parallel task when summing over rows.
+const COLUMNS_PER_TASK: usize = 256;
+
+impl Sae {
+    /// `step` for `relu` when the codes are dense: `z` holds the pre-activations (made the
+    /// codes here), `codes` the same entries as lists (the trainer counts firing from them).
+    pub(super) fn relu_dense_step(
+        &self,
+        x: &[f32],
+        mut z: Vec<f32>,
+        xc: &[f32],
+        codes: Codes,
+        settings: &LossSettings,
+    ) -> (Grads, Codes, StepStats) {
+        let (d, m) = (self.d_in, self.d_sae);
+        let n = x.len() / d;
+        // `!(v > 0)` also zeroes NaN, as the code lists drop it.
+        z.par_iter_mut().for_each(|v| {
+            if !(*v > 0.0) {
+                *v = 0.0;
+            }
+        });
+        let mut x_hat: Vec<f32> = (0..n).flat_map(|_| self.b_dec.iter().copied()).collect();
+        matmul(
+            &mut x_hat,
+            View::new(&z, n, m),
+            View::new(&self.w_dec, m, d),
+            true,
+        );
+        let mut stats = reconstruction_stats(x, &x_hat, d);
+        stats.l0 = codes.nonzeros() as f64 / n as f64;
+        let scale = 2.0 / n as f32;
+        let g_out: Vec<f32> = x_hat.iter().zip(x).map(|(h, x)| scale * (h - x)).collect();
+        drop(x_hat);
+
+        let mut grads = Grads {
+            w_enc: vec![0.0; m * d],
+            b_enc: vec![0.0; m],
+            w_dec: vec![0.0; m * d],
+            b_dec: vec![0.0; d],
+        };
+        matmul(
+            &mut grads.w_dec,
+            View::new(&z, n, m).t(),
+            View::new(&g_out, n, d),
+            false,
+        );
+        let mut g_pre = vec![0.0; n * m];
+        matmul(
+            &mut g_pre,
+            View::new(&g_out, n, d),
+            View::new(&self.w_dec, m, d).t(),
+            false,
+        );
+        for row in g_out.chunks(d) {
+            axpy(&mut grads.b_dec, 1.0, row);
+        }
+        if settings.l1 > 0.0 {
+            stats.sparsity = self.dense_penalty(&z, &mut g_pre, &mut grads, settings, n);
+        } else {
+            mask_inactive(&z, &mut g_pre, m);
+        }
+        drop(z);
+
+        let g_b_enc = column_sums(&g_pre, m);
+        matmul(
+            &mut grads.w_enc,
+            View::new(&g_pre, n, m).t(),
+            View::new(xc, n, d),
+            true,
+        );
+        // x_c = x - b_dec: the decoder bias also reaches the output through the encoder.
+        for (j, g) in g_b_enc.iter().enumerate() {
+            if *g != 0.0 {
+                axpy(&mut grads.b_dec, -g, &self.w_enc[j * d..][..d]);
+            }
+        }
+        axpy(&mut grads.b_enc, 1.0, &g_b_enc);
+        (grads, codes, stats)
+    }
+
+    /// The L1 penalty on dense codes: masks `g_pre` to the active entries and adds the
+    /// penalty's gradient there (and the decoder's, when norm-weighted); returns its value.
+    fn dense_penalty(
+        &self,
+        z: &[f32],
+        g_pre: &mut [f32],
+        grads: &mut Grads,
+        settings: &LossSettings,
+        n: usize,
+    ) -> f64 {
+        let (d, m) = (self.d_in, self.d_sae);
+        let norms = self.penalty_weights(settings);
+        let coefficient = settings.l1 / n as f32;
+        let push: Vec<f32> = norms.iter().map(|w| coefficient * w).collect();
+        let penalty: f64 = g_pre
+            .par_chunks_mut(m)
+            .zip(z.par_chunks(m))
+            .map(|(g, codes)| {
+                let mut row_penalty = 0.0f64;
+                for (j, (g, &v)) in g.iter_mut().zip(codes).enumerate() {
+                    if v > 0.0 {
+                        *g += push[j];
+                        row_penalty += f64::from(v * norms[j]);
+                    } else {
+                        *g = 0.0;
+                    }
+                }
+                row_penalty
+            })
+            .collect::<Vec<f64>>()
+            .into_iter()
+            .sum();
+        if settings.norm_weighted_penalty {
+            let totals = column_sums(z, m);
+            grads
+                .w_dec
+                .par_chunks_mut(d)
+                .zip(self.w_dec.par_chunks(d))
+                .enumerate()
+                .for_each(|(j, (grad, row))| {
+                    if totals[j] > 0.0 && norms[j] > 0.0 {
+                        axpy(grad, coefficient * totals[j] / norms[j], row);
+                    }
+                });
+        }
+        penalty * f64::from(settings.l1) / n as f64
+    }
+}
+
+/// The ReLU passes the gradient only where the code is active.
+fn mask_inactive(z: &[f32], g_pre: &mut [f32], m: usize) {
+    g_pre
+        .par_chunks_mut(m)
+        .zip(z.par_chunks(m))
+        .for_each(|(g, codes)| {
+            for (g, &v) in g.iter_mut().zip(codes) {
+                if !(v > 0.0) {
+                    *g = 0.0;
+                }
+            }
+        });
+}
+
+/// Each column's sum over the rows of a row-major `_ x cols` matrix, added in row order (so
+/// the result is the same whatever the threads).
+fn column_sums(matrix: &[f32], cols: usize) -> Vec<f32> {
+    let rows = matrix.len() / cols;
+    let mut sums = vec![0.0f32; cols];
+    sums.par_chunks_mut(COLUMNS_PER_TASK)
+        .enumerate()
+        .for_each(|(task, sums)| {
+            let start = task * COLUMNS_PER_TASK;
+            for i in 0..rows {
+                axpy(sums, 1.0, &matrix[i * cols + start..][..sums.len()]);
+            }
+        });
+    sums
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::{Architecture, select};
+    use super::*;
+
+    fn case(norm_weighted_penalty: bool, l1: f32) -> (Sae, Vec<f32>, LossSettings) {
+        let (d, m, n) = (16, 64, 40);
+        let mut rng = trainyard_data::SeededRng::new(3);
+        let mut sae = Sae::init(d, m, &mut rng);
+        for v in sae.b_enc.iter_mut().chain(&mut sae.b_dec) {
+            *v = 0.2 * rng.normal() as f32;
+        }
+        for v in &mut sae.w_dec {
+            *v *= 1.0 + 0.5 * rng.next_f64() as f32;
+        }
+        let x: Vec<f32> = (0..n * d).map(|_| rng.normal() as f32).collect();
+        let settings = LossSettings {
+            architecture: Architecture::Relu,
+            k: 0,
+            l1,
+            norm_weighted_penalty,
+            aux_k: 0,
+            aux_coefficient: 0.0,
+        };
+        (sae, x, settings)
+    }
+
+    #[test]
+    fn the_dense_relu_step_gives_the_sparse_paths_gradients_bit_for_bit() {
+        for (weighted, l1) in [(true, 0.3), (false, 0.3), (false, 0.0)] {
+            let (mut sae, x, settings) = case(weighted, l1);
+            let dead = vec![false; sae.d_sae];
+            let (pre, xc) = sae.pre_activations(&x);
+            let (codes, _) = select(&pre, sae.d_sae, Architecture::Relu, 0);
+            assert!(codes.density() > 0.2, "the case must be dense");
+            let (dense_grads, dense_codes, dense_stats) =
+                sae.relu_dense_step(&x, pre.clone(), &xc, codes.clone(), &settings);
+            let (grads, sparse_codes, stats) =
+                sae.sparse_step(&x, pre, &xc, codes, f32::NAN, &settings, &dead);
+            assert_eq!(dense_grads, grads, "weighted {weighted}, l1 {l1}");
+            assert_eq!(dense_codes, sparse_codes);
+            assert_eq!(dense_stats.mse, stats.mse);
+            assert_eq!(dense_stats.l0, stats.l0);
+            let tolerance = 1e-9 * stats.sparsity.abs().max(1.0);
+            assert!((dense_stats.sparsity - stats.sparsity).abs() < tolerance);
+            // And `step` itself takes the dense path here.
+            assert_eq!(sae.step(&x, &settings, &dead).0, grads);
+        }
+    }
+}
