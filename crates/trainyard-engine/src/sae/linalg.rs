@@ -127,6 +127,15 @@ impl Codes {
         z
     }
 
+    /// For each latent, the rows it is active on.
+    pub fn firing_counts(&self) -> Vec<u32> {
+        let mut counts = vec![0u32; self.latents];
+        for &(j, _) in self.rows.iter().flatten() {
+            counts[j as usize] += 1;
+        }
+        counts
+    }
+
     /// The same entries grouped by latent: for each latent, `(row, value)` in row order.
     pub fn by_latent(&self) -> Vec<Vec<(u32, f32)>> {
         let mut columns = vec![Vec::new(); self.latents];

@@ -6,6 +6,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::linalg::{Codes, View, axpy, matmul, sparse_decode, sparse_outer, sparse_project};
+use super::relu_dense::firing_counts;
 
 /// How codes are chosen from the encoder's pre-activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,20 +175,28 @@ impl Sae {
             .collect()
     }
 
-    /// The loss on a batch `x` (`n x d_in`), its gradients, the codes and its statistics.
-    /// `dead` marks latents that have not fired for the dead window (AuxK revives them).
+    /// The loss on a batch `x` (`n x d_in`), its gradients, how many of the batch's rows each
+    /// latent fired on, and its statistics. `dead` marks latents that have not fired for the
+    /// dead window (AuxK revives them).
     pub fn step(
         &mut self,
         x: &[f32],
         settings: &LossSettings,
         dead: &[bool],
-    ) -> (Grads, Codes, StepStats) {
+    ) -> (Grads, Vec<u32>, StepStats) {
         let (pre, xc) = self.pre_activations(x);
-        let (codes, smallest_kept) = select(&pre, self.d_sae, settings.architecture, settings.k);
-        if settings.architecture == Architecture::Relu && codes.density() > DENSE_ABOVE {
-            return self.relu_dense_step(x, pre, &xc, codes, settings);
+        if settings.architecture == Architecture::Relu {
+            let firing = firing_counts(&pre, self.d_sae);
+            let active: u64 = firing.iter().map(|&c| u64::from(c)).sum();
+            if active as f64 > DENSE_ABOVE * pre.len() as f64 {
+                let (grads, stats) = self.relu_dense_step(x, pre, &xc, active, settings);
+                return (grads, firing, stats);
+            }
         }
-        self.sparse_step(x, pre, &xc, codes, smallest_kept, settings, dead)
+        let (codes, smallest_kept) = select(&pre, self.d_sae, settings.architecture, settings.k);
+        let (grads, codes, stats) =
+            self.sparse_step(x, pre, &xc, codes, smallest_kept, settings, dead);
+        (grads, codes.firing_counts(), stats)
     }
 
     /// `step` over code lists: every architecture, with the decoder's side sparse once few
@@ -486,21 +495,31 @@ pub fn reconstruction_stats(x: &[f32], x_hat: &[f32], d: usize) -> StepStats {
             *m += f64::from(*v) / n as f64;
         }
     }
+    // Per row in parallel, then summed in row order: the same figures whatever the threads.
+    let per_row: Vec<(f64, f64, f64)> = x
+        .par_chunks(d)
+        .zip(x_hat.par_chunks(d))
+        .map(|(row, hat)| {
+            let (mut err, mut spread, mut norm_x, mut norm_hat) = (0.0f64, 0.0, 0.0, 0.0);
+            for ((v, h), m) in row.iter().zip(hat).zip(&mean) {
+                let (v, h) = (f64::from(*v), f64::from(*h));
+                err += (v - h) * (v - h);
+                spread += (v - m) * (v - m);
+                norm_x += v * v;
+                norm_hat += h * h;
+            }
+            let ratio = if norm_x > 0.0 { norm_hat / norm_x } else { 1.0 };
+            (err, spread, ratio)
+        })
+        .collect();
     let mut stats = StepStats {
         rows: n,
         ..StepStats::default()
     };
-    for (row, hat) in x.chunks(d).zip(x_hat.chunks(d)) {
-        let (mut err, mut norm_x, mut norm_hat) = (0.0f64, 0.0f64, 0.0f64);
-        for ((v, h), m) in row.iter().zip(hat).zip(&mean) {
-            let (v, h) = (f64::from(*v), f64::from(*h));
-            err += (v - h) * (v - h);
-            stats.sst += (v - m) * (v - m);
-            norm_x += v * v;
-            norm_hat += h * h;
-        }
+    for (err, spread, ratio) in per_row {
         stats.sse += err;
-        stats.norm_ratio += if norm_x > 0.0 { norm_hat / norm_x } else { 1.0 };
+        stats.sst += spread;
+        stats.norm_ratio += ratio;
     }
     stats.mse = stats.sse / n as f64;
     stats

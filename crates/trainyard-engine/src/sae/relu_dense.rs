@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use super::linalg::{Codes, View, axpy, matmul};
+use super::linalg::{View, axpy, matmul};
 use super::model::{Grads, LossSettings, Sae, StepStats, reconstruction_stats};
 
 /// Latent columns per parallel task when summing over rows.
@@ -14,15 +14,15 @@ const COLUMNS_PER_TASK: usize = 256;
 
 impl Sae {
     /// `step` for `relu` when the codes are dense: `z` holds the pre-activations (made the
-    /// codes here), `codes` the same entries as lists (the trainer counts firing from them).
+    /// codes here), `active` how many of them are positive.
     pub(super) fn relu_dense_step(
         &self,
         x: &[f32],
         mut z: Vec<f32>,
         xc: &[f32],
-        codes: Codes,
+        active: u64,
         settings: &LossSettings,
-    ) -> (Grads, Codes, StepStats) {
+    ) -> (Grads, StepStats) {
         let (d, m) = (self.d_in, self.d_sae);
         let n = x.len() / d;
         // `!(v > 0)` also zeroes NaN, as the code lists drop it.
@@ -39,7 +39,7 @@ impl Sae {
             true,
         );
         let mut stats = reconstruction_stats(x, &x_hat, d);
-        stats.l0 = codes.nonzeros() as f64 / n as f64;
+        stats.l0 = active as f64 / n as f64;
         let scale = 2.0 / n as f32;
         let g_out: Vec<f32> = x_hat.iter().zip(x).map(|(h, x)| scale * (h - x)).collect();
         drop(x_hat);
@@ -87,7 +87,7 @@ impl Sae {
             }
         }
         axpy(&mut grads.b_enc, 1.0, &g_b_enc);
-        (grads, codes, stats)
+        (grads, stats)
     }
 
     /// The L1 penalty on dense codes: masks `g_pre` to the active entries and adds the
@@ -153,6 +153,26 @@ fn mask_inactive(z: &[f32], g_pre: &mut [f32], m: usize) {
         });
 }
 
+/// For each latent (column of the pre-activations), the rows where it is positive: where a
+/// ReLU code fires.
+pub(super) fn firing_counts(pre: &[f32], m: usize) -> Vec<u32> {
+    let rows = pre.len() / m;
+    let mut counts = vec![0u32; m];
+    counts
+        .par_chunks_mut(COLUMNS_PER_TASK)
+        .enumerate()
+        .for_each(|(task, counts)| {
+            let start = task * COLUMNS_PER_TASK;
+            for i in 0..rows {
+                let row = &pre[i * m + start..][..counts.len()];
+                for (count, &v) in counts.iter_mut().zip(row) {
+                    *count += u32::from(v > 0.0);
+                }
+            }
+        });
+    counts
+}
+
 /// Each column's sum over the rows of a row-major `_ x cols` matrix, added in row order (so
 /// the result is the same whatever the threads).
 fn column_sums(matrix: &[f32], cols: usize) -> Vec<f32> {
@@ -204,18 +224,22 @@ mod tests {
             let (pre, xc) = sae.pre_activations(&x);
             let (codes, _) = select(&pre, sae.d_sae, Architecture::Relu, 0);
             assert!(codes.density() > 0.2, "the case must be dense");
-            let (dense_grads, dense_codes, dense_stats) =
-                sae.relu_dense_step(&x, pre.clone(), &xc, codes.clone(), &settings);
-            let (grads, sparse_codes, stats) =
+            let firing = firing_counts(&pre, sae.d_sae);
+            assert_eq!(firing, codes.firing_counts());
+            let active = codes.nonzeros() as u64;
+            let (dense_grads, dense_stats) =
+                sae.relu_dense_step(&x, pre.clone(), &xc, active, &settings);
+            let (grads, _, stats) =
                 sae.sparse_step(&x, pre, &xc, codes, f32::NAN, &settings, &dead);
             assert_eq!(dense_grads, grads, "weighted {weighted}, l1 {l1}");
-            assert_eq!(dense_codes, sparse_codes);
             assert_eq!(dense_stats.mse, stats.mse);
             assert_eq!(dense_stats.l0, stats.l0);
             let tolerance = 1e-9 * stats.sparsity.abs().max(1.0);
             assert!((dense_stats.sparsity - stats.sparsity).abs() < tolerance);
             // And `step` itself takes the dense path here.
-            assert_eq!(sae.step(&x, &settings, &dead).0, grads);
+            let (step_grads, step_firing, _) = sae.step(&x, &settings, &dead);
+            assert_eq!(step_grads, grads);
+            assert_eq!(step_firing, firing);
         }
     }
 }

@@ -247,7 +247,7 @@ pub fn train_step(
         .iter()
         .map(|&s| s >= hp.dead_window_tokens)
         .collect();
-    let (mut grads, codes, stats) = state.sae.step(batch, &settings, &dead);
+    let (mut grads, firing, stats) = state.sae.step(batch, &settings, &dead);
     let grad_norm = clip(&mut grads, hp.grad_clip);
     let unit = hp.decoder_norm == DecoderNorm::Unit;
     if unit {
@@ -259,11 +259,9 @@ pub fn train_step(
     }
     let n = stats.rows as u64;
     state.since_fired.iter_mut().for_each(|s| *s += n);
-    for row in &codes.rows {
-        for &(j, _) in row {
-            state.since_fired[j as usize] = 0;
-            state.interval.fired[j as usize] += 1;
-        }
+    for (j, &rows) in firing.iter().enumerate().filter(|(_, rows)| **rows > 0) {
+        state.since_fired[j] = 0;
+        state.interval.fired[j] += u64::from(rows);
     }
     if let Some(target) = hp.target_l0
         && step >= hp.l1_warmup_steps
