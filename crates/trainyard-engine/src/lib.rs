@@ -20,6 +20,7 @@ mod network;
 mod neural;
 pub mod resident;
 pub mod sae;
+mod simd;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::linalg::{axpy, dot};
 use super::model::{Grads, Sae, normalize};
+use crate::simd::simd_fn;
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
@@ -58,13 +59,7 @@ impl Adam {
                 .zip(grad.par_chunks(CHUNK))
                 .zip(self.m[i].par_chunks_mut(CHUNK))
                 .zip(self.v[i].par_chunks_mut(CHUNK))
-                .for_each(|(((param, grad), m), v)| {
-                    for (((p, g), m), v) in param.iter_mut().zip(grad).zip(m).zip(v) {
-                        *m = BETA1 as f32 * *m + (1.0 - BETA1 as f32) * g;
-                        *v = BETA2 as f32 * *v + (1.0 - BETA2 as f32) * g * g;
-                        *p -= step_size * *m / (v.sqrt() + EPSILON);
-                    }
-                });
+                .for_each(|(((param, grad), m), v)| adam_chunk(param, grad, m, v, step_size));
         }
     }
 
@@ -76,6 +71,16 @@ impl Adam {
                 moments[1][j] = 0.0;
                 moments[2][j * d_in..][..d_in].fill(0.0);
             }
+        }
+    }
+}
+
+simd_fn! {
+    fn adam_chunk(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], step_size: f32) {
+        for (((p, g), m), v) in param.iter_mut().zip(grad).zip(m).zip(v) {
+            *m = BETA1 as f32 * *m + (1.0 - BETA1 as f32) * g;
+            *v = BETA2 as f32 * *v + (1.0 - BETA2 as f32) * g * g;
+            *p -= step_size * *m / (v.sqrt() + EPSILON);
         }
     }
 }
