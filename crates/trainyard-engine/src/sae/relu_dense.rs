@@ -26,12 +26,7 @@ impl Sae {
     ) -> (Grads, StepStats) {
         let (d, m) = (self.d_in, self.d_sae);
         let n = x.len() / d;
-        // `!(v > 0)` also zeroes NaN, as the code lists drop it.
-        z.par_iter_mut().for_each(|v| {
-            if !(*v > 0.0) {
-                *v = 0.0;
-            }
-        });
+        z.par_chunks_mut(1 << 14).for_each(relu_in_place);
         let mut x_hat: Vec<f32> = (0..n).flat_map(|_| self.b_dec.iter().copied()).collect();
         matmul(
             &mut x_hat,
@@ -146,6 +141,15 @@ simd_fn! {
         }
         let tail: f32 = codes[whole..].iter().zip(&weights[whole..]).map(|(v, w)| v * w).sum();
         lanes.iter().sum::<f32>() + tail
+    }
+}
+
+simd_fn! {
+    /// `!(v > 0)` also zeroes NaN, as the code lists drop it.
+    fn relu_in_place(values: &mut [f32]) {
+        for v in values {
+            *v = if *v > 0.0 { *v } else { 0.0 };
+        }
     }
 }
 
