@@ -272,4 +272,29 @@ mod tests {
             assert_eq!(step_firing, firing);
         }
     }
+
+    /// A step, its gradient norm and an Adam update: every vectorised loop of the family.
+    fn update_bits(settings: &LossSettings) -> (Vec<u32>, u64) {
+        let (mut sae, x, _) = case(true, 0.3);
+        let dead = vec![false; sae.d_sae];
+        let (mut grads, _, _) = sae.step(&x, settings, &dead);
+        let norm = super::super::optim::clip(&mut grads, 0.5);
+        let mut adam = super::super::optim::Adam::new(&sae);
+        adam.step(&mut sae, &grads, 1e-3);
+        let bits = sae
+            .w_enc
+            .iter()
+            .chain(&sae.b_dec)
+            .map(|v| v.to_bits())
+            .collect();
+        (bits, norm.to_bits())
+    }
+
+    #[test]
+    fn the_step_and_update_are_the_same_with_or_without_avx2() {
+        let (_, _, settings) = case(true, 0.3);
+        let wide = update_bits(&settings);
+        crate::simd::baseline_only();
+        assert!(update_bits(&settings) == wide, "the baseline path differs");
+    }
 }

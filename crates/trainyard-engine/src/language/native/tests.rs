@@ -246,3 +246,17 @@ fn a_step_does_not_depend_on_threads_or_on_recomputing_blocks() {
         assert_eq!(differ, None, "{name}: the first gradient that differs");
     }
 }
+
+#[test]
+fn a_step_is_the_same_with_or_without_avx2() {
+    let wide = step_in_pool(2, false);
+    crate::simd::baseline_only();
+    let baseline = step_in_pool(2, false);
+    assert_eq!(baseline.0.to_bits(), wide.0.to_bits(), "loss");
+    let differ = baseline
+        .1
+        .iter()
+        .zip(&wide.1)
+        .position(|(a, b)| a.to_bits() != b.to_bits());
+    assert_eq!(differ, None, "the first gradient that differs");
+}
