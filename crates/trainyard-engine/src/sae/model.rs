@@ -6,7 +6,6 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::linalg::{Codes, View, axpy, matmul, sparse_decode, sparse_outer, sparse_project};
-use super::relu_dense::firing_counts;
 
 /// How codes are chosen from the encoder's pre-activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,14 +115,20 @@ impl Sae {
         }
     }
 
+    /// The input less the decoder bias: what the encoder reads.
+    pub(super) fn centred(&self, x: &[f32]) -> Vec<f32> {
+        let mut xc = x.to_vec();
+        for row in xc.chunks_mut(self.d_in) {
+            axpy(row, -1.0, &self.b_dec);
+        }
+        xc
+    }
+
     /// Pre-activations `(x - b_dec) W_enc^T + b_enc` and the centred input.
     pub fn pre_activations(&self, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let (d, m) = (self.d_in, self.d_sae);
         let n = x.len() / d;
-        let mut xc = x.to_vec();
-        for row in xc.chunks_mut(d) {
-            axpy(row, -1.0, &self.b_dec);
-        }
+        let xc = self.centred(x);
         let mut pre = vec![0.0; n * m];
         for row in pre.chunks_mut(m) {
             row.copy_from_slice(&self.b_enc);
@@ -184,19 +189,24 @@ impl Sae {
         settings: &LossSettings,
         dead: &[bool],
     ) -> (Grads, Vec<u32>, StepStats) {
-        let (pre, xc) = self.pre_activations(x);
-        if settings.architecture == Architecture::Relu {
-            let firing = firing_counts(&pre, self.d_sae);
+        let (pre, xc, firing) = if settings.architecture == Architecture::Relu {
+            // The codes themselves: a relu step needs no pre-activation below zero.
+            let (z, xc, firing) = self.relu_codes(x);
             let active: u64 = firing.iter().map(|&c| u64::from(c)).sum();
-            if active as f64 > DENSE_ABOVE * pre.len() as f64 {
-                let (grads, stats) = self.relu_dense_step(x, pre, &xc, active, settings);
+            if active as f64 > DENSE_ABOVE * z.len() as f64 {
+                let (grads, stats) = self.relu_dense_step(x, z, &xc, active, settings);
                 return (grads, firing, stats);
             }
-        }
+            (z, xc, Some(firing))
+        } else {
+            let (pre, xc) = self.pre_activations(x);
+            (pre, xc, None)
+        };
         let (codes, smallest_kept) = select(&pre, self.d_sae, settings.architecture, settings.k);
         let (grads, codes, stats) =
             self.sparse_step(x, pre, &xc, codes, smallest_kept, settings, dead);
-        (grads, codes.firing_counts(), stats)
+        let firing = firing.unwrap_or_else(|| codes.firing_counts());
+        (grads, firing, stats)
     }
 
     /// `step` over code lists: every architecture, with the decoder's side sparse once few

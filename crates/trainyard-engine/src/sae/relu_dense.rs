@@ -13,20 +13,53 @@ use crate::simd::simd_fn;
 /// Latent columns per parallel task when summing over rows.
 const COLUMNS_PER_TASK: usize = 256;
 
+/// Rows per task when the codes are made: counts per block, added up (integers: exact).
+const ROWS_PER_BLOCK: usize = 64;
+
 impl Sae {
-    /// `step` for `relu` when the codes are dense: `z` holds the pre-activations (made the
-    /// codes here), `active` how many of them are positive.
+    /// The relu codes `max(0, (x - b_dec) W_enc^T + b_enc)`, the centred input, and per
+    /// latent the rows it fires on. The bias, the count and the ReLU are one pass over the
+    /// product, rather than a bias-filled buffer for gemm to read and two passes after it.
+    pub(super) fn relu_codes(&self, x: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
+        let (d, m) = (self.d_in, self.d_sae);
+        let n = x.len() / d;
+        let xc = self.centred(x);
+        let mut z = vec![0.0; n * m];
+        matmul(
+            &mut z,
+            View::new(&xc, n, d),
+            View::new(&self.w_enc, m, d).t(),
+            false,
+        );
+        let counts: Vec<Vec<u32>> = z
+            .par_chunks_mut(ROWS_PER_BLOCK * m)
+            .map(|block| {
+                let mut counts = vec![0u32; m];
+                for row in block.chunks_mut(m) {
+                    bias_relu_count(row, &self.b_enc, &mut counts);
+                }
+                counts
+            })
+            .collect();
+        let mut firing = vec![0u32; m];
+        for block in counts {
+            firing.iter_mut().zip(block).for_each(|(f, c)| *f += c);
+        }
+        (z, xc, firing)
+    }
+
+    /// `step` for `relu` when the codes are dense: `z` holds them (from `relu_codes`),
+    /// `active` how many are positive.
     pub(super) fn relu_dense_step(
         &self,
         x: &[f32],
-        mut z: Vec<f32>,
+        z: Vec<f32>,
         xc: &[f32],
         active: u64,
         settings: &LossSettings,
     ) -> (Grads, StepStats) {
         let (d, m) = (self.d_in, self.d_sae);
         let n = x.len() / d;
-        z.par_chunks_mut(1 << 14).for_each(relu_in_place);
         let mut x_hat: Vec<f32> = (0..n).flat_map(|_| self.b_dec.iter().copied()).collect();
         matmul(
             &mut x_hat,
@@ -145,10 +178,13 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// `!(v > 0)` also zeroes NaN, as the code lists drop it.
-    fn relu_in_place(values: &mut [f32]) {
-        for v in values {
-            *v = if *v > 0.0 { *v } else { 0.0 };
+    /// Adds the bias to a row of the product, counts where it is positive and applies the
+    /// ReLU (`!(v > 0)` also zeroes NaN, as the code lists drop it).
+    fn bias_relu_count(row: &mut [f32], bias: &[f32], counts: &mut [u32]) {
+        for ((v, b), count) in row.iter_mut().zip(bias).zip(counts) {
+            let pre = *v + b;
+            *count += u32::from(pre > 0.0);
+            *v = if pre > 0.0 { pre } else { 0.0 };
         }
     }
 }
@@ -158,14 +194,6 @@ simd_fn! {
     fn mask_row(g: &mut [f32], codes: &[f32]) {
         for (g, &v) in g.iter_mut().zip(codes) {
             *g = if v > 0.0 { *g } else { 0.0 };
-        }
-    }
-}
-
-simd_fn! {
-    fn count_positive(counts: &mut [u32], row: &[f32]) {
-        for (count, &v) in counts.iter_mut().zip(row) {
-            *count += u32::from(v > 0.0);
         }
     }
 }
@@ -183,23 +211,6 @@ fn mask_inactive(z: &[f32], g_pre: &mut [f32], m: usize) {
         .par_chunks_mut(m)
         .zip(z.par_chunks(m))
         .for_each(|(g, codes)| mask_row(g, codes));
-}
-
-/// For each latent (column of the pre-activations), the rows where it is positive: where a
-/// ReLU code fires.
-pub(super) fn firing_counts(pre: &[f32], m: usize) -> Vec<u32> {
-    let rows = pre.len() / m;
-    let mut counts = vec![0u32; m];
-    counts
-        .par_chunks_mut(COLUMNS_PER_TASK)
-        .enumerate()
-        .for_each(|(task, counts)| {
-            let start = task * COLUMNS_PER_TASK;
-            for i in 0..rows {
-                count_positive(counts, &pre[i * m + start..][..counts.len()]);
-            }
-        });
-    counts
 }
 
 /// Each column's sum over the rows of a row-major `_ x cols` matrix, added in row order (so
@@ -224,7 +235,8 @@ mod tests {
     use super::*;
 
     fn case(norm_weighted_penalty: bool, l1: f32) -> (Sae, Vec<f32>, LossSettings) {
-        let (d, m, n) = (16, 64, 40);
+        // Three blocks of rows, the last one short.
+        let (d, m, n) = (16, 64, 2 * ROWS_PER_BLOCK + 22);
         let mut rng = trainyard_data::SeededRng::new(3);
         let mut sae = Sae::init(d, m, &mut rng);
         for v in sae.b_enc.iter_mut().chain(&mut sae.b_dec) {
@@ -253,11 +265,14 @@ mod tests {
             let (pre, xc) = sae.pre_activations(&x);
             let (codes, _) = select(&pre, sae.d_sae, Architecture::Relu, 0);
             assert!(codes.density() > 0.2, "the case must be dense");
-            let firing = firing_counts(&pre, sae.d_sae);
+            let (z, relu_xc, firing) = sae.relu_codes(&x);
+            assert_eq!(relu_xc, xc);
             assert_eq!(firing, codes.firing_counts());
+            let same_bits =
+                |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same_bits(&z, &codes.dense()), "the codes differ");
             let active = codes.nonzeros() as u64;
-            let (dense_grads, dense_stats) =
-                sae.relu_dense_step(&x, pre.clone(), &xc, active, &settings);
+            let (dense_grads, dense_stats) = sae.relu_dense_step(&x, z, &xc, active, &settings);
             let (grads, _, stats) =
                 sae.sparse_step(&x, pre, &xc, codes, f32::NAN, &settings, &dead);
             assert_eq!(dense_grads, grads, "weighted {weighted}, l1 {l1}");
