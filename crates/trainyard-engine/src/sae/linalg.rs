@@ -76,6 +76,7 @@ pub fn matmul(out: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool) {
     }
 }
 
+#[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     // Eight lanes so the compiler vectorises the sum (a plain fold must stay sequential).
     let mut lanes = [0.0f32; 8];

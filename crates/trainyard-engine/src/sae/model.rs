@@ -93,8 +93,20 @@ pub struct Grads {
     pub b_dec: Vec<f32>,
 }
 
+impl Grads {
+    /// Gradients of an autoencoder `d_in -> d_sae`, all zero.
+    pub fn zeros(d_in: usize, d_sae: usize) -> Grads {
+        Grads {
+            w_enc: vec![0.0; d_sae * d_in],
+            b_enc: vec![0.0; d_sae],
+            w_dec: vec![0.0; d_sae * d_in],
+            b_dec: vec![0.0; d_in],
+        }
+    }
+}
+
 /// Above this fraction of active codes the decoder's products run dense.
-pub(super) const DENSE_ABOVE: f64 = 0.04;
+const DENSE_ABOVE: f64 = 0.04;
 
 impl Sae {
     /// Random unit-norm decoder rows, the encoder as the decoder's transpose, biases at zero
@@ -152,25 +164,29 @@ impl Sae {
     }
 
     pub fn decode(&self, codes: &Codes) -> Vec<f32> {
-        let d = self.d_in;
-        let mut out: Vec<f32> = codes
-            .rows
-            .iter()
-            .flat_map(|_| self.b_dec.iter().copied())
-            .collect();
         if codes.density() > DENSE_ABOVE {
-            let n = codes.rows.len();
-            let z = codes.dense();
-            matmul(
-                &mut out,
-                View::new(&z, n, self.d_sae),
-                View::new(&self.w_dec, self.d_sae, d),
-                true,
-            );
-        } else {
-            sparse_decode(&mut out, codes, &self.w_dec, d);
+            return self.decode_dense(&codes.dense());
         }
+        let mut out = self.decoder_bias_rows(codes.rows.len());
+        sparse_decode(&mut out, codes, &self.w_dec, self.d_in);
         out
+    }
+
+    /// `z W_dec + b_dec` for dense codes `z` (`n x d_sae`).
+    pub(super) fn decode_dense(&self, z: &[f32]) -> Vec<f32> {
+        let n = z.len() / self.d_sae;
+        let mut out = self.decoder_bias_rows(n);
+        matmul(
+            &mut out,
+            View::new(z, n, self.d_sae),
+            View::new(&self.w_dec, self.d_sae, self.d_in),
+            true,
+        );
+        out
+    }
+
+    fn decoder_bias_rows(&self, n: usize) -> Vec<f32> {
+        (0..n).flat_map(|_| self.b_dec.iter().copied()).collect()
     }
 
     pub fn decoder_norms(&self) -> Vec<f32> {
@@ -189,24 +205,25 @@ impl Sae {
         settings: &LossSettings,
         dead: &[bool],
     ) -> (Grads, Vec<u32>, StepStats) {
-        let (pre, xc, firing) = if settings.architecture == Architecture::Relu {
+        if settings.architecture == Architecture::Relu {
             // The codes themselves: a relu step needs no pre-activation below zero.
             let (z, xc, firing) = self.relu_codes(x);
             let active: u64 = firing.iter().map(|&c| u64::from(c)).sum();
-            if active as f64 > DENSE_ABOVE * z.len() as f64 {
-                let (grads, stats) = self.relu_dense_step(x, z, &xc, active, settings);
-                return (grads, firing, stats);
-            }
-            (z, xc, Some(firing))
-        } else {
-            let (pre, xc) = self.pre_activations(x);
-            (pre, xc, None)
-        };
+            let (grads, stats) = if active as f64 > DENSE_ABOVE * z.len() as f64 {
+                self.relu_dense_step(x, z, &xc, active, settings)
+            } else {
+                let (codes, _) = select(&z, self.d_sae, Architecture::Relu, 0);
+                let (grads, _, stats) =
+                    self.sparse_step(x, z, &xc, codes, f32::NAN, settings, dead);
+                (grads, stats)
+            };
+            return (grads, firing, stats);
+        }
+        let (pre, xc) = self.pre_activations(x);
         let (codes, smallest_kept) = select(&pre, self.d_sae, settings.architecture, settings.k);
         let (grads, codes, stats) =
             self.sparse_step(x, pre, &xc, codes, smallest_kept, settings, dead);
-        let firing = firing.unwrap_or_else(|| codes.firing_counts());
-        (grads, firing, stats)
+        (grads, codes.firing_counts(), stats)
     }
 
     /// `step` over code lists: every architecture, with the decoder's side sparse once few
@@ -233,12 +250,7 @@ impl Sae {
         let scale = 2.0 / n as f32;
         let g_out: Vec<f32> = x_hat.iter().zip(x).map(|(h, x)| scale * (h - x)).collect();
 
-        let mut grads = Grads {
-            w_enc: vec![0.0; m * d],
-            b_enc: vec![0.0; m],
-            w_dec: vec![0.0; m * d],
-            b_dec: vec![0.0; d],
-        };
+        let mut grads = Grads::zeros(d, m);
         let dense = codes.density() > DENSE_ABOVE;
         let mut g_codes = if dense {
             let z = codes.dense();

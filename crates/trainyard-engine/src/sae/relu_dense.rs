@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use super::linalg::{View, axpy, matmul};
+use super::linalg::{View, axpy, dot, matmul};
 use super::model::{Grads, LossSettings, Sae, StepStats, reconstruction_stats};
 use crate::simd::simd_fn;
 
@@ -60,25 +60,14 @@ impl Sae {
     ) -> (Grads, StepStats) {
         let (d, m) = (self.d_in, self.d_sae);
         let n = x.len() / d;
-        let mut x_hat: Vec<f32> = (0..n).flat_map(|_| self.b_dec.iter().copied()).collect();
-        matmul(
-            &mut x_hat,
-            View::new(&z, n, m),
-            View::new(&self.w_dec, m, d),
-            true,
-        );
+        let x_hat = self.decode_dense(&z);
         let mut stats = reconstruction_stats(x, &x_hat, d);
         stats.l0 = active as f64 / n as f64;
         let scale = 2.0 / n as f32;
         let g_out: Vec<f32> = x_hat.iter().zip(x).map(|(h, x)| scale * (h - x)).collect();
         drop(x_hat);
 
-        let mut grads = Grads {
-            w_enc: vec![0.0; m * d],
-            b_enc: vec![0.0; m],
-            w_dec: vec![0.0; m * d],
-            b_dec: vec![0.0; d],
-        };
+        let mut grads = Grads::zeros(d, m);
         matmul(
             &mut grads.w_dec,
             View::new(&z, n, m).t(),
@@ -164,16 +153,7 @@ simd_fn! {
         for ((g, &v), &p) in g.iter_mut().zip(codes).zip(push) {
             *g = if v > 0.0 { *g + p } else { 0.0 };
         }
-        // Sixteen lanes (a fixed order, so both compilations agree) let the sum vectorise.
-        let mut lanes = [0.0f32; 16];
-        let whole = codes.len() / 16 * 16;
-        for (v, w) in codes[..whole].chunks_exact(16).zip(weights[..whole].chunks_exact(16)) {
-            for l in 0..16 {
-                lanes[l] += v[l] * w[l];
-            }
-        }
-        let tail: f32 = codes[whole..].iter().zip(&weights[whole..]).map(|(v, w)| v * w).sum();
-        lanes.iter().sum::<f32>() + tail
+        dot(codes, weights)
     }
 }
 
@@ -278,7 +258,7 @@ mod tests {
             assert_eq!(dense_grads, grads, "weighted {weighted}, l1 {l1}");
             assert_eq!(dense_stats.mse, stats.mse);
             assert_eq!(dense_stats.l0, stats.l0);
-            // The penalty's value (not its gradient) is summed in lanes of sixteen here.
+            // The penalty's value (not its gradient) is summed in lanes here.
             let tolerance = 1e-5 * stats.sparsity.abs().max(1.0);
             assert!((dense_stats.sparsity - stats.sparsity).abs() < tolerance);
             // And `step` itself takes the dense path here.
