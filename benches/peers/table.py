@@ -14,7 +14,7 @@ METRICS = {
     "samples_per_second": "rate", "tokens_per_second": "rate", "train_seconds": "time",
     "val_loss": "time",  # lower is better, like a time
     "accuracy": "quality", "macro_f1": "quality", "steps_per_second": "rate",
-    "run_steps_per_second": "rate",
+    "run_steps_per_second": "rate", "matmul_gflops": "rate", "products_per_second": "rate",
 }
 
 

@@ -5,7 +5,11 @@ renormalised after), Adam, SAE 512 -> 4096, batches of 1024 tokens, at Trainyard
 count. Steps per second over 100 steps after 5 warm-up steps, on the same formula-built
 activations as Trainyard's side (crates/trainyard-cli/src/bench_sae.rs).
 
-    python torch_sae.py THREADS sae_relu|sae_topk
+    python torch_sae.py THREADS sae_relu|sae_topk|sae_products
+
+sae_products times only the five matrix products of one dense relu step at these shapes
+(into preallocated outputs): what PyTorch's kernel (MKL) makes of them, the ceiling of any
+step that computes them.
 """
 import json
 import os
@@ -26,7 +30,38 @@ def activations():
     return x.float()
 
 
+PRODUCT_ROUNDS = 40
+
+
+def products(threads):
+    torch.set_num_threads(threads)
+    n, d, m = BATCH, D_IN, D_SAE
+    x, g_out = torch.randn(n, d), torch.randn(n, d)
+    w_enc, w_dec = torch.randn(m, d), torch.randn(m, d)
+    z, g_pre = torch.empty(n, m), torch.empty(n, m)
+    x_hat, g_w_dec, g_w_enc = torch.empty(n, d), torch.empty(m, d), torch.empty(m, d)
+
+    def round_():
+        torch.mm(x, w_enc.t(), out=z)
+        torch.mm(z, w_dec, out=x_hat)
+        torch.mm(z.t(), g_out, out=g_w_dec)
+        torch.mm(g_out, w_dec.t(), out=g_pre)
+        torch.mm(g_pre.t(), x, out=g_w_enc)
+
+    round_()
+    start = time.perf_counter()
+    for _ in range(PRODUCT_ROUNDS):
+        round_()
+    seconds = time.perf_counter() - start
+    flops = 5 * 2 * n * d * m * PRODUCT_ROUNDS
+    print(json.dumps({"workload": "sae_products", "matmul_gflops": flops / seconds / 1e9,
+                      "products_per_second": PRODUCT_ROUNDS / seconds, "threads": threads,
+                      "peer": f"PyTorch {torch.__version__}"}))
+
+
 def main(threads, workload):
+    if workload == "sae_products":
+        return products(threads)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     topk = workload == "sae_topk"

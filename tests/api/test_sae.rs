@@ -127,7 +127,7 @@ async fn an_autoencoder_learns_a_language_models_activations_and_shows_its_featu
     .await;
     let preparing: Vec<_> = events.iter().filter(|e| e.kind == "preparing").collect();
     let last = &preparing.last().expect("extraction reports progress").data["data"];
-    assert_eq!(last["stage"], "initializing", "{last}");
+    assert_eq!(last["stage"], "extracting_activations", "{last}");
     assert_eq!(last["done"], last["total"], "extraction finished: {last}");
     let (_, history) = server.get(&format!("/api/models/{id}/metrics")).await;
     assert_eq!(
@@ -297,6 +297,72 @@ async fn a_second_autoencoder_on_the_same_activations_reads_them_from_the_cache(
     // Another layer is other activations: extracted afresh.
     let (_, other_note) = trained_autoencoder(&server, sae(&source, json!({"layers": [0]}))).await;
     assert!(!other_note.contains("cache"), "{other_note}");
+}
+
+/// The seed's lifecycle: pending, then initializing while the worker extracts activations,
+/// then training. A pause while it initializes stops the extraction (there is nothing to
+/// checkpoint yet); resumed, the run prepares again and completes.
+#[tokio::test]
+async fn a_run_initializes_before_it_trains_and_pauses_while_it_initializes() {
+    let server = Server::start().await;
+    let source = trained_language_model(&server).await;
+    let body = sae(
+        &source,
+        json!({"n_tokens": 131072, "max_steps": 10, "log_interval": 10}),
+    );
+    let (code, created) = server.post("/api/models", body).await;
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    server.train(id).await;
+    let status = server
+        .wait_for(id, &["initializing"], Duration::from_secs(60))
+        .await;
+    assert_eq!(status["progress"]["epoch"], 0, "{status}");
+    let (code, paused) = server
+        .post(&format!("/api/models/{id}/pause"), json!({}))
+        .await;
+    assert_eq!(code, 202, "{paused}");
+    assert_eq!(paused["status"], "initializing", "{paused}");
+    server
+        .wait_for(id, &["paused"], Duration::from_secs(120))
+        .await;
+    let (_, checkpoints) = server.get(&format!("/api/models/{id}/checkpoints")).await;
+    assert_eq!(checkpoints["checkpoints"], json!([]), "{checkpoints}");
+
+    let (code, resumed) = server
+        .post(&format!("/api/models/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(code, 202, "{resumed}");
+    let done = server
+        .wait_for(id, &["completed", "failed"], Duration::from_secs(300))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+
+    let events = crate::support::read_sse(
+        server.url(&format!("/api/models/{id}/events")),
+        None,
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut statuses: Vec<&str> = Vec::new();
+    for event in events.iter().filter(|e| e.kind == "status") {
+        let status = event.data["data"]["status"].as_str().unwrap();
+        if statuses.last() != Some(&status) {
+            statuses.push(status);
+        }
+    }
+    assert_eq!(
+        statuses,
+        [
+            "pending",
+            "initializing",
+            "paused",
+            "pending",
+            "initializing",
+            "training",
+            "completed"
+        ]
+    );
 }
 
 /// The seed's listing filters: by source model and architecture, beside status and dataset.

@@ -208,7 +208,7 @@ async fn pause_resume_and_cancel_from_the_cli() {
     server
         .wait_for(
             &id,
-            &["training", "pending"],
+            &["training", "initializing", "pending"],
             std::time::Duration::from_secs(30),
         )
         .await;

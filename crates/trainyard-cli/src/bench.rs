@@ -29,9 +29,10 @@ pub struct BenchArgs {
     /// character-level Shakespeare recipe), lm_quality (its 2000 steps, then validation
     /// loss), lm_generate (2000 tokens sampled from that network) or text_classify (the default
     /// transformer_classifier on which of five plays a line comes from), sae_relu or sae_topk
-    /// (an SAE 512 -> 4096, batches of 1024 tokens). `benches/peers/run`
+    /// (an SAE 512 -> 4096, batches of 1024 tokens) or sae_products (only the five matrix
+    /// products of that SAE's dense step: the ceiling of its speed). `benches/peers/run`
     /// runs these alternately with their peers.
-    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "lm_speed", "lm_quality", "lm_generate", "text_classify", "sae_relu", "sae_topk"])]
+    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "lm_speed", "lm_quality", "lm_generate", "text_classify", "sae_relu", "sae_topk", "sae_products"])]
     workload: Option<String>,
 }
 
@@ -130,6 +131,9 @@ pub(crate) fn rayon_threads() -> usize {
 fn run_workload(name: &str) -> anyhow::Result<Value> {
     if name.starts_with("lm_") {
         return run_lm_workload(name);
+    }
+    if name == "sae_products" {
+        return Ok(crate::bench_sae::products());
     }
     if name.starts_with("sae_") {
         return crate::bench_sae::run(name);

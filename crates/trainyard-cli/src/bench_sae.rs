@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 use trainyard_engine::sae::Architecture;
+use trainyard_engine::sae::linalg::{View, matmul};
 use trainyard_engine::sae::spec::{DecoderNorm, SaeHyperparameters};
 use trainyard_engine::sae::train::{LayerData, init_layer, train_step};
 
@@ -95,4 +96,70 @@ pub fn run(name: &str) -> anyhow::Result<Value> {
         "final_l0": last.l0,
         "threads": crate::bench::rayon_threads(),
     }))
+}
+
+/// Rounds of the five products timed by `products`, after one untimed round.
+const PRODUCT_ROUNDS: usize = 40;
+
+/// The five matrix products of one dense relu step at the workload's shapes (encode, decode,
+/// the decoder's gradient, the codes' gradient, the encoder's gradient), nothing else: what
+/// a step can cost at least with this matrix kernel. The peer times the same products with
+/// its own kernel (MKL), so the two figures bound what either side's step can reach.
+pub fn products() -> Value {
+    let (n, d, m) = (BATCH, D_IN, D_IN * 8);
+    let fill = |len: usize, seed: f32| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as f32 * 0.618 + seed).fract() - 0.5) * 0.1)
+            .collect()
+    };
+    let (x, w_enc, w_dec) = (fill(n * d, 0.1), fill(m * d, 0.2), fill(m * d, 0.3));
+    let g_out = fill(n * d, 0.4);
+    let (mut z, mut g_pre) = (vec![0.0; n * m], vec![0.0; n * m]);
+    let (mut x_hat, mut g_w_dec, mut g_w_enc) =
+        (vec![0.0; n * d], vec![0.0; m * d], vec![0.0; m * d]);
+    let mut round = || {
+        matmul(
+            &mut z,
+            View::new(&x, n, d),
+            View::new(&w_enc, m, d).t(),
+            false,
+        );
+        matmul(
+            &mut x_hat,
+            View::new(&z, n, m),
+            View::new(&w_dec, m, d),
+            false,
+        );
+        matmul(
+            &mut g_w_dec,
+            View::new(&z, n, m).t(),
+            View::new(&g_out, n, d),
+            false,
+        );
+        matmul(
+            &mut g_pre,
+            View::new(&g_out, n, d),
+            View::new(&w_dec, m, d).t(),
+            false,
+        );
+        matmul(
+            &mut g_w_enc,
+            View::new(&g_pre, n, m).t(),
+            View::new(&x, n, d),
+            false,
+        );
+    };
+    round();
+    let started = Instant::now();
+    for _ in 0..PRODUCT_ROUNDS {
+        round();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let flops = 5.0 * 2.0 * (n * d * m) as f64 * PRODUCT_ROUNDS as f64;
+    json!({
+        "workload": "sae_products",
+        "matmul_gflops": flops / seconds / 1e9,
+        "products_per_second": PRODUCT_ROUNDS as f64 / seconds,
+        "threads": crate::bench::rayon_threads(),
+    })
 }

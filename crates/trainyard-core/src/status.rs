@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Pending,
+    /// A worker holds the run and prepares it (loads and encodes data, extracts activations,
+    /// builds the model) before the first step.
+    Initializing,
     Training,
     Paused,
     Completed,
@@ -16,8 +19,9 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 6] = [
+    pub const ALL: [RunStatus; 7] = [
         RunStatus::Pending,
+        RunStatus::Initializing,
         RunStatus::Training,
         RunStatus::Paused,
         RunStatus::Completed,
@@ -28,6 +32,7 @@ impl RunStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Pending => "pending",
+            RunStatus::Initializing => "initializing",
             RunStatus::Training => "training",
             RunStatus::Paused => "paused",
             RunStatus::Completed => "completed",
@@ -43,18 +48,30 @@ impl RunStatus {
         )
     }
 
-    /// Pending or training: a run that holds (or waits for) a worker.
+    /// Pending, initializing or training: a run that holds (or waits for) a worker.
     pub fn is_active(self) -> bool {
-        matches!(self, RunStatus::Pending | RunStatus::Training)
+        matches!(
+            self,
+            RunStatus::Pending | RunStatus::Initializing | RunStatus::Training
+        )
     }
 
-    /// The legal transitions. A worker crash puts a training run back to pending.
+    /// Initializing or training: a worker holds the run and honours pause and cancel.
+    pub fn is_held(self) -> bool {
+        matches!(self, RunStatus::Initializing | RunStatus::Training)
+    }
+
+    /// The legal transitions. A worker crash puts a held run back to pending.
     pub fn can_become(self, next: RunStatus) -> bool {
         use RunStatus::*;
         matches!(
             (self, next),
-            (Pending, Training | Cancelled | Failed)
-                | (Training, Pending | Paused | Completed | Failed | Cancelled)
+            (Pending, Initializing | Cancelled | Failed)
+                | (
+                    Initializing | Training,
+                    Pending | Paused | Completed | Failed | Cancelled
+                )
+                | (Initializing, Training)
                 | (Paused, Pending | Cancelled)
         )
     }
@@ -115,6 +132,18 @@ mod tests {
             for to in RunStatus::ALL {
                 assert!(!from.can_become(to), "{from} -> {to}");
             }
+        }
+    }
+
+    #[test]
+    fn a_run_initializes_before_it_trains() {
+        use RunStatus::*;
+        assert!(Pending.can_become(Initializing));
+        assert!(Initializing.can_become(Training));
+        assert!(!Pending.can_become(Training));
+        assert!(!Training.can_become(Initializing));
+        for next in [Paused, Cancelled, Failed, Pending] {
+            assert!(Initializing.can_become(next), "initializing -> {next}");
         }
     }
 

@@ -11,6 +11,7 @@ use trainyard_data::tokenizer::TextTokenizer;
 use trainyard_engine::Control;
 use trainyard_engine::TrainError;
 use trainyard_engine::language::{Gpt, GptConfig, Site};
+use trainyard_engine::sae::Scratch;
 use trainyard_engine::sae::codec::{decode_checkpoint, encode_checkpoint};
 use trainyard_engine::sae::extract::Source;
 use trainyard_engine::sae::features::{Splice, loss_recovered};
@@ -98,7 +99,10 @@ impl SaeObserver for Recorder {
 }
 
 fn loss_of(sae: &mut Sae, x: &[f32], settings: &LossSettings, dead: &[bool]) -> f64 {
-    sae.clone().step(x, settings, dead).2.loss()
+    sae.clone()
+        .step(x, settings, dead, &mut Scratch::default())
+        .2
+        .loss()
 }
 
 /// Central differences on a few entries of every tensor agree with the hand-written gradients.
@@ -132,7 +136,9 @@ fn check_gradients(
     let dead: Vec<bool> = (0..m)
         .map(|j| j % dead_fraction.max(1) == 0 && dead_fraction > 0)
         .collect();
-    let (grads, _, _) = sae.clone().step(&x, &settings, &dead);
+    let (grads, _, _) = sae
+        .clone()
+        .step(&x, &settings, &dead, &mut Scratch::default());
     let h = 2e-4f32;
     let tensors: [(&str, &[f32]); 4] = [
         ("w_enc", &grads.w_enc),

@@ -167,9 +167,10 @@ impl RunView {
 pub struct StatusView {
     pub model_id: String,
     pub run_id: Option<String>,
-    /// pending, training, paused, completed, failed or cancelled.
+    /// pending, initializing (a worker prepares data and model), training, paused, completed, failed or cancelled.
     pub status: String,
-    /// queued, loading_data, training, evaluating, checkpointing or done.
+    /// queued, loading_data, what the family prepares (encoding, probing batch sizes,
+    /// extracting_activations), training, evaluating, checkpointing, paused or done.
     pub stage: String,
     pub progress: Progress,
     #[schema(value_type = Option<Object>)]

@@ -98,7 +98,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let model: (String,) = sqlx::query_as(
-            "UPDATE runs SET status = 'training', stage = 'loading_data', attempt = $1, error = NULL, \
+            "UPDATE runs SET status = 'initializing', stage = 'loading_data', attempt = $1, error = NULL, \
              started_at = COALESCE(started_at, $2), updated_at = $3 WHERE id = $4 RETURNING model_id",
         )
         .bind(attempt)

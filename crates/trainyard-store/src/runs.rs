@@ -46,14 +46,14 @@ pub enum RunStart {
         run: RunRow,
         cancelled_run_id: String,
     },
-    /// A run is already pending or training; nothing changed.
+    /// A run is already pending, initializing or training; nothing changed.
     Active(RunRow),
     /// The latest run is paused; nothing changed. Resume it, or restart (which cancels it).
     Paused(RunRow),
 }
 
 impl Store {
-    /// Starts a run of a model unless one is already pending or training, or one is paused and
+    /// Starts a run of a model unless one is already pending, initializing or training, or one is paused and
     /// `restart` is false. The checks, the cancel of a paused run on restart and the insert
     /// happen in one write transaction, so two concurrent requests cannot both create a run.
     pub async fn create_run(
@@ -66,7 +66,7 @@ impl Store {
     ) -> Result<RunStart> {
         let mut tx = self.write_tx().await?;
         let open = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE model_id = $1 AND status IN ('pending', 'training', 'paused') ORDER BY created_at DESC LIMIT 1"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE model_id = $1 AND status IN ('pending', 'initializing', 'training', 'paused') ORDER BY created_at DESC LIMIT 1"
         )))
         .bind(model_id)
         .fetch_optional(&mut *tx)
@@ -186,8 +186,19 @@ impl Store {
     }
 
     pub async fn set_stage(&self, run_id: &str, attempt: i64, stage: &str) -> Result<()> {
-        let done = sqlx::query("UPDATE runs SET stage = $1, updated_at = $2 WHERE id = $3 AND attempt = $4 AND status = 'training'")
+        let done = sqlx::query("UPDATE runs SET stage = $1, updated_at = $2 WHERE id = $3 AND attempt = $4 AND status IN ('initializing', 'training')")
             .bind(stage)
+            .bind(now_ms())
+            .bind(run_id)
+            .bind(attempt)
+            .execute(&self.pool)
+            .await?;
+        fenced(done.rows_affected(), run_id, attempt)
+    }
+
+    /// The run's preparation is over and its first step is next: initializing becomes training.
+    pub async fn start_training(&self, run_id: &str, attempt: i64) -> Result<()> {
+        let done = sqlx::query("UPDATE runs SET status = 'training', stage = 'training', updated_at = $1 WHERE id = $2 AND attempt = $3 AND status IN ('initializing', 'training')")
             .bind(now_ms())
             .bind(run_id)
             .bind(attempt)
@@ -199,7 +210,7 @@ impl Store {
     pub async fn record_progress(&self, run_id: &str, attempt: i64, p: &RunProgress) -> Result<()> {
         let done = sqlx::query(
             "UPDATE runs SET stage = $1, epoch = $2, progress = $3, metrics = COALESCE($4, metrics), updated_at = $5 \
-             WHERE id = $6 AND attempt = $7 AND status = 'training'",
+             WHERE id = $6 AND attempt = $7 AND status IN ('initializing', 'training')",
         )
         .bind(&p.stage)
         .bind(p.epoch)
@@ -225,7 +236,7 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
-            "UPDATE runs SET epoch = $1, progress = $2, metrics = $3, updated_at = $4 WHERE id = $5 AND attempt = $6 AND status = 'training'",
+            "UPDATE runs SET epoch = $1, progress = $2, metrics = $3, updated_at = $4 WHERE id = $5 AND attempt = $6 AND status IN ('initializing', 'training')",
         )
         .bind(epoch)
         .bind(progress)
@@ -292,7 +303,7 @@ impl Store {
             "UPDATE runs SET status = $1, stage = 'done', progress = CASE WHEN $1 = 'completed' THEN 1.0 ELSE progress END, \
              epoch = CASE WHEN $1 = 'completed' AND epoch = 0 THEN total_epochs ELSE epoch END, \
              metrics = COALESCE($2, metrics), artifact = COALESCE($3, artifact), error = $4, finished_at = $5, updated_at = $5 \
-             WHERE id = $6 AND attempt = $7 AND status = 'training'",
+             WHERE id = $6 AND attempt = $7 AND status IN ('initializing', 'training')",
         )
         .bind(status)
         .bind(metrics.map(Value::to_string))

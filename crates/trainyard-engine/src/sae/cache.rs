@@ -79,7 +79,7 @@ impl ActivationRead<'_> {
             if last.elapsed() >= crate::neural::PROGRESS_INTERVAL || done == total {
                 last = Instant::now();
                 reporter.event(TrainingEvent::Preparing {
-                    stage: "initializing".into(),
+                    stage: "extracting_activations".into(),
                     done,
                     total,
                 });

@@ -135,6 +135,7 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<SaeCheckpoint, String> {
             since_fired: meta.since_fired,
             l1: meta.l1,
             interval: meta.interval,
+            scratch: Default::default(),
         });
     }
     Ok(SaeCheckpoint {

@@ -23,5 +23,6 @@ pub mod train;
 
 pub use family::SparseAutoencoders;
 pub use model::{Architecture, Sae};
+pub use relu_dense::Scratch;
 pub use spec::SaeHyperparameters;
 pub use train::{LayerData, SaeCheckpoint, SaeObserver, SaeRun};

@@ -6,6 +6,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::linalg::{Codes, View, axpy, matmul, sparse_decode, sparse_outer, sparse_project};
+use super::relu_dense::Scratch;
 
 /// How codes are chosen from the encoder's pre-activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,13 +205,14 @@ impl Sae {
         x: &[f32],
         settings: &LossSettings,
         dead: &[bool],
+        scratch: &mut Scratch,
     ) -> (Grads, Vec<u32>, StepStats) {
         if settings.architecture == Architecture::Relu {
             // The codes themselves: a relu step needs no pre-activation below zero.
-            let (z, xc, firing) = self.relu_codes(x);
+            let (z, xc, firing) = self.relu_codes(x, scratch);
             let active: u64 = firing.iter().map(|&c| u64::from(c)).sum();
             let (grads, stats) = if active as f64 > DENSE_ABOVE * z.len() as f64 {
-                self.relu_dense_step(x, z, &xc, active, settings)
+                self.relu_dense_step((x, z, &xc), active, settings, scratch)
             } else {
                 let (codes, _) = select(&z, self.d_sae, Architecture::Relu, 0);
                 let (grads, _, stats) =

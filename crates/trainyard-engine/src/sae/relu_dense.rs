@@ -16,15 +16,49 @@ const COLUMNS_PER_TASK: usize = 256;
 /// Rows per task when the codes are made: counts per block, added up (integers: exact).
 const ROWS_PER_BLOCK: usize = 64;
 
+/// Buffers a layer's relu steps keep from one step to the next: the codes and their
+/// gradient, batch x d_sae each (16 MB apiece at the default shapes). Allocated afresh, each
+/// would be zeroed every step only for a product to overwrite it. Not state: a clone starts
+/// empty, and any two are equal.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    codes: Vec<f32>,
+    code_grads: Vec<f32>,
+}
+
+impl Clone for Scratch {
+    fn clone(&self) -> Self {
+        Scratch::default()
+    }
+}
+
+impl PartialEq for Scratch {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// `buffer`'s allocation at `len` elements. Its contents are stale: only for a product
+/// that overwrites every element.
+fn reuse(buffer: &mut Vec<f32>, len: usize) -> Vec<f32> {
+    let mut reused = std::mem::take(buffer);
+    reused.resize(len, 0.0);
+    reused
+}
+
 impl Sae {
     /// The relu codes `max(0, (x - b_dec) W_enc^T + b_enc)`, the centred input, and per
     /// latent the rows it fires on. The bias, the count and the ReLU are one pass over the
     /// product, rather than a bias-filled buffer for gemm to read and two passes after it.
-    pub(super) fn relu_codes(&self, x: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
+    pub(super) fn relu_codes(
+        &self,
+        x: &[f32],
+        scratch: &mut Scratch,
+    ) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
         let (d, m) = (self.d_in, self.d_sae);
         let n = x.len() / d;
         let xc = self.centred(x);
-        let mut z = vec![0.0; n * m];
+        let mut z = reuse(&mut scratch.codes, n * m);
         matmul(
             &mut z,
             View::new(&xc, n, d),
@@ -49,14 +83,13 @@ impl Sae {
     }
 
     /// `step` for `relu` when the codes are dense: `z` holds them (from `relu_codes`),
-    /// `active` how many are positive.
+    /// `active` how many are positive. The codes' buffers go back to `scratch`.
     pub(super) fn relu_dense_step(
         &self,
-        x: &[f32],
-        z: Vec<f32>,
-        xc: &[f32],
+        (x, z, xc): (&[f32], Vec<f32>, &[f32]),
         active: u64,
         settings: &LossSettings,
+        scratch: &mut Scratch,
     ) -> (Grads, StepStats) {
         let (d, m) = (self.d_in, self.d_sae);
         let n = x.len() / d;
@@ -74,7 +107,7 @@ impl Sae {
             View::new(&g_out, n, d),
             false,
         );
-        let mut g_pre = vec![0.0; n * m];
+        let mut g_pre = reuse(&mut scratch.code_grads, n * m);
         matmul(
             &mut g_pre,
             View::new(&g_out, n, d),
@@ -89,7 +122,7 @@ impl Sae {
         } else {
             mask_inactive(&z, &mut g_pre, m);
         }
-        drop(z);
+        scratch.codes = z;
 
         let g_b_enc = column_sums(&g_pre, m);
         matmul(
@@ -105,6 +138,7 @@ impl Sae {
             }
         }
         axpy(&mut grads.b_enc, 1.0, &g_b_enc);
+        scratch.code_grads = g_pre;
         (grads, stats)
     }
 
@@ -245,14 +279,19 @@ mod tests {
             let (pre, xc) = sae.pre_activations(&x);
             let (codes, _) = select(&pre, sae.d_sae, Architecture::Relu, 0);
             assert!(codes.density() > 0.2, "the case must be dense");
-            let (z, relu_xc, firing) = sae.relu_codes(&x);
+            // A scratch left dirty by another batch's step: stale buffers change nothing.
+            let mut scratch = Scratch::default();
+            let other: Vec<f32> = x.iter().map(|v| 3.0 - v).collect();
+            sae.step(&other, &settings, &dead, &mut scratch);
+            let (z, relu_xc, firing) = sae.relu_codes(&x, &mut scratch);
             assert_eq!(relu_xc, xc);
             assert_eq!(firing, codes.firing_counts());
             let same_bits =
                 |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same_bits(&z, &codes.dense()), "the codes differ");
             let active = codes.nonzeros() as u64;
-            let (dense_grads, dense_stats) = sae.relu_dense_step(&x, z, &xc, active, &settings);
+            let (dense_grads, dense_stats) =
+                sae.relu_dense_step((&x, z, &xc), active, &settings, &mut scratch);
             let (grads, _, stats) =
                 sae.sparse_step(&x, pre, &xc, codes, f32::NAN, &settings, &dead);
             assert_eq!(dense_grads, grads, "weighted {weighted}, l1 {l1}");
@@ -262,7 +301,7 @@ mod tests {
             let tolerance = 1e-5 * stats.sparsity.abs().max(1.0);
             assert!((dense_stats.sparsity - stats.sparsity).abs() < tolerance);
             // And `step` itself takes the dense path here.
-            let (step_grads, step_firing, _) = sae.step(&x, &settings, &dead);
+            let (step_grads, step_firing, _) = sae.step(&x, &settings, &dead, &mut scratch);
             assert_eq!(step_grads, grads);
             assert_eq!(step_firing, firing);
         }
@@ -272,7 +311,7 @@ mod tests {
     fn update_bits(settings: &LossSettings) -> (Vec<u32>, u64) {
         let (mut sae, x, _) = case(true, 0.3);
         let dead = vec![false; sae.d_sae];
-        let (mut grads, _, _) = sae.step(&x, settings, &dead);
+        let (mut grads, _, _) = sae.step(&x, settings, &dead, &mut Scratch::default());
         let norm = super::super::optim::clip(&mut grads, 0.5);
         let mut adam = super::super::optim::Adam::new(&sae);
         adam.step(&mut sae, &grads, 1e-3);

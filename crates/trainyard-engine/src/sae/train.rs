@@ -60,6 +60,9 @@ pub struct LayerState {
     /// The L1 coefficient in force before warm-up (adapted when `target_l0` is set).
     pub l1: f64,
     pub interval: Interval,
+    /// Buffers the steps reuse (not saved).
+    #[serde(skip)]
+    pub scratch: super::Scratch,
 }
 
 /// Where a run stood at one evaluation.
@@ -107,6 +110,7 @@ pub fn init_layer(hp: &SaeHyperparameters, data: &LayerData) -> LayerState {
         since_fired: vec![0; d_sae],
         l1: hp.l1_coefficient,
         interval: Interval::new(d_sae),
+        scratch: Default::default(),
     }
 }
 
@@ -247,7 +251,7 @@ pub fn train_step(
         .iter()
         .map(|&s| s >= hp.dead_window_tokens)
         .collect();
-    let (mut grads, firing, stats) = state.sae.step(batch, &settings, &dead);
+    let (mut grads, firing, stats) = state.sae.step(batch, &settings, &dead, &mut state.scratch);
     let grad_norm = clip(&mut grads, hp.grad_clip);
     let unit = hp.decoder_norm == DecoderNorm::Unit;
     if unit {

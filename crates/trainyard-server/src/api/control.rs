@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use trainyard_core::RunStatus;
 
 use crate::access::Caller;
 use crate::api::models::{find_model, latest_run, parse_status};
@@ -65,12 +64,9 @@ pub async fn pause_model(
 ) -> ApiResult<(StatusCode, Json<StatusView>)> {
     let model = find_model(&state, &caller, &id).await?;
     let run = latest_run(&state, &model).await?;
-    let Some(run) = run
-        .as_ref()
-        .filter(|r| parse_status(&r.status) == RunStatus::Training)
-    else {
+    let Some(run) = run.as_ref().filter(|r| parse_status(&r.status).is_held()) else {
         return Err(ApiError::conflict(format!(
-            "only a training run can be paused; its status is {}",
+            "only an initializing or training run can be paused; its status is {}",
             status_name(&run)
         )));
     };

@@ -47,7 +47,7 @@ pub struct TrainBody {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    #[param(pattern = "^(pending|training|paused|completed|failed|cancelled)$")]
+    #[param(pattern = "^(pending|initializing|training|paused|completed|failed|cancelled)$")]
     pub status: Option<String>,
     pub dataset: Option<String>,
     pub algorithm: Option<String>,

@@ -316,9 +316,6 @@ async fn run_job(
     store
         .truncate_history(&job.run_id, job.attempt, resume_epoch)
         .await?;
-    store
-        .set_stage(&job.run_id, job.attempt, "training")
-        .await?;
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let observer = JobObserver {

@@ -159,7 +159,7 @@ async fn store_report(
                 .await
         }
         Report::Event(TrainingEvent::Started { .. }, _) => {
-            store.set_stage(&job.run_id, job.attempt, "training").await
+            store.start_training(&job.run_id, job.attempt).await
         }
         Report::Event(
             event @ TrainingEvent::RolledBack {
