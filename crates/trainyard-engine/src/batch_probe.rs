@@ -4,14 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use burn::optim::GradientsParams;
-use burn::tensor::Device;
-use trainyard_core::{Hyperparameters, ProbedBatchSize, Task};
+use trainyard_core::{Hyperparameters, ProbedBatchSize};
 use trainyard_data::{SeededRng, Table};
 
+use crate::learner::{Learner, gather_rows};
 use crate::memory::MemoryEstimate;
-use crate::network::{Architecture, DropoutMasks, Network};
-use crate::neural::{build_optimizer, gather, loss};
+use crate::network::DropoutMasks;
 
 /// The smallest batch size tried, and the largest: beyond it an epoch of these datasets has too
 /// few updates for the default epochs to converge, whatever the speed.
@@ -56,16 +54,11 @@ pub(crate) fn fastest(probed: &[ProbedBatchSize]) -> u32 {
 
 /// What a probe trains: the network as initialised, and the training rows.
 pub(crate) struct ProbeSetup<'a> {
-    pub network: &'a Network,
-    pub arch: &'a Architecture,
+    pub learner: &'a dyn Learner,
     pub hp: &'a Hyperparameters,
     pub train: &'a Table,
-    pub task: Task,
-    pub device: &'a Device,
 }
 
-/// Trains a copy of the network at each batch size and measures samples per second once warm;
-/// the network itself is not changed. `progress(done, total)` follows each batch size.
 pub(crate) fn probe(
     setup: &ProbeSetup,
     candidates: &[usize],
@@ -87,28 +80,23 @@ pub(crate) fn probe(
 }
 
 fn time_batch_size(setup: &ProbeSetup, order: &[usize], batch: usize) -> f64 {
-    let mut network = setup.network.clone();
-    let mut optimizer = build_optimizer(setup.hp);
-    let mut step = |network: Network, i: usize| {
+    let mut learner = setup.learner.fresh_copy();
+    let mut step = |i: usize| {
         let start = (i * batch) % order.len();
         let rows: Vec<usize> = (0..batch)
             .map(|k| order[(start + k) % order.len()])
             .collect();
-        let (x, y) = gather(setup.train, &rows, setup.device, None);
+        let (x, y) = gather_rows(setup.train, &rows, None);
         let mut masks = DropoutMasks {
             rng: SeededRng::derive(setup.hp.seed, 1 << 41 | i as u64),
         };
-        let out = network.forward(setup.arch, x, Some(&mut masks));
-        let batch_loss = loss(setup.task, out, y, setup.device);
-        let grads = GradientsParams::from_grads(batch_loss.backward(), &network);
-        optimizer.step(setup.hp.learning_rate, network, grads)
+        learner.step(x, &y, setup.hp.learning_rate, &mut masks);
     };
-    // The first step allocates and warms caches; it is not timed.
-    network = step(network, 0);
+    step(0);
     let started = Instant::now();
     let mut timed = 0;
     while timed < MAX_TIMED_STEPS && (timed < MIN_TIMED_STEPS || started.elapsed() < PROBE_TIME) {
-        network = step(network, timed + 1);
+        step(timed + 1);
         timed += 1;
     }
     (timed * batch) as f64 / started.elapsed().as_secs_f64().max(1e-9)

@@ -1,7 +1,7 @@
 //! The burn modules behind the gradient-trained algorithms. Linear and logistic regression are
 //! networks with no hidden layer; the mlp adds hidden layers; the cnn puts convolutions first.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::module::max_pool2d;
@@ -172,6 +172,63 @@ impl Network {
             }
         }
         x
+    }
+}
+
+impl Network {
+    /// Every parameter in one vector, in layer order: each convolution's weight (`[c_out,
+    /// c_in, 3, 3]`) and bias, then each dense layer's weight (`[d_in, d_out]`) and bias.
+    pub(crate) fn flat_values(&self) -> Vec<f32> {
+        fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+            let data = t.into_data().convert::<f32>();
+            data.try_to_vec::<f32>()
+                .expect("float parameters convert to f32")
+        }
+        let mut out = Vec::new();
+        for conv in &self.convs {
+            out.extend(values(conv.weight.val()));
+            out.extend(
+                conv.bias
+                    .as_ref()
+                    .map_or_else(|| vec![0.0; conv.weight.dims()[0]], |b| values(b.val())),
+            );
+        }
+        for layer in &self.dense {
+            out.extend(values(layer.weight.val()));
+            out.extend(
+                layer
+                    .bias
+                    .as_ref()
+                    .map_or_else(|| vec![0.0; layer.weight.dims()[1]], |b| values(b.val())),
+            );
+        }
+        out
+    }
+
+    /// The same network holding `values` (laid out as `flat_values` returns them).
+    pub(crate) fn with_flat_values(mut self, values: &[f32], device: &Device) -> Self {
+        let mut rest = values;
+        let mut take = |n: usize| {
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            head.to_vec()
+        };
+        for conv in &mut self.convs {
+            let shape = conv.weight.dims();
+            let weight = take(shape.iter().product());
+            conv.weight = Param::from_data(TensorData::new(weight, shape), device);
+            let bias = take(shape[0]);
+            conv.bias = Some(Param::from_data(TensorData::new(bias, [shape[0]]), device));
+        }
+        for layer in &mut self.dense {
+            let shape = layer.weight.dims();
+            let weight = take(shape[0] * shape[1]);
+            layer.weight = Param::from_data(TensorData::new(weight, shape), device);
+            let bias = take(shape[1]);
+            layer.bias = Some(Param::from_data(TensorData::new(bias, [shape[1]]), device));
+        }
+        assert!(rest.is_empty(), "values for every parameter");
+        self
     }
 }
 

@@ -4,14 +4,12 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use burn::module::Module;
 use burn::nn::loss::CrossEntropyLoss;
 use burn::optim::{
-    AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig,
+    AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig,
     momentum::MomentumConfig,
 };
-use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use trainyard_core::hyperparameters::{LrSchedule, OptimizerKind};
 use trainyard_core::{Algorithm, EpochMetrics, Hyperparameters, Task, TrainingEvent};
 use trainyard_data::{DatasetInfo, Prepared, SeededRng, Table, prepare};
@@ -19,9 +17,11 @@ use trainyard_data::{DatasetInfo, Prepared, SeededRng, Table, prepare};
 use crate::augment::Augment;
 use crate::batch_probe::{self, ProbeSetup};
 use crate::checkpoint::{Checkpoint, LoopState};
+use crate::learner::{BurnLearner, Learner, gather_rows};
 use crate::memory::MemoryEstimate;
 use crate::metrics::task_metrics;
 use crate::model::{ModelHeader, TrainedModel};
+use crate::native_net::DenseLearner;
 use crate::network::{Architecture, DropoutMasks, Network};
 use crate::{Control, Observer, Outcome, Stop, TrainError, TrainRequest, final_metrics_header};
 
@@ -38,7 +38,7 @@ pub(crate) fn init_lock() -> std::sync::MutexGuard<'static, ()> {
     INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn init_network(arch: &Architecture, device: &Device, seed: u64) -> Network {
+pub(crate) fn init_network(arch: &Architecture, device: &Device, seed: u64) -> Network {
     let _guard = init_lock();
     device.seed(seed);
     Network::new(arch, device)
@@ -82,30 +82,6 @@ fn epoch_order(n: usize, seed: u64, epoch: u32) -> Vec<usize> {
     order
 }
 
-/// The rows as a batch; training batches are augmented when `augment` says so.
-pub(crate) fn gather(
-    table: &Table,
-    rows: &[usize],
-    device: &Device,
-    augment: Option<(&Augment, u32)>,
-) -> (Tensor<2>, Vec<f32>) {
-    let d = table.n_features;
-    let mut x = Vec::with_capacity(rows.len() * d);
-    let mut y = Vec::with_capacity(rows.len());
-    for &r in rows {
-        x.extend_from_slice(table.row(r));
-        if let Some((augment, epoch)) = augment {
-            let start = x.len() - d;
-            augment.apply(&mut x[start..], epoch, r);
-        }
-        y.push(table.y[r]);
-    }
-    (
-        Tensor::from_data(TensorData::new(x, [rows.len(), d]), device),
-        y,
-    )
-}
-
 pub(crate) fn loss(task: Task, out: Tensor<2>, y: Vec<f32>, device: &Device) -> Tensor<1> {
     let n = y.len();
     match task {
@@ -122,47 +98,34 @@ pub(crate) fn loss(task: Task, out: Tensor<2>, y: Vec<f32>, device: &Device) -> 
     }
 }
 
-fn scalar(t: Tensor<1>) -> f64 {
-    t.into_scalar::<f32>() as f64
-}
-
-/// Mean loss and task metrics of `network` over a table, without gradients.
+/// Mean loss and task metrics of the learner's outputs over a table.
 fn evaluate(
-    network: &Network,
-    arch: &Architecture,
+    learner: &dyn Learner,
     table: &Table,
     task: Task,
     prepared: &Prepared,
 ) -> (f64, std::collections::BTreeMap<String, f64>) {
-    let device = Device::flex();
-    let mut outputs = Vec::with_capacity(table.len() * arch.n_outputs);
-    let mut loss_sum = 0.0;
-    let rows: Vec<usize> = (0..table.len()).collect();
-    for chunk in rows.chunks(EVAL_BATCH) {
-        let (x, y) = gather(table, chunk, &device, None);
-        let out = network.forward(arch, x, None);
-        loss_sum += scalar(loss(task, out.clone(), y, &device)) * chunk.len() as f64;
-        outputs.extend(out.into_data().try_to_vec::<f32>().expect("f32 outputs"));
-    }
+    let outputs = learner.outputs(table);
+    let (loss, _) = crate::native_net::loss(task, &outputs, &table.y, false);
     let metrics = task_metrics(task, &outputs, &table.y, &prepared.scaler);
-    (loss_sum / table.len().max(1) as f64, metrics)
+    (loss, metrics)
 }
 
-fn record_bytes(network: &Network) -> Result<Vec<u8>, TrainError> {
-    let bytes = network
-        .clone()
-        .into_record()
-        .into_bytes()
-        .map_err(|e| TrainError::Checkpoint(e.to_string()))?;
-    Ok(bytes.to_vec())
-}
-
-fn load_record(network: Network, bytes: &[u8]) -> Result<Network, TrainError> {
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
-        .map_err(|e| TrainError::Resume(format!("model record: {e}")))?;
-    network
-        .try_load_record(record)
-        .map_err(|e| TrainError::Resume(format!("model record: {e}")))
+/// The learner a run trains on: the hand-written dense stack where it applies, else burn.
+fn learner_for(
+    req: &TrainRequest,
+    arch: &Architecture,
+    resume_optimizer: Option<&[u8]>,
+) -> Box<dyn Learner> {
+    let hp = &req.hyperparameters;
+    let device = Device::flex().autodiff();
+    let network = init_network(arch, &device, hp.seed);
+    let task = req.dataset.info.task;
+    if crate::native_net::handles(arch, resume_optimizer) {
+        Box::new(DenseLearner::new(network, &device, hp, arch, task))
+    } else {
+        Box::new(BurnLearner::new(network, hp, arch, task))
+    }
 }
 
 pub(crate) fn train_network(
@@ -176,9 +139,8 @@ pub(crate) fn train_network(
     let prepared = prepare(&req.dataset, hp.validation_split, hp.seed);
     let arch = Architecture::new(req.algorithm, hp, info);
     let augment = Augment::new(hp, info.image_shape);
-    let device = Device::flex().autodiff();
-    let mut model = init_network(&arch, &device, hp.seed);
-    let mut optimizer = build_optimizer(hp);
+    let resume_optimizer = req.resume.as_ref().map(|c| c.optimizer.as_slice());
+    let mut learner = learner_for(&req, &arch, resume_optimizer);
     let mut state = LoopState::start(
         req.algorithm,
         hp.clone(),
@@ -188,10 +150,8 @@ pub(crate) fn train_network(
     let mut best_model: Option<Vec<u8>> = None;
     if let Some(ckpt) = req.resume {
         check_resumable(&ckpt.state, &state)?;
-        model = load_record(model, &ckpt.model)?;
-        optimizer = optimizer
-            .from_bytes(Bytes::from_bytes_vec(ckpt.optimizer))
-            .map_err(|e| TrainError::Resume(format!("optimizer record: {e}")))?;
+        learner.load_weights(&ckpt.model)?;
+        learner.load_optimizer_state(&ckpt.optimizer)?;
         state = ckpt.state;
         best_model = ckpt.best_model;
     }
@@ -206,12 +166,9 @@ pub(crate) fn train_network(
     let batch = match state.batch_size {
         0 => {
             let setup = ProbeSetup {
-                network: &model,
-                arch: &arch,
+                learner: learner.as_ref(),
                 hp,
                 train: &prepared.train,
-                task,
-                device: &device,
             };
             choose_batch_size(req.algorithm, &setup, info, observer)?
         }
@@ -222,7 +179,7 @@ pub(crate) fn train_network(
     let n_batches = n_train.div_ceil(batch) as u32;
     let mut last_progress = Instant::now();
     // Where a non-finite loss rolls back to: the newest checkpoint, or the start.
-    let mut last_good = snapshot(&state, &model, &optimizer, &best_model)?;
+    let mut last_good = snapshot(&state, learner.as_ref(), &best_model)?;
     let checkpoint_interval =
         (hp.checkpoint_seconds > 0).then(|| Duration::from_secs(hp.checkpoint_seconds as u64));
     let mut last_checkpoint = Instant::now();
@@ -238,7 +195,7 @@ pub(crate) fn train_network(
                 return match stop {
                     Stop::Cancel => Ok(Outcome::Cancelled),
                     Stop::Pause => {
-                        let ckpt = snapshot(&state, &model, &optimizer, &best_model)?;
+                        let ckpt = snapshot(&state, learner.as_ref(), &best_model)?;
                         write_checkpoint(observer, &ckpt)?;
                         Ok(Outcome::Paused(ckpt))
                     }
@@ -246,13 +203,11 @@ pub(crate) fn train_network(
             }
             let rows = &order[b as usize * batch..((b as usize + 1) * batch).min(n_train)];
             let augmented = augment.as_ref().map(|a| (a, epoch));
-            let (x, y) = gather(&prepared.train, rows, &device, augmented);
+            let (x, y) = gather_rows(&prepared.train, rows, augmented);
             let mut masks = DropoutMasks {
                 rng: SeededRng::derive(hp.seed, 1 << 40 | state.global_step),
             };
-            let out = model.forward(&arch, x, Some(&mut masks));
-            let batch_loss = loss(task, out, y, &device);
-            let value = scalar(batch_loss.clone());
+            let value = learner.step(x, &y, lr, &mut masks);
             if !value.is_finite() {
                 if state.nan_rollbacks >= hp.nan_rollbacks {
                     return Err(TrainError::NonFinite {
@@ -264,10 +219,8 @@ pub(crate) fn train_network(
                 }
                 let (rollbacks, scale) = (state.nan_rollbacks + 1, state.lr_scale * 0.5);
                 let good = last_good.clone();
-                model = load_record(model, &good.model)?;
-                optimizer = optimizer
-                    .from_bytes(Bytes::from_bytes_vec(good.optimizer))
-                    .map_err(|e| TrainError::Resume(format!("optimizer record: {e}")))?;
+                learner.load_weights(&good.model)?;
+                learner.load_optimizer_state(&good.optimizer)?;
                 state = good.state;
                 best_model = good.best_model;
                 state.nan_rollbacks = rollbacks;
@@ -280,8 +233,6 @@ pub(crate) fn train_network(
                 });
                 continue 'epochs;
             }
-            let grads = GradientsParams::from_grads(batch_loss.backward(), &model);
-            model = optimizer.step(lr, model, grads);
             state.epoch_loss_sum += value;
             state.epoch_batches += 1;
             state.global_step += 1;
@@ -290,7 +241,7 @@ pub(crate) fn train_network(
             if checkpoint_interval.is_some_and(|every| last_checkpoint.elapsed() >= every)
                 && b + 1 < n_batches
             {
-                let ckpt = snapshot(&state, &model, &optimizer, &best_model)?;
+                let ckpt = snapshot(&state, learner.as_ref(), &best_model)?;
                 write_checkpoint(observer, &ckpt)?;
                 last_good = ckpt;
                 last_checkpoint = Instant::now();
@@ -306,8 +257,7 @@ pub(crate) fn train_network(
             }
         }
         let train_seconds = started.elapsed().as_secs_f64();
-        let (val_loss, values) =
-            evaluate(&model.valid(), &arch, &prepared.validation, task, &prepared);
+        let (val_loss, values) = evaluate(learner.as_ref(), &prepared.validation, task, &prepared);
         let metrics = EpochMetrics {
             epoch: epoch + 1,
             train_loss: state.epoch_loss_sum / state.epoch_batches.max(1) as f64,
@@ -339,7 +289,7 @@ pub(crate) fn train_network(
                 state.best_value = Some(value);
                 state.best_epoch = state.epoch;
                 state.epochs_without_improvement = 0;
-                best_model = Some(record_bytes(&model)?);
+                best_model = Some(learner.weights()?);
             } else {
                 state.epochs_without_improvement += 1;
                 stop_early = state.epochs_without_improvement >= es.patience;
@@ -347,7 +297,7 @@ pub(crate) fn train_network(
         }
         let finished = stop_early || state.epoch == hp.epochs;
         if !finished && state.epoch.is_multiple_of(hp.checkpoint_every) {
-            let ckpt = snapshot(&state, &model, &optimizer, &best_model)?;
+            let ckpt = snapshot(&state, learner.as_ref(), &best_model)?;
             write_checkpoint(observer, &ckpt)?;
             last_good = ckpt;
             last_checkpoint = Instant::now();
@@ -362,17 +312,16 @@ pub(crate) fn train_network(
     }
 
     if let Some(best) = &best_model {
-        model = load_record(model, best)?;
+        learner.load_weights(best)?;
     }
-    let inference = model.valid();
-    let (val_loss, mut metrics) =
-        evaluate(&inference, &arch, &prepared.validation, task, &prepared);
+    let inference = learner.as_ref();
+    let (val_loss, mut metrics) = evaluate(inference, &prepared.validation, task, &prepared);
     metrics.insert("val_loss".into(), val_loss);
     if let Some(last) = state.history.last() {
         metrics.insert("train_loss".into(), last.train_loss);
     }
     if let Some(test) = &prepared.test {
-        let (test_loss, test_metrics) = evaluate(&inference, &arch, test, task, &prepared);
+        let (test_loss, test_metrics) = evaluate(inference, test, task, &prepared);
         metrics.insert("test_loss".into(), test_loss);
         metrics.extend(
             test_metrics
@@ -391,24 +340,19 @@ pub(crate) fn train_network(
     };
     Ok(Outcome::Completed(TrainedModel {
         header,
-        weights: record_bytes(&inference)?,
+        weights: inference.weights()?,
     }))
 }
 
 fn snapshot(
     state: &LoopState,
-    model: &Network,
-    optimizer: &ModuleOptimizer,
+    learner: &dyn Learner,
     best: &Option<Vec<u8>>,
 ) -> Result<Checkpoint, TrainError> {
-    let optimizer = optimizer
-        .into_bytes()
-        .map_err(|e| TrainError::Checkpoint(e.to_string()))?
-        .to_vec();
     Ok(Checkpoint {
         state: state.clone(),
-        model: record_bytes(model)?,
-        optimizer,
+        model: learner.weights()?,
+        optimizer: learner.optimizer_state()?,
         best_model: best.clone(),
     })
 }
@@ -437,15 +381,20 @@ pub(crate) fn write_checkpoint(
 /// batch 512 (104M) 119k on one, 131k on two.
 const ONE_THREAD_BELOW_MACS: f64 = 64e6;
 
-/// A one-thread pool for jobs that train faster on one thread than on two (small dense steps;
-/// the backend's convolutions, which gain nothing from a second thread: the default CNN trains
-/// at 2,040 samples/s on one thread, 1,660 on two); None to use every thread. Only measured
-/// against two threads, so a machine with more keeps using all of them.
+/// A one-thread pool for burn-path jobs that train faster on one thread than on two (small
+/// dense steps; burn's convolutions, which gain nothing from a second thread: the default CNN
+/// trains at 2,040 samples/s on one thread, 1,660 on two); None to use every thread, as the
+/// hand-written path (`native_net`) always does. Only measured against two threads, so a
+/// machine with more keeps using all of them.
 pub(crate) fn one_thread_pool(req: &TrainRequest) -> Option<rayon::ThreadPool> {
     if rayon::current_num_threads() != 2 {
         return None;
     }
     let arch = Architecture::new(req.algorithm, &req.hyperparameters, &req.dataset.info);
+    let resume_optimizer = req.resume.as_ref().map(|c| c.optimizer.as_slice());
+    if crate::native_net::handles(&arch, resume_optimizer) {
+        return None;
+    }
     let step = arch.multiply_adds_per_sample() * req.hyperparameters.batch_size as f64;
     let convolutional = !arch.conv_channels.is_empty();
     if !convolutional && step >= ONE_THREAD_BELOW_MACS {
