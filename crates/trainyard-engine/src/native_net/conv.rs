@@ -1,10 +1,12 @@
 //! The CNN's blocks: a 3x3 convolution (padding 1, bias), ReLU and a 2x2 max pool, as burn's
 //! `Network` stacks them. Images are channels-last here (`[batch, height, width, channels]`)
-//! so a convolution is one product of the unfolded patches (`[batch * pixels, c_in * 9]`)
-//! with the weight (`[c_out, c_in * 9]`, burn's `[c_out, c_in, 3, 3]` as stored).
+//! so a convolution is one product of the unfolded patches (`[batch * pixels, 9 * c_in]`,
+//! column `(ky * 3 + kx) * c_in + ci`: a pixel's channels stay contiguous) with the weight
+//! reordered to match; burn's `[c_out, c_in, 3, 3]` order is kept in the parameters.
 
 use rayon::prelude::*;
 
+use super::buffers::Buffers;
 use crate::sae::linalg::{View, matmul};
 
 /// Where one block's weight and bias sit in the parameter vector, and its input's shape.
@@ -66,70 +68,98 @@ pub struct ConvTape {
     taken: Vec<u32>,
 }
 
-/// Unfolds `[batch, height, width, c_in]` into `[batch * pixels, c_in * 9]`, column
-/// `ci * 9 + ky * 3 + kx`; outside the image reads zero.
-fn unfold(x: &[f32], span: &ConvSpan, batch: usize) -> Vec<f32> {
+impl ConvTape {
+    pub fn recycle(self, buffers: &mut Buffers) {
+        buffers.give(self.patches);
+        buffers.give(self.pre);
+        buffers.give_indices(self.taken);
+    }
+}
+
+/// The source pixel of tap `(ky, kx)` for output pixel `(y, x)`, if inside the image.
+#[inline]
+fn source(y: usize, x: usize, ky: usize, kx: usize, h: usize, w: usize) -> Option<usize> {
+    let (sy, sx) = (y + ky, x + kx);
+    (sy >= 1 && sy <= h && sx >= 1 && sx <= w).then(|| (sy - 1) * w + sx - 1)
+}
+
+/// `dst = src` for a few floats: a pixel's channels. A slice copy of unknown length is a call
+/// to `memcpy`, which cost more than the copy itself at these sizes.
+#[inline]
+fn copy_channels(dst: &mut [f32], src: &[f32]) {
+    let mut dst = dst.chunks_exact_mut(8);
+    let mut src = src.chunks_exact(8);
+    for (d, s) in (&mut dst).zip(&mut src) {
+        d.copy_from_slice(&s[..8]);
+    }
+    for (d, s) in dst.into_remainder().iter_mut().zip(src.remainder()) {
+        *d = *s;
+    }
+}
+
+/// Unfolds `[batch, height, width, c_in]` into `patches` (`[batch * pixels, 9 * c_in]`),
+/// writing every entry (zeros outside the image).
+fn unfold(x: &[f32], span: &ConvSpan, batch: usize, patches: &mut [f32]) {
     let (h, w, c, k) = (span.height, span.width, span.c_in, span.patch());
-    let mut patches = vec![0.0; batch * h * w * k];
     patches
         .par_chunks_mut(h * w * k)
         .zip(x.par_chunks(h * w * c))
+        .take(batch)
         .for_each(|(out, image)| {
-            for y in 0..h {
-                for x in 0..w {
-                    let row = &mut out[(y * w + x) * k..][..k];
-                    for ky in 0..3 {
-                        let sy = y + ky;
-                        if sy == 0 || sy > h {
-                            continue;
-                        }
-                        for kx in 0..3 {
-                            let sx = x + kx;
-                            if sx == 0 || sx > w {
-                                continue;
-                            }
-                            let pixel = &image[((sy - 1) * w + sx - 1) * c..][..c];
-                            for (ci, v) in pixel.iter().enumerate() {
-                                row[ci * 9 + ky * 3 + kx] = *v;
-                            }
-                        }
+            for (p, row) in out.chunks_mut(k).enumerate() {
+                let (y, x) = (p / w, p % w);
+                for (tap, dst) in row.chunks_mut(c).enumerate() {
+                    match source(y, x, tap / 3, tap % 3, h, w) {
+                        Some(at) if c == 1 => dst[0] = image[at],
+                        Some(at) => copy_channels(dst, &image[at * c..][..c]),
+                        None => dst.iter_mut().for_each(|v| *v = 0.0),
                     }
                 }
             }
         });
-    patches
 }
 
 /// The adjoint of `unfold`: adds each patch entry back onto the pixel it was read from.
-fn fold(patches: &[f32], span: &ConvSpan, batch: usize) -> Vec<f32> {
+fn fold(patches: &[f32], span: &ConvSpan, batch: usize, x: &mut [f32]) {
     let (h, w, c, k) = (span.height, span.width, span.c_in, span.patch());
-    let mut x = vec![0.0; batch * h * w * c];
     x.par_chunks_mut(h * w * c)
         .zip(patches.par_chunks(h * w * k))
+        .take(batch)
         .for_each(|(image, patches)| {
-            for y in 0..h {
-                for x in 0..w {
-                    let row = &patches[(y * w + x) * k..][..k];
-                    for ky in 0..3 {
-                        let sy = y + ky;
-                        if sy == 0 || sy > h {
-                            continue;
-                        }
-                        for kx in 0..3 {
-                            let sx = x + kx;
-                            if sx == 0 || sx > w {
-                                continue;
-                            }
-                            let pixel = &mut image[((sy - 1) * w + sx - 1) * c..][..c];
-                            for (ci, v) in pixel.iter_mut().enumerate() {
-                                *v += row[ci * 9 + ky * 3 + kx];
-                            }
-                        }
+            for (p, row) in patches.chunks(k).enumerate() {
+                let (y, x) = (p / w, p % w);
+                for (tap, src) in row.chunks(c).enumerate() {
+                    if let Some(at) = source(y, x, tap / 3, tap % 3, h, w) {
+                        let pixel = &mut image[at * c..][..c];
+                        pixel.iter_mut().zip(src).for_each(|(v, g)| *v += g);
                     }
                 }
             }
         });
-    x
+}
+
+/// burn's `[c_out, c_in, 3, 3]` weight in the patches' column order, `[c_out, 9 * c_in]`.
+fn tap_major(weight: &[f32], c_in: usize) -> Vec<f32> {
+    let mut out = vec![0.0; weight.len()];
+    for (dst, src) in out.chunks_mut(9 * c_in).zip(weight.chunks(9 * c_in)) {
+        for ci in 0..c_in {
+            for tap in 0..9 {
+                dst[tap * c_in + ci] = src[ci * 9 + tap];
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of `tap_major`, added into `out`.
+fn add_channel_major(tap_major: &[f32], c_in: usize, out: &mut [f32]) {
+    for (dst, src) in out.chunks_mut(9 * c_in).zip(tap_major.chunks(9 * c_in)) {
+        for ci in 0..c_in {
+            for tap in 0..9 {
+                dst[ci * 9 + tap] += src[tap * c_in + ci];
+            }
+        }
+    }
 }
 
 /// One block forward: the pooled ReLU output `[batch, height/2, width/2, c_out]` and the tape
@@ -140,104 +170,152 @@ pub fn forward(
     x: &[f32],
     batch: usize,
     keep_tape: bool,
+    buffers: &mut Buffers,
 ) -> (Vec<f32>, Option<ConvTape>) {
     let (k, c_out, pixels) = (span.patch(), span.c_out, span.pixels());
-    let patches = unfold(x, span, batch);
-    let mut pre = vec![0.0; batch * pixels * c_out];
-    let weight = &params[span.weight..span.bias];
+    let mut patches = buffers.stale(batch * pixels * k);
+    unfold(x, span, batch, &mut patches);
+    let mut pre = buffers.stale(batch * pixels * c_out);
+    let weight = tap_major(&params[span.weight..span.bias], span.c_in);
     matmul(
         &mut pre,
         View::new(&patches, batch * pixels, k),
-        View::new(weight, c_out, k).t(),
+        View::new(&weight, c_out, k).t(),
         false,
     );
     let bias = &params[span.bias..span.bias + c_out];
-    pre.par_chunks_mut(pixels * c_out).for_each(|image| {
-        for row in image.chunks_mut(c_out) {
-            row.iter_mut().zip(bias).for_each(|(z, b)| *z += b);
-        }
-    });
     let (ph, pw) = span.pooled();
-    let mut pooled = vec![0.0; batch * ph * pw * c_out];
-    let mut taken = vec![0u32; pooled.len()];
-    pooled
-        .par_chunks_mut(ph * pw * c_out)
+    let mut pooled = buffers.stale(batch * ph * pw * c_out);
+    let mut taken = buffers.stale_indices(pooled.len());
+    pre.par_chunks_mut(pixels * c_out)
+        .zip(pooled.par_chunks_mut(ph * pw * c_out))
         .zip(taken.par_chunks_mut(ph * pw * c_out))
         .enumerate()
-        .for_each(|(b, (out, taken))| {
-            let base = b * pixels * c_out;
-            for (py, px) in (0..ph).flat_map(|py| (0..pw).map(move |px| (py, px))) {
-                let o = (py * pw + px) * c_out;
-                for c in 0..c_out {
-                    let (mut best, mut at) = (f32::NEG_INFINITY, 0);
-                    for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                        let i = base + ((2 * py + dy) * span.width + 2 * px + dx) * c_out + c;
-                        let v = pre[i].max(0.0);
-                        if v > best {
-                            (best, at) = (v, i);
-                        }
-                    }
-                    out[o + c] = best;
-                    taken[o + c] = at as u32;
-                }
+        .for_each(|(b, ((image, out), taken))| {
+            for row in image.chunks_mut(c_out) {
+                row.iter_mut().zip(bias).for_each(|(z, b)| *z += b);
             }
+            pool(image, span, b * pixels * c_out, out, taken);
         });
-    let tape = keep_tape.then_some(ConvTape {
+    if !keep_tape {
+        buffers.give(patches);
+        buffers.give(pre);
+        buffers.give_indices(taken);
+        return (pooled, None);
+    }
+    let tape = ConvTape {
         patches,
         pre,
         taken,
-    });
-    (pooled, tape)
+    };
+    (pooled, Some(tape))
+}
+
+/// 2x2 max pooling of one image's ReLU output; `taken` gets each output's offset in the
+/// batch's pre-activations (`base` is this image's).
+fn pool(pre: &[f32], span: &ConvSpan, base: usize, out: &mut [f32], taken: &mut [u32]) {
+    let (c_out, (ph, pw)) = (span.c_out, span.pooled());
+    for py in 0..ph {
+        for px in 0..pw {
+            let o = (py * pw + px) * c_out;
+            let corner = (2 * py * span.width + 2 * px) * c_out;
+            let (out, taken) = (&mut out[o..o + c_out], &mut taken[o..o + c_out]);
+            for (i, (v, t)) in out.iter_mut().zip(taken.iter_mut()).enumerate() {
+                *v = pre[corner + i].max(0.0);
+                *t = (base + corner + i) as u32;
+            }
+            for offset in [c_out, span.width * c_out, (span.width + 1) * c_out] {
+                let at = corner + offset;
+                for (i, (v, t)) in out.iter_mut().zip(taken.iter_mut()).enumerate() {
+                    let candidate = pre[at + i].max(0.0);
+                    if candidate > *v {
+                        (*v, *t) = (candidate, (base + at + i) as u32);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The gradient of the pre-activations from the pooled output's: each window passes its
+/// gradient to the element it took, where that was positive (ReLU); every entry is written.
+fn unpool(span: &ConvSpan, tape: &ConvTape, g_pooled: &[f32], g_pre: &mut [f32]) {
+    let (c_out, pixels, (ph, pw)) = (span.c_out, span.pixels(), span.pooled());
+    g_pre
+        .par_chunks_mut(pixels * c_out)
+        .zip(tape.pre.par_chunks(pixels * c_out))
+        .zip(g_pooled.par_chunks(ph * pw * c_out))
+        .zip(tape.taken.par_chunks(ph * pw * c_out))
+        .enumerate()
+        .for_each(|(b, (((g_image, pre), g_out), taken))| {
+            g_image.iter_mut().for_each(|g| *g = 0.0);
+            let base = b * pixels * c_out;
+            for (&at, &g) in taken.iter().zip(g_out) {
+                let at = at as usize - base;
+                if pre[at] > 0.0 {
+                    g_image[at] = g;
+                }
+            }
+        });
 }
 
 /// One block backward from the gradient of its pooled output: adds the weight and bias
 /// gradients into `grads` (the parameter vector's layout) and returns the gradient of its
-/// input when `input_gradient`.
+/// input when `input_gradient`. The tape's buffers go back to `buffers`.
+#[allow(clippy::too_many_arguments)]
 pub fn backward(
     span: &ConvSpan,
     params: &[f32],
-    tape: &ConvTape,
+    tape: ConvTape,
     g_pooled: &[f32],
     batch: usize,
     grads: &mut [f32],
     input_gradient: bool,
+    buffers: &mut Buffers,
 ) -> Option<Vec<f32>> {
     let (k, c_out, pixels) = (span.patch(), span.c_out, span.pixels());
-    let mut g_pre = vec![0.0; batch * pixels * c_out];
-    // Each pooled output took one element of its own window: no two write the same one.
-    for (&at, &g) in tape.taken.iter().zip(g_pooled) {
-        let at = at as usize;
-        if tape.pre[at] > 0.0 {
-            g_pre[at] = g;
-        }
-    }
-    let (weight_grad, rest) = grads[span.weight..].split_at_mut(c_out * k);
+    let mut g_pre = buffers.stale(batch * pixels * c_out);
+    unpool(span, &tape, g_pooled, &mut g_pre);
+    let mut weight_grad = vec![0.0; c_out * k];
     matmul(
-        weight_grad,
+        &mut weight_grad,
         View::new(&g_pre, batch * pixels, c_out).t(),
         View::new(&tape.patches, batch * pixels, k),
         false,
     );
+    let (weight_out, rest) = grads[span.weight..].split_at_mut(c_out * k);
+    add_channel_major(&weight_grad, span.c_in, weight_out);
     let bias_grad = &mut rest[..c_out];
     for row in g_pre.chunks(c_out) {
         bias_grad.iter_mut().zip(row).for_each(|(b, v)| *b += v);
     }
-    if !input_gradient {
-        return None;
-    }
-    let mut g_patches = vec![0.0; batch * pixels * k];
-    matmul(
-        &mut g_patches,
-        View::new(&g_pre, batch * pixels, c_out),
-        View::new(&params[span.weight..span.bias], c_out, k),
-        false,
-    );
-    Some(fold(&g_patches, span, batch))
+    tape.recycle(buffers);
+    let input = input_gradient.then(|| {
+        let weight = tap_major(&params[span.weight..span.bias], span.c_in);
+        let mut g_patches = buffers.stale(batch * pixels * k);
+        matmul(
+            &mut g_patches,
+            View::new(&g_pre, batch * pixels, c_out),
+            View::new(&weight, c_out, k),
+            false,
+        );
+        let mut g_input = buffers.zeroed(batch * pixels * span.c_in);
+        fold(&g_patches, span, batch, &mut g_input);
+        buffers.give(g_patches);
+        g_input
+    });
+    buffers.give(g_pre);
+    input
 }
 
 /// `[batch, c, h, w]` rows (as datasets and burn's flatten order them) to channels-last.
-pub fn to_channels_last(x: &[f32], batch: usize, [c, h, w]: [usize; 3]) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
+pub fn to_channels_last(
+    x: &[f32],
+    batch: usize,
+    [c, h, w]: [usize; 3],
+    buffers: &mut Buffers,
+) -> Vec<f32> {
+    let mut out = buffers.stale(x.len());
     out.par_chunks_mut(c * h * w)
         .zip(x.par_chunks(c * h * w))
         .take(batch)
@@ -252,8 +330,13 @@ pub fn to_channels_last(x: &[f32], batch: usize, [c, h, w]: [usize; 3]) -> Vec<f
 }
 
 /// Channels-last back to `[batch, c, h, w]` rows.
-pub fn to_channels_first(x: &[f32], batch: usize, [c, h, w]: [usize; 3]) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
+pub fn to_channels_first(
+    x: &[f32],
+    batch: usize,
+    [c, h, w]: [usize; 3],
+    buffers: &mut Buffers,
+) -> Vec<f32> {
+    let mut out = buffers.stale(x.len());
     out.par_chunks_mut(c * h * w)
         .zip(x.par_chunks(c * h * w))
         .take(batch)

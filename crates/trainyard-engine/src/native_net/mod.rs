@@ -5,6 +5,7 @@
 //! and checkpoints read the same; the optimiser state is this module's own, marked, so a run
 //! resumes on the path that wrote its checkpoint.
 
+mod buffers;
 mod conv;
 mod optim;
 mod pass;
@@ -17,6 +18,7 @@ use crate::TrainError;
 use crate::learner::{Learner, gather_rows, load_record, record_bytes};
 use crate::network::{Architecture, DropoutMasks, Network};
 use crate::neural::EVAL_BATCH;
+use buffers::Buffers;
 use conv::{ConvSpan, conv_spans};
 use optim::Optimizer;
 pub(crate) use pass::loss;
@@ -46,6 +48,7 @@ pub(crate) struct DenseLearner {
     spans: Vec<Span>,
     params: Vec<f32>,
     optimizer: Optimizer,
+    buffers: Buffers,
 }
 
 impl DenseLearner {
@@ -83,16 +86,23 @@ impl DenseLearner {
             convs,
             spans,
             params,
+            buffers: Buffers::default(),
         }
     }
 
-    fn stack(&self) -> Stack<'_> {
+    /// The network over `params`, its passes reusing `buffers`.
+    fn stack<'a>(
+        (convs, spans, params): (&'a [ConvSpan], &'a [Span], &'a [f32]),
+        arch: &Architecture,
+        buffers: &'a mut Buffers,
+    ) -> Stack<'a> {
         Stack {
-            convs: &self.convs,
-            image: self.arch.image_shape,
-            spans: &self.spans,
-            params: &self.params,
-            activation: self.arch.activation,
+            convs,
+            image: arch.image_shape,
+            spans,
+            params,
+            activation: arch.activation,
+            buffers,
         }
     }
 }
@@ -105,19 +115,23 @@ impl Learner for DenseLearner {
         learning_rate: f64,
         masks: &mut DropoutMasks,
     ) -> f64 {
-        let stack = self.stack();
+        let layers = (&self.convs[..], &self.spans[..], &self.params[..]);
+        let mut stack = Self::stack(layers, &self.arch, &mut self.buffers);
         let tape = stack.forward(x, y.len(), Some((self.arch.dropout, &mut masks.rng)));
         let (value, g) = pass::loss(self.task, &tape.logits, y, true);
-        if !value.is_finite() {
-            return value;
+        // The backward runs either way, so the tape's buffers go back.
+        let grads = stack.backward(tape, g);
+        if value.is_finite() {
+            self.optimizer.step(&mut self.params, &grads, learning_rate);
         }
-        let grads = stack.backward(&tape, g);
-        self.optimizer.step(&mut self.params, &grads, learning_rate);
+        self.buffers.give(grads);
         value
     }
 
     fn outputs(&self, table: &Table) -> Vec<f32> {
-        let stack = self.stack();
+        let mut buffers = Buffers::default();
+        let layers = (&self.convs[..], &self.spans[..], &self.params[..]);
+        let mut stack = Self::stack(layers, &self.arch, &mut buffers);
         let rows: Vec<usize> = (0..table.len()).collect();
         let mut outputs = Vec::with_capacity(table.len() * self.arch.n_outputs);
         for chunk in rows.chunks(EVAL_BATCH) {
@@ -166,6 +180,7 @@ impl Learner for DenseLearner {
             spans: self.spans.clone(),
             params: self.params.clone(),
             optimizer: Optimizer::new(&self.hp, self.params.len()),
+            buffers: Buffers::default(),
         })
     }
 }

@@ -7,6 +7,7 @@ use trainyard_core::Task;
 use trainyard_core::hyperparameters::Activation;
 use trainyard_data::SeededRng;
 
+use super::buffers::Buffers;
 use super::conv::{self, ConvSpan, ConvTape};
 use crate::sae::linalg::{View, matmul};
 
@@ -49,6 +50,7 @@ pub struct Tape {
     rows: usize,
 }
 
+/// A network's layers over its parameters, with the buffers its passes reuse.
 pub struct Stack<'a> {
     /// The convolution blocks and the image they read (none for a perceptron).
     pub convs: &'a [ConvSpan],
@@ -56,20 +58,18 @@ pub struct Stack<'a> {
     pub spans: &'a [Span],
     pub params: &'a [f32],
     pub activation: Activation,
+    pub buffers: &'a mut Buffers,
 }
 
 impl Stack<'_> {
-    fn weight(&self, s: &Span) -> &[f32] {
-        &self.params[s.weight..s.weight + s.d_in * s.d_out]
-    }
-
     /// `z = h @ W + b` for one layer.
-    fn affine(&self, s: &Span, h: &[f32], rows: usize) -> Vec<f32> {
-        let mut z = vec![0.0; rows * s.d_out];
+    fn affine(&mut self, s: &Span, h: &[f32], rows: usize) -> Vec<f32> {
+        let mut z = self.buffers.stale(rows * s.d_out);
+        let weight = &self.params[s.weight..s.bias];
         matmul(
             &mut z,
             View::new(h, rows, s.d_in),
-            View::new(self.weight(s), s.d_in, s.d_out),
+            View::new(weight, s.d_in, s.d_out),
             false,
         );
         let bias = &self.params[s.bias..s.bias + s.d_out];
@@ -82,7 +82,7 @@ impl Stack<'_> {
     /// The dense stack's input: the convolution blocks' pooled output, flattened as burn
     /// flattens it (channels first), or `x` itself without convolutions.
     fn features(
-        &self,
+        &mut self,
         x: Vec<f32>,
         rows: usize,
         mut tapes: Option<&mut Vec<ConvTape>>,
@@ -90,20 +90,24 @@ impl Stack<'_> {
         let (Some(image), Some(last)) = (self.image, self.convs.last()) else {
             return x;
         };
-        let mut h = conv::to_channels_last(&x, rows, image);
+        let mut h = conv::to_channels_last(&x, rows, image, self.buffers);
+        self.buffers.give(x);
         for span in self.convs {
-            let (pooled, tape) = conv::forward(span, self.params, &h, rows, tapes.is_some());
+            let keep = tapes.is_some();
+            let (pooled, tape) = conv::forward(span, self.params, &h, rows, keep, self.buffers);
             if let (Some(tapes), Some(tape)) = (tapes.as_deref_mut(), tape) {
                 tapes.push(tape);
             }
-            h = pooled;
+            self.buffers.give(std::mem::replace(&mut h, pooled));
         }
         let (height, width) = last.pooled();
-        conv::to_channels_first(&h, rows, [last.c_out, height, width])
+        let flat = conv::to_channels_first(&h, rows, [last.c_out, height, width], self.buffers);
+        self.buffers.give(h);
+        flat
     }
 
     /// Outputs without gradients or dropout (evaluation, prediction).
-    pub fn outputs(&self, x: &[f32], rows: usize) -> Vec<f32> {
+    pub fn outputs(&mut self, x: &[f32], rows: usize) -> Vec<f32> {
         let last = self.spans.len() - 1;
         let mut h = self.features(x.to_vec(), rows, None);
         for (l, s) in self.spans.iter().enumerate() {
@@ -112,7 +116,7 @@ impl Stack<'_> {
                 z.iter_mut()
                     .for_each(|v| *v = activate(self.activation, *v));
             }
-            h = z;
+            self.buffers.give(std::mem::replace(&mut h, z));
         }
         h
     }
@@ -120,7 +124,7 @@ impl Stack<'_> {
     /// A training forward pass; dropout masks, when `dropout` is set, are drawn from `rng`
     /// layer by layer in row-major order (the order the burn path draws them in).
     pub fn forward(
-        &self,
+        &mut self,
         x: Vec<f32>,
         rows: usize,
         dropout: Option<(f64, &mut SeededRng)>,
@@ -143,13 +147,17 @@ impl Stack<'_> {
                 tape.logits = z;
                 break;
             }
-            let mut a: Vec<f32> = z.iter().map(|&v| activate(self.activation, v)).collect();
+            let mut a = self.buffers.stale(z.len());
+            a.iter_mut()
+                .zip(&z)
+                .for_each(|(a, &z)| *a = activate(self.activation, z));
             let mask = dropout.as_mut().map(|(p, rng)| {
                 let keep = (1.0 / (1.0 - *p)) as f32;
-                let mask: Vec<f32> = (0..a.len())
-                    .map(|_| if rng.next_f64() < *p { 0.0 } else { keep })
-                    .collect();
-                a.iter_mut().zip(&mask).for_each(|(a, m)| *a *= m);
+                let mut mask = self.buffers.stale(a.len());
+                for (m, a) in mask.iter_mut().zip(a.iter_mut()) {
+                    *m = if rng.next_f64() < *p { 0.0 } else { keep };
+                    *a *= *m;
+                }
                 mask
             });
             tape.pre.push(z);
@@ -160,18 +168,20 @@ impl Stack<'_> {
     }
 
     /// Gradients of the loss (whose gradient with respect to the logits is `g`) in the
-    /// parameter vector's layout.
-    pub fn backward(&self, tape: &Tape, mut g: Vec<f32>) -> Vec<f32> {
+    /// parameter vector's layout; the tape's buffers go back for the next step.
+    pub fn backward(&mut self, mut tape: Tape, mut g: Vec<f32>) -> Vec<f32> {
         let rows = tape.rows;
-        let mut grads = vec![0.0; self.params.len()];
+        let mut grads = self.buffers.zeroed(self.params.len());
         for (l, s) in self.spans.iter().enumerate().rev() {
             let (weight_grad, rest) = grads[s.weight..].split_at_mut(s.d_in * s.d_out);
+            let input = tape.inputs.pop().expect("one input per layer");
             matmul(
                 weight_grad,
-                View::new(&tape.inputs[l], rows, s.d_in).t(),
+                View::new(&input, rows, s.d_in).t(),
                 View::new(&g, rows, s.d_out),
                 false,
             );
+            self.buffers.give(input);
             let bias_grad = &mut rest[..s.d_out];
             for row in g.chunks(s.d_out) {
                 bias_grad.iter_mut().zip(row).for_each(|(b, v)| *b += v);
@@ -179,50 +189,69 @@ impl Stack<'_> {
             if l == 0 && self.convs.is_empty() {
                 break;
             }
-            let mut gh = vec![0.0; rows * s.d_in];
+            let mut gh = self.buffers.stale(rows * s.d_in);
             matmul(
                 &mut gh,
                 View::new(&g, rows, s.d_out),
-                View::new(self.weight(s), s.d_in, s.d_out).t(),
+                View::new(&self.params[s.weight..s.bias], s.d_in, s.d_out).t(),
                 false,
             );
+            self.buffers.give(std::mem::take(&mut g));
             if l == 0 {
-                self.conv_backward(tape, gh, &mut grads);
+                self.conv_backward(std::mem::take(&mut tape.convs), gh, rows, &mut grads);
                 break;
             }
-            let pre = &tape.pre[l - 1];
-            match &tape.masks[l - 1] {
-                Some(mask) => gh.iter_mut().zip(pre).zip(mask).for_each(|((g, &z), m)| {
-                    *g *= m * derivative(self.activation, z);
-                }),
+            let pre = tape.pre.pop().expect("one pre-activation per hidden layer");
+            match tape.masks.pop().expect("one mask slot per hidden layer") {
+                Some(mask) => {
+                    gh.iter_mut().zip(&pre).zip(&mask).for_each(|((g, &z), m)| {
+                        *g *= m * derivative(self.activation, z);
+                    });
+                    self.buffers.give(mask);
+                }
                 None => gh
                     .iter_mut()
-                    .zip(pre)
+                    .zip(&pre)
                     .for_each(|(g, &z)| *g *= derivative(self.activation, z)),
             }
+            self.buffers.give(pre);
             g = gh;
         }
+        self.buffers.give(g);
+        self.buffers.give(tape.logits);
         grads
     }
 
     /// The convolution blocks' backward from the gradient of their flattened output.
-    fn conv_backward(&self, tape: &Tape, g_features: Vec<f32>, grads: &mut [f32]) {
+    fn conv_backward(
+        &mut self,
+        mut tapes: Vec<ConvTape>,
+        g_features: Vec<f32>,
+        rows: usize,
+        grads: &mut [f32],
+    ) {
         let last = self.convs.last().expect("convolutions");
         let (height, width) = last.pooled();
-        let mut g = conv::to_channels_last(&g_features, tape.rows, [last.c_out, height, width]);
+        let shape = [last.c_out, height, width];
+        let mut g = conv::to_channels_last(&g_features, rows, shape, self.buffers);
+        self.buffers.give(g_features);
         for (i, span) in self.convs.iter().enumerate().rev() {
-            let Some(next) = conv::backward(
+            let tape = tapes.pop().expect("one tape per block");
+            let next = conv::backward(
                 span,
                 self.params,
-                &tape.convs[i],
+                tape,
                 &g,
-                tape.rows,
+                rows,
                 grads,
                 i > 0,
-            ) else {
-                break;
-            };
-            g = next;
+                self.buffers,
+            );
+            self.buffers.give(std::mem::take(&mut g));
+            match next {
+                Some(next) => g = next,
+                None => break,
+            }
         }
     }
 }
