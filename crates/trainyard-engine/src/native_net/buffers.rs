@@ -19,20 +19,21 @@ fn keep<T>(free: &mut Vec<Vec<T>>, buffer: Vec<T>) {
     }
     free.push(buffer);
     if free.len() > KEPT {
-        let smallest = (0..free.len()).min_by_key(|&i| free[i].capacity());
+        let smallest = (0..free.len()).min_by_key(|&i| free[i].len());
         if let Some(i) = smallest {
             free.swap_remove(i);
         }
     }
 }
 
-/// The free buffer that fits `len` most tightly (or the largest, to grow), resized to `len`.
-/// What it holds is stale.
+/// The free buffer whose length fits `len` most tightly (or the longest, to grow), resized
+/// to `len`. What it holds is stale. Fitting by length, not capacity, keeps each buffer at
+/// the size it serves, so a step's requests are met without zero-filling a grown tail.
 fn take<T: Copy + Default>(free: &mut Vec<Vec<T>>, len: usize) -> Vec<T> {
     let fitting = (0..free.len())
-        .filter(|&i| free[i].capacity() >= len)
-        .min_by_key(|&i| free[i].capacity());
-    let chosen = fitting.or_else(|| (0..free.len()).max_by_key(|&i| free[i].capacity()));
+        .filter(|&i| free[i].len() >= len)
+        .min_by_key(|&i| free[i].len());
+    let chosen = fitting.or_else(|| (0..free.len()).max_by_key(|&i| free[i].len()));
     let mut buffer = chosen.map_or_else(Vec::new, |i| free.swap_remove(i));
     buffer.resize(len, T::default());
     buffer

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::buffers::Buffers;
 use crate::sae::linalg::{View, matmul};
+use crate::simd::simd_fn;
 
 /// Where one block's weight and bias sit in the parameter vector, and its input's shape.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -220,19 +221,36 @@ fn pool(pre: &[f32], span: &ConvSpan, base: usize, out: &mut [f32], taken: &mut 
             let o = (py * pw + px) * c_out;
             let corner = (2 * py * span.width + 2 * px) * c_out;
             let (out, taken) = (&mut out[o..o + c_out], &mut taken[o..o + c_out]);
-            for (i, (v, t)) in out.iter_mut().zip(taken.iter_mut()).enumerate() {
-                *v = pre[corner + i].max(0.0);
-                *t = (base + corner + i) as u32;
-            }
+            let first = &pre[corner..corner + c_out];
+            relu_into(out, taken, first, (base + corner) as u32);
             for offset in [c_out, span.width * c_out, (span.width + 1) * c_out] {
                 let at = corner + offset;
-                for (i, (v, t)) in out.iter_mut().zip(taken.iter_mut()).enumerate() {
-                    let candidate = pre[at + i].max(0.0);
-                    if candidate > *v {
-                        (*v, *t) = (candidate, (base + at + i) as u32);
-                    }
-                }
+                let candidates = &pre[at..at + c_out];
+                take_larger(out, taken, candidates, (base + at) as u32);
             }
+        }
+    }
+}
+
+simd_fn! {
+    /// A window's first pixel: its ReLU'd channels, each taken from offset `first + i`.
+    fn relu_into(out: &mut [f32], taken: &mut [u32], pre: &[f32], first: u32) {
+        for (i, ((v, t), &p)) in out.iter_mut().zip(taken.iter_mut()).zip(pre).enumerate() {
+            *v = if p > 0.0 { p } else { 0.0 };
+            *t = first + i as u32;
+        }
+    }
+}
+
+simd_fn! {
+    /// Another pixel of the window: where its ReLU'd channel is larger (the first of equals
+    /// stays), it is taken instead.
+    fn take_larger(out: &mut [f32], taken: &mut [u32], pre: &[f32], first: u32) {
+        for (i, ((v, t), &p)) in out.iter_mut().zip(taken.iter_mut()).zip(pre).enumerate() {
+            let candidate = if p > 0.0 { p } else { 0.0 };
+            let larger = candidate > *v;
+            *v = if larger { candidate } else { *v };
+            *t = if larger { first + i as u32 } else { *t };
         }
     }
 }
