@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use trainyard_core::{Hyperparameters, ProbedBatchSize};
 use trainyard_data::{SeededRng, Table};
 
-use crate::learner::{Learner, gather_rows};
+use crate::learner::Learner;
 use crate::memory::MemoryEstimate;
 use crate::network::DropoutMasks;
 
@@ -86,7 +86,7 @@ fn time_batch_size(setup: &ProbeSetup, order: &[usize], batch: usize) -> f64 {
         let rows: Vec<usize> = (0..batch)
             .map(|k| order[(start + k) % order.len()])
             .collect();
-        let (x, y) = gather_rows(setup.train, &rows, None);
+        let (x, y) = learner.batch(setup.train, &rows, None);
         let mut masks = DropoutMasks {
             rng: SeededRng::derive(setup.hp.seed, 1 << 41 | i as u64),
         };

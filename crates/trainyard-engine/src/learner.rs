@@ -12,10 +12,23 @@ use trainyard_core::{Hyperparameters, Task};
 use trainyard_data::Table;
 
 use crate::TrainError;
+use crate::augment::Augment;
 use crate::network::{Architecture, DropoutMasks, Network};
 use crate::neural::{EVAL_BATCH, build_optimizer, loss};
 
 pub(crate) trait Learner {
+    /// The rows of `table` as a batch for `step`, and their targets.
+    fn batch(
+        &mut self,
+        table: &Table,
+        rows: &[usize],
+        augment: Option<(&Augment, u32)>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let mut x = vec![0.0; rows.len() * table.n_features];
+        let y = gather_into(table, rows, augment, &mut x);
+        (x, y)
+    }
+
     /// One optimiser step on a batch (`x` row-major, one row per target) with dropout masks
     /// drawn from `masks`; returns the batch's mean loss. A non-finite loss changes nothing.
     fn step(&mut self, x: Vec<f32>, y: &[f32], learning_rate: f64, masks: &mut DropoutMasks)
@@ -37,25 +50,22 @@ pub(crate) trait Learner {
     fn fresh_copy(&self) -> Box<dyn Learner>;
 }
 
-/// The rows as one row-major matrix and their targets; training rows are augmented when
-/// `augment` says so.
-pub(crate) fn gather_rows(
+/// Copies the rows into `x` (row-major, every entry written) and returns their targets;
+/// training rows are augmented when `augment` says so.
+pub(crate) fn gather_into(
     table: &Table,
     rows: &[usize],
-    augment: Option<(&crate::augment::Augment, u32)>,
-) -> (Vec<f32>, Vec<f32>) {
+    augment: Option<(&Augment, u32)>,
+    x: &mut [f32],
+) -> Vec<f32> {
     let d = table.n_features;
-    let mut x = Vec::with_capacity(rows.len() * d);
-    let mut y = Vec::with_capacity(rows.len());
-    for &r in rows {
-        x.extend_from_slice(table.row(r));
+    for (&r, out) in rows.iter().zip(x.chunks_mut(d)) {
+        out.copy_from_slice(table.row(r));
         if let Some((augment, epoch)) = augment {
-            let start = x.len() - d;
-            augment.apply(&mut x[start..], epoch, r);
+            augment.apply(out, epoch, r);
         }
-        y.push(table.y[r]);
     }
-    (x, y)
+    rows.iter().map(|&r| table.y[r]).collect()
 }
 
 pub(crate) fn record_bytes(network: &Network) -> Result<Vec<u8>, TrainError> {
@@ -137,7 +147,8 @@ impl Learner for BurnLearner {
         let rows: Vec<usize> = (0..table.len()).collect();
         let mut outputs = Vec::with_capacity(table.len() * self.arch.n_outputs);
         for chunk in rows.chunks(EVAL_BATCH) {
-            let (x, _) = gather_rows(table, chunk, None);
+            let mut x = vec![0.0; chunk.len() * table.n_features];
+            gather_into(table, chunk, None, &mut x);
             let x = Tensor::from_data(TensorData::new(x, [chunk.len(), table.n_features]), &device);
             let out = inference.forward(&self.arch, x, None);
             outputs.extend(out.into_data().try_to_vec::<f32>().expect("f32 outputs"));

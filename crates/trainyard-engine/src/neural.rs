@@ -17,7 +17,7 @@ use trainyard_data::{DatasetInfo, Prepared, SeededRng, Table, prepare};
 use crate::augment::Augment;
 use crate::batch_probe::{self, ProbeSetup};
 use crate::checkpoint::{Checkpoint, LoopState};
-use crate::learner::{BurnLearner, Learner, gather_rows};
+use crate::learner::{BurnLearner, Learner};
 use crate::memory::MemoryEstimate;
 use crate::metrics::task_metrics;
 use crate::model::{ModelHeader, TrainedModel};
@@ -203,7 +203,7 @@ pub(crate) fn train_network(
             }
             let rows = &order[b as usize * batch..((b as usize + 1) * batch).min(n_train)];
             let augmented = augment.as_ref().map(|a| (a, epoch));
-            let (x, y) = gather_rows(&prepared.train, rows, augmented);
+            let (x, y) = learner.batch(&prepared.train, rows, augmented);
             let mut masks = DropoutMasks {
                 rng: SeededRng::derive(hp.seed, 1 << 40 | state.global_step),
             };

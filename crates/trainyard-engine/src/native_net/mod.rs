@@ -15,7 +15,8 @@ use trainyard_core::{Hyperparameters, Task};
 use trainyard_data::Table;
 
 use crate::TrainError;
-use crate::learner::{Learner, gather_rows, load_record, record_bytes};
+use crate::augment::Augment;
+use crate::learner::{Learner, gather_into, load_record, record_bytes};
 use crate::network::{Architecture, DropoutMasks, Network};
 use crate::neural::EVAL_BATCH;
 use buffers::Buffers;
@@ -108,6 +109,18 @@ impl DenseLearner {
 }
 
 impl Learner for DenseLearner {
+    /// Into a buffer a step handed back (a fresh one would be faulted in every step).
+    fn batch(
+        &mut self,
+        table: &Table,
+        rows: &[usize],
+        augment: Option<(&Augment, u32)>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let mut x = self.buffers.stale(rows.len() * table.n_features);
+        let y = gather_into(table, rows, augment, &mut x);
+        (x, y)
+    }
+
     fn step(
         &mut self,
         x: Vec<f32>,
@@ -135,7 +148,8 @@ impl Learner for DenseLearner {
         let rows: Vec<usize> = (0..table.len()).collect();
         let mut outputs = Vec::with_capacity(table.len() * self.arch.n_outputs);
         for chunk in rows.chunks(EVAL_BATCH) {
-            let (x, _) = gather_rows(table, chunk, None);
+            let mut x = vec![0.0; chunk.len() * table.n_features];
+            gather_into(table, chunk, None, &mut x);
             outputs.extend(stack.outputs(&x, chunk.len()));
         }
         outputs

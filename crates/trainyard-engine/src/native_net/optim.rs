@@ -3,8 +3,11 @@
 //! `weight_decay * param` to the gradient, AdamW decays the parameters themselves; Adam's
 //! epsilon is burn's 1e-5, scaled as burn scales it.
 
+use rayon::prelude::*;
 use trainyard_core::Hyperparameters;
 use trainyard_core::hyperparameters::OptimizerKind;
+
+use crate::simd::simd_fn;
 
 const MAGIC: &[u8; 8] = b"TYDENSE1";
 const BETA_1: f32 = 0.9;
@@ -58,14 +61,20 @@ impl Optimizer {
                 let epsilon = EPSILON * correction_2;
                 let shrink = if decoupled { 1.0 - lr * decay } else { 1.0 };
                 let l2 = if decoupled { 0.0 } else { decay };
-                let moments = self.m.iter_mut().zip(self.v.iter_mut());
-                for ((p, &g), (m, v)) in params.iter_mut().zip(grads).zip(moments) {
-                    let g = g + l2 * *p;
-                    *m = BETA_1 * *m + (1.0 - BETA_1) * g;
-                    *v = BETA_2 * *v + (1.0 - BETA_2) * g * g;
-                    let delta = *m * factor / (v.sqrt() + epsilon);
-                    *p = *p * shrink - lr * delta;
-                }
+                let rule = AdamRule {
+                    lr,
+                    l2,
+                    shrink,
+                    factor,
+                    epsilon,
+                };
+                // Element-wise, so the split changes no result.
+                params
+                    .par_chunks_mut(CHUNK)
+                    .zip(grads.par_chunks(CHUNK))
+                    .zip(self.m.par_chunks_mut(CHUNK))
+                    .zip(self.v.par_chunks_mut(CHUNK))
+                    .for_each(|(((p, g), m), v)| adam_chunk(p, g, m, v, &rule));
             }
         }
     }
@@ -113,6 +122,33 @@ impl Optimizer {
         self.v.iter_mut().for_each(|x| *x = values.next().unwrap());
         self.time = time;
         Ok(())
+    }
+}
+
+/// Parameters per parallel task of an Adam update.
+const CHUNK: usize = 1 << 14;
+
+/// One Adam update's constants.
+struct AdamRule {
+    lr: f32,
+    /// Weight decay added to the gradient (Adam), or 0.
+    l2: f32,
+    /// What the parameter is multiplied by before the step (AdamW's decay), or 1.
+    shrink: f32,
+    factor: f32,
+    epsilon: f32,
+}
+
+simd_fn! {
+    fn adam_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], rule: &AdamRule) {
+        let moments = m.iter_mut().zip(v.iter_mut());
+        for ((p, &g), (m, v)) in p.iter_mut().zip(g).zip(moments) {
+            let g = g + rule.l2 * *p;
+            *m = BETA_1 * *m + (1.0 - BETA_1) * g;
+            *v = BETA_2 * *v + (1.0 - BETA_2) * g * g;
+            let delta = *m * rule.factor / (v.sqrt() + rule.epsilon);
+            *p = *p * rule.shrink - rule.lr * delta;
+        }
     }
 }
 

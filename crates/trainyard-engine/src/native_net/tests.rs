@@ -268,3 +268,33 @@ fn a_cnn_trains_as_burn_does() {
         .fold(0.0f32, f32::max);
     assert!(largest < 1e-4, "outputs differ by up to {largest}");
 }
+
+/// A CNN's steps (pooling, Adam) land on the same bits with or without AVX2.
+#[test]
+fn steps_are_the_same_with_or_without_avx2() {
+    let run = || {
+        let (hp, arch) = convolutional();
+        let device = Device::flex().autodiff();
+        let template = init_network(&arch, &device, 3);
+        let mut dense =
+            DenseLearner::new(template.clone(), &device, &hp, &arch, Task::Classification);
+        let mut rng = SeededRng::new(4);
+        let x: Vec<f32> = (0..ROWS * arch.n_inputs)
+            .map(|_| rng.normal() as f32)
+            .collect();
+        let y: Vec<f32> = (0..ROWS).map(|i| (i % 3) as f32).collect();
+        for step in 0..3 {
+            let mut masks = DropoutMasks {
+                rng: SeededRng::derive(9, step),
+            };
+            dense.step(x.clone(), &y, 0.01, &mut masks);
+        }
+        flat(&dense, &template)
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<u32>>()
+    };
+    let wide = run();
+    crate::simd::baseline_only();
+    assert!(run() == wide, "the baseline path differs");
+}
