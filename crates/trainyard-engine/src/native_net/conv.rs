@@ -327,41 +327,24 @@ pub fn backward(
 }
 
 /// `[batch, c, h, w]` rows (as datasets and burn's flatten order them) to channels-last.
-pub fn to_channels_last(
-    x: &[f32],
-    batch: usize,
-    [c, h, w]: [usize; 3],
-    buffers: &mut Buffers,
-) -> Vec<f32> {
-    let mut out = buffers.stale(x.len());
-    out.par_chunks_mut(c * h * w)
-        .zip(x.par_chunks(c * h * w))
-        .take(batch)
-        .for_each(|(out, image)| {
-            for ci in 0..c {
-                for p in 0..h * w {
-                    out[p * c + ci] = image[ci * h * w + p];
-                }
-            }
-        });
-    out
+pub fn to_channels_last(x: &[f32], [c, h, w]: [usize; 3], buffers: &mut Buffers) -> Vec<f32> {
+    transpose_each(x, c, h * w, buffers)
 }
 
 /// Channels-last back to `[batch, c, h, w]` rows.
-pub fn to_channels_first(
-    x: &[f32],
-    batch: usize,
-    [c, h, w]: [usize; 3],
-    buffers: &mut Buffers,
-) -> Vec<f32> {
+pub fn to_channels_first(x: &[f32], [c, h, w]: [usize; 3], buffers: &mut Buffers) -> Vec<f32> {
+    transpose_each(x, h * w, c, buffers)
+}
+
+/// Each image of `x`, a row-major `[rows, cols]` matrix, transposed.
+fn transpose_each(x: &[f32], rows: usize, cols: usize, buffers: &mut Buffers) -> Vec<f32> {
     let mut out = buffers.stale(x.len());
-    out.par_chunks_mut(c * h * w)
-        .zip(x.par_chunks(c * h * w))
-        .take(batch)
+    out.par_chunks_mut(rows * cols)
+        .zip(x.par_chunks(rows * cols))
         .for_each(|(out, image)| {
-            for ci in 0..c {
-                for p in 0..h * w {
-                    out[ci * h * w + p] = image[p * c + ci];
+            for r in 0..rows {
+                for k in 0..cols {
+                    out[k * rows + r] = image[r * cols + k];
                 }
             }
         });

@@ -90,7 +90,7 @@ impl Stack<'_> {
         let (Some(image), Some(last)) = (self.image, self.convs.last()) else {
             return x;
         };
-        let mut h = conv::to_channels_last(&x, rows, image, self.buffers);
+        let mut h = conv::to_channels_last(&x, image, self.buffers);
         self.buffers.give(x);
         for span in self.convs {
             let keep = tapes.is_some();
@@ -101,7 +101,7 @@ impl Stack<'_> {
             self.buffers.give(std::mem::replace(&mut h, pooled));
         }
         let (height, width) = last.pooled();
-        let flat = conv::to_channels_first(&h, rows, [last.c_out, height, width], self.buffers);
+        let flat = conv::to_channels_first(&h, [last.c_out, height, width], self.buffers);
         self.buffers.give(h);
         flat
     }
@@ -233,7 +233,7 @@ impl Stack<'_> {
         let last = self.convs.last().expect("convolutions");
         let (height, width) = last.pooled();
         let shape = [last.c_out, height, width];
-        let mut g = conv::to_channels_last(&g_features, rows, shape, self.buffers);
+        let mut g = conv::to_channels_last(&g_features, shape, self.buffers);
         self.buffers.give(g_features);
         for (i, span) in self.convs.iter().enumerate().rev() {
             let tape = tapes.pop().expect("one tape per block");

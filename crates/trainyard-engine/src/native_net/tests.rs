@@ -57,6 +57,13 @@ fn batch(task: Task) -> (Vec<f32>, Vec<f32>) {
     (x, y)
 }
 
+fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
 fn flat(learner: &dyn Learner, template: &Network) -> Vec<f32> {
     let record = learner.weights().unwrap();
     load_record(template.clone(), &record)
@@ -136,11 +143,7 @@ fn every_optimiser_activation_and_loss_trains_as_burn_does() {
             );
         }
         let (a, b) = (flat(&burn, &template), flat(&dense, &template));
-        let largest = a
-            .iter()
-            .zip(&b)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let largest = largest_difference(&a, &b);
         assert!(largest < 2e-5, "{case}: weights differ by up to {largest}");
         let (outputs_burn, outputs_dense) = {
             let (x, y) = batch(task);
@@ -151,11 +154,7 @@ fn every_optimiser_activation_and_loss_trains_as_burn_does() {
             };
             (burn.outputs(&table), dense.outputs(&table))
         };
-        let largest = outputs_burn
-            .iter()
-            .zip(&outputs_dense)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let largest = largest_difference(&outputs_burn, &outputs_dense);
         assert!(largest < 1e-4, "{case}: outputs differ by up to {largest}");
     }
 }
@@ -222,6 +221,14 @@ fn convolutional() -> (Hyperparameters, Architecture) {
     (hp, arch)
 }
 
+fn images(arch: &Architecture) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = SeededRng::new(4);
+    let x: Vec<f32> = (0..ROWS * arch.n_inputs)
+        .map(|_| rng.normal() as f32)
+        .collect();
+    (x, (0..ROWS).map(|i| (i % 3) as f32).collect())
+}
+
 #[test]
 fn a_cnn_trains_as_burn_does() {
     let (hp, arch) = convolutional();
@@ -235,11 +242,7 @@ fn a_cnn_trains_as_burn_does() {
         flat(&dense, &template),
         "same start"
     );
-    let mut rng = SeededRng::new(4);
-    let x: Vec<f32> = (0..ROWS * arch.n_inputs)
-        .map(|_| rng.normal() as f32)
-        .collect();
-    let y: Vec<f32> = (0..ROWS).map(|i| (i % 3) as f32).collect();
+    let (x, y) = images(&arch);
     for step in 0..4 {
         let masks = || DropoutMasks {
             rng: SeededRng::derive(9, step),
@@ -249,11 +252,7 @@ fn a_cnn_trains_as_burn_does() {
         assert!((a - b).abs() < 1e-5, "step {step}: loss {a} vs {b}");
     }
     let (a, b) = (flat(&burn, &template), flat(&dense, &template));
-    let largest = a
-        .iter()
-        .zip(&b)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let largest = largest_difference(&a, &b);
     assert!(largest < 2e-5, "weights differ by up to {largest}");
     let table = trainyard_data::Table {
         x,
@@ -261,11 +260,7 @@ fn a_cnn_trains_as_burn_does() {
         n_features: arch.n_inputs,
     };
     let (a, b) = (burn.outputs(&table), dense.outputs(&table));
-    let largest = a
-        .iter()
-        .zip(&b)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let largest = largest_difference(&a, &b);
     assert!(largest < 1e-4, "outputs differ by up to {largest}");
 }
 
@@ -278,11 +273,7 @@ fn steps_are_the_same_with_or_without_avx2() {
         let template = init_network(&arch, &device, 3);
         let mut dense =
             DenseLearner::new(template.clone(), &device, &hp, &arch, Task::Classification);
-        let mut rng = SeededRng::new(4);
-        let x: Vec<f32> = (0..ROWS * arch.n_inputs)
-            .map(|_| rng.normal() as f32)
-            .collect();
-        let y: Vec<f32> = (0..ROWS).map(|i| (i % 3) as f32).collect();
+        let (x, y) = images(&arch);
         for step in 0..3 {
             let mut masks = DropoutMasks {
                 rng: SeededRng::derive(9, step),
