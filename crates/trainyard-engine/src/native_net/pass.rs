@@ -171,7 +171,13 @@ impl Stack<'_> {
     /// parameter vector's layout; the tape's buffers go back for the next step.
     pub fn backward(&mut self, mut tape: Tape, mut g: Vec<f32>) -> Vec<f32> {
         let rows = tape.rows;
-        let mut grads = self.buffers.zeroed(self.params.len());
+        // The products overwrite the dense weights' gradients; what is added into (biases,
+        // the convolutions) starts at zero.
+        let mut grads = self.buffers.stale(self.params.len());
+        grads[..self.spans[0].weight].fill(0.0);
+        for s in self.spans {
+            grads[s.bias..s.bias + s.d_out].fill(0.0);
+        }
         for (l, s) in self.spans.iter().enumerate().rev() {
             let (weight_grad, rest) = grads[s.weight..].split_at_mut(s.d_in * s.d_out);
             let input = tape.inputs.pop().expect("one input per layer");
