@@ -5,7 +5,7 @@
 
 /// Buffers kept at most per kind; past that, the smallest goes (a step hands back buffers
 /// it was given, such as its batch, as well as those it took).
-const KEPT: usize = 32;
+const KEPT: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct Buffers {
@@ -19,21 +19,25 @@ fn keep<T>(free: &mut Vec<Vec<T>>, buffer: Vec<T>) {
     }
     free.push(buffer);
     if free.len() > KEPT {
-        let smallest = (0..free.len()).min_by_key(|&i| free[i].len());
+        let smallest = (0..free.len()).min_by_key(|&i| free[i].capacity());
         if let Some(i) = smallest {
             free.swap_remove(i);
         }
     }
 }
 
-/// The free buffer whose length fits `len` most tightly (or the longest, to grow), resized
-/// to `len`. What it holds is stale. Fitting by length, not capacity, keeps each buffer at
-/// the size it serves, so a step's requests are met without zero-filling a grown tail.
+/// A free buffer of exactly `len` (every step asks for the same lengths, so after the first
+/// one nothing is filled or faulted in), else the tightest capacity that holds `len`, else
+/// the largest, grown. What it holds is stale.
 fn take<T: Copy + Default>(free: &mut Vec<Vec<T>>, len: usize) -> Vec<T> {
-    let fitting = (0..free.len())
-        .filter(|&i| free[i].len() >= len)
-        .min_by_key(|&i| free[i].len());
-    let chosen = fitting.or_else(|| (0..free.len()).max_by_key(|&i| free[i].len()));
+    let exact = free.iter().position(|b| b.len() == len);
+    let fitting = || {
+        (0..free.len())
+            .filter(|&i| free[i].capacity() >= len)
+            .min_by_key(|&i| free[i].capacity())
+    };
+    let largest = || (0..free.len()).max_by_key(|&i| free[i].capacity());
+    let chosen = exact.or_else(fitting).or_else(largest);
     let mut buffer = chosen.map_or_else(Vec::new, |i| free.swap_remove(i));
     buffer.resize(len, T::default());
     buffer
