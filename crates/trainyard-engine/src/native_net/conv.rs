@@ -30,6 +30,12 @@ impl ConvSpan {
         self.height * self.width
     }
 
+    /// A first block on a single channel convolves directly: unfolded, its product would
+    /// have an inner dimension of 9, too small for the matrix kernel to pay off.
+    fn is_direct(&self) -> bool {
+        self.c_in == 1 && self.weight == 0
+    }
+
     /// The pooled output's height and width.
     pub fn pooled(&self) -> (usize, usize) {
         (self.height / 2, self.width / 2)
@@ -163,6 +169,109 @@ fn add_channel_major(tap_major: &[f32], c_in: usize, out: &mut [f32]) {
     }
 }
 
+/// `out += scale * x` in blocks of eight: a row of a few channels (16 in the default CNN) is
+/// shorter than the unrolled vector loop the compiler would make of a plain one.
+#[inline(always)]
+fn add_scaled(out: &mut [f32], scale: f32, x: &[f32]) {
+    let mut out = out.chunks_exact_mut(8);
+    let mut x = x.chunks_exact(8);
+    for (o, x) in (&mut out).zip(&mut x) {
+        for i in 0..8 {
+            o[i] += scale * x[i];
+        }
+    }
+    for (o, x) in out.into_remainder().iter_mut().zip(x.remainder()) {
+        *o += scale * x;
+    }
+}
+
+/// `pre = x * weight` for a single-channel image batch (no bias), per image in parallel.
+fn direct_forward(x: &[f32], span: &ConvSpan, weight: &[f32], pre: &mut [f32]) {
+    let (h, w, c_out) = (span.height, span.width, span.c_out);
+    // `[9, c_out]`: one tap's weights for every output channel, contiguous.
+    let mut taps = vec![0.0; 9 * c_out];
+    for (co, row) in weight.chunks(9).enumerate() {
+        for (tap, &v) in row.iter().enumerate() {
+            taps[tap * c_out + co] = v;
+        }
+    }
+    pre.par_chunks_mut(h * w * c_out)
+        .zip(x.par_chunks(h * w))
+        .for_each(|(out, image)| direct_image(out, image, &taps, [h, w, c_out]));
+}
+
+simd_fn! {
+    /// One image's single-channel convolution: each output pixel's channels as a sum over
+    /// the taps inside the image, taken in tap order.
+    fn direct_image(out: &mut [f32], image: &[f32], taps: &[f32], shape: [usize; 3]) {
+        let [h, w, c_out] = shape;
+        let mut inside = [(0usize, 0.0f32); 9];
+        for (p, row) in out.chunks_mut(c_out).enumerate() {
+            let (y, x) = (p / w, p % w);
+            let mut n = 0;
+            for ky in (y == 0) as usize..3 - (y + 1 == h) as usize {
+                for kx in (x == 0) as usize..3 - (x + 1 == w) as usize {
+                    inside[n] = ((ky * 3 + kx) * c_out, image[(y + ky - 1) * w + x + kx - 1]);
+                    n += 1;
+                }
+            }
+            // Eight channels at a time summed over the taps, held in one register.
+            let mut start = 0;
+            for block in row.chunks_mut(8) {
+                let mut sums = [0.0f32; 8];
+                for &(at, v) in &inside[..n] {
+                    let weights = &taps[at + start..][..block.len()];
+                    for (s, t) in sums.iter_mut().zip(weights) {
+                        *s += v * t;
+                    }
+                }
+                block.copy_from_slice(&sums[..block.len()]);
+                start += 8;
+            }
+        }
+    }
+}
+
+/// The direct block's weight gradient, added into `out` (burn's `[c_out, 1, 3, 3]`): per
+/// image in parallel, then the images' sums added in image order.
+fn direct_weight_gradient(x: &[f32], span: &ConvSpan, g_pre: &[f32], out: &mut [f32]) {
+    let (h, w, c_out) = (span.height, span.width, span.c_out);
+    let per_image: Vec<Vec<f32>> = x
+        .par_chunks(h * w)
+        .zip(g_pre.par_chunks(h * w * c_out))
+        .map(|(image, g)| {
+            let mut sums = vec![0.0; 9 * c_out];
+            direct_image_gradient(&mut sums, image, g, [h, w, c_out]);
+            sums
+        })
+        .collect();
+    let mut total = vec![0.0f32; 9 * c_out];
+    for sums in per_image {
+        total.iter_mut().zip(&sums).for_each(|(t, s)| *t += s);
+    }
+    for (co, row) in out.chunks_mut(9).enumerate() {
+        for (tap, v) in row.iter_mut().enumerate() {
+            *v += total[tap * c_out + co];
+        }
+    }
+}
+
+simd_fn! {
+    /// One image's share of the direct weight gradient, `[9, c_out]`.
+    fn direct_image_gradient(sums: &mut [f32], image: &[f32], g: &[f32], shape: [usize; 3]) {
+        let [h, w, c_out] = shape;
+        for (p, g_row) in g.chunks(c_out).enumerate() {
+            let (y, x) = (p / w, p % w);
+            for ky in (y == 0) as usize..3 - (y + 1 == h) as usize {
+                for kx in (x == 0) as usize..3 - (x + 1 == w) as usize {
+                    let v = image[(y + ky - 1) * w + x + kx - 1];
+                    add_scaled(&mut sums[(ky * 3 + kx) * c_out..][..c_out], v, g_row);
+                }
+            }
+        }
+    }
+}
+
 /// One block forward: the pooled ReLU output `[batch, height/2, width/2, c_out]` and the tape
 /// (`None` when no backward follows).
 pub fn forward(
@@ -174,16 +283,25 @@ pub fn forward(
     buffers: &mut Buffers,
 ) -> (Vec<f32>, Option<ConvTape>) {
     let (k, c_out, pixels) = (span.patch(), span.c_out, span.pixels());
-    let mut patches = buffers.stale(batch * pixels * k);
-    unfold(x, span, batch, &mut patches);
     let mut pre = buffers.stale(batch * pixels * c_out);
-    let weight = tap_major(&params[span.weight..span.bias], span.c_in);
-    matmul(
-        &mut pre,
-        View::new(&patches, batch * pixels, k),
-        View::new(&weight, c_out, k).t(),
-        false,
-    );
+    let weight = &params[span.weight..span.bias];
+    // The tape keeps what the weight's gradient reads: the image itself when it is direct.
+    let patches = if span.is_direct() {
+        direct_forward(x, span, weight, &mut pre);
+        let mut image = buffers.stale(x.len());
+        image.copy_from_slice(x);
+        image
+    } else {
+        let mut patches = buffers.stale(batch * pixels * k);
+        unfold(x, span, batch, &mut patches);
+        matmul(
+            &mut pre,
+            View::new(&patches, batch * pixels, k),
+            View::new(&tap_major(weight, span.c_in), c_out, k).t(),
+            false,
+        );
+        patches
+    };
     let bias = &params[span.bias..span.bias + c_out];
     let (ph, pw) = span.pooled();
     let mut pooled = buffers.stale(batch * ph * pw * c_out);
@@ -294,15 +412,20 @@ pub fn backward(
     let (k, c_out, pixels) = (span.patch(), span.c_out, span.pixels());
     let mut g_pre = buffers.stale(batch * pixels * c_out);
     unpool(span, &tape, g_pooled, &mut g_pre);
-    let mut weight_grad = vec![0.0; c_out * k];
-    matmul(
-        &mut weight_grad,
-        View::new(&g_pre, batch * pixels, c_out).t(),
-        View::new(&tape.patches, batch * pixels, k),
-        false,
-    );
     let (weight_out, rest) = grads[span.weight..].split_at_mut(c_out * k);
-    add_channel_major(&weight_grad, span.c_in, weight_out);
+    if span.is_direct() {
+        assert!(!input_gradient, "a direct block is the first");
+        direct_weight_gradient(&tape.patches, span, &g_pre, weight_out);
+    } else {
+        let mut weight_grad = vec![0.0; c_out * k];
+        matmul(
+            &mut weight_grad,
+            View::new(&g_pre, batch * pixels, c_out).t(),
+            View::new(&tape.patches, batch * pixels, k),
+            false,
+        );
+        add_channel_major(&weight_grad, span.c_in, weight_out);
+    }
     let bias_grad = &mut rest[..c_out];
     for row in g_pre.chunks(c_out) {
         bias_grad.iter_mut().zip(row).for_each(|(b, v)| *b += v);

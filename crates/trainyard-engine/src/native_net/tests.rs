@@ -204,9 +204,10 @@ fn a_non_finite_loss_changes_nothing() {
     );
 }
 
-/// Two channels, an odd width (the pool drops the last column) and two blocks.
-fn convolutional() -> (Hyperparameters, Architecture) {
-    let image = [2, 6, 5];
+/// `channels` channels (one makes the first block direct), an odd width (the pool drops the
+/// last column) and two blocks.
+fn convolutional(channels: usize) -> (Hyperparameters, Architecture) {
+    let image = [channels, 6, 5];
     let (mut hp, mut arch) = setup(
         Task::Classification,
         OptimizerKind::Adam,
@@ -231,7 +232,13 @@ fn images(arch: &Architecture) -> (Vec<f32>, Vec<f32>) {
 
 #[test]
 fn a_cnn_trains_as_burn_does() {
-    let (hp, arch) = convolutional();
+    for channels in [1, 2] {
+        cnn_trains_as_burn_does(channels);
+    }
+}
+
+fn cnn_trains_as_burn_does(channels: usize) {
+    let (hp, arch) = convolutional(channels);
     let task = Task::Classification;
     let device = Device::flex().autodiff();
     let template = init_network(&arch, &device, 3);
@@ -268,7 +275,7 @@ fn a_cnn_trains_as_burn_does() {
 #[test]
 fn steps_are_the_same_with_or_without_avx2() {
     let run = || {
-        let (hp, arch) = convolutional();
+        let (hp, arch) = convolutional(1);
         let device = Device::flex().autodiff();
         let template = init_network(&arch, &device, 3);
         let mut dense =
