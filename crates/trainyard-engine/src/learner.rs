@@ -50,6 +50,21 @@ pub(crate) trait Learner {
     fn fresh_copy(&self) -> Box<dyn Learner>;
 }
 
+/// Every row's outputs, `chunk_rows` rows at a time through `forward(x, rows)`. A table's
+/// rows are already one row-major matrix, so each chunk is a slice of it, not a copy.
+pub(crate) fn outputs_by_chunk(
+    table: &Table,
+    chunk_rows: usize,
+    mut forward: impl FnMut(&[f32], usize) -> Vec<f32>,
+) -> Vec<f32> {
+    let d = table.n_features.max(1);
+    table
+        .x
+        .chunks(chunk_rows * d)
+        .flat_map(|x| forward(x, x.len() / d))
+        .collect()
+}
+
 /// Copies the rows into `x` (row-major, every entry written) and returns their targets;
 /// training rows are augmented when `augment` says so.
 pub(crate) fn gather_into(
@@ -144,16 +159,11 @@ impl Learner for BurnLearner {
     fn outputs(&self, table: &Table) -> Vec<f32> {
         let device = Device::flex();
         let inference = self.network().valid();
-        let rows: Vec<usize> = (0..table.len()).collect();
-        let mut outputs = Vec::with_capacity(table.len() * self.arch.n_outputs);
-        for chunk in rows.chunks(EVAL_BATCH) {
-            let mut x = vec![0.0; chunk.len() * table.n_features];
-            gather_into(table, chunk, None, &mut x);
-            let x = Tensor::from_data(TensorData::new(x, [chunk.len(), table.n_features]), &device);
-            let out = inference.forward(&self.arch, x, None);
-            outputs.extend(out.into_data().try_to_vec::<f32>().expect("f32 outputs"));
-        }
-        outputs
+        outputs_by_chunk(table, EVAL_BATCH, |x, rows| {
+            let x = TensorData::new(x.to_vec(), [rows, table.n_features]);
+            let out = inference.forward(&self.arch, Tensor::from_data(x, &device), None);
+            out.into_data().try_to_vec::<f32>().expect("f32 outputs")
+        })
     }
 
     fn weights(&self) -> Result<Vec<u8>, TrainError> {

@@ -16,7 +16,7 @@ use trainyard_data::Table;
 
 use crate::TrainError;
 use crate::augment::Augment;
-use crate::learner::{Learner, gather_into, load_record, record_bytes};
+use crate::learner::{Learner, gather_into, load_record, outputs_by_chunk, record_bytes};
 use crate::network::{Architecture, DropoutMasks, Network};
 use crate::neural::EVAL_BATCH;
 use buffers::Buffers;
@@ -150,19 +150,12 @@ impl Learner for DenseLearner {
         let mut buffers = Buffers::default();
         let layers = (&self.convs[..], &self.spans[..], &self.params[..]);
         let mut stack = Self::stack(layers, &self.arch, &mut buffers);
-        let rows: Vec<usize> = (0..table.len()).collect();
-        let mut outputs = Vec::with_capacity(table.len() * self.arch.n_outputs);
         let chunk_rows = if self.convs.is_empty() {
             EVAL_BATCH
         } else {
             CONV_EVAL_BATCH
         };
-        for chunk in rows.chunks(chunk_rows) {
-            let mut x = vec![0.0; chunk.len() * table.n_features];
-            gather_into(table, chunk, None, &mut x);
-            outputs.extend(stack.outputs(&x, chunk.len()));
-        }
-        outputs
+        outputs_by_chunk(table, chunk_rows, |x, rows| stack.outputs(x, rows))
     }
 
     fn weights(&self) -> Result<Vec<u8>, TrainError> {
