@@ -261,6 +261,7 @@ pub fn train_step(
     if unit {
         normalize_decoder(&mut state.sae);
     }
+    state.scratch.keep(grads);
     let n = stats.rows as u64;
     state.since_fired.iter_mut().for_each(|s| *s += n);
     for (j, &rows) in firing.iter().enumerate().filter(|(_, rows)| **rows > 0) {
