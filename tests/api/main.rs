@@ -22,6 +22,7 @@ mod test_idempotency;
 mod test_job_memory;
 mod test_language;
 mod test_paused_train;
+mod test_precision;
 mod test_predict;
 mod test_restart_survival;
 mod test_retention;

@@ -30,9 +30,10 @@ pub struct BenchArgs {
     /// loss), lm_generate (2000 tokens sampled from that network) or text_classify (the default
     /// transformer_classifier on which of five plays a line comes from), sae_relu or sae_topk
     /// (an SAE 512 -> 4096, batches of 1024 tokens) or sae_products (only the five matrix
-    /// products of that SAE's dense step: the ceiling of its speed). `benches/peers/run`
-    /// runs these alternately with their peers.
-    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "lm_speed", "lm_quality", "lm_generate", "text_classify", "sae_relu", "sae_topk", "sae_products"])]
+    /// products of that SAE's dense step: the ceiling of its speed). The `_bf16` workloads
+    /// are the networks with `precision: "bf16"`. `benches/peers/run` runs these alternately
+    /// with their peers.
+    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "mlp_b128_bf16", "mlp_b512_bf16", "cnn_bf16", "lm_speed", "lm_quality", "lm_generate", "text_classify", "sae_relu", "sae_topk", "sae_products"])]
     workload: Option<String>,
 }
 
@@ -138,16 +139,21 @@ fn run_workload(name: &str) -> anyhow::Result<Value> {
     if name.starts_with("sae_") {
         return crate::bench_sae::run(name);
     }
-    let (algorithm, overrides) = match name {
+    let (network, precision) = match name.strip_suffix("_bf16") {
+        Some(network) => (network, "bf16"),
+        None => (name, "fp32"),
+    };
+    let (algorithm, overrides) = match network {
         "mlp_b128" | "mlp_b512" => (
             Algorithm::Mlp,
             json!({"epochs": 1, "optimizer": "adamw", "hidden_layers": [256],
-                   "batch_size": if name == "mlp_b128" { 128 } else { 512 },
-                   "validation_split": 0.05, "checkpoint_seconds": 0}),
+                   "batch_size": if network == "mlp_b128" { 128 } else { 512 },
+                   "validation_split": 0.05, "checkpoint_seconds": 0, "precision": precision}),
         ),
         _ => (
             Algorithm::Cnn,
-            json!({"epochs": 1, "batch_size": 128, "validation_split": 0.05, "checkpoint_seconds": 0}),
+            json!({"epochs": 1, "batch_size": 128, "validation_split": 0.05, "checkpoint_seconds": 0,
+                   "precision": precision}),
         ),
     };
     let dataset = load_builtin("mnist")?;
@@ -172,6 +178,7 @@ fn run_workload(name: &str) -> anyhow::Result<Value> {
         "workload": name,
         "samples_per_second": epoch.samples_per_second,
         "epoch_seconds": epoch.epoch_seconds,
+        "accuracy": epoch.monitored("val_accuracy"),
         "threads": rayon_threads(),
     }))
 }

@@ -34,6 +34,17 @@ pub enum Activation {
     Sigmoid,
 }
 
+/// The number format of a network's products. `Bf16` rounds both factors of every product to
+/// bfloat16 and sums in f32 (AMX tiles where the CPU has them); weights, optimiser state and
+/// everything between the products stay f32.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+}
+
 /// Stop when the monitored validation metric has not improved by `min_delta` for `patience`
 /// epochs; the best weights are restored at the end.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +110,9 @@ pub struct Hyperparameters {
     /// takes the fastest; `batch_size` is then only the fallback.
     #[serde(default)]
     pub batch_size_auto: bool,
+    /// Defaulted when absent, so checkpoints written before it existed still load.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// Keys every gradient-trained algorithm accepts.
@@ -119,6 +133,7 @@ const GRADIENT_KEYS: &[&str] = &[
     "checkpoint_seconds",
     "nan_rollbacks",
     "memory_budget_mb",
+    "precision",
 ];
 
 impl Hyperparameters {
@@ -214,6 +229,7 @@ impl Hyperparameters {
             augment_rotate: 0.0,
             augment_erase: 0.0,
             batch_size_auto: false,
+            precision: Precision::Fp32,
         }
     }
 
@@ -276,6 +292,12 @@ impl Hyperparameters {
                     "tanh" => Activation::Tanh,
                     "gelu" => Activation::Gelu,
                     _ => Activation::Sigmoid,
+                }
+            }
+            "precision" => {
+                self.precision = match choice(key, value, &["fp32", "bf16"])? {
+                    "fp32" => Precision::Fp32,
+                    _ => Precision::Bf16,
                 }
             }
             "dropout" => self.dropout = float(key, value, 0.0, 0.9)?,

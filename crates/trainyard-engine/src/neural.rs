@@ -10,7 +10,7 @@ use burn::optim::{
     momentum::MomentumConfig,
 };
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use trainyard_core::hyperparameters::{LrSchedule, OptimizerKind};
+use trainyard_core::hyperparameters::{LrSchedule, OptimizerKind, Precision};
 use trainyard_core::{Algorithm, EpochMetrics, Hyperparameters, Task, TrainingEvent};
 use trainyard_data::{DatasetInfo, Prepared, SeededRng, Table, prepare};
 
@@ -140,6 +140,7 @@ pub(crate) fn train_network(
     let arch = Architecture::new(req.algorithm, hp, info);
     let augment = Augment::new(hp, info.image_shape);
     let resume_optimizer = req.resume.as_ref().map(|c| c.optimizer.as_slice());
+    let native = crate::native_net::handles(&arch, resume_optimizer);
     let mut learner = learner_for(&req, &arch, resume_optimizer);
     let mut state = LoopState::start(
         req.algorithm,
@@ -162,6 +163,11 @@ pub(crate) fn train_network(
         train_samples: prepared.train.len(),
         validation_samples: prepared.validation.len(),
     });
+    if hp.precision == Precision::Bf16 {
+        observer.event(TrainingEvent::Note {
+            message: crate::bf16::describe(native),
+        });
+    }
     let n_train = prepared.train.len();
     let batch = match state.batch_size {
         0 => {

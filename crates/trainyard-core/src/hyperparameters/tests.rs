@@ -137,6 +137,21 @@ fn choices_list_the_options() {
     assert!(err.message.contains("constant, cosine, step"));
     let err = resolve_err(Algorithm::Mlp, json!({"activation": "swish"}));
     assert_eq!(err.field, "activation");
+    let err = resolve_err(Algorithm::Cnn, json!({"precision": "fp16"}));
+    assert_eq!(err.field, "precision");
+    assert_eq!(err.message, "must be one of fp32, bf16, got 'fp16'");
+}
+
+#[test]
+fn networks_take_bf16_products_and_forests_do_not() {
+    use crate::hyperparameters::Precision;
+    let map = json!({"precision": "bf16"});
+    let shape = tabular(Task::Classification);
+    let hp = Hyperparameters::resolve(Algorithm::Mlp, &shape, map.as_object().unwrap()).unwrap();
+    assert_eq!(hp.precision, Precision::Bf16);
+    assert_eq!(hp.to_json(Algorithm::Mlp)["precision"], "bf16");
+    let err = resolve_err(Algorithm::RandomForest, json!({"precision": "bf16"}));
+    assert_eq!(err.field, "precision");
 }
 
 #[test]

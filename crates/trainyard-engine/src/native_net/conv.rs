@@ -7,7 +7,10 @@
 use rayon::prelude::*;
 
 use super::buffers::Buffers;
-use crate::sae::linalg::{View, matmul};
+use trainyard_core::hyperparameters::Precision;
+
+use crate::bf16::matmul_in;
+use crate::sae::linalg::View;
 use crate::simd::simd_fn;
 
 /// Where one block's weight and bias sit in the parameter vector, and its input's shape.
@@ -19,6 +22,8 @@ pub struct ConvSpan {
     pub width: usize,
     pub weight: usize,
     pub bias: usize,
+    /// The number format of the block's products.
+    pub precision: Precision,
 }
 
 impl ConvSpan {
@@ -44,7 +49,11 @@ impl ConvSpan {
 
 /// The blocks for an image `[channels, height, width]` and `channels` per block, laid out
 /// from parameter offset 0; returns them and the offset after the last.
-pub fn conv_spans(image: [usize; 3], channels: &[usize]) -> (Vec<ConvSpan>, usize) {
+pub fn conv_spans(
+    image: [usize; 3],
+    channels: &[usize],
+    precision: Precision,
+) -> (Vec<ConvSpan>, usize) {
     let [mut c_in, mut height, mut width] = image;
     let mut at = 0;
     let spans = channels
@@ -57,6 +66,7 @@ pub fn conv_spans(image: [usize; 3], channels: &[usize]) -> (Vec<ConvSpan>, usiz
                 width,
                 weight: at,
                 bias: at + c_out * c_in * 9,
+                precision,
             };
             at = span.bias + c_out;
             (c_in, height, width) = (c_out, height / 2, width / 2);
@@ -294,7 +304,8 @@ pub fn forward(
     } else {
         let mut patches = buffers.stale(batch * pixels * k);
         unfold(x, span, batch, &mut patches);
-        matmul(
+        matmul_in(
+            span.precision,
             &mut pre,
             View::new(&patches, batch * pixels, k),
             View::new(&tap_major(weight, span.c_in), c_out, k).t(),
@@ -418,7 +429,8 @@ pub fn backward(
         direct_weight_gradient(&tape.patches, span, &g_pre, weight_out);
     } else {
         let mut weight_grad = vec![0.0; c_out * k];
-        matmul(
+        matmul_in(
+            span.precision,
             &mut weight_grad,
             View::new(&g_pre, batch * pixels, c_out).t(),
             View::new(&tape.patches, batch * pixels, k),
@@ -434,7 +446,8 @@ pub fn backward(
     let input = input_gradient.then(|| {
         let weight = tap_major(&params[span.weight..span.bias], span.c_in);
         let mut g_patches = buffers.stale(batch * pixels * k);
-        matmul(
+        matmul_in(
+            span.precision,
             &mut g_patches,
             View::new(&g_pre, batch * pixels, c_out),
             View::new(&weight, c_out, k),

@@ -11,6 +11,7 @@ mod optim;
 mod pass;
 
 use burn::tensor::Device;
+use trainyard_core::hyperparameters::Precision;
 use trainyard_core::{Hyperparameters, Task};
 use trainyard_data::Table;
 
@@ -67,7 +68,7 @@ impl DenseLearner {
         task: Task,
     ) -> Self {
         let (convs, dense_start) = match arch.image_shape {
-            Some(image) => conv_spans(image, &arch.conv_channels),
+            Some(image) => conv_spans(image, &arch.conv_channels, hp.precision),
             None => (vec![], 0),
         };
         let features = convs.last().map_or(arch.n_inputs, |c| {
@@ -100,6 +101,7 @@ impl DenseLearner {
     fn stack<'a>(
         (convs, spans, params): (&'a [ConvSpan], &'a [Span], &'a [f32]),
         arch: &Architecture,
+        precision: Precision,
         buffers: &'a mut Buffers,
     ) -> Stack<'a> {
         Stack {
@@ -108,6 +110,7 @@ impl DenseLearner {
             spans,
             params,
             activation: arch.activation,
+            precision,
             buffers,
         }
     }
@@ -134,7 +137,7 @@ impl Learner for DenseLearner {
         masks: &mut DropoutMasks,
     ) -> f64 {
         let layers = (&self.convs[..], &self.spans[..], &self.params[..]);
-        let mut stack = Self::stack(layers, &self.arch, &mut self.buffers);
+        let mut stack = Self::stack(layers, &self.arch, self.hp.precision, &mut self.buffers);
         let tape = stack.forward(x, y.len(), Some((self.arch.dropout, &mut masks.rng)));
         let (value, g) = pass::loss(self.task, &tape.logits, y, true);
         // The backward runs either way, so the tape's buffers go back.
@@ -149,7 +152,7 @@ impl Learner for DenseLearner {
     fn outputs(&self, table: &Table) -> Vec<f32> {
         let mut buffers = Buffers::default();
         let layers = (&self.convs[..], &self.spans[..], &self.params[..]);
-        let mut stack = Self::stack(layers, &self.arch, &mut buffers);
+        let mut stack = Self::stack(layers, &self.arch, self.hp.precision, &mut buffers);
         let chunk_rows = if self.convs.is_empty() {
             EVAL_BATCH
         } else {

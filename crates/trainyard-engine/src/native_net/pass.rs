@@ -4,12 +4,13 @@
 //! the last. The products go through gemm; the rest is one pass per layer over the batch.
 
 use trainyard_core::Task;
-use trainyard_core::hyperparameters::Activation;
+use trainyard_core::hyperparameters::{Activation, Precision};
 use trainyard_data::SeededRng;
 
 use super::buffers::Buffers;
 use super::conv::{self, ConvSpan, ConvTape};
-use crate::sae::linalg::{View, matmul};
+use crate::bf16::matmul_in;
+use crate::sae::linalg::View;
 
 /// Where one layer's weight and bias sit in the parameter vector.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,6 +59,7 @@ pub struct Stack<'a> {
     pub spans: &'a [Span],
     pub params: &'a [f32],
     pub activation: Activation,
+    pub precision: Precision,
     pub buffers: &'a mut Buffers,
 }
 
@@ -66,7 +68,8 @@ impl Stack<'_> {
     fn affine(&mut self, s: &Span, h: &[f32], rows: usize) -> Vec<f32> {
         let mut z = self.buffers.stale(rows * s.d_out);
         let weight = &self.params[s.weight..s.bias];
-        matmul(
+        matmul_in(
+            self.precision,
             &mut z,
             View::new(h, rows, s.d_in),
             View::new(weight, s.d_in, s.d_out),
@@ -181,7 +184,8 @@ impl Stack<'_> {
         for (l, s) in self.spans.iter().enumerate().rev() {
             let (weight_grad, rest) = grads[s.weight..].split_at_mut(s.d_in * s.d_out);
             let input = tape.inputs.pop().expect("one input per layer");
-            matmul(
+            matmul_in(
+                self.precision,
                 weight_grad,
                 View::new(&input, rows, s.d_in).t(),
                 View::new(&g, rows, s.d_out),
@@ -196,7 +200,8 @@ impl Stack<'_> {
                 break;
             }
             let mut gh = self.buffers.stale(rows * s.d_in);
-            matmul(
+            matmul_in(
+                self.precision,
                 &mut gh,
                 View::new(&g, rows, s.d_out),
                 View::new(&self.params[s.weight..s.bias], s.d_in, s.d_out).t(),

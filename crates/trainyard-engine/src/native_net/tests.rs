@@ -296,3 +296,44 @@ fn steps_are_the_same_with_or_without_avx2() {
     crate::simd::baseline_only();
     assert!(run() == wide, "the baseline path differs");
 }
+
+/// With `precision: "bf16"` the products round their factors: the run stays close to the f32
+/// run without being it, and a resumed run continues on the same bits.
+#[test]
+fn a_bf16_cnn_trains_close_to_f32_and_resumes_bit_for_bit() {
+    let (mut hp, arch) = convolutional(2);
+    let task = Task::Classification;
+    let device = Device::flex().autodiff();
+    let template = init_network(&arch, &device, 3);
+    let mut f32_run = DenseLearner::new(template.clone(), &device, &hp, &arch, task);
+    hp.precision = trainyard_core::hyperparameters::Precision::Bf16;
+    let learner = || DenseLearner::new(template.clone(), &device, &hp, &arch, task);
+    let (mut whole, mut resumed) = (learner(), learner());
+    let (x, y) = images(&arch);
+    let masks = |step| DropoutMasks {
+        rng: SeededRng::derive(9, step),
+    };
+    for step in 0..4 {
+        let a = f32_run.step(x.clone(), &y, 0.01, &mut masks(step));
+        let b = whole.step(x.clone(), &y, 0.01, &mut masks(step));
+        assert!(
+            (a - b).abs() < 0.02 * a.abs(),
+            "step {step}: loss {a} vs {b}"
+        );
+        if step == 1 {
+            resumed.load_weights(&whole.weights().unwrap()).unwrap();
+            resumed
+                .load_optimizer_state(&whole.optimizer_state().unwrap())
+                .unwrap();
+        }
+        if step >= 2 {
+            let c = resumed.step(x.clone(), &y, 0.01, &mut masks(step));
+            assert_eq!(b.to_bits(), c.to_bits(), "resumed, step {step}");
+        }
+    }
+    let (a, b) = (flat(&f32_run, &template), flat(&whole, &template));
+    let largest = largest_difference(&a, &b);
+    assert!(largest > 0.0, "the bf16 run rounded nothing");
+    assert!(largest < 5e-3, "weights differ by up to {largest}");
+    assert_eq!(flat(&whole, &template), flat(&resumed, &template));
+}

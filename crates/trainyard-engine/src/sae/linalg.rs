@@ -7,11 +7,11 @@ use rayon::prelude::*;
 /// A matrix view: `rows x cols` over `data` with element `(r, c)` at `r * rs + c * cs`.
 #[derive(Clone, Copy)]
 pub struct View<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: isize,
-    cs: isize,
+    pub(crate) data: &'a [f32],
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) rs: isize,
+    pub(crate) cs: isize,
 }
 
 impl<'a> View<'a> {
