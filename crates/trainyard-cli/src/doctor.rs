@@ -274,7 +274,7 @@ fn cpu_features() -> Check {
         })
         .unwrap_or_default();
     let has = |f: &str| flags.iter().any(|x| x == f);
-    let present: Vec<&str> = ["avx2", "fma", "avx512f", "amx_tile"]
+    let present: Vec<&str> = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"]
         .into_iter()
         .filter(|f| has(f))
         .collect();
@@ -282,7 +282,7 @@ fn cpu_features() -> Check {
         "{} ({})",
         std::env::consts::ARCH,
         if present.is_empty() {
-            "none of avx2, fma, avx512f, amx".to_string()
+            "none of avx2, fma, avx512f, avx512_bf16, amx_bf16".to_string()
         } else {
             present.join(", ")
         }

@@ -4,7 +4,10 @@
 
 use std::sync::OnceLock;
 
-use super::pack::{BLOCK, Packed, TILE, TILE_K, TILE_LINES};
+use super::pack::{BLOCK, Packed, TILE_BYTES, TILE_LINES};
+
+/// Bytes in a tile's row: 16 pairs of bf16.
+const ROW_BYTES: usize = 64;
 
 /// Whether this CPU has AMX with bf16 and the kernel granted this process its tile state.
 pub fn available() -> bool {
@@ -78,7 +81,7 @@ impl Tiles {
             rows: [0; 16],
         };
         for tile in 0..8 {
-            config.bytes_per_row[tile] = (TILE_K * 2) as u16;
+            config.bytes_per_row[tile] = ROW_BYTES as u16;
             config.rows[tile] = 16;
         }
         // SAFETY: only reached when `available()`: the CPU has AMX and the process may use it.
@@ -107,8 +110,14 @@ pub fn block(
 ) {
     assert_eq!(left.k_tiles, right.k_tiles, "inner dimensions");
     assert!(left.k_tiles > 0);
-    let (a0, a1) = (left.tiles(2 * row_block), left.tiles(2 * row_block + 1));
-    let (b0, b1) = (right.tiles(2 * col_block), right.tiles(2 * col_block + 1));
+    let (a0, a1) = (
+        left.tiles(2 * row_block).as_ptr(),
+        left.tiles(2 * row_block + 1).as_ptr(),
+    );
+    let (b0, b1) = (
+        right.tiles(2 * col_block).as_ptr(),
+        right.tiles(2 * col_block + 1).as_ptr(),
+    );
     let row_bytes = BLOCK * 4;
     let c = out.as_mut_ptr();
     // SAFETY: the caller holds a `Tiles` (configured); every load reads `k_tiles` whole tiles
@@ -148,9 +157,9 @@ pub fn block(
             b1 = inout(reg) b1 => _,
             n = inout(reg) left.k_tiles => _,
             c = inout(reg) c => _,
-            tile_row = in(reg) TILE_K * 2,
+            tile_row = in(reg) ROW_BYTES,
             row_bytes = in(reg) row_bytes,
-            tile_bytes = const TILE * 2,
+            tile_bytes = const TILE_BYTES,
             lower_left = const TILE_LINES * BLOCK * 4 - 64,
             options(nostack),
         );

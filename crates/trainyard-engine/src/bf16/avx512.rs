@@ -1,9 +1,10 @@
 //! AVX-512 BF16: `vdpbf16ps` adds, in each of 16 f32 lanes, the products of a pair of bf16 from
-//! each operand. A right tile's row is exactly one operand (16 columns, each with two
-//! consecutive `k`); a left row's pair is broadcast to every lane. Each 32 x 32 block is four
-//! 8 x 32 strips, each summed in 16 registers over the whole depth, pairs in order.
+//! each operand. A right tile's row is exactly one operand (16 columns, each with a pair of
+//! `k`); a left row's pair is broadcast to every lane. Each 32 x 32 block is up to four 8 x 32
+//! strips, each summed in registers over the depth, pairs in order. Padding is skipped: strips
+//! past the last row, the second 16 columns past the last column, pairs past the depth.
 
-use super::pack::{BLOCK, Packed, TILE, TILE_K, TILE_LINES};
+use super::pack::{BLOCK, Packed, TILE, TILE_LINES, TILE_PAIRS};
 
 /// Rows of a strip: 8 rows x 2 registers of 16 columns keep 16 sums in registers.
 const STRIP: usize = 8;
@@ -21,7 +22,7 @@ pub fn available() -> bool {
 }
 
 /// The 32 x 32 block (`row_block`, `col_block`) of `left @ right` into `out` (row-major,
-/// 32 wide).
+/// 32 wide); rows and columns past the factors' lines are left as they were.
 pub fn block(
     left: &Packed<'_>,
     right: &Packed<'_>,
@@ -31,79 +32,82 @@ pub fn block(
 ) {
     assert_eq!(left.k_tiles, right.k_tiles, "inner dimensions");
     assert!(available(), "AVX-512 BF16 products on a CPU without them");
-    let tiles = left.k_tiles * TILE;
-    let right0 = &right.data[2 * col_block * tiles..][..tiles];
-    let right1 = &right.data[(2 * col_block + 1) * tiles..][..tiles];
-    for half in 0..2 {
-        let rows = &left.data[(2 * row_block + half) * tiles..][..tiles];
-        for strip in 0..TILE_LINES / STRIP {
-            let first = half * TILE_LINES + strip * STRIP;
-            let out = &mut out[first * BLOCK..][..STRIP * BLOCK];
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `available()` checked the CPU's features above.
-            unsafe {
-                x86::strip(rows, strip * STRIP, right0, right1, left.k_tiles, out)
-            };
+    let rows = left.lines - row_block * BLOCK;
+    let columns = right.lines - col_block * BLOCK;
+    let right0 = right.tiles(2 * col_block);
+    let right1 = (columns > TILE_LINES).then(|| right.tiles(2 * col_block + 1));
+    for first in (0..rows.min(BLOCK)).step_by(STRIP) {
+        let (half, within) = (first / TILE_LINES, first % TILE_LINES);
+        let strip = Strip {
+            left: left.tiles(2 * row_block + half),
+            first: within,
+            pairs: left.pairs,
+        };
+        let out = &mut out[first * BLOCK..][..STRIP * BLOCK];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available()` checked the CPU's features above.
+        unsafe {
+            match right1 {
+                Some(right1) => x86::strip::<2>(&strip, [right0, right1], out),
+                None => x86::strip::<1>(&strip, [right0], out),
+            }
         }
     }
+}
+
+/// Eight rows of a left factor's tiles: rows `first..first + 8` of `left`, whose first `pairs`
+/// pairs of `k` are real.
+struct Strip<'a> {
+    left: &'a [u32],
+    first: usize,
+    pairs: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{STRIP, TILE, TILE_K, TILE_LINES};
+    use super::{STRIP, Strip, TILE, TILE_LINES, TILE_PAIRS};
 
-    /// Sums rows `first..first + 8` of the left tiles `rows` against the 32 columns of
-    /// `right0` and `right1` over `k_tiles` tiles into `out` (8 rows of 32).
+    /// Sums `strip` against `COLS` x 16 columns of right tiles into `out` (8 rows of 32).
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn strip(
-        rows: &[u16],
-        first: usize,
-        right0: &[u16],
-        right1: &[u16],
-        k_tiles: usize,
+    pub unsafe fn strip<const COLS: usize>(
+        strip: &Strip<'_>,
+        right: [&[u32]; COLS],
         out: &mut [f32],
     ) {
-        let mut sums = [[_mm512_setzero_ps(); 2]; STRIP];
-        for tile in 0..k_tiles {
-            let a = &rows[tile * TILE + first * TILE_K..][..STRIP * TILE_K];
-            let (b0, b1) = (
-                &right0[tile * TILE..][..TILE],
-                &right1[tile * TILE..][..TILE],
-            );
-            for pair in 0..TILE_LINES {
-                // SAFETY: each slice above holds a whole tile, 16 rows of 32 bf16 (64 bytes).
-                let (v0, v1) = unsafe {
-                    (
-                        load_pairs(b0.as_ptr().add(pair * TILE_K)),
-                        load_pairs(b1.as_ptr().add(pair * TILE_K)),
-                    )
-                };
+        let mut sums = [[_mm512_setzero_ps(); COLS]; STRIP];
+        for tile in 0..strip.pairs.div_ceil(TILE_PAIRS) {
+            let pairs = (strip.pairs - tile * TILE_PAIRS).min(TILE_PAIRS);
+            let a = &strip.left[tile * TILE + strip.first * TILE_PAIRS..][..STRIP * TILE_PAIRS];
+            let b = right.map(|r| &r[tile * TILE..][..TILE]);
+            for pair in 0..pairs {
+                let mut columns = [_mm512_setzero_si512(); COLS];
+                for (column, b) in columns.iter_mut().zip(b) {
+                    // SAFETY: a right tile holds 16 rows of 16 pairs; `pair` < 16.
+                    *column =
+                        unsafe { _mm512_loadu_si512(b.as_ptr().add(pair * TILE_LINES).cast()) };
+                }
                 for (row, sum) in sums.iter_mut().enumerate() {
-                    let at = row * TILE_K + 2 * pair;
-                    let both = u32::from(a[at]) | u32::from(a[at + 1]) << 16;
-                    // SAFETY: a bit cast between two 64-byte vector types.
-                    let broadcast: __m512bh =
-                        unsafe { std::mem::transmute(_mm512_set1_epi32(both as i32)) };
-                    sum[0] = _mm512_dpbf16_ps(sum[0], broadcast, v0);
-                    sum[1] = _mm512_dpbf16_ps(sum[1], broadcast, v1);
+                    let broadcast = _mm512_set1_epi32(a[row * TILE_PAIRS + pair] as i32);
+                    for (sum, column) in sum.iter_mut().zip(columns) {
+                        *sum = _mm512_dpbf16_ps(*sum, bf16s(broadcast), bf16s(column));
+                    }
                 }
             }
         }
         for (row, sum) in sums.iter().enumerate() {
-            // SAFETY: `out` holds 8 rows of 32 floats.
-            unsafe {
-                _mm512_storeu_ps(out.as_mut_ptr().add(row * 32), sum[0]);
-                _mm512_storeu_ps(out.as_mut_ptr().add(row * 32 + 16), sum[1]);
+            for (column, sum) in sum.iter().enumerate() {
+                // SAFETY: `out` holds 8 rows of 32 floats; `column` < 2.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(row * 32 + column * 16), *sum) };
             }
         }
     }
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn load_pairs(at: *const u16) -> __m512bh {
-        // SAFETY: the caller passes 64 readable bytes.
-        unsafe { std::mem::transmute(_mm512_loadu_si512(at.cast())) }
+    fn bf16s(v: __m512i) -> __m512bh {
+        // SAFETY: a bit cast between two 64-byte vector types.
+        unsafe { std::mem::transmute(v) }
     }
 }

@@ -150,3 +150,55 @@ fn rounding_to_bf16_is_to_nearest_with_ties_to_even() {
         "past bf16's largest finite"
     );
 }
+
+/// Not a test: the time of each kernel on the reference MLP's products, against f32 (run with
+/// `cargo test --release -p trainyard-engine bf16::tests::timings -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn timings() {
+    let shapes = [
+        (512, 784, 256, false),
+        (784, 512, 256, true),
+        (512, 256, 10, false),
+        (128, 784, 256, false),
+        (784, 128, 256, true),
+    ];
+    for (m, k, n, left_transposed) in shapes {
+        let (a, b) = (matrix(m, k, 5), matrix(k, n, 6));
+        let a_view = if left_transposed {
+            View::new(&a, k, m).t()
+        } else {
+            View::new(&a, m, k)
+        };
+        let b_view = View::new(&b, k, n);
+        let mut out = vec![0.0; m * n];
+        let time = |f: &mut dyn FnMut(&mut [f32])| {
+            let mut out = out.clone();
+            f(&mut out);
+            let started = std::time::Instant::now();
+            for _ in 0..50 {
+                f(&mut out);
+            }
+            started.elapsed().as_secs_f64() / 50.0 * 1e6
+        };
+        let f32_us = time(&mut |o| linalg::matmul(o, a_view, b_view, false));
+        let mut line = format!("{m}x{k}x{n} (a^T {left_transposed}): f32 {f32_us:.0} us");
+        for kernel in Kernel::available() {
+            let us = time(&mut |o| matmul_on(kernel, o, a_view, b_view, false));
+            line += &format!(", {kernel:?} {us:.0} us");
+        }
+        let pack_us = time(&mut |_| {
+            pack::with_packed(a_view, pack::Side::Left, |p| {
+                std::hint::black_box(p.data.len());
+            })
+        });
+        let pack_b_us = time(&mut |_| {
+            pack::with_packed(b_view, pack::Side::Right, |p| {
+                std::hint::black_box(p.data.len());
+            })
+        });
+        line += &format!(" (packing a {pack_us:.0} us, b {pack_b_us:.0} us)");
+        out[0] = 0.0;
+        eprintln!("{line}");
+    }
+}

@@ -212,12 +212,20 @@ fn direct_forward(x: &[f32], span: &ConvSpan, weight: &[f32], pre: &mut [f32]) {
 
 simd_fn! {
     /// One image's single-channel convolution: each output pixel's channels as a sum over
-    /// the taps inside the image, taken in tap order.
+    /// the taps inside the image, taken in tap order. Interior pixels (all nine taps inside)
+    /// go through `direct_interior` in groups of eight channels; this loop takes the border
+    /// and any channels past the last whole group, with the same sums in the same order.
     fn direct_image(out: &mut [f32], image: &[f32], taps: &[f32], shape: [usize; 3]) {
         let [h, w, c_out] = shape;
+        let grouped = c_out / 8 * 8;
         let mut inside = [(0usize, 0.0f32); 9];
         for (p, row) in out.chunks_mut(c_out).enumerate() {
             let (y, x) = (p / w, p % w);
+            let interior = y > 0 && x > 0 && y + 1 < h && x + 1 < w;
+            let first = if interior { grouped } else { 0 };
+            if first == c_out {
+                continue;
+            }
             let mut n = 0;
             for ky in (y == 0) as usize..3 - (y + 1 == h) as usize {
                 for kx in (x == 0) as usize..3 - (x + 1 == w) as usize {
@@ -226,8 +234,8 @@ simd_fn! {
                 }
             }
             // Eight channels at a time summed over the taps, held in one register.
-            let mut start = 0;
-            for block in row.chunks_mut(8) {
+            let mut start = first;
+            for block in row[first..].chunks_mut(8) {
                 let mut sums = [0.0f32; 8];
                 for &(at, v) in &inside[..n] {
                     let weights = &taps[at + start..][..block.len()];
@@ -238,6 +246,34 @@ simd_fn! {
                 block.copy_from_slice(&sums[..block.len()]);
                 start += 8;
             }
+        }
+        for group in 0..grouped / 8 {
+            direct_interior(out, image, taps, shape, group);
+        }
+    }
+}
+
+/// Channels `group * 8..` of every interior pixel: the group's nine taps stay in registers
+/// while the loop walks the pixels.
+#[inline(always)]
+fn direct_interior(out: &mut [f32], image: &[f32], taps: &[f32], shape: [usize; 3], group: usize) {
+    let [h, w, c_out] = shape;
+    let weights: [[f32; 8]; 9] = std::array::from_fn(|tap| {
+        taps[tap * c_out + group * 8..][..8]
+            .try_into()
+            .expect("eight channels")
+    });
+    for y in 1..h.saturating_sub(1) {
+        let rows = &image[(y - 1) * w..][..3 * w];
+        for x in 1..w - 1 {
+            let mut sums = [0.0f32; 8];
+            for (tap, weights) in weights.iter().enumerate() {
+                let v = rows[(tap / 3) * w + x + tap % 3 - 1];
+                for (s, t) in sums.iter_mut().zip(weights) {
+                    *s += v * t;
+                }
+            }
+            out[(y * w + x) * c_out + group * 8..][..8].copy_from_slice(&sums);
         }
     }
 }
@@ -485,4 +521,51 @@ fn transpose_each(x: &[f32], rows: usize, cols: usize, buffers: &mut Buffers) ->
             }
         });
     out
+}
+
+#[cfg(test)]
+mod direct_tests {
+    use super::direct_image;
+
+    /// Each pixel's channels summed over its inside taps in tap order, one channel at a time.
+    fn reference(image: &[f32], taps: &[f32], [h, w, c_out]: [usize; 3]) -> Vec<f32> {
+        let mut out = vec![0.0f32; h * w * c_out];
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..c_out {
+                    let mut sum = 0.0f32;
+                    for tap in 0..9 {
+                        let (iy, ix) = ((y + tap / 3) as isize - 1, (x + tap % 3) as isize - 1);
+                        if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                            let v = image[iy as usize * w + ix as usize];
+                            sum += v * taps[tap * c_out + c];
+                        }
+                    }
+                    out[(y * w + x) * c_out + c] = sum;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_direct_convolution_sums_each_pixels_taps_in_order() {
+        // 16 channels: two whole groups; 12: a group and four left over; tiny images: no
+        // interior at all.
+        for shape in [[28, 28, 16], [9, 7, 12], [2, 3, 16], [1, 1, 8], [5, 5, 3]] {
+            let [h, w, c_out] = shape;
+            let value = |i: usize| ((i * 2_654_435_761) % 1000) as f32 / 250.0 - 2.0;
+            let image: Vec<f32> = (0..h * w).map(value).collect();
+            let taps: Vec<f32> = (0..9 * c_out).map(|i| value(i + 7) * 0.3).collect();
+            let mut out = vec![f32::NAN; h * w * c_out];
+            direct_image(&mut out, &image, &taps, shape);
+            let expected = reference(&image, &taps, shape);
+            assert!(
+                out.iter()
+                    .zip(&expected)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{shape:?}"
+            );
+        }
+    }
 }
