@@ -7,6 +7,7 @@
 
 mod buffers;
 mod conv;
+mod direct;
 mod optim;
 mod pass;
 
