@@ -114,6 +114,8 @@ fn cached_decoding_gives_the_networks_logits_with_and_without_biases() {
 
 /// A Python with numpy, safetensors and tokenizers: a venv of pinned versions under the build
 /// directory, made on first use. None (a loud skip, a failure in CI) when it cannot be made.
+/// Tests run in parallel processes, so each builds in a folder of its own and renames it into
+/// place: the first to finish wins, and no process sees a half-made venv.
 fn numpy_python() -> Option<PathBuf> {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("numpy-venv");
     let python = venv.join("bin/python");
@@ -126,17 +128,21 @@ fn numpy_python() -> Option<PathBuf> {
     if ready(&python) {
         return Some(python);
     }
+    let staging = venv.with_extension(format!("staging-{}", std::process::id()));
     eprintln!(
         "creating {} (numpy, safetensors, tokenizers)",
         venv.display()
     );
+    let _ = std::fs::remove_dir_all(&staging);
     let made = Command::new("python3")
         .args(["-m", "venv"])
-        .arg(&venv)
+        .arg(&staging)
         .status()
         .is_ok_and(|s| s.success())
-        && Command::new(venv.join("bin/pip"))
+        && Command::new(staging.join("bin/python"))
             .args([
+                "-m",
+                "pip",
                 "install",
                 "-q",
                 "numpy==2.2.6",
@@ -145,7 +151,13 @@ fn numpy_python() -> Option<PathBuf> {
             ])
             .status()
             .is_ok_and(|s| s.success());
-    (made && ready(&python)).then_some(python)
+    if made && !ready(&python) {
+        // A venv left half-made by an interrupted run is replaced.
+        let _ = std::fs::remove_dir_all(&venv);
+        let _ = std::fs::rename(&staging, &venv);
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    ready(&python).then_some(python)
 }
 
 #[test]

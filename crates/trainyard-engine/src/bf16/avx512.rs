@@ -8,6 +8,9 @@ use super::pack::{BLOCK, Packed, TILE, TILE_LINES, TILE_PAIRS};
 
 /// Rows of a strip: 8 rows x 2 registers of 16 columns keep 16 sums in registers.
 const STRIP: usize = 8;
+/// Tiles of depth per chunk: 16 KiB of the band's left tiles and 16 KiB of the right ones stay
+/// in L1 together.
+const CHUNK_TILES: usize = 8;
 
 /// Whether this CPU has AVX-512 with BF16.
 pub fn available() -> bool {
@@ -36,31 +39,38 @@ pub fn block(
     let columns = right.lines - col_block * BLOCK;
     let right0 = right.tiles(2 * col_block);
     let right1 = (columns > TILE_LINES).then(|| right.tiles(2 * col_block + 1));
-    for first in (0..rows.min(BLOCK)).step_by(STRIP) {
-        let (half, within) = (first / TILE_LINES, first % TILE_LINES);
-        let strip = Strip {
-            left: left.tiles(2 * row_block + half),
-            first: within,
-            pairs: left.pairs,
-        };
-        let out = &mut out[first * BLOCK..][..STRIP * BLOCK];
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `available()` checked the CPU's features above.
-        unsafe {
-            match right1 {
-                Some(right1) => x86::strip::<2>(&strip, [right0, right1], out),
-                None => x86::strip::<1>(&strip, [right0], out),
+    let k_tiles = left.pairs.div_ceil(TILE_PAIRS);
+    // The depth in chunks whose left and right tiles fit in L1 together; each strip's sums
+    // carry from one chunk to the next through `out`, so they take the pairs in order.
+    for start in (0..k_tiles).step_by(CHUNK_TILES) {
+        for first in (0..rows.min(BLOCK)).step_by(STRIP) {
+            let (half, within) = (first / TILE_LINES, first % TILE_LINES);
+            let strip = Strip {
+                left: left.tiles(2 * row_block + half),
+                first: within,
+                pairs: left.pairs,
+                tiles: start..(start + CHUNK_TILES).min(k_tiles),
+            };
+            let out = &mut out[first * BLOCK..][..STRIP * BLOCK];
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `available()` checked the CPU's features above.
+            unsafe {
+                match right1 {
+                    Some(right1) => x86::strip::<2>(&strip, [right0, right1], out),
+                    None => x86::strip::<1>(&strip, [right0], out),
+                }
             }
         }
     }
 }
 
 /// Eight rows of a left factor's tiles: rows `first..first + 8` of `left`, whose first `pairs`
-/// pairs of `k` are real.
+/// pairs of `k` are real, over `tiles` (the first chunk starts the sums, later ones add on).
 struct Strip<'a> {
     left: &'a [u32],
     first: usize,
     pairs: usize,
+    tiles: std::ops::Range<usize>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -77,7 +87,15 @@ mod x86 {
         out: &mut [f32],
     ) {
         let mut sums = [[_mm512_setzero_ps(); COLS]; STRIP];
-        for tile in 0..strip.pairs.div_ceil(TILE_PAIRS) {
+        if strip.tiles.start > 0 {
+            for (row, sum) in sums.iter_mut().enumerate() {
+                for (column, sum) in sum.iter_mut().enumerate() {
+                    // SAFETY: `out` holds 8 rows of 32 floats; `column` < 2.
+                    *sum = unsafe { _mm512_loadu_ps(out.as_ptr().add(row * 32 + column * 16)) };
+                }
+            }
+        }
+        for tile in strip.tiles.clone() {
             let pairs = (strip.pairs - tile * TILE_PAIRS).min(TILE_PAIRS);
             let a = &strip.left[tile * TILE + strip.first * TILE_PAIRS..][..STRIP * TILE_PAIRS];
             let b = right.map(|r| &r[tile * TILE..][..TILE]);

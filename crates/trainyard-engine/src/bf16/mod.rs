@@ -101,32 +101,45 @@ fn matmul_on(kernel: Kernel, out: &mut [f32], a: View<'_>, b: View<'_>, accumula
     }
 }
 
-/// Both factors packed as tiles (the layout both `tdpbf16ps` and `vdpbf16ps` read), then each
-/// 32-row band of `out` is one task that walks its 32 x 32 blocks.
+/// Both factors packed as tiles (the layout both `tdpbf16ps` and `vdpbf16ps` read): the right
+/// one whole, then each 32-row band of `out` is one task that packs its 32 rows of the left
+/// factor (so they are packed by the thread that reads them, and stay in its cache) and walks
+/// the band's 32 x 32 blocks.
 fn on_packed(kernel: Kernel, out: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool) {
     let (m, n) = (a.rows, b.cols);
-    pack::with_packed(a, Side::Left, |left| {
-        pack::with_packed(b, Side::Right, |right| {
-            let band = |(row_block, rows): (usize, &mut [f32])| {
+    pack::with_packed(b, Side::Right, |right| {
+        let band = |(row_block, rows): (usize, &mut [f32])| {
+            pack::with_packed(band_of(a, row_block), Side::Left, |left| {
                 let _tiles = (kernel == Kernel::Amx).then(amx::Tiles::configure);
                 let mut block = [0.0f32; BLOCK * BLOCK];
                 for col_block in 0..n.div_ceil(BLOCK) {
                     if kernel == Kernel::Amx {
-                        amx::block(left, right, row_block, col_block, &mut block);
+                        amx::block(left, right, 0, col_block, &mut block);
                     } else {
-                        avx512::block(left, right, row_block, col_block, &mut block);
+                        avx512::block(left, right, 0, col_block, &mut block);
                     }
                     write_block(&block, rows, n, col_block, accumulate);
                 }
-            };
-            let bands = out.par_chunks_mut(BLOCK * n).enumerate();
-            if m * a.cols * n >= 1 << 16 {
-                bands.for_each(band);
-            } else {
-                bands.collect::<Vec<_>>().into_iter().for_each(band);
-            }
-        })
+            })
+        };
+        let bands = out.par_chunks_mut(BLOCK * n).enumerate();
+        if m * a.cols * n >= 1 << 16 {
+            bands.for_each(band);
+        } else {
+            bands.collect::<Vec<_>>().into_iter().for_each(band);
+        }
     });
+}
+
+/// Rows `32 * row_block..` of `view`, at most 32.
+fn band_of(view: View<'_>, row_block: usize) -> View<'_> {
+    let first = row_block * BLOCK;
+    let offset = first * usize::try_from(view.rs).expect("views have non-negative strides");
+    View {
+        data: &view.data[offset..],
+        rows: (view.rows - first).min(BLOCK),
+        ..view
+    }
 }
 
 /// Copies (or adds) the valid part of a 32 x 32 block into a band of `out`'s rows.

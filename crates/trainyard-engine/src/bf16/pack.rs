@@ -133,9 +133,18 @@ fn pack(src: &Source<'_>, side: Side, data: &mut Vec<u32>) -> usize {
     let tile_lines = src.lines.div_ceil(BLOCK) * 2;
     data.clear();
     data.resize(tile_lines * k_tiles * TILE, 0);
-    data.par_chunks_mut(k_tiles * TILE)
-        .enumerate()
-        .for_each(|(tile_line, tiles)| fill(src, side, tile_line * TILE_LINES, tiles));
+    let fill_lines =
+        |(tile_line, tiles): (usize, &mut [u32])| fill(src, side, tile_line * TILE_LINES, tiles);
+    if tile_lines > 2 {
+        data.par_chunks_mut(k_tiles * TILE)
+            .enumerate()
+            .for_each(fill_lines);
+    } else {
+        // One band's rows: packed by the task that multiplies them.
+        data.chunks_mut(k_tiles * TILE)
+            .enumerate()
+            .for_each(fill_lines);
+    }
     k_tiles
 }
 
