@@ -16,7 +16,14 @@ use trainyard_core::hyperparameters::Precision;
 use crate::sae::linalg::{self, View};
 use pack::{BLOCK, Side};
 
-/// `out = a @ b` (or `+=` when `accumulate`) in `precision`.
+/// The smallest depth and width a product needs to run in bf16. Packing costs one conversion
+/// per element of the left factor whatever the width, so a product only a few columns wide or
+/// deep (the MLP's 10-class output, a CNN's 32-channel convolutions) measured slower in bf16
+/// than in f32 (`tests::timings`: 25088 x 144 x 32 took 2.4x gemm's f32 time); those stay f32.
+pub const MIN_SIDE: usize = 64;
+
+/// `out = a @ b` (or `+=` when `accumulate`) in `precision`: in bf16 when the product is at
+/// least `MIN_SIDE` deep and wide, else in f32.
 pub fn matmul_in(
     precision: Precision,
     out: &mut [f32],
@@ -25,8 +32,10 @@ pub fn matmul_in(
     accumulate: bool,
 ) {
     match precision {
-        Precision::Fp32 => linalg::matmul(out, a, b, accumulate),
-        Precision::Bf16 => matmul(out, a, b, accumulate),
+        Precision::Bf16 if a.cols >= MIN_SIDE && b.cols >= MIN_SIDE => {
+            matmul(out, a, b, accumulate)
+        }
+        _ => linalg::matmul(out, a, b, accumulate),
     }
 }
 

@@ -162,6 +162,10 @@ fn timings() {
         (512, 256, 10, false),
         (128, 784, 256, false),
         (784, 128, 256, true),
+        (25088, 144, 32, false),
+        (144, 25088, 32, true),
+        (25088, 32, 144, false),
+        (128, 1568, 128, false),
     ];
     for (m, k, n, left_transposed) in shapes {
         let (a, b) = (matrix(m, k, 5), matrix(k, n, 6));

@@ -301,7 +301,11 @@ fn steps_are_the_same_with_or_without_avx2() {
 /// run without being it, and a resumed run continues on the same bits.
 #[test]
 fn a_bf16_cnn_trains_close_to_f32_and_resumes_bit_for_bit() {
-    let (mut hp, arch) = convolutional(2);
+    // Wide enough that the second convolution and the dense layer run in bf16 (`MIN_SIDE`).
+    let (mut hp, mut arch) = convolutional(2);
+    hp.conv_channels = vec![8, 64];
+    arch.conv_channels = vec![8, 64];
+    arch.hidden = vec![64];
     let task = Task::Classification;
     let device = Device::flex().autodiff();
     let template = init_network(&arch, &device, 3);
@@ -334,6 +338,14 @@ fn a_bf16_cnn_trains_close_to_f32_and_resumes_bit_for_bit() {
     let (a, b) = (flat(&f32_run, &template), flat(&whole, &template));
     let largest = largest_difference(&a, &b);
     assert!(largest > 0.0, "the bf16 run rounded nothing");
-    assert!(largest < 5e-3, "weights differ by up to {largest}");
+    // Adam moves a weight by about the learning rate whatever its gradient's size, so a tiny
+    // gradient whose sign rounding flips can put one weight 2 x 0.01 per step apart; on
+    // average the runs stay far closer.
+    assert!(
+        largest < 2.0 * 0.01 * 4.0,
+        "weights differ by up to {largest}"
+    );
+    let mean = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32;
+    assert!(mean < 2e-3, "weights differ by {mean} on average");
     assert_eq!(flat(&whole, &template), flat(&resumed, &template));
 }
