@@ -31,9 +31,10 @@ pub struct BenchArgs {
     /// transformer_classifier on which of five plays a line comes from), sae_relu or sae_topk
     /// (an SAE 512 -> 4096, batches of 1024 tokens) or sae_products (only the five matrix
     /// products of that SAE's dense step: the ceiling of its speed). The `_bf16` workloads
-    /// are the networks with `precision: "bf16"`. `benches/peers/run` runs these alternately
+    /// are the networks with `precision: "bf16"`; bf16_products times the networks' products
+    /// in f32 and in bf16 on this CPU (no peer). `benches/peers/run` runs these alternately
     /// with their peers.
-    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "mlp_b128_bf16", "mlp_b512_bf16", "cnn_bf16", "lm_speed", "lm_quality", "lm_generate", "text_classify", "sae_relu", "sae_topk", "sae_products"])]
+    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "mlp_b128_bf16", "mlp_b512_bf16", "cnn_bf16", "lm_speed", "lm_quality", "lm_generate", "text_classify", "sae_relu", "sae_topk", "sae_products", "bf16_products"])]
     workload: Option<String>,
 }
 
@@ -135,6 +136,9 @@ fn run_workload(name: &str) -> anyhow::Result<Value> {
     }
     if name == "sae_products" {
         return Ok(crate::bench_sae::products());
+    }
+    if name == "bf16_products" {
+        return Ok(crate::bench_bf16::products());
     }
     if name.starts_with("sae_") {
         return crate::bench_sae::run(name);

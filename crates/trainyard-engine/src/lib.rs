@@ -7,7 +7,7 @@
 pub mod anomaly;
 mod augment;
 mod batch_probe;
-mod bf16;
+pub mod bf16;
 mod checkpoint;
 mod container;
 pub mod family;

@@ -19,7 +19,8 @@ use pack::{BLOCK, Side};
 /// The smallest depth and width a product needs to run in bf16. Packing costs one conversion
 /// per element of the left factor whatever the width, so a product only a few columns wide or
 /// deep (the MLP's 10-class output, a CNN's 32-channel convolutions) measured slower in bf16
-/// than in f32 (`tests::timings`: 25088 x 144 x 32 took 2.4x gemm's f32 time); those stay f32.
+/// than in f32 (`trainyard bench --workload bf16_products`: 25088 x 144 x 32 took 2.5x gemm's
+/// f32 time); those stay f32.
 pub const MIN_SIDE: usize = 64;
 
 /// `out = a @ b` (or `+=` when `accumulate`) in `precision`: in bf16 when the product is at

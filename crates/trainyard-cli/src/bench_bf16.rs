@@ -1,0 +1,113 @@
+//! `trainyard bench --workload bf16_products`: the networks' matrix products timed in f32 and
+//! in bf16 on this CPU's kernel, side by side: the figures behind `bf16::MIN_SIDE` (which
+//! products a `precision: "bf16"` run rounds).
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use trainyard_engine::bf16::{self, Kernel, MIN_SIDE};
+use trainyard_engine::sae::linalg::{self, View};
+
+/// Timed calls of each product on each side, alternating, after one untimed call each.
+const ROUNDS: usize = 31;
+
+/// `(m, k, n, whether the left factor is a transposed view, which product it is)`.
+const SHAPES: [(usize, usize, usize, bool, &str); 9] = [
+    (512, 784, 256, false, "mlp_b512: first layer"),
+    (
+        784,
+        512,
+        256,
+        true,
+        "mlp_b512: first layer's weight gradient",
+    ),
+    (512, 256, 10, false, "mlp_b512: output layer"),
+    (128, 784, 256, false, "mlp_b128: first layer"),
+    (
+        784,
+        128,
+        256,
+        true,
+        "mlp_b128: first layer's weight gradient",
+    ),
+    (25088, 144, 32, false, "cnn: second convolution"),
+    (
+        144,
+        25088,
+        32,
+        true,
+        "cnn: second convolution's weight gradient",
+    ),
+    (
+        25088,
+        32,
+        144,
+        false,
+        "cnn: second convolution's patch gradient",
+    ),
+    (128, 1568, 128, false, "cnn: dense layer"),
+];
+
+pub fn products() -> Value {
+    let products: Vec<Value> = SHAPES
+        .iter()
+        .map(|&(m, k, n, transposed, product)| {
+            let (a, b) = (fill(m * k, 0.1), fill(k * n, 0.2));
+            let left = if transposed {
+                View::new(&a, k, m).t()
+            } else {
+                View::new(&a, m, k)
+            };
+            let right = View::new(&b, k, n);
+            let (mut out_f32, mut out_bf16) = (vec![0.0; m * n], vec![0.0; m * n]);
+            let (f32_us, bf16_us) = alternately(
+                || linalg::matmul(&mut out_f32, left, right, false),
+                || bf16::matmul(&mut out_bf16, left, right, false),
+            );
+            json!({
+                "product": product,
+                "shape": [m, k, n],
+                "f32_us": f32_us,
+                "bf16_us": bf16_us,
+                "bf16_speedup": f32_us / bf16_us,
+                "rounded_in_bf16_runs": k >= MIN_SIDE && n >= MIN_SIDE,
+            })
+        })
+        .collect();
+    json!({
+        "workload": "bf16_products",
+        "kernel": format!("{:?}", Kernel::detect()),
+        "products": products,
+        "threads": crate::bench::rayon_threads(),
+    })
+}
+
+fn fill(len: usize, seed: f32) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i as f32 * 0.618 + seed).fract() - 0.5) * 0.1)
+        .collect()
+}
+
+/// Median microseconds per call of `a` and of `b`, timed one call each in turn so that a
+/// machine's drift falls on both alike.
+fn alternately(mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    a();
+    b();
+    let (mut a_us, mut b_us) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
+    for _ in 0..ROUNDS {
+        a_us.push(microseconds(&mut a));
+        b_us.push(microseconds(&mut b));
+    }
+    (median(a_us), median(b_us))
+}
+
+fn microseconds(f: &mut impl FnMut()) -> f64 {
+    let started = Instant::now();
+    f();
+    started.elapsed().as_secs_f64() * 1e6
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
