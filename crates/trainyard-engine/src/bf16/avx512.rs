@@ -24,6 +24,19 @@ pub fn available() -> bool {
     }
 }
 
+/// 32 consecutive `k` of a line as a tile row of 16 pairs, with one `vcvtne2ps2bf16`: the same
+/// rounding as `pack::to_bf16` (to nearest, ties to even, NaN quieted), except that a
+/// subnormal input becomes zero, as the instruction defines.
+pub fn round_row(ks: &[f32], row: &mut [u32; TILE_PAIRS]) {
+    assert_eq!(ks.len(), 2 * TILE_PAIRS, "a whole tile row");
+    assert!(available(), "AVX-512 BF16 rounding on a CPU without it");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `available()` checked the CPU's features; the lengths are checked above.
+    unsafe {
+        x86::round_row(ks, row)
+    }
+}
+
 /// The 32 x 32 block (`row_block`, `col_block`) of `left @ right` into `out` (row-major,
 /// 32 wide); rows and columns past the factors' lines are left as they were.
 pub fn block(
@@ -119,6 +132,20 @@ mod x86 {
                 // SAFETY: `out` holds 8 rows of 32 floats; `column` < 2.
                 unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(row * 32 + column * 16), *sum) };
             }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn round_row(ks: &[f32], row: &mut [u32; TILE_PAIRS]) {
+        // SAFETY: the caller passes 32 floats and 16 pairs.
+        unsafe {
+            let (low, high) = (
+                _mm512_loadu_ps(ks.as_ptr()),
+                _mm512_loadu_ps(ks.as_ptr().add(16)),
+            );
+            // The first operand fills the upper half: `k` 16..32 after 0..16.
+            let pairs: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
+            _mm512_storeu_si512(row.as_mut_ptr().cast(), pairs);
         }
     }
 

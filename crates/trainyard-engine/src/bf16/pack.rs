@@ -176,8 +176,13 @@ simd_fn! {
                 }
             } else if src.k_stride == 1 {
                 let width = (src.depth - 2 * p0).min(TILE_K);
+                let whole_rows = width == TILE_K && super::avx512::available();
                 for (line, row) in square.iter_mut().enumerate().take(lines) {
                     let ks = &src.data[(first + line) * src.line_stride + 2 * p0..][..width];
+                    if whole_rows {
+                        super::avx512::round_row(ks, row);
+                        continue;
+                    }
                     let mut two = ks.chunks_exact(2);
                     for (d, t) in row.iter_mut().zip(two.by_ref()) {
                         *d = pair(t[0], t[1]);

@@ -150,3 +150,25 @@ fn rounding_to_bf16_is_to_nearest_with_ties_to_even() {
         "past bf16's largest finite"
     );
 }
+
+#[test]
+fn whole_rows_round_as_to_bf16_does() {
+    if !avx512::available() {
+        eprintln!("SKIPPED: this CPU has no AVX-512 BF16 (its row rounding is not used here)");
+        return;
+    }
+    let mut ks: Vec<f32> = matrix(1, 32, 9);
+    ks[3] = 1.0 + 2f32.powi(-8); // a tie, to even
+    ks[4] = f32::NAN;
+    ks[5] = -0.0;
+    ks[6] = f32::INFINITY;
+    ks[7] = 1e-40; // subnormal: the instruction makes it zero
+    let mut row = [0u32; 16];
+    avx512::round_row(&ks, &mut row);
+    for (p, &pair) in row.iter().enumerate() {
+        for (half, &k) in [pair as u16, (pair >> 16) as u16].iter().zip(&ks[2 * p..]) {
+            let expected = if k.is_subnormal() { 0 } else { to_bf16(k) };
+            assert_eq!(*half, expected, "pair {p}: {k}");
+        }
+    }
+}
