@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 use trainyard_engine::bf16::{self, Kernel, MIN_SIDE};
 use trainyard_engine::sae::linalg::{self, View};
 
+use crate::bench_sae::fill;
+
 /// Timed calls of each product on each side, alternating, after one untimed call each.
 const ROUNDS: usize = 31;
 
@@ -80,12 +82,6 @@ pub fn products() -> Value {
         "products": products,
         "threads": crate::bench::rayon_threads(),
     })
-}
-
-fn fill(len: usize, seed: f32) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i as f32 * 0.618 + seed).fract() - 0.5) * 0.1)
-        .collect()
 }
 
 /// Median microseconds per call of `a` and of `b`, timed one call each in turn so that a

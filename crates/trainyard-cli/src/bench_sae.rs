@@ -107,11 +107,6 @@ const PRODUCT_ROUNDS: usize = 40;
 /// its own kernel (MKL), so the two figures bound what either side's step can reach.
 pub fn products() -> Value {
     let (n, d, m) = (BATCH, D_IN, D_IN * 8);
-    let fill = |len: usize, seed: f32| -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i as f32 * 0.618 + seed).fract() - 0.5) * 0.1)
-            .collect()
-    };
     let (x, w_enc, w_dec) = (fill(n * d, 0.1), fill(m * d, 0.2), fill(m * d, 0.3));
     let g_out = fill(n * d, 0.4);
     let (mut z, mut g_pre) = (vec![0.0; n * m], vec![0.0; n * m]);
@@ -162,4 +157,11 @@ pub fn products() -> Value {
         "products_per_second": PRODUCT_ROUNDS as f64 / seconds,
         "threads": crate::bench::rayon_threads(),
     })
+}
+
+/// A deterministic matrix of small values of both signs, for timing products.
+pub fn fill(len: usize, seed: f32) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i as f32 * 0.618 + seed).fract() - 0.5) * 0.1)
+        .collect()
 }

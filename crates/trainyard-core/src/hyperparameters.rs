@@ -34,9 +34,9 @@ pub enum Activation {
     Sigmoid,
 }
 
-/// The number format of a network's products. `Bf16` rounds both factors of every product to
-/// bfloat16 and sums in f32 (AMX tiles where the CPU has them); weights, optimiser state and
-/// everything between the products stay f32.
+/// The number format of a network's products. `Bf16` rounds both factors of every product
+/// large enough to gain from it to bfloat16 and sums in f32 (on AMX or AVX-512 BF16 where the
+/// CPU has them); weights, optimiser state and everything between the products stay f32.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {

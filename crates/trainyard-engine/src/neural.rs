@@ -112,16 +112,13 @@ fn evaluate(
 }
 
 /// The learner a run trains on: the hand-written dense stack where it applies, else burn.
-fn learner_for(
-    req: &TrainRequest,
-    arch: &Architecture,
-    resume_optimizer: Option<&[u8]>,
-) -> Box<dyn Learner> {
+/// `native`: `native_net::handles` this run.
+fn learner_for(req: &TrainRequest, arch: &Architecture, native: bool) -> Box<dyn Learner> {
     let hp = &req.hyperparameters;
     let device = Device::flex().autodiff();
     let network = init_network(arch, &device, hp.seed);
     let task = req.dataset.info.task;
-    if crate::native_net::handles(arch, resume_optimizer) {
+    if native {
         Box::new(DenseLearner::new(network, &device, hp, arch, task))
     } else {
         Box::new(BurnLearner::new(network, hp, arch, task))
@@ -141,7 +138,7 @@ pub(crate) fn train_network(
     let augment = Augment::new(hp, info.image_shape);
     let resume_optimizer = req.resume.as_ref().map(|c| c.optimizer.as_slice());
     let native = crate::native_net::handles(&arch, resume_optimizer);
-    let mut learner = learner_for(&req, &arch, resume_optimizer);
+    let mut learner = learner_for(&req, &arch, native);
     let mut state = LoopState::start(
         req.algorithm,
         hp.clone(),

@@ -10,6 +10,8 @@ mod amx;
 mod avx512;
 mod pack;
 
+use std::sync::OnceLock;
+
 use rayon::prelude::*;
 use trainyard_core::hyperparameters::Precision;
 
@@ -68,9 +70,10 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU runs.
+    /// The fastest kernel this CPU runs (looked up once: every product asks).
     pub fn detect() -> Kernel {
-        Kernel::available()[0]
+        static DETECTED: OnceLock<Kernel> = OnceLock::new();
+        *DETECTED.get_or_init(|| Kernel::available()[0])
     }
 
     /// Every kernel this CPU runs, fastest first.
@@ -144,7 +147,7 @@ fn on_packed(kernel: Kernel, out: &mut [f32], a: View<'_>, b: View<'_>, accumula
 /// Rows `32 * row_block..` of `view`, at most 32.
 fn band_of(view: View<'_>, row_block: usize) -> View<'_> {
     let first = row_block * BLOCK;
-    let offset = first * usize::try_from(view.rs).expect("views have non-negative strides");
+    let offset = first * pack::stride(view.rs);
     View {
         data: &view.data[offset..],
         rows: (view.rows - first).min(BLOCK),

@@ -123,7 +123,7 @@ impl Source<'_> {
     }
 }
 
-fn stride(s: isize) -> usize {
+pub fn stride(s: isize) -> usize {
     usize::try_from(s).expect("views have non-negative strides")
 }
 

@@ -11,7 +11,7 @@ use crate::simd::simd_fn;
 /// `out += scale * x` in blocks of eight: a row of a few channels (16 in the default CNN) is
 /// shorter than the unrolled vector loop the compiler would make of a plain one.
 #[inline(always)]
-pub(super) fn add_scaled(out: &mut [f32], scale: f32, x: &[f32]) {
+fn add_scaled(out: &mut [f32], scale: f32, x: &[f32]) {
     let mut out = out.chunks_exact_mut(8);
     let mut x = x.chunks_exact(8);
     for (o, x) in (&mut out).zip(&mut x) {

@@ -1,6 +1,6 @@
 //! The tabular family's networks (linear models, perceptrons, CNNs) trained on hand-written
-//! passes: one flat parameter vector, the products through gemm, no autodiff graph. The run is the burn
-//! path's: the same initial weights (drawn by burn), dropout masks, losses and optimiser
+//! passes: one flat parameter vector, the products through gemm (or `bf16`), no autodiff graph.
+//! The run is the burn path's: the same initial weights (drawn by burn), dropout masks, losses and optimiser
 //! rules; only float rounding differs. Weights are written as burn records, so model files
 //! and checkpoints read the same; the optimiser state is this module's own, marked, so a run
 //! resumes on the path that wrote its checkpoint.

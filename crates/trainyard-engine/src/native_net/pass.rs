@@ -1,7 +1,8 @@
 //! Forward and backward passes of a network on one flat parameter vector: the convolution
 //! blocks (`conv`), if any, then per dense layer `z = h @ W + b` (`W` is `[d_in, d_out]`
 //! row-major, as burn's `Linear` stores it), the activation and dropout on every layer but
-//! the last. The products go through gemm; the rest is one pass per layer over the batch.
+//! the last. The products go through gemm (or `bf16` in a bf16 run); the rest is one pass per
+//! layer over the batch.
 
 use trainyard_core::Task;
 use trainyard_core::hyperparameters::{Activation, Precision};
