@@ -8,6 +8,7 @@ pub mod anomaly;
 mod augment;
 mod batch_probe;
 pub mod bf16;
+mod buffers;
 mod checkpoint;
 mod container;
 pub mod family;

@@ -6,8 +6,8 @@
 
 use rayon::prelude::*;
 
-use super::buffers::Buffers;
 use super::direct::{direct_forward, direct_weight_gradient};
+use crate::buffers::Buffers;
 use trainyard_core::hyperparameters::Precision;
 
 use crate::bf16::matmul_in;

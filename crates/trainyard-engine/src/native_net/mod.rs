@@ -5,7 +5,6 @@
 //! and checkpoints read the same; the optimiser state is this module's own, marked, so a run
 //! resumes on the path that wrote its checkpoint.
 
-mod buffers;
 mod conv;
 mod direct;
 mod optim;
@@ -18,10 +17,10 @@ use trainyard_data::Table;
 
 use crate::TrainError;
 use crate::augment::Augment;
+use crate::buffers::Buffers;
 use crate::learner::{Learner, gather_into, load_record, outputs_by_chunk, record_bytes};
 use crate::network::{Architecture, DropoutMasks, Network};
 use crate::neural::EVAL_BATCH;
-use buffers::Buffers;
 use conv::{ConvSpan, conv_spans};
 use optim::Optimizer;
 pub(crate) use pass::loss;

@@ -8,9 +8,9 @@ use trainyard_core::Task;
 use trainyard_core::hyperparameters::{Activation, Precision};
 use trainyard_data::SeededRng;
 
-use super::buffers::Buffers;
 use super::conv::{self, ConvSpan, ConvTape};
 use crate::bf16::matmul_in;
+use crate::buffers::Buffers;
 use crate::sae::linalg::View;
 
 /// Where one layer's weight and bias sit in the parameter vector.

@@ -11,6 +11,7 @@ use super::kernels::{
     layer_norm_backward, matmul, softmax_in_place,
 };
 use super::layout::{BlockOffsets, Layout};
+use crate::buffers::Buffers;
 use crate::language::weights::LAYER_NORM_EPSILON;
 
 /// Dropout masks (0 or `1 / (1 - p)`) in the order the network draws them.
@@ -61,10 +62,50 @@ pub struct Tape {
     pub loss: f64,
 }
 
-fn stats(rows: usize) -> NormStats {
+impl BlockTape {
+    fn recycle(self, bufs: &mut Buffers) {
+        for buffer in [
+            self.ln_1,
+            self.qkv,
+            self.att,
+            self.att_out,
+            self.mid,
+            self.ln_2,
+            self.fc_pre,
+            self.fc_act,
+        ] {
+            bufs.give(buffer);
+        }
+        self.ln_1_stats.recycle(bufs);
+        self.ln_2_stats.recycle(bufs);
+    }
+}
+
+impl NormStats {
+    fn recycle(self, bufs: &mut Buffers) {
+        bufs.give(self.mean);
+        bufs.give(self.rstd);
+    }
+}
+
+impl Tape {
+    /// Hands every buffer back for the next step's forward pass.
+    pub fn recycle(self, bufs: &mut Buffers) {
+        for buffer in self.residual.into_iter().chain([self.ln_f, self.probs]) {
+            bufs.give(buffer);
+        }
+        self.ln_f_stats.recycle(bufs);
+        for block in self.blocks {
+            block.recycle(bufs);
+        }
+    }
+}
+
+/// Row statistics for a layer norm to fill.
+fn stats(rows: usize, bufs: &mut Buffers) -> NormStats {
     NormStats {
-        mean: vec![0.0; rows],
-        rstd: vec![0.0; rows],
+        mean: bufs.stale(rows),
+        rstd: bufs.stale(rows),
     }
 }
 
@@ -81,6 +122,7 @@ fn apply_mask(x: &mut [f32], mask: Option<&Vec<f32>>) {
 }
 
 /// `out = x @ w (+ bias)` for `x` of `rows x d_in` and `w` of `d_in x d_out`.
+#[allow(clippy::too_many_arguments)]
 fn linear(
     x: &[f32],
     p: &[f32],
@@ -88,9 +130,10 @@ fn linear(
     bias: Option<usize>,
     d_in: usize,
     d_out: usize,
+    bufs: &mut Buffers,
 ) -> Vec<f32> {
     let rows = x.len() / d_in;
-    let mut out = vec![0.0; rows * d_out];
+    let mut out = bufs.stale(rows * d_out);
     matmul(
         Out::of(&mut out, rows, d_out),
         Mat::of(x, rows, d_in),
@@ -105,9 +148,16 @@ fn linear(
     out
 }
 
-fn norm(x: &[f32], p: &[f32], w: usize, bias: Option<usize>, c: usize) -> (Vec<f32>, NormStats) {
-    let mut out = vec![0.0; x.len()];
-    let mut s = stats(x.len() / c);
+fn norm(
+    x: &[f32],
+    p: &[f32],
+    w: usize,
+    bias: Option<usize>,
+    c: usize,
+    bufs: &mut Buffers,
+) -> (Vec<f32>, NormStats) {
+    let mut out = bufs.stale(x.len());
+    let mut s = stats(x.len() / c, bufs);
     let bias = bias.map(|b| slice(p, b, c));
     layer_norm(
         &mut out,
@@ -121,11 +171,11 @@ fn norm(x: &[f32], p: &[f32], w: usize, bias: Option<usize>, c: usize) -> (Vec<f
 }
 
 /// The forward pass; with targets it computes the loss and keeps the softmax for backward.
-pub fn forward(layout: &Layout, p: &[f32], batch: &Batch<'_>) -> Tape {
+pub fn forward(layout: &Layout, p: &[f32], batch: &Batch<'_>, bufs: &mut Buffers) -> Tape {
     let cfg = &layout.config;
     let (t, c) = (cfg.block_size, cfg.n_embd);
     let rows = batch.batch * t;
-    let mut x = vec![0.0f32; rows * c];
+    let mut x = bufs.stale(rows * c);
     for (row, (&token, out)) in batch.inputs.iter().zip(x.chunks_exact_mut(c)).enumerate() {
         let tok = slice(p, layout.wte + token as usize * c, c);
         let pos = slice(p, layout.wpe + (row % t) * c, c);
@@ -138,15 +188,24 @@ pub fn forward(layout: &Layout, p: &[f32], batch: &Batch<'_>) -> Tape {
     let mut blocks = Vec::with_capacity(layout.blocks.len());
     for (l, o) in layout.blocks.iter().enumerate() {
         let masks = batch.masks.as_ref().map(|m| &m.blocks[l]);
-        let (out, tape) = block_forward(layout, o, p, &residual[l], batch.batch, masks);
+        let (out, tape) = block_forward(layout, o, p, &residual[l], batch.batch, masks, bufs);
         residual.push(out);
-        if !batch.recompute {
+        if batch.recompute {
+            tape.recycle(bufs);
+        } else {
             blocks.push(tape);
         }
     }
-    let (ln_f, ln_f_stats) = norm(&residual[cfg.n_layer], p, layout.ln_f, layout.ln_f_bias, c);
+    let (ln_f, ln_f_stats) = norm(
+        &residual[cfg.n_layer],
+        p,
+        layout.ln_f,
+        layout.ln_f_bias,
+        c,
+        bufs,
+    );
     let v = cfg.vocab_size;
-    let mut probs = vec![0.0; rows * v];
+    let mut probs = bufs.stale(rows * v);
     matmul(
         Out::of(&mut probs, rows, v),
         Mat::of(&ln_f, rows, c),
@@ -191,21 +250,22 @@ fn block_forward(
     x: &[f32],
     batch: usize,
     masks: Option<&(Vec<f32>, Vec<f32>)>,
+    bufs: &mut Buffers,
 ) -> (Vec<f32>, BlockTape) {
     let c = layout.config.n_embd;
-    let (ln_1, ln_1_stats) = norm(x, p, o.ln_1, o.ln_1_bias, c);
-    let qkv = linear(&ln_1, p, o.qkv, o.qkv_bias, c, 3 * c);
-    let (att, att_out) = attention(layout, &qkv, batch);
-    let mut projected = linear(&att_out, p, o.proj, o.proj_bias, c, c);
-    apply_mask(&mut projected, masks.map(|m| &m.0));
-    let mid: Vec<f32> = x.iter().zip(&projected).map(|(a, b)| a + b).collect();
-    let (ln_2, ln_2_stats) = norm(&mid, p, o.ln_2, o.ln_2_bias, c);
-    let fc_pre = linear(&ln_2, p, o.fc, o.fc_bias, c, 4 * c);
-    let mut fc_act = vec![0.0; fc_pre.len()];
+    let (ln_1, ln_1_stats) = norm(x, p, o.ln_1, o.ln_1_bias, c, bufs);
+    let qkv = linear(&ln_1, p, o.qkv, o.qkv_bias, c, 3 * c, bufs);
+    let (att, att_out) = attention(layout, &qkv, batch, bufs);
+    let mut mid = linear(&att_out, p, o.proj, o.proj_bias, c, c, bufs);
+    apply_mask(&mut mid, masks.map(|m| &m.0));
+    add_into(&mut mid, x);
+    let (ln_2, ln_2_stats) = norm(&mid, p, o.ln_2, o.ln_2_bias, c, bufs);
+    let fc_pre = linear(&ln_2, p, o.fc, o.fc_bias, c, 4 * c, bufs);
+    let mut fc_act = bufs.stale(fc_pre.len());
     gelu(&mut fc_act, &fc_pre);
-    let mut mlp = linear(&fc_act, p, o.mlp_proj, o.mlp_proj_bias, 4 * c, c);
-    apply_mask(&mut mlp, masks.map(|m| &m.1));
-    let out = mid.iter().zip(&mlp).map(|(a, b)| a + b).collect();
+    let mut out = linear(&fc_act, p, o.mlp_proj, o.mlp_proj_bias, 4 * c, c, bufs);
+    apply_mask(&mut out, masks.map(|m| &m.1));
+    add_into(&mut out, &mid);
     let tape = BlockTape {
         ln_1,
         ln_1_stats,
@@ -221,6 +281,13 @@ fn block_forward(
     (out, tape)
 }
 
+/// `sum = residual + sum`, in place over the branch's output (the same sum, either order).
+fn add_into(sum: &mut [f32], residual: &[f32]) {
+    for (s, r) in sum.iter_mut().zip(residual) {
+        *s = r + *s;
+    }
+}
+
 /// Heads' geometry: `(time, width, heads, head width)`.
 fn heads(layout: &Layout) -> (usize, usize, usize, usize) {
     let cfg = &layout.config;
@@ -230,11 +297,16 @@ fn heads(layout: &Layout) -> (usize, usize, usize, usize) {
 
 /// Causal self-attention of every (window, head) in parallel: the probabilities and the heads'
 /// outputs side by side, `[rows, C]`.
-fn attention(layout: &Layout, qkv: &[f32], batch: usize) -> (Vec<f32>, Vec<f32>) {
+fn attention(
+    layout: &Layout,
+    qkv: &[f32],
+    batch: usize,
+    bufs: &mut Buffers,
+) -> (Vec<f32>, Vec<f32>) {
     let (t, c, nh, hs) = heads(layout);
     let scale = 1.0 / (hs as f32).sqrt();
-    let mut att = vec![0.0f32; batch * nh * t * t];
-    let mut out = vec![0.0f32; batch * t * c];
+    let mut att = bufs.stale(batch * nh * t * t);
+    let mut out = bufs.stale(batch * t * c);
     let shared = SharedMut::new(&mut out);
     att.par_chunks_mut(t * t).enumerate().for_each(|(bh, att)| {
         let (b, h) = (bh / nh, bh % nh);
@@ -263,12 +335,14 @@ pub fn backward(
     batch: &Batch<'_>,
     scale: f32,
     grads: &mut [f32],
+    bufs: &mut Buffers,
 ) {
     let cfg = &layout.config;
     let (c, v) = (cfg.n_embd, cfg.vocab_size);
     let rows = batch.inputs.len();
     // The mean loss's gradient: (softmax - smoothed one-hot target) / rows.
-    let mut dlogits = tape.probs.clone();
+    let mut dlogits = bufs.stale(tape.probs.len());
+    dlogits.copy_from_slice(&tape.probs);
     let per_row = scale / rows as f32;
     let (uniform, hard) = (batch.smoothing / v as f32, 1.0 - batch.smoothing);
     dlogits
@@ -280,7 +354,7 @@ pub fn backward(
                 *g = (*g - uniform) * per_row;
             }
         });
-    let mut dln_f = vec![0.0; rows * c];
+    let mut dln_f = bufs.stale(rows * c);
     matmul(
         Out::of(&mut dln_f, rows, c),
         Mat::of(&dlogits, rows, v),
@@ -297,7 +371,9 @@ pub fn backward(
         1.0,
         true,
     );
-    let mut dx = vec![0.0; rows * c];
+    bufs.give(dlogits);
+    // The final norm's backward adds into it.
+    let mut dx = bufs.zeroed(rows * c);
     norm_backward(
         &mut dx,
         grads,
@@ -309,18 +385,19 @@ pub fn backward(
         p,
         c,
     );
+    bufs.give(dln_f);
     for (l, o) in layout.blocks.iter().enumerate().rev() {
         let masks = batch.masks.as_ref().map(|m| &m.blocks[l]);
         let x = &tape.residual[l];
-        let recomputed;
-        let block = match tape.blocks.get(l) {
-            Some(block) => block,
+        match tape.blocks.get(l) {
+            Some(block) => block_backward(layout, o, p, block, x, masks, &mut dx, grads, bufs),
             None => {
-                recomputed = block_forward(layout, o, p, x, batch.batch, masks).1;
-                &recomputed
+                let (out, block) = block_forward(layout, o, p, x, batch.batch, masks, bufs);
+                block_backward(layout, o, p, &block, x, masks, &mut dx, grads, bufs);
+                bufs.give(out);
+                block.recycle(bufs);
             }
-        };
-        block_backward(layout, o, p, block, x, masks, &mut dx, grads);
+        }
     }
     apply_mask(&mut dx, batch.masks.as_ref().map(|m| &m.embedding));
     let t = cfg.block_size;
@@ -334,6 +411,7 @@ pub fn backward(
             }
         }
     }
+    bufs.give(dx);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -374,6 +452,7 @@ fn linear_backward(
     d: &[f32],
     d_in: usize,
     d_out: usize,
+    bufs: &mut Buffers,
 ) -> Vec<f32> {
     let rows = x.len() / d_in;
     matmul(
@@ -387,7 +466,7 @@ fn linear_backward(
     if let Some(b) = bias {
         add_column_sums(&mut grads[b..b + d_out], d);
     }
-    let mut dx = vec![0.0; rows * d_in];
+    let mut dx = bufs.stale(rows * d_in);
     matmul(
         Out::of(&mut dx, rows, d_in),
         Mat::of(d, rows, d_out),
@@ -409,10 +488,12 @@ fn block_backward(
     masks: Option<&(Vec<f32>, Vec<f32>)>,
     dx: &mut [f32],
     grads: &mut [f32],
+    bufs: &mut Buffers,
 ) {
     let c = layout.config.n_embd;
     let batch = dx.len() / (c * layout.config.block_size);
-    let mut d = dx.to_vec();
+    let mut d = bufs.stale(dx.len());
+    d.copy_from_slice(dx);
     apply_mask(&mut d, masks.map(|m| &m.1));
     let mut dfc = linear_backward(
         grads,
@@ -423,9 +504,11 @@ fn block_backward(
         &d,
         4 * c,
         c,
+        bufs,
     );
     gelu_backward(&mut dfc, &tape.fc_pre);
-    let dln_2 = linear_backward(grads, p, o.fc, o.fc_bias, &tape.ln_2, &dfc, c, 4 * c);
+    let dln_2 = linear_backward(grads, p, o.fc, o.fc_bias, &tape.ln_2, &dfc, c, 4 * c, bufs);
+    bufs.give(dfc);
     norm_backward(
         dx,
         grads,
@@ -437,11 +520,25 @@ fn block_backward(
         p,
         c,
     );
-    let mut d = dx.to_vec();
+    bufs.give(dln_2);
+    d.copy_from_slice(dx);
     apply_mask(&mut d, masks.map(|m| &m.0));
-    let datt_out = linear_backward(grads, p, o.proj, o.proj_bias, &tape.att_out, &d, c, c);
-    let dqkv = attention_backward(layout, tape, &datt_out, batch);
-    let dln_1 = linear_backward(grads, p, o.qkv, o.qkv_bias, &tape.ln_1, &dqkv, c, 3 * c);
+    let datt_out = linear_backward(grads, p, o.proj, o.proj_bias, &tape.att_out, &d, c, c, bufs);
+    bufs.give(d);
+    let dqkv = attention_backward(layout, tape, &datt_out, batch, bufs);
+    bufs.give(datt_out);
+    let dln_1 = linear_backward(
+        grads,
+        p,
+        o.qkv,
+        o.qkv_bias,
+        &tape.ln_1,
+        &dqkv,
+        c,
+        3 * c,
+        bufs,
+    );
+    bufs.give(dqkv);
     norm_backward(
         dx,
         grads,
@@ -453,20 +550,29 @@ fn block_backward(
         p,
         c,
     );
+    bufs.give(dln_1);
 }
 
 /// The gradient of the query, key and value projections, `[rows, 3C]`, from the heads'
 /// output gradient.
-fn attention_backward(layout: &Layout, tape: &BlockTape, dout: &[f32], batch: usize) -> Vec<f32> {
+fn attention_backward(
+    layout: &Layout,
+    tape: &BlockTape,
+    dout: &[f32],
+    batch: usize,
+    bufs: &mut Buffers,
+) -> Vec<f32> {
     let (t, c, nh, hs) = heads(layout);
     let scale = 1.0 / (hs as f32).sqrt();
     let qkv = &tape.qkv;
-    let mut dqkv = vec![0.0f32; batch * t * 3 * c];
+    let mut dqkv = bufs.stale(batch * t * 3 * c);
+    let mut datt_all = bufs.stale(tape.att.len());
     let shared = SharedMut::new(&mut dqkv);
     tape.att
         .par_chunks(t * t)
+        .zip(datt_all.par_chunks_mut(t * t))
         .enumerate()
-        .for_each(|(bh, att)| {
+        .for_each(|(bh, (att, datt))| {
             let (b, h) = (bh / nh, bh % nh);
             let base = b * t * 3 * c + h * hs;
             let q = Mat::rows(qkv, base, t, hs, 3 * c);
@@ -474,8 +580,7 @@ fn attention_backward(layout: &Layout, tape: &BlockTape, dout: &[f32], batch: us
             let v = Mat::rows(qkv, base + 2 * c, t, hs, 3 * c);
             let dy = Mat::rows(dout, b * t * c + h * hs, t, hs, c);
             let att_m = Mat::of(att, t, t);
-            let mut datt = vec![0.0f32; t * t];
-            matmul(Out::of(&mut datt, t, t), dy, v.t(), false, 1.0, false);
+            matmul(Out::of(datt, t, t), dy, v.t(), false, 1.0, false);
             // SAFETY: head `h` of window `b` owns rows `b*t..(b+1)*t` of its q, k and v columns.
             let (dq, dk, dv) = unsafe {
                 (
@@ -492,9 +597,10 @@ fn attention_backward(layout: &Layout, tape: &BlockTape, dout: &[f32], batch: us
                     *g = a * (*g - inner);
                 }
             }
-            let dpre = Mat::of(&datt, t, t);
+            let dpre = Mat::of(datt, t, t);
             matmul(dq, dpre, k, false, scale, false);
             matmul(dk, dpre.t(), q, false, scale, false);
         });
+    bufs.give(datt_all);
     dqkv
 }

@@ -10,6 +10,7 @@ use trainyard_data::SeededRng;
 use super::layout::Layout;
 use super::network::{Batch, backward, forward};
 use super::trainer::masks;
+use crate::buffers::Buffers;
 use crate::language::model::{Dropout, Gpt, GptConfig, token_tensor};
 use crate::language::train::LmHyperparameters;
 use crate::language::weights::{Dense, GptWeights, LayerWeights, Norm};
@@ -156,9 +157,10 @@ fn check_against_burn(bias: bool, smoothing: f32, dropout: Option<f64>) {
         masks: masks(&hp, 0, inputs.len()),
         recompute: false,
     };
-    let tape = forward(&layout, &p, &batch);
+    let mut bufs = Buffers::default();
+    let tape = forward(&layout, &p, &batch, &mut bufs);
     let mut grads = vec![0.0; layout.len];
-    backward(&layout, &p, &tape, &batch, 1.0, &mut grads);
+    backward(&layout, &p, &tape, &batch, 1.0, &mut grads, &mut bufs);
     let (loss, want) = burn_reference(&layout, &p, &batch, dropout.map(|d| (d, 5)));
     assert!(
         (tape.loss - loss).abs() < 1e-5 * loss.abs(),
@@ -197,8 +199,9 @@ fn packing_round_trips_through_named_weights_and_burns_model() {
     );
 }
 
-/// One forward and backward pass in a pool of `threads`.
-fn step_in_pool(threads: usize, recompute: bool) -> (f64, Vec<f32>) {
+/// One forward and backward pass in a pool of `threads`; with `dirty`, on buffers another
+/// batch's step handed back.
+fn step_in_pool(threads: usize, recompute: bool, dirty: bool) -> (f64, Vec<f32>) {
     let cfg = GptConfig {
         vocab_size: 50,
         n_layer: 2,
@@ -215,27 +218,38 @@ fn step_in_pool(threads: usize, recompute: bool) -> (f64, Vec<f32>) {
         .build()
         .unwrap();
     pool.install(|| {
-        let batch = Batch {
-            inputs: &inputs,
-            targets: &targets,
-            batch: 8,
-            smoothing: 0.0,
-            masks: None,
-            recompute,
+        let mut bufs = Buffers::default();
+        let mut step = |inputs: &[u32], targets: &[u32]| {
+            let batch = Batch {
+                inputs,
+                targets,
+                batch: 8,
+                smoothing: 0.0,
+                masks: None,
+                recompute,
+            };
+            let tape = forward(&layout, &p, &batch, &mut bufs);
+            let mut grads = vec![0.0; layout.len];
+            backward(&layout, &p, &tape, &batch, 1.0, &mut grads, &mut bufs);
+            let loss = tape.loss;
+            tape.recycle(&mut bufs);
+            (loss, grads)
         };
-        let tape = forward(&layout, &p, &batch);
-        let mut grads = vec![0.0; layout.len];
-        backward(&layout, &p, &tape, &batch, 1.0, &mut grads);
-        (tape.loss, grads)
+        if dirty {
+            step(&targets, &inputs);
+        }
+        step(&inputs, &targets)
     })
 }
 
 #[test]
-fn a_step_does_not_depend_on_threads_or_on_recomputing_blocks() {
-    let one = step_in_pool(1, false);
+fn a_step_does_not_depend_on_threads_recomputing_blocks_or_stale_buffers() {
+    let one = step_in_pool(1, false, false);
     for (name, other) in [
-        ("three threads", step_in_pool(3, false)),
-        ("recomputed blocks", step_in_pool(2, true)),
+        ("three threads", step_in_pool(3, false, false)),
+        ("recomputed blocks", step_in_pool(2, true, false)),
+        ("buffers another batch left", step_in_pool(2, false, true)),
+        ("recomputed on stale buffers", step_in_pool(2, true, true)),
     ] {
         assert_eq!(other.0, one.0, "{name}: loss");
         let differ = other
@@ -249,9 +263,9 @@ fn a_step_does_not_depend_on_threads_or_on_recomputing_blocks() {
 
 #[test]
 fn a_step_is_the_same_with_or_without_avx2() {
-    let wide = step_in_pool(2, false);
+    let wide = step_in_pool(2, false, false);
     crate::simd::baseline_only();
-    let baseline = step_in_pool(2, false);
+    let baseline = step_in_pool(2, false, false);
     assert_eq!(baseline.0.to_bits(), wide.0.to_bits(), "loss");
     let differ = baseline
         .1

@@ -15,6 +15,7 @@ use trainyard_data::text::windows;
 use super::kernels::adamw_chunk;
 use super::layout::Layout;
 use super::network::{Batch, Masks, backward, forward};
+use crate::buffers::Buffers;
 use crate::language::model::{Gpt, GptConfig};
 use crate::language::steps::{StepRun, early_stopping_state, finish, load_weights, weights};
 use crate::language::train::{
@@ -107,6 +108,8 @@ struct State {
     layout: Layout,
     params: Vec<f32>,
     optimizer: AdamW,
+    /// The passes' buffers, taken again by every step (never saved).
+    buffers: Buffers,
 }
 
 impl State {
@@ -122,6 +125,7 @@ impl State {
             layout,
             params,
             optimizer,
+            buffers: Buffers::default(),
         }
     }
 }
@@ -152,7 +156,7 @@ pub(super) fn masks(hp: &LmHyperparameters, draw: u64, rows: usize) -> Option<Ma
 
 /// One step's gradients (mean over micro-batches) and mean loss.
 fn gradients(
-    state: &State,
+    state: &mut State,
     hp: &LmHyperparameters,
     data: &LmData<'_>,
     step: u64,
@@ -171,7 +175,7 @@ fn gradients(
             masks: masks(hp, draw, w.inputs.len()),
             recompute: hp.gradient_checkpointing,
         };
-        let tape = forward(&state.layout, &state.params, &batch);
+        let tape = forward(&state.layout, &state.params, &batch, &mut state.buffers);
         loss += tape.loss / micro as f64;
         backward(
             &state.layout,
@@ -180,13 +184,21 @@ fn gradients(
             &batch,
             1.0 / micro as f32,
             &mut grads,
+            &mut state.buffers,
         );
+        tape.recycle(&mut state.buffers);
     }
     (grads, loss)
 }
 
 /// Mean next-token loss on the validation windows every evaluation reads.
-fn evaluate(layout: &Layout, params: &[f32], tokens: &[u32], hp: &LmHyperparameters) -> f64 {
+fn evaluate(
+    layout: &Layout,
+    params: &[f32],
+    tokens: &[u32],
+    hp: &LmHyperparameters,
+    bufs: &mut Buffers,
+) -> f64 {
     let mut sum = 0.0;
     for w in validation_windows(tokens, hp) {
         let batch = Batch {
@@ -198,7 +210,9 @@ fn evaluate(layout: &Layout, params: &[f32], tokens: &[u32], hp: &LmHyperparamet
             // No backward pass follows: keep no block's activations.
             recompute: true,
         };
-        sum += forward(layout, params, &batch).loss;
+        let tape = forward(layout, params, &batch, bufs);
+        sum += tape.loss;
+        tape.recycle(bufs);
     }
     sum / hp.eval_batches.max(1) as f64
 }
@@ -209,7 +223,7 @@ pub fn validation_loss(model: &Gpt, tokens: &[u32], hp: &LmHyperparameters) -> f
     let config = hp.config(vocab_size);
     let layout = Layout::new(&config);
     let params = layout.pack(&GptWeights::from_model(model, &config));
-    evaluate(&layout, &params, tokens, hp)
+    evaluate(&layout, &params, tokens, hp, &mut Buffers::default())
 }
 
 /// Applies one step's update: clipping by global norm, decoupled decay on matrices, AdamW.
@@ -302,7 +316,7 @@ pub fn train(
                 hp,
             );
         }
-        let (grads, loss) = gradients(&state, hp, data, step);
+        let (grads, loss) = gradients(&mut state, hp, data, step);
         loss_sum += loss;
         losses += 1;
         window_tokens += hp.batch_size * hp.block_size * hp.grad_accumulation.max(1);
@@ -318,7 +332,13 @@ pub fn train(
             seconds,
             step: done,
             train_loss: loss_sum / losses as f64,
-            val_loss: evaluate(&state.layout, &state.params, data.validation, hp),
+            val_loss: evaluate(
+                &state.layout,
+                &state.params,
+                data.validation,
+                hp,
+                &mut state.buffers,
+            ),
             learning_rate: lr,
             tokens_per_second: window_tokens as f64 / seconds.max(1e-9),
             grad_norm,
