@@ -7,8 +7,8 @@
 use rayon::prelude::*;
 
 use super::kernels::{
-    Mat, NormStats, Out, SharedMut, add_bias, add_column_sums, gelu, gelu_backward, layer_norm,
-    layer_norm_backward, matmul, softmax_in_place,
+    Mat, NormStats, Out, SharedMut, add_bias, add_column_sums, gelu_backward, gelu_keeping_slope,
+    layer_norm, layer_norm_backward, matmul, softmax_in_place,
 };
 use super::layout::{BlockOffsets, Layout};
 use crate::buffers::Buffers;
@@ -45,7 +45,8 @@ struct BlockTape {
     mid: Vec<f32>,
     ln_2: Vec<f32>,
     ln_2_stats: NormStats,
-    fc_pre: Vec<f32>,
+    /// GELU's slope at the MLP's pre-activations.
+    fc_slope: Vec<f32>,
     fc_act: Vec<f32>,
 }
 
@@ -71,7 +72,7 @@ impl BlockTape {
             self.att_out,
             self.mid,
             self.ln_2,
-            self.fc_pre,
+            self.fc_slope,
             self.fc_act,
         ] {
             bufs.give(buffer);
@@ -260,9 +261,9 @@ fn block_forward(
     apply_mask(&mut mid, masks.map(|m| &m.0));
     add_into(&mut mid, x);
     let (ln_2, ln_2_stats) = norm(&mid, p, o.ln_2, o.ln_2_bias, c, bufs);
-    let fc_pre = linear(&ln_2, p, o.fc, o.fc_bias, c, 4 * c, bufs);
-    let mut fc_act = bufs.stale(fc_pre.len());
-    gelu(&mut fc_act, &fc_pre);
+    let mut fc_slope = linear(&ln_2, p, o.fc, o.fc_bias, c, 4 * c, bufs);
+    let mut fc_act = bufs.stale(fc_slope.len());
+    gelu_keeping_slope(&mut fc_act, &mut fc_slope);
     let mut out = linear(&fc_act, p, o.mlp_proj, o.mlp_proj_bias, 4 * c, c, bufs);
     apply_mask(&mut out, masks.map(|m| &m.1));
     add_into(&mut out, &mid);
@@ -275,16 +276,17 @@ fn block_forward(
         mid,
         ln_2,
         ln_2_stats,
-        fc_pre,
+        fc_slope,
         fc_act,
     };
     (out, tape)
 }
 
-/// `sum = residual + sum`, in place over the branch's output (the same sum, either order).
+/// `sum += residual`, in place over the branch's output (float addition commutes, so this is
+/// bit for bit `residual + sum`).
 fn add_into(sum: &mut [f32], residual: &[f32]) {
     for (s, r) in sum.iter_mut().zip(residual) {
-        *s = r + *s;
+        *s += r;
     }
 }
 
@@ -506,7 +508,7 @@ fn block_backward(
         c,
         bufs,
     );
-    gelu_backward(&mut dfc, &tape.fc_pre);
+    gelu_backward(&mut dfc, &tape.fc_slope);
     let dln_2 = linear_backward(grads, p, o.fc, o.fc_bias, &tape.ln_2, &dfc, c, 4 * c, bufs);
     bufs.give(dfc);
     norm_backward(
