@@ -1,11 +1,11 @@
 //! `trainyard bench --workload bf16_products`: the networks' matrix products timed in f32 and
-//! in bf16 on this CPU's kernel, side by side: the figures behind `bf16::MIN_SIDE` (which
+//! in bf16 on this CPU's kernel, side by side: the figures behind `bf16::rounds` (which
 //! products a `precision: "bf16"` run rounds).
 
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use trainyard_engine::bf16::{self, Kernel, MIN_SIDE};
+use trainyard_engine::bf16::{self, Kernel};
 use trainyard_engine::sae::linalg::{self, View};
 
 use crate::bench_sae::fill;
@@ -13,41 +13,55 @@ use crate::bench_sae::fill;
 /// Timed calls of each product on each side, alternating, after one untimed call each.
 const ROUNDS: usize = 31;
 
-/// `(m, k, n, whether the left factor is a transposed view, which product it is)`.
-const SHAPES: [(usize, usize, usize, bool, &str); 9] = [
-    (512, 784, 256, false, "mlp_b512: first layer"),
+/// Which factor of a product is a transposed view, as in the backward passes.
+#[derive(Clone, Copy)]
+enum Transposed {
+    Neither,
+    /// A weight gradient: `x^T @ d`.
+    Left,
+    /// An input gradient: `d @ w^T`.
+    Right,
+}
+
+use Transposed::{Left, Neither, Right};
+
+/// `(m, k, n, which factor is a transposed view, which product it is)`.
+const SHAPES: [(usize, usize, usize, Transposed, &str); 11] = [
+    (512, 784, 256, Neither, "mlp_b512: first layer"),
     (
         784,
         512,
         256,
-        true,
+        Left,
         "mlp_b512: first layer's weight gradient",
     ),
-    (512, 256, 10, false, "mlp_b512: output layer"),
-    (128, 784, 256, false, "mlp_b128: first layer"),
+    (512, 256, 10, Neither, "mlp_b512: output layer"),
+    (128, 784, 256, Neither, "mlp_b128: first layer"),
     (
         784,
         128,
         256,
-        true,
+        Left,
         "mlp_b128: first layer's weight gradient",
     ),
-    (25088, 144, 32, false, "cnn: second convolution"),
+    (25088, 144, 32, Right, "cnn: second convolution"),
     (
-        144,
-        25088,
         32,
-        true,
+        25088,
+        144,
+        Left,
         "cnn: second convolution's weight gradient",
     ),
     (
         25088,
         32,
         144,
-        false,
+        Neither,
         "cnn: second convolution's patch gradient",
     ),
-    (128, 1568, 128, false, "cnn: dense layer"),
+    (128, 1568, 128, Neither, "cnn: dense layer"),
+    (1568, 128, 128, Left, "cnn: dense layer's weight gradient"),
+    (128, 128, 1568, Right, "cnn: dense layer's input gradient"),
 ];
 
 pub fn products() -> Value {
@@ -55,12 +69,14 @@ pub fn products() -> Value {
         .iter()
         .map(|&(m, k, n, transposed, product)| {
             let (a, b) = (fill(m * k, 0.1), fill(k * n, 0.2));
-            let left = if transposed {
-                View::new(&a, k, m).t()
-            } else {
-                View::new(&a, m, k)
+            let left = match transposed {
+                Left => View::new(&a, k, m).t(),
+                _ => View::new(&a, m, k),
             };
-            let right = View::new(&b, k, n);
+            let right = match transposed {
+                Right => View::new(&b, n, k).t(),
+                _ => View::new(&b, k, n),
+            };
             let (mut out_f32, mut out_bf16) = (vec![0.0; m * n], vec![0.0; m * n]);
             let (f32_us, bf16_us) = alternately(
                 || linalg::matmul(&mut out_f32, left, right, false),
@@ -72,7 +88,7 @@ pub fn products() -> Value {
                 "f32_us": f32_us,
                 "bf16_us": bf16_us,
                 "bf16_speedup": f32_us / bf16_us,
-                "rounded_in_bf16_runs": k >= MIN_SIDE && n >= MIN_SIDE,
+                "rounded_in_bf16_runs": bf16::rounds(m, k, n),
             })
         })
         .collect();

@@ -18,15 +18,22 @@ use trainyard_core::hyperparameters::Precision;
 use crate::sae::linalg::{self, View};
 use pack::{BLOCK, Side};
 
-/// The smallest depth and width a product needs to run in bf16. Packing costs one conversion
-/// per element of the left factor whatever the width, so a product only a few columns wide or
-/// deep (the MLP's 10-class output, a CNN's 32-channel convolutions) measured slower in bf16
-/// than in f32 (`trainyard bench --workload bf16_products`: 25088 x 144 x 32 took 2.5x gemm's
-/// f32 time); those stay f32.
+/// The smallest height, depth and width a product needs to run in bf16. Packing converts every
+/// element of both factors once, and each converted element of the right factor serves the
+/// left's rows (and of the left, the right's columns): a product only a few rows tall, or
+/// columns wide, or deep measured slower in bf16 than in f32 (`trainyard bench --workload
+/// bf16_products`). The MLP's 10-class output, a CNN's 32-channel convolutions and their
+/// weight gradient (32 x 25088 x 144: 3.6M conversions for 32 rows of use, 0.8x of f32 and
+/// a CNN step 15-30% slower than f32 on AVX-512 BF16) stay f32.
 pub const MIN_SIDE: usize = 64;
 
-/// `out = a @ b` (or `+=` when `accumulate`) in `precision`: in bf16 when the product is at
-/// least `MIN_SIDE` deep and wide, else in f32.
+/// Whether a `m x k @ k x n` product runs in bf16 in a `precision: "bf16"` run.
+pub fn rounds(m: usize, k: usize, n: usize) -> bool {
+    m >= MIN_SIDE && k >= MIN_SIDE && n >= MIN_SIDE
+}
+
+/// `out = a @ b` (or `+=` when `accumulate`) in `precision`: in bf16 when [`rounds`] says
+/// so, else in f32.
 pub fn matmul_in(
     precision: Precision,
     out: &mut [f32],
@@ -35,9 +42,7 @@ pub fn matmul_in(
     accumulate: bool,
 ) {
     match precision {
-        Precision::Bf16 if a.cols >= MIN_SIDE && b.cols >= MIN_SIDE => {
-            matmul(out, a, b, accumulate)
-        }
+        Precision::Bf16 if rounds(a.rows, a.cols, b.cols) => matmul(out, a, b, accumulate),
         _ => linalg::matmul(out, a, b, accumulate),
     }
 }

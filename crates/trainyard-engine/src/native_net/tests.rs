@@ -301,7 +301,8 @@ fn steps_are_the_same_with_or_without_avx2() {
 /// run without being it, and a resumed run continues on the same bits.
 #[test]
 fn a_bf16_cnn_trains_close_to_f32_and_resumes_bit_for_bit() {
-    // Wide enough that the second convolution and the dense layer run in bf16 (`MIN_SIDE`).
+    // Wide enough that the second convolution's products run in bf16 (`bf16::rounds`); the
+    // dense layer's, 24 rows tall, stay f32.
     let (mut hp, mut arch) = convolutional(2);
     hp.conv_channels = vec![8, 64];
     arch.conv_channels = vec![8, 64];
