@@ -46,9 +46,9 @@ const SHAPES: [(usize, usize, usize, Transposed, &str); 11] = [
     ),
     (25088, 144, 32, Right, "cnn: second convolution"),
     (
-        32,
-        25088,
         144,
+        25088,
+        32,
         Left,
         "cnn: second convolution's weight gradient",
     ),

@@ -39,17 +39,75 @@ impl<'a> View<'a> {
     }
 }
 
+/// Depth of one slice of a product split along its depth (`matmul_split_depth`).
+const DEPTH_CHUNK: usize = 2048;
+
 /// `out = a @ b` (or `out += a @ b` when `accumulate`), `out` row-major `a.rows x b.cols`.
 pub fn matmul(out: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool) {
     assert_eq!(a.cols, b.rows, "inner dimensions");
     assert_eq!(out.len(), a.rows * b.cols, "output shape");
+    let depth = a.cols;
+    if depth >= 2 * DEPTH_CHUNK && depth >= 16 * a.rows.max(b.cols) {
+        return matmul_split_depth(out, a, b, accumulate);
+    }
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 && a.rows * a.cols * b.cols > 1 << 16 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: every pointer and stride describes a slice whose length the asserts above tie
+    gemm_into(out, a, b, accumulate, parallelism);
+}
+
+/// gemm splits only the output among threads, so a product far deeper than its output (a
+/// convolution's weight gradient over a batch's pixels, 32 x 25088 x 144) ran on one thread
+/// at a fifth of the machine's rate. Its depth is cut into fixed slices multiplied in
+/// parallel, and their sums are added in slice order: the result depends on the shape alone,
+/// not on the thread count.
+fn matmul_split_depth(out: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool) {
+    let (rows, cols, depth) = (a.rows, b.cols, a.cols);
+    let partials: Vec<Vec<f32>> = (0..depth.div_ceil(DEPTH_CHUNK))
+        .into_par_iter()
+        .map(|i| {
+            let (start, len) = (i * DEPTH_CHUNK, DEPTH_CHUNK.min(depth - i * DEPTH_CHUNK));
+            let a_slice = View {
+                data: &a.data[start * non_negative(a.cs)..],
+                cols: len,
+                ..a
+            };
+            let b_slice = View {
+                data: &b.data[start * non_negative(b.rs)..],
+                rows: len,
+                ..b
+            };
+            let mut part = vec![0.0; rows * cols];
+            gemm_into(&mut part, a_slice, b_slice, false, gemm::Parallelism::None);
+            part
+        })
+        .collect();
+    let (first, rest) = partials.split_first().expect("a deep product has slices");
+    if accumulate {
+        out.iter_mut().zip(first).for_each(|(o, p)| *o += p);
+    } else {
+        out.copy_from_slice(first);
+    }
+    for part in rest {
+        out.iter_mut().zip(part).for_each(|(o, p)| *o += p);
+    }
+}
+
+fn non_negative(stride: isize) -> usize {
+    usize::try_from(stride).expect("views have non-negative strides")
+}
+
+fn gemm_into(
+    out: &mut [f32],
+    a: View<'_>,
+    b: View<'_>,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: every pointer and stride describes a slice whose length the caller's asserts tie
     // to the dimensions passed, and `out` does not alias the inputs (it is `&mut`).
     unsafe {
         gemm::gemm(
@@ -223,6 +281,56 @@ mod tests {
         );
         let plus_one: Vec<f32> = naive.iter().map(|v| v + 1.0).collect();
         assert_eq!(out_t, plus_one);
+    }
+
+    /// A product deep enough to be split along its depth: close to an f64 sum, and the same
+    /// bits on one thread as on four (the slices are fixed by the shape).
+    #[test]
+    fn a_deep_product_is_split_the_same_whatever_the_threads() {
+        let (m, k, n) = (3, 2 * DEPTH_CHUNK + 77, 5);
+        let a: Vec<f32> = (0..k * m)
+            .map(|v| ((v * 7919) % 23) as f32 * 0.1 - 1.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|v| ((v * 104_729) % 19) as f32 * 0.1 - 0.9)
+            .collect();
+        let product = |threads: usize, accumulate: bool| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut out = vec![0.5; m * n];
+            // `a` stored k x m and read transposed, as a weight gradient reads its input.
+            pool.install(|| {
+                matmul(
+                    &mut out,
+                    View::new(&a, k, m).t(),
+                    View::new(&b, k, n),
+                    accumulate,
+                )
+            });
+            out
+        };
+        let out = product(1, false);
+        for i in 0..m {
+            for j in 0..n {
+                let exact: f64 = (0..k)
+                    .map(|p| a[p * m + i] as f64 * b[p * n + j] as f64)
+                    .sum();
+                let got = out[i * n + j] as f64;
+                assert!(
+                    (got - exact).abs() < 1e-3 * exact.abs().max(1.0),
+                    "{got} vs {exact}"
+                );
+            }
+        }
+        assert_eq!(product(4, false), out);
+        let plus_half: Vec<f32> = out.iter().map(|v| v + 0.5).collect();
+        let accumulated = product(4, true);
+        for (x, y) in accumulated.iter().zip(&plus_half) {
+            assert!((x - y).abs() < 1e-4 * y.abs().max(1.0));
+        }
+        assert_eq!(product(1, true), accumulated);
     }
 
     #[test]
