@@ -10,8 +10,10 @@ use trainyard_engine::sae::linalg::{self, View};
 
 use crate::bench_sae::fill;
 
-/// Timed calls of each product on each side, alternating, after one untimed call each.
+/// Timed calls of each product on each side, alternating.
 const ROUNDS: usize = 31;
+/// Untimed calls before each product's timed ones.
+const WARM_UP: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Which factor of a product is a transposed view, as in the backward passes.
 #[derive(Clone, Copy)]
@@ -101,10 +103,15 @@ pub fn products() -> Value {
 }
 
 /// Median microseconds per call of `a` and of `b`, timed one call each in turn so that a
-/// machine's drift falls on both alike.
+/// machine's drift falls on both alike, after `WARM_UP` of untimed calls: without it the
+/// first product listed measured twice as slow as the same product further down (the
+/// cores had not yet reached their working clock).
 fn alternately(mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
-    a();
-    b();
+    let started = Instant::now();
+    while started.elapsed() < WARM_UP {
+        a();
+        b();
+    }
     let (mut a_us, mut b_us) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
     for _ in 0..ROUNDS {
         a_us.push(microseconds(&mut a));
