@@ -161,7 +161,7 @@ async fn a_classifier_starts_from_a_trained_language_model() {
         .create_model(
             "shakespeare",
             "transformer_lm",
-            json!({"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32,
+            json!({"n_layer": 2, "n_head": 2, "n_embd": 128, "block_size": 64,
             "batch_size": 8, "max_steps": 30, "eval_interval": 30, "eval_batches": 1}),
         )
         .await;
@@ -175,7 +175,7 @@ async fn a_classifier_starts_from_a_trained_language_model() {
     server
         .wait_for(&lm, &["completed"], Duration::from_secs(120))
         .await;
-    // The parts to freeze are the language model's (one block), whatever n_layer says.
+    // The parts to freeze are the language model's (two blocks), whatever n_layer says.
     let mut deeper = body.clone();
     deeper["hyperparameters"]["n_layer"] = json!(3);
     deeper["hyperparameters"]["freeze"] = json!(["blocks.2"]);
@@ -190,6 +190,22 @@ async fn a_classifier_starts_from_a_trained_language_model() {
         .wait_for(id, &["completed", "failed"], Duration::from_secs(180))
         .await;
     assert_eq!(status["status"], "completed", "{status}");
+    // The memory estimate is of the body it really trained: the language model's, larger
+    // than the one its own hyperparameters describe; and not a fifth under what it held.
+    let metrics = &status["metrics"];
+    let estimate = metrics["memory_estimate_mb"].as_f64().expect("an estimate");
+    if let Some(peak) = metrics["memory_peak_mb"].as_f64() {
+        assert!(estimate >= 0.8 * peak, "{metrics}");
+    }
+    let plain = server
+        .create_model("lines", "transformer_classifier", tiny())
+        .await;
+    server.train(&plain).await;
+    let plain = server
+        .wait_for(&plain, &["completed"], Duration::from_secs(180))
+        .await;
+    let plain_estimate = plain["metrics"]["memory_estimate_mb"].as_f64().unwrap();
+    assert!(estimate > plain_estimate, "{estimate} vs {plain_estimate}");
     let (_, answer) = server
         .post(
             &format!("/api/models/{id}/predict"),

@@ -246,7 +246,7 @@ impl Family for Language {
                 chars: dataset.n_rows,
             },
         )?;
-        check_memory(&hp, limits)?;
+        check_memory(training_mb(&hp), &hp, limits)?;
         Ok(Plan {
             hyperparameters: serde_json::to_value(&hp).expect("hyperparameters serialise"),
             epochs: evaluations_planned(&hp),
@@ -258,7 +258,7 @@ impl Family for Language {
         if job.algorithm == "transformer_classifier" {
             let classes = info.classes.as_ref()?.len();
             let hp = spec::resolve(&job.hyperparameters, Target::Labels { classes }).ok()?;
-            return Some(training_mb(&hp));
+            return Some(classify::training_mb(&hp, Some(job)));
         }
         let chars = info.n_rows;
         let hp = spec::resolve(&job.hyperparameters, Target::Corpus { chars }).ok()?;
@@ -455,9 +455,12 @@ fn teacher(
 /// Character vocabularies are small; 256 bounds any the built-in corpora give.
 const CHAR_VOCAB_BOUND: usize = 256;
 
-/// Refuses a model whose training would not fit the job's memory budget.
-pub(super) fn check_memory(hp: &LmHyperparameters, limits: &Limits) -> Result<(), ValidationError> {
-    let needed_mb = training_mb(hp);
+/// Refuses a model whose training (`needed_mb`) would not fit the job's memory budget.
+pub(super) fn check_memory(
+    needed_mb: f64,
+    hp: &LmHyperparameters,
+    limits: &Limits,
+) -> Result<(), ValidationError> {
     if needed_mb > limits.job_memory_mb as f64 {
         return Err(ValidationError::new(
             "hyperparameters",
@@ -471,13 +474,18 @@ pub(super) fn check_memory(hp: &LmHyperparameters, limits: &Limits) -> Result<()
     Ok(())
 }
 
-/// The model's training memory at its batch size (weights, optimiser state, activations).
-fn training_mb(hp: &LmHyperparameters) -> f64 {
-    let vocab = match hp.tokenizer {
+/// The largest vocabulary `hp`'s tokenizer can give.
+pub(super) fn vocab_bound(hp: &LmHyperparameters) -> usize {
+    match hp.tokenizer {
         TokenizerKind::Char => CHAR_VOCAB_BOUND,
         TokenizerKind::Bpe => hp.vocab_size,
-    };
-    (hp.config(vocab).estimated_bytes(hp.batch_size) + crate::memory::BACKEND_RUNTIME_BYTES)
+    }
+}
+
+/// The model's training memory at its batch size (weights, optimiser state, activations).
+fn training_mb(hp: &LmHyperparameters) -> f64 {
+    (hp.config(vocab_bound(hp)).estimated_bytes(hp.batch_size)
+        + crate::memory::BACKEND_RUNTIME_BYTES)
         / (1 << 20) as f64
 }
 
