@@ -25,7 +25,7 @@ use pack::{BLOCK, Side};
 /// bf16_products`). The MLP's 10-class output, a CNN's 32-channel convolutions and their
 /// weight gradient (32 x 25088 x 144: 3.6M conversions for 32 rows of use, 0.8x of f32 and
 /// a CNN step 15-30% slower than f32 on AVX-512 BF16) stay f32.
-pub const MIN_SIDE: usize = 64;
+const MIN_SIDE: usize = 64;
 
 /// Whether a `m x k @ k x n` product runs in bf16 in a `precision: "bf16"` run.
 pub fn rounds(m: usize, k: usize, n: usize) -> bool {
@@ -152,7 +152,7 @@ fn on_packed(kernel: Kernel, out: &mut [f32], a: View<'_>, b: View<'_>, accumula
 /// Rows `32 * row_block..` of `view`, at most 32.
 fn band_of(view: View<'_>, row_block: usize) -> View<'_> {
     let first = row_block * BLOCK;
-    let offset = first * pack::stride(view.rs);
+    let offset = first * linalg::stride(view.rs);
     View {
         data: &view.data[offset..],
         rows: (view.rows - first).min(BLOCK),

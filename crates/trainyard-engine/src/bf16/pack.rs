@@ -10,7 +10,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::sae::linalg::View;
+use crate::sae::linalg::{View, stride};
 use crate::simd::simd_fn;
 
 /// Lines in a tile, pairs of `k` per tile row, and `k` per tile.
@@ -121,10 +121,6 @@ impl Source<'_> {
             &ZEROS[..lines]
         }
     }
-}
-
-pub fn stride(s: isize) -> usize {
-    usize::try_from(s).expect("views have non-negative strides")
 }
 
 /// Fills `data` with `src` packed as `side`; returns the tiles per 16 lines.

@@ -71,12 +71,12 @@ fn matmul_split_depth(out: &mut [f32], a: View<'_>, b: View<'_>, accumulate: boo
         .map(|i| {
             let (start, len) = (i * DEPTH_CHUNK, DEPTH_CHUNK.min(depth - i * DEPTH_CHUNK));
             let a_slice = View {
-                data: &a.data[start * non_negative(a.cs)..],
+                data: &a.data[start * stride(a.cs)..],
                 cols: len,
                 ..a
             };
             let b_slice = View {
-                data: &b.data[start * non_negative(b.rs)..],
+                data: &b.data[start * stride(b.rs)..],
                 rows: len,
                 ..b
             };
@@ -96,8 +96,9 @@ fn matmul_split_depth(out: &mut [f32], a: View<'_>, b: View<'_>, accumulate: boo
     }
 }
 
-fn non_negative(stride: isize) -> usize {
-    usize::try_from(stride).expect("views have non-negative strides")
+/// A view's stride as an index step (views never run backwards).
+pub(crate) fn stride(s: isize) -> usize {
+    usize::try_from(s).expect("views have non-negative strides")
 }
 
 fn gemm_into(
