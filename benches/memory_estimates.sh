@@ -63,5 +63,7 @@ LM=${LAST_ID:-}
 # A longer context and a larger batch, with and without gradient checkpointing: its saving.
 train shakespeare transformer_lm '{"max_steps": 20, "eval_interval": 20, "eval_batches": 2, "batch_size": 32, "block_size": 256}'
 train shakespeare transformer_lm '{"max_steps": 20, "eval_interval": 20, "eval_batches": 2, "batch_size": 32, "block_size": 256, "gradient_checkpointing": true}'
+# A wide network at batch 1: its parameters, and a checkpoint's copies of them, are its memory.
+train shakespeare transformer_lm '{"max_steps": 20, "eval_interval": 10, "eval_batches": 2, "batch_size": 1, "n_embd": 384}'
 train shakespeare sparse_autoencoder "$(jq -nc --arg lm "$LM" \
   '{source_model: $lm, max_steps: 200, log_interval: 100}')"

@@ -1,7 +1,10 @@
 """The peer of the text_classify workload: a bag-of-words logistic regression (scikit-learn's
 CountVectorizer, word unigrams, and LogisticRegression) on the split Trainyard wrote.
 
-    python text_classify.py DIR    # DIR holds train.csv and validation.csv (text, play)
+    python text_classify.py DIR [WORKLOAD]   # DIR holds train.csv and validation.csv (text, play)
+
+WORKLOAD names the line (text_classify, or text_classify_pretrained: the same peer against
+Trainyard's classifier started from a language model); the peer itself is the same.
 
 Prints one JSON line: validation accuracy, macro-F1 and the fit time.
 """
@@ -22,7 +25,7 @@ def read(path):
     return [r["text"] for r in rows], [r["play"] for r in rows]
 
 
-def main(directory):
+def main(directory, workload):
     train_x, train_y = read(f"{directory}/train.csv")
     val_x, val_y = read(f"{directory}/validation.csv")
     started = time.perf_counter()
@@ -30,7 +33,7 @@ def main(directory):
     model = LogisticRegression(max_iter=2000).fit(words.fit_transform(train_x), train_y)
     seconds = time.perf_counter() - started
     predicted = model.predict(words.transform(val_x))
-    print(json.dumps({"workload": "text_classify",
+    print(json.dumps({"workload": workload,
                       "peer": f"scikit-learn {sklearn.__version__} bag-of-words LogisticRegression",
                       "accuracy": accuracy_score(val_y, predicted),
                       "macro_f1": f1_score(val_y, predicted, average="macro"),
@@ -38,4 +41,4 @@ def main(directory):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "text_classify")

@@ -173,6 +173,31 @@ async fn test_a_run_records_its_peak_memory_beside_its_estimate() {
     );
 }
 
+/// A wide language model at batch 1: its memory is its parameters (and their copies in a
+/// checkpoint), not activations, which an estimate counting only training's four copies
+/// (weights, gradients, two moments) put at half the measured peak.
+#[tokio::test]
+async fn test_a_language_model_estimate_counts_its_checkpoints() {
+    let server = Server::start().await;
+    let hp = json!({"n_layer": 2, "n_embd": 256, "batch_size": 1, "max_steps": 20,
+                    "eval_interval": 10, "eval_batches": 2});
+    let id = server
+        .create_model("shakespeare", "transformer_lm", hp)
+        .await;
+    server.train(&id).await;
+    let status = server
+        .wait_for(&id, &["completed", "failed"], Duration::from_secs(240))
+        .await;
+    assert_eq!(status["status"], "completed", "{status}");
+    let metrics = &status["metrics"];
+    let estimate = metrics["memory_estimate_mb"].as_f64().expect("an estimate");
+    let peak = metrics["memory_peak_mb"].as_f64().expect("a measured peak");
+    assert!(
+        estimate >= 0.8 * peak,
+        "the admission estimate is at most 20% under the measured peak: {metrics}"
+    );
+}
+
 #[tokio::test]
 async fn test_batch_size_auto_trains_with_the_fastest_size_that_fits_and_says_so() {
     let server = Server::start_with(with_budget(1000)).await;

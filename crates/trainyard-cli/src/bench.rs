@@ -28,13 +28,14 @@ pub struct BenchArgs {
     /// AdamW, one MNIST epoch), cnn (the default CNN), lm_speed (300 steps of nanoGPT's
     /// character-level Shakespeare recipe), lm_quality (its 2000 steps, then validation
     /// loss), lm_generate (2000 tokens sampled from that network) or text_classify (the default
-    /// transformer_classifier on which of five plays a line comes from), sae_relu or sae_topk
+    /// transformer_classifier on which of five plays a line comes from; text_classify_pretrained
+    /// starts it from a language model trained on the rest of the corpus), sae_relu or sae_topk
     /// (an SAE 512 -> 4096, batches of 1024 tokens) or sae_products (only the five matrix
     /// products of that SAE's dense step: the ceiling of its speed). The `_bf16` workloads
     /// are the networks with `precision: "bf16"`; bf16_products times the networks' products
     /// in f32 and in bf16 on this CPU (no peer). `benches/peers/run` runs these alternately
     /// with their peers.
-    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "mlp_b128_bf16", "mlp_b512_bf16", "cnn_bf16", "lm_speed", "lm_quality", "lm_generate", "text_classify", "sae_relu", "sae_topk", "sae_products", "bf16_products"])]
+    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "mlp_b128_bf16", "mlp_b512_bf16", "cnn_bf16", "lm_speed", "lm_quality", "lm_generate", "text_classify", "text_classify_pretrained", "sae_relu", "sae_topk", "sae_products", "bf16_products"])]
     workload: Option<String>,
 }
 
@@ -244,8 +245,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.anomaly {
         return crate::bench_anomaly::run(args.json, args.export.as_deref());
     }
-    if args.workload.as_deref() == Some("text_classify") {
-        println!("{}", crate::bench_text::run(args.export.as_deref())?);
+    if let Some(workload @ ("text_classify" | "text_classify_pretrained")) =
+        args.workload.as_deref()
+    {
+        let pretrained = workload == "text_classify_pretrained";
+        println!(
+            "{}",
+            crate::bench_text::run(args.export.as_deref(), pretrained)?
+        );
         return Ok(());
     }
     if let Some(workload) = &args.workload {
