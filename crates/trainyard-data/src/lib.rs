@@ -17,6 +17,7 @@ mod synthetic;
 mod table;
 pub mod text;
 pub mod tokenizer;
+pub mod tokens;
 
 pub use builtin::{BUILTIN_NAMES, builtin_info, load_builtin, raw_builtin_bytes};
 pub use csv_table::{CsvOptions, parse_csv};

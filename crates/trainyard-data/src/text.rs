@@ -12,6 +12,7 @@ use std::sync::Arc;
 use trainyard_core::Task;
 
 use crate::tokenizer::{TextTokenizer, TokenizerKind};
+use crate::tokens::Tokens;
 use crate::{DataError, Dataset, DatasetInfo, SeededRng, Table, raw_builtin_bytes};
 
 /// The shortest corpus worth splitting: its validation tenth must hold a few windows.
@@ -106,8 +107,8 @@ pub const VALIDATION_FRACTION: f64 = 0.1;
 /// A corpus split contiguously and encoded with a tokenizer fit on its training part only.
 pub struct EncodedCorpus {
     pub tokenizer: TextTokenizer,
-    pub train: Vec<u32>,
-    pub validation: Vec<u32>,
+    pub train: Tokens,
+    pub validation: Tokens,
 }
 
 impl EncodedCorpus {
@@ -121,8 +122,8 @@ impl EncodedCorpus {
         let (train_text, validation_text) = split_corpus(text, VALIDATION_FRACTION);
         let tokenizer = TextTokenizer::fit(kind, train_text, vocab_size)?;
         Ok(EncodedCorpus {
-            train: tokenizer.encode(train_text),
-            validation: tokenizer.encode(validation_text),
+            train: tokenizer.encode(train_text).into(),
+            validation: tokenizer.encode(validation_text).into(),
             tokenizer,
         })
     }

@@ -75,8 +75,8 @@ fn shakespeare() -> Corpus {
     let corpus = EncodedCorpus::new(&text);
     Corpus {
         vocab_size: corpus.tokenizer.vocab_size(),
-        train: corpus.train,
-        validation: corpus.validation,
+        train: corpus.train.to_vec(),
+        validation: corpus.validation.to_vec(),
     }
 }
 

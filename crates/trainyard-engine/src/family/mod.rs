@@ -63,6 +63,13 @@ pub struct Job {
 pub trait JobCache: Send + Sync {
     fn get(&self, key: &str) -> Option<Vec<u8>>;
     fn put(&self, key: &str, bytes: &[u8]);
+
+    /// Where the entry lies on this machine's disk, when the cache keeps it there: a family
+    /// may map it instead of reading it. Entries are written whole and replaced by renaming,
+    /// never changed in place.
+    fn path(&self, _key: &str) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// A trained model that another model's training reads: a distillation teacher, weights to

@@ -34,6 +34,10 @@ impl JobCache for ArtifactCache {
         self.artifacts.get(&Self::key(key)).ok()
     }
 
+    fn path(&self, key: &str) -> Option<std::path::PathBuf> {
+        self.artifacts.local_path(&Self::key(key))
+    }
+
     fn put(&self, key: &str, bytes: &[u8]) {
         if let Err(e) = self.artifacts.put(&Self::key(key), bytes) {
             tracing::warn!(%key, error = %e, "could not cache a job's work; the next job redoes it");

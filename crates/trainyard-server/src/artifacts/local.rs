@@ -70,6 +70,10 @@ impl ArtifactStore for LocalArtifacts {
         }
     }
 
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path(key).ok().filter(|path| path.is_file())
+    }
+
     fn list(&self, prefix: &str) -> std::io::Result<Vec<(String, std::time::SystemTime)>> {
         fn walk(
             root: &Path,
@@ -111,6 +115,10 @@ mod tests {
         assert!(store.put("/etc/evil", b"x").is_err());
         store.put("runs/a/model.tym", b"ok").unwrap();
         assert_eq!(store.get("runs/a/model.tym").unwrap(), b"ok");
+        let path = store.local_path("runs/a/model.tym").expect("a local file");
+        assert_eq!(std::fs::read(path).unwrap(), b"ok");
+        assert_eq!(store.local_path("../evil"), None);
+        assert_eq!(store.local_path("runs/a/missing"), None);
         store.delete_prefix("runs/a").unwrap();
         assert!(store.get("runs/a/model.tym").is_err());
         store.delete_prefix("runs/a").unwrap();

@@ -24,6 +24,11 @@ pub trait ArtifactStore: Send + Sync {
     fn delete_prefix(&self, prefix: &str) -> std::io::Result<()>;
     /// Every artifact under `prefix` with when it was last written (for garbage collection).
     fn list(&self, prefix: &str) -> std::io::Result<Vec<(String, std::time::SystemTime)>>;
+    /// The artifact's file on this machine, where the store keeps artifacts on local disk and
+    /// this one exists.
+    fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// Where a process keeps its artifacts: `--artifacts` takes a local path or
