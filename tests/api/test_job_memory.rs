@@ -198,6 +198,44 @@ async fn test_a_language_model_estimate_counts_its_checkpoints() {
     );
 }
 
+/// Gradient checkpointing keeps each block's input and one block's activations at a time:
+/// the run's measured peak and its admission estimate both fall, and the estimate still
+/// covers the peak.
+#[tokio::test]
+async fn test_gradient_checkpointing_lowers_the_peak_and_the_estimate() {
+    let server = Server::start().await;
+    let mut results = vec![];
+    for checkpointing in [false, true] {
+        let hp = json!({"n_layer": 6, "n_embd": 64, "block_size": 128, "batch_size": 16,
+                        "max_steps": 4, "eval_interval": 4, "eval_batches": 1,
+                        "gradient_checkpointing": checkpointing});
+        let id = server
+            .create_model("shakespeare", "transformer_lm", hp)
+            .await;
+        server.train(&id).await;
+        let status = server
+            .wait_for(&id, &["completed", "failed"], Duration::from_secs(240))
+            .await;
+        assert_eq!(status["status"], "completed", "{status}");
+        let metrics = status["metrics"].clone();
+        let estimate = metrics["memory_estimate_mb"].as_f64().expect("an estimate");
+        let peak = metrics["memory_peak_mb"].as_f64().expect("a measured peak");
+        assert!(estimate >= 0.8 * peak, "{metrics}");
+        results.push((estimate, peak));
+    }
+    let [(plain_estimate, plain_peak), (estimate, peak)] = results[..] else {
+        unreachable!()
+    };
+    assert!(
+        peak < 0.8 * plain_peak,
+        "checkpointing peaked at {peak} MB against {plain_peak} without"
+    );
+    assert!(
+        estimate < plain_estimate,
+        "{estimate} against {plain_estimate}"
+    );
+}
+
 #[tokio::test]
 async fn test_batch_size_auto_trains_with_the_fastest_size_that_fits_and_says_so() {
     let server = Server::start_with(with_budget(1000)).await;

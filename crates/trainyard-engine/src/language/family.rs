@@ -494,8 +494,12 @@ const CHECKPOINT_PARAMETER_COPIES: f64 = 7.0;
 fn training_mb(hp: &LmHyperparameters) -> f64 {
     let config = hp.config(vocab_bound(hp));
     let checkpoint = CHECKPOINT_PARAMETER_COPIES * 4.0 * config.parameters() as f64;
-    (config.estimated_bytes(hp.batch_size) + checkpoint + crate::memory::BACKEND_RUNTIME_BYTES)
-        / (1 << 20) as f64
+    let training = if hp.gradient_checkpointing {
+        config.estimated_bytes_recomputing(hp.batch_size)
+    } else {
+        config.estimated_bytes(hp.batch_size)
+    };
+    (training + checkpoint + crate::memory::BACKEND_RUNTIME_BYTES) / (1 << 20) as f64
 }
 
 /// What a job holds: training memory, plus the corpus as text and as `u32` tokens (at most

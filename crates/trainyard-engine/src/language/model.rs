@@ -30,10 +30,27 @@ impl GptConfig {
     /// stream, norms, q/k/v, the MLP's 4x hidden layer, and the [heads, time, time] attention
     /// scores and weights) and the logits.
     pub fn estimated_bytes(&self, batch: usize) -> f64 {
-        const F32: f64 = 4.0;
+        self.estimate(batch, self.n_layer as f64 * self.block_floats())
+    }
+
+    /// [`GptConfig::estimated_bytes`] with gradient checkpointing: each block's input, and
+    /// one block's activations at a time (recomputed in the backward pass). Measured at
+    /// block_size 256, batch 32, 4 blocks: a 224 MB peak against 498 without checkpointing.
+    pub fn estimated_bytes_recomputing(&self, batch: usize) -> f64 {
+        let inputs = self.n_layer as f64 * self.block_size as f64 * self.n_embd as f64;
+        self.estimate(batch, inputs + self.block_floats())
+    }
+
+    /// A block's activations per window, in floats.
+    fn block_floats(&self) -> f64 {
         let (t, e) = (self.block_size as f64, self.n_embd as f64);
-        let per_block = t * e * 16.0 + 3.0 * self.n_head as f64 * t * t;
-        let per_window = self.n_layer as f64 * per_block + 2.0 * t * self.vocab_size as f64;
+        t * e * 16.0 + 3.0 * self.n_head as f64 * t * t
+    }
+
+    fn estimate(&self, batch: usize, blocks: f64) -> f64 {
+        const F32: f64 = 4.0;
+        let t = self.block_size as f64;
+        let per_window = blocks + 2.0 * t * self.vocab_size as f64;
         self.parameters() as f64 * F32 * 4.0 + batch as f64 * per_window * F32
     }
 

@@ -274,3 +274,44 @@ fn a_step_is_the_same_with_or_without_avx2() {
         .position(|(a, b)| a.to_bits() != b.to_bits());
     assert_eq!(differ, None, "the first gradient that differs");
 }
+
+/// Steps with and without recomputed blocks hand back what they took: after the first step
+/// the pool holds no more floats, however many steps follow.
+#[test]
+fn the_buffer_pool_stops_growing_after_the_first_step() {
+    let cfg = GptConfig {
+        vocab_size: 50,
+        n_layer: 3,
+        n_head: 4,
+        n_embd: 32,
+        block_size: 32,
+        bias: true,
+    };
+    let (layout, p) = weights(&cfg, 11);
+    let inputs = tokens(4 * cfg.block_size, cfg.vocab_size, 3);
+    let targets = tokens(4 * cfg.block_size, cfg.vocab_size, 4);
+    for recompute in [false, true] {
+        let mut bufs = Buffers::default();
+        let mut pooled = vec![];
+        for _ in 0..6 {
+            let batch = Batch {
+                inputs: &inputs,
+                targets: &targets,
+                batch: 4,
+                smoothing: 0.0,
+                masks: None,
+                recompute,
+            };
+            let tape = forward(&layout, &p, &batch, &mut bufs);
+            let mut grads = bufs.zeroed(layout.len);
+            backward(&layout, &p, &tape, &batch, 1.0, &mut grads, &mut bufs);
+            tape.recycle(&mut bufs);
+            bufs.give(grads);
+            pooled.push(bufs.pooled_floats());
+        }
+        assert!(
+            pooled.iter().all(|&n| n == pooled[0]),
+            "recompute {recompute}: floats pooled after each step {pooled:?}"
+        );
+    }
+}
