@@ -173,14 +173,9 @@ async fn test_a_run_records_its_peak_memory_beside_its_estimate() {
     );
 }
 
-/// A wide language model at batch 1: its memory is its parameters (and their copies in a
-/// checkpoint), not activations, which an estimate counting only training's four copies
-/// (weights, gradients, two moments) put at half the measured peak.
-#[tokio::test]
-async fn test_a_language_model_estimate_counts_its_checkpoints() {
-    let server = Server::start().await;
-    let hp = json!({"n_layer": 2, "n_embd": 256, "batch_size": 1, "max_steps": 20,
-                    "eval_interval": 10, "eval_batches": 2});
+/// Trains a language model on shakespeare with `hp` and returns its admission estimate and
+/// measured peak, after checking the estimate is at most 20% under the peak.
+async fn language_model_memory(server: &Server, hp: serde_json::Value) -> (f64, f64) {
     let id = server
         .create_model("shakespeare", "transformer_lm", hp)
         .await;
@@ -196,6 +191,18 @@ async fn test_a_language_model_estimate_counts_its_checkpoints() {
         estimate >= 0.8 * peak,
         "the admission estimate is at most 20% under the measured peak: {metrics}"
     );
+    (estimate, peak)
+}
+
+/// A wide language model at batch 1: its memory is its parameters (and their copies in a
+/// checkpoint), not activations, which an estimate counting only training's four copies
+/// (weights, gradients, two moments) put at half the measured peak.
+#[tokio::test]
+async fn test_a_language_model_estimate_counts_its_checkpoints() {
+    let server = Server::start().await;
+    let hp = json!({"n_layer": 2, "n_embd": 256, "batch_size": 1, "max_steps": 20,
+                    "eval_interval": 10, "eval_batches": 2});
+    language_model_memory(&server, hp).await;
 }
 
 /// Gradient checkpointing keeps each block's input and one block's activations at a time:
@@ -204,28 +211,13 @@ async fn test_a_language_model_estimate_counts_its_checkpoints() {
 #[tokio::test]
 async fn test_gradient_checkpointing_lowers_the_peak_and_the_estimate() {
     let server = Server::start().await;
-    let mut results = vec![];
-    for checkpointing in [false, true] {
-        let hp = json!({"n_layer": 6, "n_embd": 64, "block_size": 128, "batch_size": 16,
-                        "max_steps": 4, "eval_interval": 4, "eval_batches": 1,
-                        "gradient_checkpointing": checkpointing});
-        let id = server
-            .create_model("shakespeare", "transformer_lm", hp)
-            .await;
-        server.train(&id).await;
-        let status = server
-            .wait_for(&id, &["completed", "failed"], Duration::from_secs(240))
-            .await;
-        assert_eq!(status["status"], "completed", "{status}");
-        let metrics = status["metrics"].clone();
-        let estimate = metrics["memory_estimate_mb"].as_f64().expect("an estimate");
-        let peak = metrics["memory_peak_mb"].as_f64().expect("a measured peak");
-        assert!(estimate >= 0.8 * peak, "{metrics}");
-        results.push((estimate, peak));
-    }
-    let [(plain_estimate, plain_peak), (estimate, peak)] = results[..] else {
-        unreachable!()
+    let hp = |checkpointing: bool| {
+        json!({"n_layer": 6, "n_embd": 64, "block_size": 128, "batch_size": 16,
+               "max_steps": 4, "eval_interval": 4, "eval_batches": 1,
+               "gradient_checkpointing": checkpointing})
     };
+    let (plain_estimate, plain_peak) = language_model_memory(&server, hp(false)).await;
+    let (estimate, peak) = language_model_memory(&server, hp(true)).await;
     assert!(
         peak < 0.8 * plain_peak,
         "checkpointing peaked at {peak} MB against {plain_peak} without"
