@@ -95,13 +95,14 @@ fn hyperparameters(name: &str) -> anyhow::Result<Map<String, Value>> {
 /// (byte-level BPE of 2,000 tokens, two blocks), trained on sentences rather than single lines.
 /// `TRAINYARD_BENCH_LM_HYPERPARAMETERS` overrides these.
 fn language_model_hyperparameters() -> anyhow::Result<Map<String, Value>> {
-    let mut hp = json!({
+    let Value::Object(mut hp) = json!({
         "tokenizer": "bpe", "vocab_size": 2000, "n_layer": 2, "dropout": 0.1,
         "batch_size": 32, "max_steps": 2000, "eval_interval": 500,
-    });
-    let map = hp.as_object_mut().expect("an object");
-    map.extend(hyperparameters("TRAINYARD_BENCH_LM_HYPERPARAMETERS")?);
-    Ok(map.clone())
+    }) else {
+        unreachable!("a JSON object literal")
+    };
+    hp.extend(hyperparameters("TRAINYARD_BENCH_LM_HYPERPARAMETERS")?);
+    Ok(hp)
 }
 
 fn train(

@@ -41,9 +41,10 @@ pub(super) fn encoded_corpus(
     vocab_size: usize,
     reporter: &mut dyn Reporter,
 ) -> Result<EncodedCorpus, TrainError> {
-    let key = corpus_key(text, kind, vocab_size);
-    if let Some(cache) = cache {
-        match cached(cache, &key) {
+    // Hashing the text is work only a cache needs.
+    let key = cache.map(|_| corpus_key(text, kind, vocab_size));
+    if let (Some(cache), Some(key)) = (cache, &key) {
+        match cached(cache, key) {
             Ok(Some(corpus)) => {
                 reporter.event(TrainingEvent::Note {
                     message: "corpus tokens read from the cache: an earlier job encoded this \
@@ -69,14 +70,15 @@ pub(super) fn encoded_corpus(
     let mut corpus =
         EncodedCorpus::fit(text, kind, vocab_size).map_err(|e| TrainError::Fit(e.to_string()))?;
     reporter.event(stage(1));
-    if let Some(cache) = cache {
-        store(cache, &key, &corpus);
-        // Train from the files just written: the encoded copy in memory goes.
+    if let (Some(cache), Some(key)) = (cache, &key) {
+        store(cache, key, &corpus);
+        // Train from the files just written (whole, renamed into place, under a key derived
+        // from their content): the encoded copy in memory goes.
         if let (Some(train), Some(validation)) = (
-            mapped(cache, &key, "train"),
-            mapped(cache, &key, "validation"),
-        ) && *train == *corpus.train
-            && *validation == *corpus.validation
+            mapped(cache, key, "train"),
+            mapped(cache, key, "validation"),
+        ) && train.len() == corpus.train.len()
+            && validation.len() == corpus.validation.len()
         {
             (corpus.train, corpus.validation) = (train, validation);
         }

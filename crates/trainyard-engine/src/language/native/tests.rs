@@ -199,17 +199,22 @@ fn packing_round_trips_through_named_weights_and_burns_model() {
     );
 }
 
+/// A network large enough for a pass to split its products among threads.
+fn pool_config(n_layer: usize, n_embd: usize) -> GptConfig {
+    GptConfig {
+        vocab_size: 50,
+        n_layer,
+        n_head: 4,
+        n_embd,
+        block_size: 32,
+        bias: true,
+    }
+}
+
 /// One forward and backward pass in a pool of `threads`; with `dirty`, on buffers another
 /// batch's step handed back.
 fn step_in_pool(threads: usize, recompute: bool, dirty: bool) -> (f64, Vec<f32>) {
-    let cfg = GptConfig {
-        vocab_size: 50,
-        n_layer: 2,
-        n_head: 4,
-        n_embd: 64,
-        block_size: 32,
-        bias: true,
-    };
+    let cfg = pool_config(2, 64);
     let (layout, p) = weights(&cfg, 11);
     let inputs = tokens(8 * cfg.block_size, cfg.vocab_size, 3);
     let targets = tokens(8 * cfg.block_size, cfg.vocab_size, 4);
@@ -279,14 +284,7 @@ fn a_step_is_the_same_with_or_without_avx2() {
 /// the pool holds no more floats, however many steps follow.
 #[test]
 fn the_buffer_pool_stops_growing_after_the_first_step() {
-    let cfg = GptConfig {
-        vocab_size: 50,
-        n_layer: 3,
-        n_head: 4,
-        n_embd: 32,
-        block_size: 32,
-        bias: true,
-    };
+    let cfg = pool_config(3, 32);
     let (layout, p) = weights(&cfg, 11);
     let inputs = tokens(4 * cfg.block_size, cfg.vocab_size, 3);
     let targets = tokens(4 * cfg.block_size, cfg.vocab_size, 4);
