@@ -13,7 +13,7 @@ METRICS = {
     "rows_per_second": "rate", "roc_auc": "quality", "precision_at_n": "quality",
     "samples_per_second": "rate", "tokens_per_second": "rate", "train_seconds": "time",
     "val_loss": "time",  # lower is better, like a time
-    "accuracy": "quality", "macro_f1": "quality", "steps_per_second": "rate",
+    "accuracy": "quality", "r2": "quality", "macro_f1": "quality", "steps_per_second": "rate",
     "run_steps_per_second": "rate", "matmul_gflops": "rate", "products_per_second": "rate",
 }
 

@@ -20,8 +20,8 @@ pub struct BenchArgs {
     /// Measure the isolation forest on shuttle's ODDS split instead (fit, score, quality).
     #[arg(long)]
     anomaly: bool,
-    /// With --anomaly or --workload text_classify: also write the split as CSV files here, for
-    /// a peer to measure on.
+    /// With --anomaly, --workload text_classify or --workload tabular: also write the split as
+    /// CSV files here, for a peer to measure on.
     #[arg(long)]
     export: Option<std::path::PathBuf>,
     /// Measure one peer workload and print a JSON line: mlp_b128, mlp_b512 (MLP 784-256-10,
@@ -33,9 +33,10 @@ pub struct BenchArgs {
     /// (an SAE 512 -> 4096, batches of 1024 tokens) or sae_products (only the five matrix
     /// products of that SAE's dense step: the ceiling of its speed). The `_bf16` workloads
     /// are the networks with `precision: "bf16"`; bf16_products times the networks' products
-    /// in f32 and in bf16 on this CPU (no peer). `benches/peers/run` runs these alternately
-    /// with their peers.
-    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "mlp_b128_bf16", "mlp_b512_bf16", "cnn_bf16", "lm_speed", "lm_quality", "lm_generate", "text_classify", "text_classify_pretrained", "sae_relu", "sae_topk", "sae_products", "bf16_products"])]
+    /// in f32 and in bf16 on this CPU (no peer). tabular runs every default tabular model
+    /// (seed 000's datasets and algorithms) and prints a line for each. `benches/peers/run`
+    /// runs these alternately with their peers.
+    #[arg(long, value_parser = ["mlp_b128", "mlp_b512", "cnn", "mlp_b128_bf16", "mlp_b512_bf16", "cnn_bf16", "lm_speed", "lm_quality", "lm_generate", "text_classify", "text_classify_pretrained", "sae_relu", "sae_topk", "sae_products", "bf16_products", "tabular"])]
     workload: Option<String>,
 }
 
@@ -254,6 +255,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             crate::bench_text::run(args.export.as_deref(), pretrained)?
         );
         return Ok(());
+    }
+    if args.workload.as_deref() == Some("tabular") {
+        return crate::bench_tabular::run(args.export.as_deref());
     }
     if let Some(workload) = &args.workload {
         println!("{}", run_workload(workload)?);

@@ -5,6 +5,7 @@ mod bench;
 mod bench_anomaly;
 mod bench_bf16;
 mod bench_sae;
+mod bench_tabular;
 mod bench_text;
 mod doctor;
 mod encoding;

@@ -169,11 +169,12 @@ fn losses(evaluations: &[Evaluation]) -> Vec<(u64, f64, f64)> {
 }
 
 #[test]
-fn dropout_gradient_accumulation_and_checkpointing_keep_runs_exact() {
+fn dropout_attention_dropout_gradient_accumulation_and_checkpointing_keep_runs_exact() {
     let corpus = shakespeare();
     let data = corpus.data();
     let hp = LmHyperparameters {
         dropout: 0.2,
+        attention_dropout: 0.1,
         grad_accumulation: 2,
         max_steps: 40,
         eval_interval: 20,
@@ -220,6 +221,18 @@ fn dropout_gradient_accumulation_and_checkpointing_keep_runs_exact() {
         losses(&without.evaluations),
         losses(&run.evaluations),
         "dropout changes training"
+    );
+    let without_attention = run_to_end(
+        &LmHyperparameters {
+            attention_dropout: 0.0,
+            ..hp.clone()
+        },
+        &data,
+    );
+    assert_ne!(
+        losses(&without_attention.evaluations),
+        losses(&run.evaluations),
+        "attention dropout changes training"
     );
 }
 

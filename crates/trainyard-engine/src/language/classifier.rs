@@ -149,10 +149,7 @@ impl Objective for Labels<'_> {
             .collect();
         let labels: Vec<u32> = picks.iter().map(|&i| self.data.train.labels[i]).collect();
         let (tokens, lengths) = padded(&rows, device);
-        let mut dropout = (hp.dropout > 0.0).then(|| Dropout {
-            p: hp.dropout,
-            rng: SeededRng::derive(hp.seed, 2_000_000 + draw),
-        });
+        let mut dropout = Dropout::for_draw(hp.dropout, hp.attention_dropout, hp.seed, draw);
         let logits = model.forward(tokens, &lengths, self.hp.pooling, dropout.as_mut());
         let targets = token_tensor(&labels, 1, labels.len(), device).reshape([labels.len()]);
         self.loss_fn.forward(logits, targets)

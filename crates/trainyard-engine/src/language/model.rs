@@ -8,7 +8,7 @@ use burn::nn::attention::{
 use burn::nn::{
     Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
-use burn::tensor::{Device, Int, Tensor, TensorData, activation};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
 use serde::{Deserialize, Serialize};
 use trainyard_data::SeededRng;
 
@@ -173,6 +173,7 @@ impl Gpt {
         let positions: Vec<i64> = (0..batch).flat_map(|_| 0..time as i64).collect();
         let positions =
             Tensor::<2, Int>::from_data(TensorData::new(positions, [batch, time]), &device);
+        let attention_dropout = dropout.as_ref().and_then(|d| d.attention);
         let mut drop = |x: Tensor<3>| match dropout.as_deref_mut() {
             Some(d) => d.apply(x),
             None => x,
@@ -180,10 +181,15 @@ impl Gpt {
         let mut x = drop(self.tokens.forward(tokens) + self.positions.forward(positions));
         let mask = generate_autoregressive_mask(batch, time, &device);
         for (layer, block) in self.blocks.iter().enumerate() {
-            let attended = block.attention.forward(
-                MhaInput::self_attn(block.ln_attention.forward(x.clone())).mask_attn(mask.clone()),
-            );
-            x = x + hook(layer, Site::AttnOut, drop(attended.context));
+            let normed = block.ln_attention.forward(x.clone());
+            let attended = match attention_dropout {
+                Some(masks) => dropped_attention(&block.attention, normed, &mask, masks, layer),
+                None => {
+                    let input = MhaInput::self_attn(normed).mask_attn(mask.clone());
+                    block.attention.forward(input).context
+                }
+            };
+            x = x + hook(layer, Site::AttnOut, drop(attended));
             let hidden = activation::gelu(block.expand.forward(block.ln_mlp.forward(x.clone())));
             x = x + hook(layer, Site::MlpOut, drop(block.project.forward(hidden)));
             x = hook(layer, Site::ResidPost, x);
@@ -227,15 +233,113 @@ impl Site {
     }
 }
 
+/// Causal self-attention as burn's computes it, with `masks` applied to the probabilities
+/// (burn's own attention dropout draws from the backend's global generator).
+fn dropped_attention(
+    attention: &MultiHeadAttention,
+    x: Tensor<3>,
+    causal: &Tensor<3, Bool>,
+    masks: AttentionDropout,
+    layer: usize,
+) -> Tensor<3> {
+    let [batch, time, width] = x.dims();
+    let (heads, head_width) = (attention.n_heads, attention.d_k);
+    let split = |linear: &Linear| {
+        linear
+            .forward(x.clone())
+            .reshape([batch, time, heads, head_width])
+            .swap_dims(1, 2)
+    };
+    let (q, k, v) = (
+        split(&attention.query),
+        split(&attention.key),
+        split(&attention.value),
+    );
+    let scores = q
+        .matmul(k.transpose())
+        .div_scalar((head_width as f32).sqrt())
+        .mask_fill(
+            causal.clone().reshape([batch, 1, time, time]),
+            attention.min_float,
+        );
+    let mut mask = vec![0.0f32; batch * heads * time * time];
+    for (head, m) in mask.chunks_exact_mut(time * time).enumerate() {
+        masks.fill(layer, head, time, m);
+    }
+    let mask = Tensor::<4>::from_data(
+        TensorData::new(mask, [batch, heads, time, time]),
+        &x.device(),
+    );
+    let context = (activation::softmax(scores, 3) * mask)
+        .matmul(v)
+        .swap_dims(1, 2)
+        .reshape([batch, time, width]);
+    attention.output.forward(context)
+}
+
 /// Dropout whose masks come from the run's own generator (seeded per step), not the
 /// backend's global one, so a resumed run draws the masks an uninterrupted one would.
 pub struct Dropout {
     pub p: f64,
     pub rng: SeededRng,
+    /// Dropout on the attention probabilities, drawn apart from `rng`.
+    pub attention: Option<AttentionDropout>,
+}
+
+/// Far above any other stream a run derives from its seed (those count steps from 0 up to
+/// a few million).
+const ATTENTION_DROPOUT_STREAMS: u64 = 1 << 56;
+
+/// Dropout on the attention probabilities (nanoGPT's `attn_dropout`). Every (block, window,
+/// head) draws its mask from its own keyed generator: the native network draws a head's
+/// mask where it computes that head, on whichever thread, and regenerates it in the
+/// backward pass instead of keeping it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionDropout {
+    pub p: f64,
+    key: u64,
+}
+
+impl AttentionDropout {
+    /// The masks of micro-batch `draw` of a run seeded `seed`; none when `p` is 0.
+    pub fn for_draw(p: f64, seed: u64, draw: u64) -> Option<Self> {
+        (p > 0.0).then(|| AttentionDropout {
+            p,
+            key: SeededRng::derive(seed, ATTENTION_DROPOUT_STREAMS + draw).next_u64(),
+        })
+    }
+
+    /// Fills `mask`, `[time, time]`, for head `head` (`window * n_head + head`) of block
+    /// `layer`: 0 or `1 / (1 - p)` on and below the diagonal, 0 above it (where a causal
+    /// head's probabilities are 0 anyway).
+    pub fn fill(&self, layer: usize, head: usize, time: usize, mask: &mut [f32]) {
+        let mut rng = SeededRng::derive(self.key, ((layer as u64) << 40) | head as u64);
+        let keep = (1.0 / (1.0 - self.p)) as f32;
+        for (i, row) in mask.chunks_exact_mut(time).enumerate() {
+            for m in &mut row[..=i] {
+                *m = if rng.next_f64() < self.p { 0.0 } else { keep };
+            }
+            row[i + 1..].fill(0.0);
+        }
+    }
 }
 
 impl Dropout {
+    /// Micro-batch `draw`'s dropout in a run seeded `seed`, at rate `p` on the embeddings and
+    /// the blocks' outputs and `attention` on the attention probabilities; none when both
+    /// are 0.
+    pub fn for_draw(p: f64, attention: f64, seed: u64, draw: u64) -> Option<Self> {
+        (p > 0.0 || attention > 0.0).then(|| Dropout {
+            p,
+            rng: SeededRng::derive(seed, 2_000_000 + draw),
+            attention: AttentionDropout::for_draw(attention, seed, draw),
+        })
+    }
+
     fn apply(&mut self, x: Tensor<3>) -> Tensor<3> {
+        if self.p <= 0.0 {
+            return x;
+        }
         let dims = x.dims();
         let keep = (1.0 / (1.0 - self.p)) as f32;
         let mask: Vec<f32> = (0..dims.iter().product::<usize>())

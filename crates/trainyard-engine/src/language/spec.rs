@@ -12,7 +12,7 @@ use super::classifier::{Pooling, freezable};
 use super::train::{ClassWeights, LmLoss, LrSchedule};
 use trainyard_data::tokenizer::TokenizerKind;
 
-const ALLOWED: [&str; 31] = [
+const ALLOWED: [&str; 32] = [
     "n_layer",
     "n_head",
     "n_embd",
@@ -29,6 +29,7 @@ const ALLOWED: [&str; 31] = [
     "eval_batches",
     "seed",
     "dropout",
+    "attention_dropout",
     "grad_accumulation",
     "lr_schedule",
     "early_stopping",
@@ -79,6 +80,7 @@ impl Default for LmHyperparameters {
             eval_batches: 20,
             seed: 42,
             dropout: 0.0,
+            attention_dropout: 0.0,
             grad_accumulation: 1,
             lr_schedule: LrSchedule::Cosine,
             early_stopping: None,
@@ -163,6 +165,7 @@ pub fn resolve(
             "eval_batches" => hp.eval_batches = int(1, 10_000)? as usize,
             "seed" => hp.seed = int(0, u64::MAX)?,
             "dropout" => hp.dropout = float(&field, v, 0.0, 0.9)?,
+            "attention_dropout" => hp.attention_dropout = float(&field, v, 0.0, 0.9)?,
             "grad_accumulation" => hp.grad_accumulation = int(1, 1024)? as usize,
             "lr_schedule" => {
                 hp.lr_schedule = match choice(&field, v, &["cosine", "constant"])? {
@@ -404,6 +407,10 @@ mod tests {
             ),
             (json!({"min_lr": 0.5}), "hyperparameters.min_lr"),
             (json!({"dropout": 1.0}), "hyperparameters.dropout"),
+            (
+                json!({"attention_dropout": -0.1}),
+                "hyperparameters.attention_dropout",
+            ),
             (
                 json!({"lr_schedule": "linear"}),
                 "hyperparameters.lr_schedule",

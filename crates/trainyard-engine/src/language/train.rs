@@ -64,6 +64,8 @@ pub struct LmHyperparameters {
     pub seed: u64,
     /// Dropout on the embeddings and on each block's attention and MLP outputs.
     pub dropout: f64,
+    /// Dropout on the attention probabilities (nanoGPT applies its one `dropout` here too).
+    pub attention_dropout: f64,
     /// Micro-batches of `batch_size` windows whose gradients make one step.
     pub grad_accumulation: usize,
     pub lr_schedule: LrSchedule,
@@ -211,10 +213,7 @@ impl Objective for NextToken<'_> {
         let inputs = token_tensor(&batch.inputs, hp.batch_size, hp.block_size, device);
         let targets = token_tensor(&batch.targets, 1, hp.batch_size * hp.block_size, device)
             .reshape([hp.batch_size * hp.block_size]);
-        let mut dropout = (hp.dropout > 0.0).then(|| Dropout {
-            p: hp.dropout,
-            rng: SeededRng::derive(hp.seed, 2_000_000 + draw),
-        });
+        let mut dropout = Dropout::for_draw(hp.dropout, hp.attention_dropout, hp.seed, draw);
         let logits = model.forward_with(inputs, dropout.as_mut());
         let loss = self.loss_fn.forward(logits.clone(), targets);
         match self.data.teacher {

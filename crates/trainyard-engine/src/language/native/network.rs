@@ -6,12 +6,14 @@
 
 use rayon::prelude::*;
 
+use super::attention::{attention, attention_backward};
 use super::kernels::{
-    Mat, NormStats, Out, SharedMut, add_bias, add_column_sums, gelu_backward, gelu_keeping_slope,
-    layer_norm, layer_norm_backward, matmul, softmax_in_place,
+    Mat, NormStats, Out, add_bias, add_column_sums, gelu_backward, gelu_keeping_slope, layer_norm,
+    layer_norm_backward, matmul, softmax_in_place,
 };
 use super::layout::{BlockOffsets, Layout};
 use crate::buffers::Buffers;
+use crate::language::model::AttentionDropout;
 use crate::language::weights::LAYER_NORM_EPSILON;
 
 /// Dropout masks (0 or `1 / (1 - p)`) in the order the network draws them.
@@ -32,6 +34,9 @@ pub struct Batch<'a> {
     /// Keep only each block's input and recompute the block in the backward pass (gradient
     /// checkpointing): one block's activations alive at a time, the same results.
     pub recompute: bool,
+    /// Dropout on the attention probabilities; each head's mask is drawn where the head is
+    /// computed and drawn again in the backward pass.
+    pub attention_dropout: Option<AttentionDropout>,
 }
 
 struct BlockTape {
@@ -188,8 +193,8 @@ pub fn forward(layout: &Layout, p: &[f32], batch: &Batch<'_>, bufs: &mut Buffers
     let mut residual = vec![x];
     let mut blocks = Vec::with_capacity(layout.blocks.len());
     for (l, o) in layout.blocks.iter().enumerate() {
-        let masks = batch.masks.as_ref().map(|m| &m.blocks[l]);
-        let (out, tape) = block_forward(layout, o, p, &residual[l], batch.batch, masks, bufs);
+        let drop = BlockDropout::of(batch, l);
+        let (out, tape) = block_forward(layout, o, p, &residual[l], batch.batch, drop, bufs);
         residual.push(out);
         if batch.recompute {
             tape.recycle(bufs);
@@ -244,19 +249,37 @@ fn cross_entropy(logits: &mut [f32], targets: &[u32], v: usize, smoothing: f32) 
     losses.iter().sum::<f64>() / targets.len().max(1) as f64
 }
 
+/// One block's dropout: its masks for the attention and MLP outputs, and the attention
+/// probabilities' (with the block's index, which keys them).
+#[derive(Clone, Copy)]
+struct BlockDropout<'a> {
+    outputs: Option<&'a (Vec<f32>, Vec<f32>)>,
+    attention: Option<(AttentionDropout, usize)>,
+}
+
+impl<'a> BlockDropout<'a> {
+    fn of(batch: &'a Batch<'_>, layer: usize) -> Self {
+        BlockDropout {
+            outputs: batch.masks.as_ref().map(|m| &m.blocks[layer]),
+            attention: batch.attention_dropout.map(|a| (a, layer)),
+        }
+    }
+}
+
 fn block_forward(
     layout: &Layout,
     o: &BlockOffsets,
     p: &[f32],
     x: &[f32],
     batch: usize,
-    masks: Option<&(Vec<f32>, Vec<f32>)>,
+    drop: BlockDropout<'_>,
     bufs: &mut Buffers,
 ) -> (Vec<f32>, BlockTape) {
     let c = layout.config.n_embd;
+    let masks = drop.outputs;
     let (ln_1, ln_1_stats) = norm(x, p, o.ln_1, o.ln_1_bias, c, bufs);
     let qkv = linear(&ln_1, p, o.qkv, o.qkv_bias, c, 3 * c, bufs);
-    let (att, att_out) = attention(layout, &qkv, batch, bufs);
+    let (att, att_out) = attention(layout, &qkv, batch, drop.attention, bufs);
     let mut mid = linear(&att_out, p, o.proj, o.proj_bias, c, c, bufs);
     apply_mask(&mut mid, masks.map(|m| &m.0));
     add_into(&mut mid, x);
@@ -288,44 +311,6 @@ fn add_into(sum: &mut [f32], residual: &[f32]) {
     for (s, r) in sum.iter_mut().zip(residual) {
         *s += r;
     }
-}
-
-/// Heads' geometry: `(time, width, heads, head width)`.
-fn heads(layout: &Layout) -> (usize, usize, usize, usize) {
-    let cfg = &layout.config;
-    let c = cfg.n_embd;
-    (cfg.block_size, c, cfg.n_head, c / cfg.n_head)
-}
-
-/// Causal self-attention of every (window, head) in parallel: the probabilities and the heads'
-/// outputs side by side, `[rows, C]`.
-fn attention(
-    layout: &Layout,
-    qkv: &[f32],
-    batch: usize,
-    bufs: &mut Buffers,
-) -> (Vec<f32>, Vec<f32>) {
-    let (t, c, nh, hs) = heads(layout);
-    let scale = 1.0 / (hs as f32).sqrt();
-    let mut att = bufs.stale(batch * nh * t * t);
-    let mut out = bufs.stale(batch * t * c);
-    let shared = SharedMut::new(&mut out);
-    att.par_chunks_mut(t * t).enumerate().for_each(|(bh, att)| {
-        let (b, h) = (bh / nh, bh % nh);
-        let base = b * t * 3 * c + h * hs;
-        let q = Mat::rows(qkv, base, t, hs, 3 * c);
-        let k = Mat::rows(qkv, base + c, t, hs, 3 * c);
-        let v = Mat::rows(qkv, base + 2 * c, t, hs, 3 * c);
-        matmul(Out::of(att, t, t), q, k.t(), false, scale, false);
-        for (i, row) in att.chunks_exact_mut(t).enumerate() {
-            softmax_in_place(&mut row[..=i]);
-            row[i + 1..].fill(0.0);
-        }
-        // SAFETY: head `h` of window `b` owns rows `b*t..(b+1)*t`, columns `h*hs..(h+1)*hs`.
-        let dst = unsafe { Out::shared(shared, b * t * c + h * hs, t, hs, c) };
-        matmul(dst, Mat::of(att, t, t), v, false, 1.0, false);
-    });
-    (att, out)
 }
 
 /// The backward pass of a forward pass with targets: adds every parameter's gradient of the
@@ -389,13 +374,13 @@ pub fn backward(
     );
     bufs.give(dln_f);
     for (l, o) in layout.blocks.iter().enumerate().rev() {
-        let masks = batch.masks.as_ref().map(|m| &m.blocks[l]);
+        let drop = BlockDropout::of(batch, l);
         let x = &tape.residual[l];
         match tape.blocks.get(l) {
-            Some(block) => block_backward(layout, o, p, block, x, masks, &mut dx, grads, bufs),
+            Some(block) => block_backward(layout, o, p, block, x, drop, &mut dx, grads, bufs),
             None => {
-                let (out, block) = block_forward(layout, o, p, x, batch.batch, masks, bufs);
-                block_backward(layout, o, p, &block, x, masks, &mut dx, grads, bufs);
+                let (out, block) = block_forward(layout, o, p, x, batch.batch, drop, bufs);
+                block_backward(layout, o, p, &block, x, drop, &mut dx, grads, bufs);
                 bufs.give(out);
                 block.recycle(bufs);
             }
@@ -487,12 +472,13 @@ fn block_backward(
     p: &[f32],
     tape: &BlockTape,
     x: &[f32],
-    masks: Option<&(Vec<f32>, Vec<f32>)>,
+    drop: BlockDropout<'_>,
     dx: &mut [f32],
     grads: &mut [f32],
     bufs: &mut Buffers,
 ) {
     let c = layout.config.n_embd;
+    let masks = drop.outputs;
     let batch = dx.len() / (c * layout.config.block_size);
     let mut d = bufs.stale(dx.len());
     d.copy_from_slice(dx);
@@ -527,7 +513,15 @@ fn block_backward(
     apply_mask(&mut d, masks.map(|m| &m.0));
     let datt_out = linear_backward(grads, p, o.proj, o.proj_bias, &tape.att_out, &d, c, c, bufs);
     bufs.give(d);
-    let dqkv = attention_backward(layout, tape, &datt_out, batch, bufs);
+    let dqkv = attention_backward(
+        layout,
+        &tape.qkv,
+        &tape.att,
+        &datt_out,
+        batch,
+        drop.attention,
+        bufs,
+    );
     bufs.give(datt_out);
     let dln_1 = linear_backward(
         grads,
@@ -553,56 +547,4 @@ fn block_backward(
         c,
     );
     bufs.give(dln_1);
-}
-
-/// The gradient of the query, key and value projections, `[rows, 3C]`, from the heads'
-/// output gradient.
-fn attention_backward(
-    layout: &Layout,
-    tape: &BlockTape,
-    dout: &[f32],
-    batch: usize,
-    bufs: &mut Buffers,
-) -> Vec<f32> {
-    let (t, c, nh, hs) = heads(layout);
-    let scale = 1.0 / (hs as f32).sqrt();
-    let qkv = &tape.qkv;
-    let mut dqkv = bufs.stale(batch * t * 3 * c);
-    let mut datt_all = bufs.stale(tape.att.len());
-    let shared = SharedMut::new(&mut dqkv);
-    tape.att
-        .par_chunks(t * t)
-        .zip(datt_all.par_chunks_mut(t * t))
-        .enumerate()
-        .for_each(|(bh, (att, datt))| {
-            let (b, h) = (bh / nh, bh % nh);
-            let base = b * t * 3 * c + h * hs;
-            let q = Mat::rows(qkv, base, t, hs, 3 * c);
-            let k = Mat::rows(qkv, base + c, t, hs, 3 * c);
-            let v = Mat::rows(qkv, base + 2 * c, t, hs, 3 * c);
-            let dy = Mat::rows(dout, b * t * c + h * hs, t, hs, c);
-            let att_m = Mat::of(att, t, t);
-            matmul(Out::of(datt, t, t), dy, v.t(), false, 1.0, false);
-            // SAFETY: head `h` of window `b` owns rows `b*t..(b+1)*t` of its q, k and v columns.
-            let (dq, dk, dv) = unsafe {
-                (
-                    Out::shared(shared, base, t, hs, 3 * c),
-                    Out::shared(shared, base + c, t, hs, 3 * c),
-                    Out::shared(shared, base + 2 * c, t, hs, 3 * c),
-                )
-            };
-            matmul(dv, att_m.t(), dy, false, 1.0, false);
-            // Softmax backward; entries above the diagonal have zero probability and stay zero.
-            for (a, g) in att.chunks_exact(t).zip(datt.chunks_exact_mut(t)) {
-                let inner: f32 = a.iter().zip(g.iter()).map(|(a, g)| a * g).sum();
-                for (g, a) in g.iter_mut().zip(a) {
-                    *g = a * (*g - inner);
-                }
-            }
-            let dpre = Mat::of(datt, t, t);
-            matmul(dq, dpre, k, false, scale, false);
-            matmul(dk, dpre.t(), q, false, scale, false);
-        });
-    bufs.give(datt_all);
-    dqkv
 }

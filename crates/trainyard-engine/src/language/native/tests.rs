@@ -11,7 +11,7 @@ use super::layout::Layout;
 use super::network::{Batch, backward, forward};
 use super::trainer::masks;
 use crate::buffers::Buffers;
-use crate::language::model::{Dropout, Gpt, GptConfig, token_tensor};
+use crate::language::model::{AttentionDropout, Dropout, Gpt, GptConfig, token_tensor};
 use crate::language::train::LmHyperparameters;
 use crate::language::weights::{Dense, GptWeights, LayerWeights, Norm};
 
@@ -82,7 +82,7 @@ fn burn_reference(
     layout: &Layout,
     p: &[f32],
     batch: &Batch<'_>,
-    dropout: Option<(f64, u64)>,
+    mut dropout: Option<Dropout>,
 ) -> (f64, GptWeights) {
     let cfg = &layout.config;
     let device = Device::flex().autodiff();
@@ -90,11 +90,7 @@ fn burn_reference(
     let inputs = token_tensor(batch.inputs, batch.batch, cfg.block_size, &device);
     let targets =
         token_tensor(batch.targets, 1, batch.targets.len(), &device).reshape([batch.targets.len()]);
-    let mut drop = dropout.map(|(p, seed)| Dropout {
-        p,
-        rng: SeededRng::derive(seed, 2_000_000),
-    });
-    let logits = model.forward_with(inputs, drop.as_mut());
+    let logits = model.forward_with(inputs, dropout.as_mut());
     let smoothing = (batch.smoothing > 0.0).then_some(batch.smoothing);
     let loss = CrossEntropyLossConfig::new()
         .with_smoothing(smoothing)
@@ -136,14 +132,15 @@ fn assert_close(name: &str, got: &[f32], want: &[f32]) {
     }
 }
 
-fn check_against_burn(bias: bool, smoothing: f32, dropout: Option<f64>) {
+fn check_against_burn(bias: bool, smoothing: f32, dropout: f64, attention_dropout: f64) {
     let cfg = config(bias);
     let (layout, p) = weights(&cfg, 7);
     let batch_rows = 3;
     let inputs = tokens(batch_rows * cfg.block_size, cfg.vocab_size, 1);
     let targets = tokens(batch_rows * cfg.block_size, cfg.vocab_size, 2);
     let hp = LmHyperparameters {
-        dropout: dropout.unwrap_or(0.0),
+        dropout,
+        attention_dropout,
         n_layer: cfg.n_layer,
         n_embd: cfg.n_embd,
         seed: 5,
@@ -156,12 +153,14 @@ fn check_against_burn(bias: bool, smoothing: f32, dropout: Option<f64>) {
         smoothing,
         masks: masks(&hp, 0, inputs.len()),
         recompute: false,
+        attention_dropout: AttentionDropout::for_draw(attention_dropout, hp.seed, 0),
     };
     let mut bufs = Buffers::default();
     let tape = forward(&layout, &p, &batch, &mut bufs);
     let mut grads = vec![0.0; layout.len];
     backward(&layout, &p, &tape, &batch, 1.0, &mut grads, &mut bufs);
-    let (loss, want) = burn_reference(&layout, &p, &batch, dropout.map(|d| (d, 5)));
+    let burn_dropout = Dropout::for_draw(dropout, attention_dropout, hp.seed, 0);
+    let (loss, want) = burn_reference(&layout, &p, &batch, burn_dropout);
     assert!(
         (tape.loss - loss).abs() < 1e-5 * loss.abs(),
         "loss {} vs burn's {loss}",
@@ -175,13 +174,19 @@ fn check_against_burn(bias: bool, smoothing: f32, dropout: Option<f64>) {
 
 #[test]
 fn loss_and_gradients_match_burns_network() {
-    check_against_burn(true, 0.0, None);
+    check_against_burn(true, 0.0, 0.0, 0.0);
 }
 
 #[test]
 fn without_biases_with_label_smoothing_and_dropout_too() {
-    check_against_burn(false, 0.1, None);
-    check_against_burn(true, 0.0, Some(0.25));
+    check_against_burn(false, 0.1, 0.0, 0.0);
+    check_against_burn(true, 0.0, 0.25, 0.0);
+}
+
+#[test]
+fn attention_dropout_matches_burns_network_alone_and_with_dropout() {
+    check_against_burn(true, 0.0, 0.0, 0.3);
+    check_against_burn(false, 0.1, 0.2, 0.5);
 }
 
 #[test]
@@ -213,7 +218,7 @@ fn pool_config(n_layer: usize, n_embd: usize) -> GptConfig {
 
 /// One forward and backward pass in a pool of `threads`; with `dirty`, on buffers another
 /// batch's step handed back.
-fn step_in_pool(threads: usize, recompute: bool, dirty: bool) -> (f64, Vec<f32>) {
+fn step_in_pool(threads: usize, recompute: bool, dirty: bool, attention: f64) -> (f64, Vec<f32>) {
     let cfg = pool_config(2, 64);
     let (layout, p) = weights(&cfg, 11);
     let inputs = tokens(8 * cfg.block_size, cfg.vocab_size, 3);
@@ -232,6 +237,7 @@ fn step_in_pool(threads: usize, recompute: bool, dirty: bool) -> (f64, Vec<f32>)
                 smoothing: 0.0,
                 masks: None,
                 recompute,
+                attention_dropout: AttentionDropout::for_draw(attention, 9, 0),
             };
             let tape = forward(&layout, &p, &batch, &mut bufs);
             let mut grads = vec![0.0; layout.len];
@@ -249,28 +255,42 @@ fn step_in_pool(threads: usize, recompute: bool, dirty: bool) -> (f64, Vec<f32>)
 
 #[test]
 fn a_step_does_not_depend_on_threads_recomputing_blocks_or_stale_buffers() {
-    let one = step_in_pool(1, false, false);
-    for (name, other) in [
-        ("three threads", step_in_pool(3, false, false)),
-        ("recomputed blocks", step_in_pool(2, true, false)),
-        ("buffers another batch left", step_in_pool(2, false, true)),
-        ("recomputed on stale buffers", step_in_pool(2, true, true)),
-    ] {
-        assert_eq!(other.0, one.0, "{name}: loss");
-        let differ = other
-            .1
-            .iter()
-            .zip(&one.1)
-            .position(|(a, b)| a.to_bits() != b.to_bits());
-        assert_eq!(differ, None, "{name}: the first gradient that differs");
+    for attention in [0.0, 0.3] {
+        let one = step_in_pool(1, false, false, attention);
+        for (name, other) in [
+            ("three threads", step_in_pool(3, false, false, attention)),
+            ("recomputed blocks", step_in_pool(2, true, false, attention)),
+            (
+                "buffers another batch left",
+                step_in_pool(2, false, true, attention),
+            ),
+            (
+                "recomputed on stale buffers",
+                step_in_pool(2, true, true, attention),
+            ),
+        ] {
+            assert_eq!(
+                other.0, one.0,
+                "{name}, attention dropout {attention}: loss"
+            );
+            let differ = other
+                .1
+                .iter()
+                .zip(&one.1)
+                .position(|(a, b)| a.to_bits() != b.to_bits());
+            assert_eq!(
+                differ, None,
+                "{name}, attention dropout {attention}: the first gradient that differs"
+            );
+        }
     }
 }
 
 #[test]
 fn a_step_is_the_same_with_or_without_avx2() {
-    let wide = step_in_pool(2, false, false);
+    let wide = step_in_pool(2, false, false, 0.0);
     crate::simd::baseline_only();
-    let baseline = step_in_pool(2, false, false);
+    let baseline = step_in_pool(2, false, false, 0.0);
     assert_eq!(baseline.0.to_bits(), wide.0.to_bits(), "loss");
     let differ = baseline
         .1
@@ -288,10 +308,10 @@ fn the_buffer_pool_stops_growing_after_the_first_step() {
     let (layout, p) = weights(&cfg, 11);
     let inputs = tokens(4 * cfg.block_size, cfg.vocab_size, 3);
     let targets = tokens(4 * cfg.block_size, cfg.vocab_size, 4);
-    for recompute in [false, true] {
+    for (recompute, attention) in [(false, 0.0), (true, 0.0), (false, 0.2), (true, 0.2)] {
         let mut bufs = Buffers::default();
         let mut pooled = vec![];
-        for _ in 0..6 {
+        for draw in 0..6 {
             let batch = Batch {
                 inputs: &inputs,
                 targets: &targets,
@@ -299,6 +319,7 @@ fn the_buffer_pool_stops_growing_after_the_first_step() {
                 smoothing: 0.0,
                 masks: None,
                 recompute,
+                attention_dropout: AttentionDropout::for_draw(attention, 9, draw),
             };
             let tape = forward(&layout, &p, &batch, &mut bufs);
             let mut grads = bufs.zeroed(layout.len);
@@ -309,7 +330,7 @@ fn the_buffer_pool_stops_growing_after_the_first_step() {
         }
         assert!(
             pooled.iter().all(|&n| n == pooled[0]),
-            "recompute {recompute}: floats pooled after each step {pooled:?}"
+            "recompute {recompute}, attention dropout {attention}: floats pooled after each step {pooled:?}"
         );
     }
 }

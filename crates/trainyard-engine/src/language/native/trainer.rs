@@ -16,7 +16,7 @@ use super::kernels::adamw_chunk;
 use super::layout::Layout;
 use super::network::{Batch, Masks, backward, forward};
 use crate::buffers::Buffers;
-use crate::language::model::{Gpt, GptConfig};
+use crate::language::model::{AttentionDropout, Gpt, GptConfig};
 use crate::language::steps::{StepRun, early_stopping_state, finish, load_weights, weights};
 use crate::language::train::{
     Evaluation, LmCheckpoint, LmData, LmHyperparameters, LmObserver, validation_windows,
@@ -174,6 +174,7 @@ fn gradients(
             smoothing: hp.label_smoothing as f32,
             masks: masks(hp, draw, w.inputs.len()),
             recompute: hp.gradient_checkpointing,
+            attention_dropout: AttentionDropout::for_draw(hp.attention_dropout, hp.seed, draw),
         };
         let tape = forward(&state.layout, &state.params, &batch, &mut state.buffers);
         loss += tape.loss / micro as f64;
@@ -209,6 +210,7 @@ fn evaluate(
             masks: None,
             // No backward pass follows: keep no block's activations.
             recompute: true,
+            attention_dropout: None,
         };
         let tape = forward(layout, params, &batch, bufs);
         sum += tape.loss;
