@@ -41,10 +41,11 @@ def main(ours_path, peer_path, mode):
     if mode == "--json":
         print(json.dumps({"results": rows}, indent=2))
         return
-    print(f"{'workload':<26} {'metric':<22} {'trainyard':>12} {'peer':>12} {'ratio':>7}  peer"
+    width = max([26] + [len(r["workload"]) for r in rows])
+    print(f"{'workload':<{width}} {'metric':<22} {'trainyard':>12} {'peer':>12} {'ratio':>7}  peer"
           f"   (ratio > 1: Trainyard ahead; medians of {rows[0]['reps'] if rows else 0})")
     for r in rows:
-        print(f"{r['workload']:<26} {r['metric']:<22} {r['trainyard']:>12.4g} {r['peer']:>12.4g}"
+        print(f"{r['workload']:<{width}} {r['metric']:<22} {r['trainyard']:>12.4g} {r['peer']:>12.4g}"
               f" {r['ratio']:>7.2f}  {r['peer_name']}")
 
 

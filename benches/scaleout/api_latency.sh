@@ -16,12 +16,26 @@ create() {
     python3 -c "import json,sys; print(json.load(sys.stdin)['id'])"
 }
 IDLE=$(create '{"name":"idle","dataset":"iris","algorithm":"mlp","hyperparameters":{"epochs":5}}')
+status() {
+  curl -s "localhost:$PORT/api/models/$1/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['status'])"
+}
+# Waits (up to a minute) until model $1's status is one of the rest.
+wait_for() {
+  local id="$1"; shift
+  for _ in $(seq 600); do
+    local now; now="$(status "$id")"
+    for want in "$@"; do [ "$now" = "$want" ] && return 0; done
+    sleep 0.1
+  done
+  echo "model $id never reached $* (it is $(status "$id")): see the server's log" >&2
+  exit 1
+}
 curl -s -X POST "localhost:$PORT/api/models/$IDLE/train" -H "content-type: application/json" > /dev/null
-sleep 2
+wait_for "$IDLE" completed
 echo "idle:"
 wrk -t2 -c64 -d10s --latency "http://127.0.0.1:$PORT/api/models/$IDLE/status" | grep -E "Requests/sec|50%|99%"
 BUSY=$(create '{"name":"busy","dataset":"mnist","algorithm":"mlp","hyperparameters":{"epochs":30}}')
 curl -s -X POST "localhost:$PORT/api/models/$BUSY/train" -H "content-type: application/json" > /dev/null
-sleep 3
-echo "one training job ($(curl -s "localhost:$PORT/api/models/$BUSY/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['status'])")):"
+wait_for "$BUSY" training
+echo "one training job ($(status "$BUSY")):"
 wrk -t2 -c64 -d10s --latency "http://127.0.0.1:$PORT/api/models/$IDLE/status" | grep -E "Requests/sec|50%|99%"

@@ -6,6 +6,7 @@
 //! split) while making tree `i` a pure function of the seed and `i`. A forest resumed from a
 //! checkpoint is therefore identical to one grown without interruption.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use smartcore::ensemble::random_forest_classifier::{
     RandomForestClassifier, RandomForestClassifierParameters,
@@ -110,7 +111,43 @@ impl TreeGrower {
     }
 }
 
+/// One tree's output for every row.
+enum TreeOutput {
+    Votes(Vec<u32>),
+    Values(Vec<f32>),
+}
+
+impl TreeOutput {
+    /// Adds a vote per row to its class's column of `out`, or the values to `out`.
+    fn add_to(self, out: &mut [f32], width: usize) -> Result<(), String> {
+        match self {
+            TreeOutput::Votes(votes) => {
+                for (i, c) in votes.iter().enumerate() {
+                    let slot = out
+                        .get_mut(i * width + *c as usize)
+                        .ok_or_else(|| format!("tree voted for unknown class {c}"))?;
+                    *slot += 1.0;
+                }
+            }
+            TreeOutput::Values(values) => {
+                for (o, v) in out.iter_mut().zip(values) {
+                    *o += v;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Tree {
+    fn predict(&self, m: &DenseMatrix<f32>) -> Result<TreeOutput, String> {
+        match self {
+            Tree::Class(t) => t.predict(m).map(TreeOutput::Votes),
+            Tree::Value(t) => t.predict(m).map(TreeOutput::Values),
+        }
+        .map_err(|e| e.to_string())
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a tree serializes")
     }
@@ -149,23 +186,15 @@ impl Forest {
                 }
                 let width = if *n_classes > 0 { *n_classes } else { 1 };
                 let mut out = vec![0.0f32; rows * width];
-                for tree in trees {
-                    match tree {
-                        Tree::Class(t) => {
-                            let votes = t.predict(&m).map_err(|e| e.to_string())?;
-                            for (i, c) in votes.iter().enumerate() {
-                                let slot = out
-                                    .get_mut(i * width + *c as usize)
-                                    .ok_or_else(|| format!("tree voted for unknown class {c}"))?;
-                                *slot += 1.0;
-                            }
-                        }
-                        Tree::Value(t) => {
-                            let values = t.predict(&m).map_err(|e| e.to_string())?;
-                            for (o, v) in out.iter_mut().zip(values) {
-                                *o += v;
-                            }
-                        }
+                // A few trees at a time (one per thread), added in tree order: the sums are
+                // those of a serial pass, and only a round's outputs are held at once.
+                for round in trees.chunks(rayon::current_num_threads().max(1)) {
+                    let outputs: Vec<TreeOutput> = round
+                        .par_iter()
+                        .map(|tree| tree.predict(&m))
+                        .collect::<Result<_, _>>()?;
+                    for output in outputs {
+                        output.add_to(&mut out, width)?;
                     }
                 }
                 let n = trees.len() as f32;

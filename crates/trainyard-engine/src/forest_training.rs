@@ -1,7 +1,10 @@
-//! Fitting a random forest tree by tree: `Control` is checked between trees, progress is
-//! reported after the first tree and then at most ten times a second, and checkpoints hold the trees built so far (time-based, and on pause).
+//! Fitting a random forest a few trees at a time (one per thread): `Control` is checked
+//! between them, progress is reported after the first few and then at most ten times a
+//! second, and checkpoints hold the trees built so far (time-based, and on pause).
 
 use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
 
 use trainyard_core::{Task, TrainingEvent};
 use trainyard_data::{Table, prepare};
@@ -57,6 +60,7 @@ pub(crate) fn train_forest(
         (hp.checkpoint_seconds > 0).then(|| Duration::from_secs(hp.checkpoint_seconds as u64));
     let mut last_checkpoint = Instant::now();
     let mut last_progress = Instant::now();
+    let mut reported = false;
     while trees.len() < n_trees {
         if let Some(stop) = control.requested() {
             return match stop {
@@ -68,12 +72,12 @@ pub(crate) fn train_forest(
                 }
             };
         }
-        trees.push(grower.grow(trees.len()).map_err(TrainError::Fit)?.to_json());
+        trees.extend(grow_next(&grower, trees.len(), n_trees)?);
         let built = trees.len();
         state.global_step = built as u64;
         state.next_batch = built as u32;
-        if built == 1 || built == n_trees || last_progress.elapsed() >= PROGRESS_INTERVAL {
-            last_progress = Instant::now();
+        if !reported || built == n_trees || last_progress.elapsed() >= PROGRESS_INTERVAL {
+            (reported, last_progress) = (true, Instant::now());
             observer.event(TrainingEvent::Progress {
                 epoch: 1,
                 batch: built as u32,
@@ -98,6 +102,18 @@ pub(crate) fn train_forest(
         header,
         weights: forest.to_bytes(),
     }))
+}
+
+/// The next trees from index `next`, one per thread, grown in parallel: each tree depends
+/// only on its index, so the forest is the same whatever the thread count, and `Control` is
+/// still checked every few trees.
+fn grow_next(grower: &TreeGrower, next: usize, n_trees: usize) -> Result<Vec<String>, TrainError> {
+    let end = n_trees.min(next + rayon::current_num_threads().max(1));
+    (next..end)
+        .into_par_iter()
+        .map(|index| grower.grow(index).map(|tree| tree.to_json()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(TrainError::Fit)
 }
 
 /// Validation metrics, the training score and the test split's metrics when there is one.

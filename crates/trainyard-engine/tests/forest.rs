@@ -1,5 +1,6 @@
-//! Random forests grow tree by tree: they obey cancel and pause between trees, and a forest
-//! resumed from a checkpoint's bytes is identical to one grown without interruption.
+//! Random forests grow a few trees at a time (one per thread): they obey cancel and pause
+//! between those rounds, a forest resumed from a checkpoint's bytes is identical to one grown
+//! without interruption, and the thread count changes nothing.
 
 mod common;
 
@@ -44,8 +45,13 @@ fn trees_reported(events: &[TrainingEvent]) -> Vec<u32> {
         .collect()
 }
 
+/// Trees grown in one round: one per thread.
+fn round() -> u32 {
+    rayon::current_num_threads() as u32
+}
+
 #[test]
-fn a_cancelled_forest_stops_within_one_tree() {
+fn a_cancelled_forest_stops_within_one_round_of_trees() {
     let req = request(
         "wine_quality",
         Algorithm::RandomForest,
@@ -59,7 +65,7 @@ fn a_cancelled_forest_stops_within_one_tree() {
     };
     let outcome = train(req, &control, &mut observer).unwrap();
     assert!(matches!(outcome, Outcome::Cancelled), "{outcome:?}");
-    assert_eq!(trees_reported(&observer.recorder.events), vec![1]);
+    assert_eq!(trees_reported(&observer.recorder.events), vec![round()]);
 }
 
 #[test]
@@ -79,7 +85,8 @@ fn a_paused_forest_resumes_identical_to_an_uninterrupted_one() {
             panic!("{dataset}: expected a pause")
         };
         assert_eq!(
-            ckpt.state.global_step, 1,
+            ckpt.state.global_step,
+            u64::from(round()),
             "{dataset}: trees in the checkpoint"
         );
         assert_eq!(observer.recorder.checkpoints.len(), 1);
@@ -109,6 +116,23 @@ fn a_paused_forest_resumes_identical_to_an_uninterrupted_one() {
                 assert_eq!(metric(&model, key), *v, "{dataset}: {key}");
             }
         }
+    }
+}
+
+#[test]
+fn a_forest_is_the_same_on_one_thread_as_on_several() {
+    for dataset in ["wine_quality", "california_housing"] {
+        let hp = json!({"n_estimators": 5, "max_depth": 6, "seed": 3});
+        let req = request(dataset, Algorithm::RandomForest, hp);
+        let on_threads = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| train_to_completion(req.clone()).0)
+        };
+        let (one, three) = (on_threads(1), on_threads(3));
+        assert!(one.weights == three.weights, "{dataset}: trees differ");
     }
 }
 
