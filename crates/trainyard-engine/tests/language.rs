@@ -210,30 +210,24 @@ fn dropout_attention_dropout_gradient_accumulation_and_checkpointing_keep_runs_e
         losses(&run.evaluations),
         "gradient checkpointing changes memory, not results"
     );
-    let without = run_to_end(
-        &LmHyperparameters {
-            dropout: 0.0,
-            ..hp.clone()
-        },
-        &data,
-    );
-    assert_ne!(
-        losses(&without.evaluations),
-        losses(&run.evaluations),
-        "dropout changes training"
-    );
-    let without_attention = run_to_end(
-        &LmHyperparameters {
-            attention_dropout: 0.0,
-            ..hp.clone()
-        },
-        &data,
-    );
-    assert_ne!(
-        losses(&without_attention.evaluations),
-        losses(&run.evaluations),
-        "attention dropout changes training"
-    );
+    let without_dropout = LmHyperparameters {
+        dropout: 0.0,
+        ..hp.clone()
+    };
+    let without_attention_dropout = LmHyperparameters {
+        attention_dropout: 0.0,
+        ..hp.clone()
+    };
+    for (which, without) in [
+        ("dropout", without_dropout),
+        ("attention dropout", without_attention_dropout),
+    ] {
+        assert_ne!(
+            losses(&run_to_end(&without, &data).evaluations),
+            losses(&run.evaluations),
+            "{which} changes training"
+        );
+    }
 }
 
 #[test]
