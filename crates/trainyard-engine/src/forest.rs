@@ -1,5 +1,5 @@
-//! Random forests (smartcore trees): grown one tree at a time, so a forest obeys `Control`
-//! between trees, reports progress per tree, and checkpoints the trees built so far.
+//! Random forests (smartcore trees): grown a few trees at a time (one per thread), so a forest
+//! obeys `Control` between rounds, reports progress, and checkpoints the trees built so far.
 //!
 //! Each tree is a one-tree smartcore forest seeded by `(seed, tree index)`: that keeps smartcore's
 //! per-split feature sampling (its public single-tree fit considers every feature at every
