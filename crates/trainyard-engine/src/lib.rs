@@ -171,7 +171,9 @@ pub fn train(
     let result = if request.algorithm.is_gradient_based() {
         match neural::one_thread_pool(&request) {
             Some(pool) => pool.install(|| neural::train_network(request, control, observer)),
-            None => neural::train_network(request, control, observer),
+            // On a worker of the pool, so each step's parallel products are split among
+            // the workers directly rather than each handed to the pool from outside.
+            None => rayon::scope(|_| neural::train_network(request, control, observer)),
         }
     } else {
         forest_training::train_forest(request, control, observer)
