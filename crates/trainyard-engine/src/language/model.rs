@@ -286,6 +286,10 @@ pub struct Dropout {
     pub attention: Option<AttentionDropout>,
 }
 
+/// The streams of the dropout masks on the embeddings and blocks' outputs, one per micro-batch
+/// (burn's network and the native one draw the same masks from them).
+pub const DROPOUT_STREAMS: u64 = 2_000_000;
+
 /// Far above any other stream a run derives from its seed (those count steps from 0 up to
 /// a few million).
 const ATTENTION_DROPOUT_STREAMS: u64 = 1 << 56;
@@ -331,7 +335,7 @@ impl Dropout {
     pub fn for_draw(p: f64, attention: f64, seed: u64, draw: u64) -> Option<Self> {
         (p > 0.0 || attention > 0.0).then(|| Dropout {
             p,
-            rng: SeededRng::derive(seed, 2_000_000 + draw),
+            rng: SeededRng::derive(seed, DROPOUT_STREAMS + draw),
             attention: AttentionDropout::for_draw(attention, seed, draw),
         })
     }

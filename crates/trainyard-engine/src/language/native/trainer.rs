@@ -16,7 +16,7 @@ use super::kernels::adamw_chunk;
 use super::layout::Layout;
 use super::network::{Batch, Masks, backward, forward};
 use crate::buffers::Buffers;
-use crate::language::model::{AttentionDropout, Gpt, GptConfig};
+use crate::language::model::{AttentionDropout, DROPOUT_STREAMS, Gpt, GptConfig};
 use crate::language::steps::{StepRun, early_stopping_state, finish, load_weights, weights};
 use crate::language::train::{
     Evaluation, LmCheckpoint, LmData, LmHyperparameters, LmObserver, validation_windows,
@@ -135,7 +135,7 @@ pub(super) fn masks(hp: &LmHyperparameters, draw: u64, rows: usize) -> Option<Ma
     if hp.dropout <= 0.0 {
         return None;
     }
-    let mut rng = SeededRng::derive(hp.seed, 2_000_000 + draw);
+    let mut rng = SeededRng::derive(hp.seed, DROPOUT_STREAMS + draw);
     let keep = (1.0 / (1.0 - hp.dropout)) as f32;
     let mut mask = |n: usize| -> Vec<f32> {
         (0..n)
