@@ -71,7 +71,10 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args).map(|_| ExitCode::SUCCESS),
         Command::Worker(args) => worker::run(args).map(|_| ExitCode::SUCCESS),
         Command::Train(args) => local_train::run(args),
-        Command::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
+        // On a worker of the pool, as the server's jobs run (`family::run`).
+        Command::Bench(args) => {
+            trainyard_engine::on_pool_worker(|| bench::run(args)).map(|_| ExitCode::SUCCESS)
+        }
         Command::Doctor(args) => doctor::run(args),
         Command::Keys(args) => keys::run(args),
         Command::Models {

@@ -161,6 +161,14 @@ impl Observer for Recorder {
     }
 }
 
+/// Runs `work` on a worker of the global thread pool (in place when already on one). A
+/// training loop run from outside the pool hands each parallel operation of a step to the pool
+/// and sleeps until it is done: a wake-up per operation, a quarter of a small network's step.
+/// From a worker the operations are split among the workers directly.
+pub fn on_pool_worker<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| work())
+}
+
 /// Trains `request` to completion, cancellation or pause. Emits `Finished` on success and
 /// `Failed` on error before returning.
 pub fn train(
@@ -171,9 +179,7 @@ pub fn train(
     let result = if request.algorithm.is_gradient_based() {
         match neural::one_thread_pool(&request) {
             Some(pool) => pool.install(|| neural::train_network(request, control, observer)),
-            // On a worker of the pool, so each step's parallel products are split among
-            // the workers directly rather than each handed to the pool from outside.
-            None => rayon::scope(|_| neural::train_network(request, control, observer)),
+            None => on_pool_worker(|| neural::train_network(request, control, observer)),
         }
     } else {
         forest_training::train_forest(request, control, observer)

@@ -443,7 +443,7 @@ pub fn run(
         peak_seen_mb: 0.0,
         inner: reporter,
     };
-    let mut result = family.train(job, control, &mut measured);
+    let mut result = crate::on_pool_worker(|| family.train(job, control, &mut measured));
     if let Ok(Finished::Completed(artifact)) = &mut result {
         measured.annotate(&mut artifact.metrics);
     }
