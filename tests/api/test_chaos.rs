@@ -135,14 +135,18 @@ async fn thirty_jobs_survive_killed_workers_exactly_once() {
     let server = Server::start_with(Options {
         workers: 0,
         lease_seconds: LEASE_SECONDS,
-        // Housekeeping every half second; artifacts no row references go after 2 s.
+        // Housekeeping every half second; artifacts no row references go after 10 s. The grace
+        // must outlast the moment between a worker writing a checkpoint and its row being
+        // recorded: 2 s was too short on a loaded two-core machine with S3, whose timestamps
+        // are whole seconds (a checkpoint recorded late lost its file). Files orphaned by the
+        // kills are older than this by the time training ends.
         extra_args: [
             "--max-restarts",
             "50",
             "--compact-events-after-seconds",
             "1",
             "--gc-grace-seconds",
-            "2",
+            "10",
         ]
         .map(String::from)
         .to_vec(),
