@@ -179,7 +179,7 @@ pub fn train(
     let result = if request.algorithm.is_gradient_based() {
         match neural::one_thread_pool(&request) {
             Some(pool) => pool.install(|| neural::train_network(request, control, observer)),
-            None => on_pool_worker(|| neural::train_network(request, control, observer)),
+            None => neural::train_network(request, control, observer),
         }
     } else {
         forest_training::train_forest(request, control, observer)
